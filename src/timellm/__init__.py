@@ -1,0 +1,18 @@
+"""timellm: time-series forecasting by reprogramming a frozen pretrained language model."""
+
+from timellm.backbones import Backbone, BackboneError, load_backbone
+from timellm.config import TimeLLMConfig
+from timellm.model import AdapterLoadError, TimeLLM
+from timellm.prompt import input_statistics, prompt_text
+
+__all__ = [
+    "AdapterLoadError",
+    "Backbone",
+    "BackboneError",
+    "TimeLLM",
+    "TimeLLMConfig",
+    "input_statistics",
+    "load_backbone",
+    "prompt_text",
+]
+__version__ = "0.1.0"

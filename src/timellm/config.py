@@ -1,0 +1,128 @@
+"""The one typed configuration object of a Time-LLM model.
+
+Defaults are the paper's long-term forecasting settings (SPEC §1, §3). Sizes that the backbone
+knows (hidden size, vocabulary, layer count) are deliberately absent: they are read from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+LLMVariant = Literal["pretrained", "random", "attention", "transformer", "none"]
+LLM_VARIANTS: tuple[str, ...] = ("pretrained", "random", "attention", "transformer", "none")
+
+
+@dataclass(frozen=True)
+class TimeLLMConfig:
+    # --- backbone ---------------------------------------------------------------------------
+    backbone: str = "smollm2-135m"  # alias, local folder, .gguf file or hub id of the frozen LLM
+    llm_layers: int | None = None  # keep the first k layers; None keeps all (the paper: all 32 of LLaMA-7B)
+    llm: LLMVariant = (
+        "pretrained"  # ablations of Tan et al.: random weights, 1 attention/transformer layer, none
+    )
+    trust_remote_code: bool = False  # never run a hub repository's code unless the user asks
+
+    # --- the forecasting problem ------------------------------------------------------------
+    seq_len: int = 512  # look-back window T
+    pred_len: int = 96  # horizon H
+
+    # --- patching and embedding -------------------------------------------------------------
+    patch_len: int = 16  # length of one patch
+    stride: int = 8  # step between patches; the series is also end-padded by `stride`
+    d_model: int = 32  # width of the patch embedding (the query side of reprogramming)
+    patch_embedding: Literal["conv", "linear"] = "conv"  # released code: Conv1d k=3; the paper: linear
+
+    # --- reprogramming ----------------------------------------------------------------------
+    num_prototypes: int = 1000  # V': text prototypes mapped from the vocabulary (paper: 100 for M4)
+    n_heads: int = 8  # K heads of the reprogramming cross-attention
+    d_keys: int | None = None  # per-head width; None = d_ff as released (the paper text: d_model // K)
+    attention_dropout: float = 0.1  # dropout on the reprogramming attention weights
+
+    # --- output ------------------------------------------------------------------------------
+    d_ff: int = 128  # channels of the LLM's last hidden state kept for the head
+    dropout: float = 0.1  # patch-embedding and head dropout
+
+    # --- prompt-as-prefix -------------------------------------------------------------------
+    use_prompt: bool = True  # prepend the text prompt at all (ablation: w/o prompt)
+    prompt_statistics: bool = True  # include min/max/median/trend/lags (ablation: w/o input statistics)
+    dataset: str | None = None  # benchmark name whose packaged description is used (ETTh1, weather, ...)
+    description: str | None = None  # the user's own domain description; takes precedence over `dataset`
+    top_k_lags: int = 5  # number of autocorrelation lags quoted in the prompt
+
+    def __post_init__(self) -> None:
+        positive = [
+            "seq_len",
+            "pred_len",
+            "patch_len",
+            "stride",
+            "d_model",
+            "d_ff",
+            "num_prototypes",
+            "n_heads",
+        ]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, found {value!r}")
+        if self.llm_layers is not None and (not isinstance(self.llm_layers, int) or self.llm_layers <= 0):
+            raise ValueError(f"llm_layers must be a positive integer or None, found {self.llm_layers!r}")
+        if self.d_keys is not None and self.d_keys <= 0:
+            raise ValueError(f"d_keys must be a positive integer or None, found {self.d_keys!r}")
+        if self.patch_len > self.seq_len:
+            raise ValueError(f"patch_len ({self.patch_len}) must not exceed seq_len ({self.seq_len})")
+        if self.patch_embedding not in ("conv", "linear"):
+            raise ValueError(f"patch_embedding must be 'conv' or 'linear', found {self.patch_embedding!r}")
+        if self.llm not in LLM_VARIANTS:
+            raise ValueError(f"llm must be one of {', '.join(LLM_VARIANTS)}; found {self.llm!r}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), found {getattr(self, name)!r}")
+        if self.top_k_lags < 0 or self.top_k_lags > self.seq_len // 2:
+            raise ValueError(f"top_k_lags must be in [0, seq_len // 2], found {self.top_k_lags}")
+
+    @property
+    def num_patches(self) -> int:
+        """P = (T - patch_len) // stride + 2 (the end padding by `stride` adds one patch)."""
+        return (self.seq_len - self.patch_len) // self.stride + 2
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head width of the reprogramming attention."""
+        return self.d_keys if self.d_keys is not None else self.d_ff
+
+    def replace(self, **changes: Any) -> TimeLLMConfig:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimeLLMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"unknown model setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TimeLLMConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no model config at {path}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,115 @@
+"""The trainable pieces of Time-LLM and the parameter-free transforms around them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REVIN_EPS = 1e-5
+
+
+def revin_normalize(
+    x: torch.Tensor, eps: float = REVIN_EPS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Instance normalisation without affine parameters, over the last axis.
+
+    x: (S, T) -> (normalised (S, T), mean (S, 1), std (S, 1)), std the population std with eps.
+    """
+    mean = x.mean(dim=-1, keepdim=True).detach()
+    std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
+    return (x - mean) / std, mean, std
+
+
+def revin_denormalize(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`revin_normalize` on a forecast y: (S, H)."""
+    return y * std + mean
+
+
+def patchify(x: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
+    """(S, T) -> (S, P, patch_len), after repeating the last value `stride` times at the end."""
+    padded = F.pad(x[:, None, :], (0, stride), mode="replicate")[:, 0]  # (S, T + stride)
+    return padded.unfold(dimension=-1, size=patch_len, step=stride)  # (S, P, patch_len)
+
+
+class PatchEmbedding(nn.Module):
+    """Patches to d_model: a Conv1d across neighbouring patches (released code) or a linear map (paper)."""
+
+    def __init__(self, patch_len: int, d_model: int, kind: str = "conv", dropout: float = 0.1):
+        super().__init__()
+        self.kind = kind
+        if kind == "conv":
+            # kernel 3 over the patch axis, circular padding, no bias: the released TokenEmbedding
+            self.proj = nn.Conv1d(
+                patch_len, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False
+            )
+            nn.init.kaiming_normal_(self.proj.weight, mode="fan_in", nonlinearity="leaky_relu")
+        elif kind == "linear":
+            self.proj = nn.Linear(patch_len, d_model)
+        else:
+            raise ValueError(f"patch embedding must be 'conv' or 'linear', found {kind!r}")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """(S, P, patch_len) -> (S, P, d_model)."""
+        if self.kind == "conv":
+            out = self.proj(patches.transpose(1, 2)).transpose(1, 2)
+        else:
+            out = self.proj(patches)
+        return self.dropout(out)
+
+
+class TextPrototypes(nn.Module):
+    """E' = W E: V' prototypes as learned mixtures of the frozen vocabulary embeddings (V, D)."""
+
+    def __init__(self, vocab_size: int, num_prototypes: int):
+        super().__init__()
+        self.mapping = nn.Linear(vocab_size, num_prototypes)
+
+    def forward(self, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """(V, D) -> (V', D)."""
+        return self.mapping(word_embeddings.T).T
+
+
+class Reprogramming(nn.Module):
+    """Multi-head cross-attention: patch embeddings query the text prototypes."""
+
+    def __init__(self, d_model: int, n_heads: int, d_keys: int, d_llm: int, attention_dropout: float = 0.1):
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_keys = d_keys
+        self.query = nn.Linear(d_model, d_keys * n_heads)
+        self.key = nn.Linear(d_llm, d_keys * n_heads)
+        self.value = nn.Linear(d_llm, d_keys * n_heads)
+        self.out = nn.Linear(d_keys * n_heads, d_llm)
+        self.dropout = nn.Dropout(attention_dropout)
+
+    def attention(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Attention weights (S, K, P, V') of each patch over the prototypes, per head."""
+        s, p, _ = patches.shape
+        q = self.query(patches).view(s, p, self.n_heads, self.d_keys)  # (S, P, K, dk)
+        k = self.key(prototypes).view(-1, self.n_heads, self.d_keys)  # (V', K, dk)
+        scores = torch.einsum("spkd,vkd->skpv", q, k) / math.sqrt(self.d_keys)
+        return torch.softmax(scores, dim=-1)
+
+    def forward(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """(S, P, d_model), (V', D) -> (S, P, D)."""
+        s, p, _ = patches.shape
+        weights = self.dropout(self.attention(patches, prototypes))  # (S, K, P, V')
+        v = self.value(prototypes).view(-1, self.n_heads, self.d_keys)  # (V', K, dk)
+        out = torch.einsum("skpv,vkd->spkd", weights, v).reshape(s, p, self.n_heads * self.d_keys)
+        return self.out(out)  # (S, P, D)
+
+
+class FlattenHead(nn.Module):
+    """(S, P, C) -> (S, H): flatten channels-major (C x P, as released), linear, dropout."""
+
+    def __init__(self, channels: int, num_patches: int, pred_len: int, dropout: float = 0.1):
+        super().__init__()
+        self.linear = nn.Linear(channels * num_patches, pred_len)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear(hidden.transpose(1, 2).flatten(start_dim=1)))

@@ -1,0 +1,128 @@
+"""Prompt-as-Prefix: the text the language model reads before the reprogrammed patches.
+
+A prompt has a part shared by every series of a run (the dataset description and the task
+instruction, the *prefix*) and a part per series (its input statistics). They are tokenised
+separately and concatenated as token ids, so the shared part's tokens are identical for every
+series: that is what lets the fast path compute it once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+
+from timellm.layers import revin_normalize
+
+
+@dataclass(frozen=True)
+class InputStatistics:
+    """Statistics of a batch of (normalised) series, each a tensor with a leading batch axis S."""
+
+    minimum: torch.Tensor  # (S,)
+    maximum: torch.Tensor  # (S,)
+    median: torch.Tensor  # (S,)
+    upward: torch.Tensor  # (S,) bool: sum of first differences > 0
+    lags: torch.Tensor  # (S, k) int64: lags 1..T/2 of largest autocorrelation, strongest first
+
+
+def autocorrelation(x: torch.Tensor) -> torch.Tensor:
+    """Non-circular autocorrelation of each row: (S, T) -> (S, T), lag 0 first.
+
+    The series is zero-padded to 2T before the FFT so that lag k only pairs x[t] with x[t+k]
+    (no wrap-around); the released code's circular version mixes the two ends of the window.
+    """
+    length = x.shape[-1]
+    spectrum = torch.fft.rfft(x.float(), n=2 * length, dim=-1)
+    return torch.fft.irfft(spectrum * spectrum.conj(), n=2 * length, dim=-1)[..., :length]
+
+
+def input_statistics(x: torch.Tensor, top_k: int = 5) -> InputStatistics:
+    """Vectorised statistics of a batch of series ``x`` of shape (S, T); no loop over series."""
+    if x.ndim != 2:
+        raise ValueError(f"expected series of shape (batch, length), found {tuple(x.shape)}")
+    length = x.shape[-1]
+    x = x.detach().float()
+    acf = autocorrelation(x)[:, 1 : length // 2 + 1]  # lags 1..T/2: lag 0 is trivially maximal
+    k = min(top_k, acf.shape[-1])
+    lags = torch.topk(acf, k, dim=-1).indices + 1
+    return InputStatistics(
+        minimum=x.min(dim=-1).values,
+        maximum=x.max(dim=-1).values,
+        median=x.median(dim=-1).values,
+        upward=x.diff(dim=-1).sum(dim=-1) > 0,
+        lags=lags,
+    )
+
+
+def format_number(value: float) -> str:
+    """Three significant digits: enough for the LLM, a fraction of the tokens of a full float repr."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.3g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def statistics_texts(stats: InputStatistics) -> list[str]:
+    """The per-series part of the prompt, one string per series."""
+    minimum, maximum, median = stats.minimum.tolist(), stats.maximum.tolist(), stats.median.tolist()
+    upward, lags = stats.upward.tolist(), stats.lags.tolist()
+    return [
+        f" Input statistics: min {format_number(lo)}, max {format_number(hi)}, median {format_number(mid)},"
+        f" trend {'upward' if up else 'downward'}, top {len(lag)} lags {', '.join(map(str, lag))}."
+        for lo, hi, mid, up, lag in zip(minimum, maximum, median, upward, lags, strict=True)
+    ]
+
+
+def available_descriptions() -> list[str]:
+    files = resources.files("timellm") / "descriptions"
+    return sorted(p.name.removesuffix(".txt") for p in files.iterdir() if p.name.endswith(".txt"))
+
+
+def dataset_description(dataset: str | None = None, description: str | None = None) -> str:
+    """The domain text of the prompt: the user's own if given, else the packaged one of ``dataset``."""
+    if description is not None and description.strip():
+        return " ".join(description.split())
+    if dataset is None:
+        return "A numeric time series."
+    path = resources.files("timellm") / "descriptions" / f"{dataset}.txt"
+    if not path.is_file():
+        raise ValueError(
+            f"no packaged description for dataset {dataset!r}; known: {', '.join(available_descriptions())}. "
+            "Pass your own with description=..."
+        )
+    return path.read_text().strip()
+
+
+def prompt_prefix(description: str, seq_len: int, pred_len: int) -> str:
+    """The part of the prompt shared by every series of a run."""
+    return (
+        f"Dataset description: {description} "
+        f"Task: forecast the next {pred_len} steps given the previous {seq_len} steps."
+    )
+
+
+def prompt_text(
+    series,
+    pred_len: int,
+    *,
+    dataset: str | None = None,
+    description: str | None = None,
+    top_k_lags: int = 5,
+    statistics: bool = True,
+) -> str:
+    """The exact prompt text the model gives the LLM for one raw (un-normalised) series.
+
+    ``series`` is any 1-D sequence of numbers: the look-back window. It is normalised as the model
+    does (RevIN) before its statistics are computed.
+    """
+    x = torch.as_tensor(series, dtype=torch.float32)
+    if x.ndim != 1 or x.numel() < 2:
+        raise ValueError(f"expected a 1-D series of at least 2 values, found shape {tuple(x.shape)}")
+    prefix = prompt_prefix(dataset_description(dataset, description), x.numel(), pred_len)
+    if not statistics:
+        return prefix
+    normalised, _, _ = revin_normalize(x[None])
+    return prefix + statistics_texts(input_statistics(normalised, top_k_lags))[0]

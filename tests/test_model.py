@@ -1,0 +1,167 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from timellm import AdapterLoadError, TimeLLM, TimeLLMConfig
+from timellm.backbones import load_backbone
+from timellm.model import ADAPTER_FILE
+
+BACKBONES = ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert"]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize(
+    "seq_len,pred_len,patch_len,stride,channels",
+    [(48, 12, 8, 4, 1), (64, 24, 16, 8, 3), (37, 5, 6, 5, 2), (24, 48, 1, 1, 1)],
+)
+def test_output_shape(backbone, seq_len, pred_len, patch_len, stride, channels):
+    config = tiny_config(backbone, seq_len=seq_len, pred_len=pred_len, patch_len=patch_len, stride=stride)
+    model = TimeLLM(config)
+    out = model(torch.randn(3, seq_len, channels))
+    assert out.shape == (3, pred_len, channels)
+    assert torch.isfinite(out).all()
+    assert config.num_patches == (seq_len - patch_len) // stride + 2
+
+
+def test_linear_patch_embedding_and_paper_head_dim():
+    model = TimeLLM(tiny_config(patch_embedding="linear", d_keys=4))
+    assert isinstance(model.patch_embedding.proj, torch.nn.Linear)
+    assert model.reprogramming.query.out_features == 4 * 2
+    assert model(torch.randn(2, 48, 1)).shape == (2, 12, 1)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    model = TimeLLM(tiny_config())
+    with pytest.raises(ValueError, match=r"seq_len=48.*found \(2, 40, 1\)"):
+        model(torch.randn(2, 40, 1))
+
+
+def test_d_ff_larger_than_the_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="d_ff .* hidden size"):
+        TimeLLM(tiny_config(d_ff=4096))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_an_optimiser_step_moves_the_adapter_only(backbone):
+    model = TimeLLM(tiny_config(backbone))
+    model.train()
+    frozen = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    adapter = {k: v.clone() for k, v in model.adapter_state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=1e-2)
+    loss = torch.nn.functional.mse_loss(model(torch.randn(4, 48, 2)), torch.randn(4, 12, 2))
+    loss.backward()
+    assert model.patch_embedding.proj.weight.grad is not None
+    assert model.patch_embedding.proj.weight.grad.abs().sum() > 0
+    optimiser.step()
+    for k, v in model.llm.state_dict().items():
+        assert torch.equal(v, frozen[k]), f"backbone weight {k} changed"
+    for part in ("patch_embedding", "prototypes", "reprogramming", "head"):
+        keys = [k for k in adapter if k.startswith(part + ".")]
+        assert keys, part
+        assert any(not torch.equal(model.adapter_state_dict()[k], adapter[k]) for k in keys), part
+    # everything of the LLM is frozen, its word embeddings too
+    assert not model.llm.get_input_embeddings().weight.requires_grad
+    assert not model.llm.training
+
+
+def test_trainable_parameter_count_includes_the_mapping_layer():
+    model = TimeLLM(tiny_config())
+    vocab = model.backbone.vocab_size
+    mapping = vocab * 20 + 20
+    assert model.prototypes.mapping.weight.numel() + model.prototypes.mapping.bias.numel() == mapping
+    assert model.num_parameters(trainable_only=True) == sum(
+        v.numel() for v in model.adapter_state_dict().values()
+    )
+    assert model.num_parameters() > model.num_parameters(trainable_only=True)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_padded_prompts_give_the_same_output_as_alone(backbone):
+    model = TimeLLM(tiny_config(backbone)).eval()
+    t = torch.arange(48, dtype=torch.float32)
+    # very different series: their statistics texts (hence prompt lengths) differ
+    batch = torch.stack([torch.sin(t / 3), 1e4 * torch.randn(48), -t * 0.001234567, torch.cos(t)])[..., None]
+    ids, mask = model.prompt_token_ids(torch.nn.functional.normalize(batch[..., 0], dim=-1))
+    assert (mask.sum(1) != mask.shape[1]).any(), "the test needs prompts of different lengths"
+    with torch.no_grad():
+        together = model(batch)
+        for i in range(batch.shape[0]):
+            alone = model(batch[i : i + 1])
+            torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_is_left_padded_so_patches_come_last():
+    model = TimeLLM(tiny_config())
+    ids, mask = model.prompt_token_ids(torch.randn(3, 48) * torch.tensor([[1.0], [1000.0], [0.001]]))
+    assert (mask[:, -1] == 1).all()
+    for row in mask:  # zeros then ones
+        first = int(row.argmax())
+        assert row[first:].all() and not row[:first].any()
+
+
+def test_save_and_load_give_identical_predictions(tmp_path):
+    model = TimeLLM(tiny_config()).eval()
+    with torch.no_grad():
+        model.head.linear.weight.mul_(3)  # make sure loading is not re-initialising
+    x = torch.randn(2, 48, 3)
+    expected = model(x)
+    model.save_pretrained(tmp_path)
+    loaded = TimeLLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
+    saved = load_file(str(tmp_path / ADAPTER_FILE))
+    assert not any(k.startswith("llm.") for k in saved)
+    assert sum(v.numel() for v in saved.values()) == model.num_parameters(trainable_only=True)
+    assert TimeLLMConfig.load(tmp_path / "config.json") == model.config
+
+
+def test_loading_checks_keys_and_shapes_strictly(tmp_path):
+    TimeLLM(tiny_config()).save_pretrained(tmp_path / "a")
+    other = TimeLLM(tiny_config(d_model=4))
+    with pytest.raises(AdapterLoadError, match=r"adapter.safetensors was made for another backbone or shape"):
+        other.load_adapter(tmp_path / "a" / ADAPTER_FILE)
+    gpt2 = TimeLLM(tiny_config("tiny-random-gpt2", llm="none"))
+    with pytest.raises(AdapterLoadError, match="does not match this model"):
+        gpt2.load_adapter(tmp_path / "a" / ADAPTER_FILE)
+    (tmp_path / "a" / ADAPTER_FILE).write_bytes(b"garbage")
+    with pytest.raises(AdapterLoadError, match="truncated or corrupted"):
+        TimeLLM.from_pretrained(tmp_path / "a")
+
+
+def test_a_given_backbone_is_reused():
+    backbone = load_backbone("tiny-random-gpt2")
+    model = TimeLLM(tiny_config("tiny-random-gpt2"), backbone=backbone)
+    assert model.llm is backbone.model
+
+
+@pytest.mark.parametrize("variant", ["random", "attention", "transformer", "none"])
+def test_ablation_variants_run_and_train(variant, tmp_path):
+    model = TimeLLM(tiny_config(llm=variant))
+    out = model(torch.randn(2, 48, 2))
+    assert out.shape == (2, 12, 2)
+    out.sum().backward()
+    assert model.patch_embedding.proj.weight.grad is not None
+    model.save_pretrained(tmp_path)
+    model.eval()
+    x = torch.randn(2, 48, 2)
+    torch.testing.assert_close(TimeLLM.from_pretrained(tmp_path).eval()(x), model(x))
+
+
+def test_no_prompt_and_no_statistics_variants():
+    plain = TimeLLM(tiny_config(use_prompt=False))
+    ids, mask = plain.prompt_token_ids(torch.randn(2, 48))
+    assert ids.shape == (2, 0)
+    no_stats = TimeLLM(tiny_config(prompt_statistics=False))
+    ids, mask = no_stats.prompt_token_ids(torch.randn(2, 48))
+    assert torch.equal(ids[0], ids[1]) and mask.all()
+    assert no_stats(torch.randn(2, 48, 1)).shape == (2, 12, 1)
+
+
+def test_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="seq_len must be a positive integer"):
+        TimeLLMConfig(seq_len=0)
+    with pytest.raises(ValueError, match="unknown model setting"):
+        TimeLLMConfig().replace(nonsense=1)
+    with pytest.raises(ValueError, match="llm must be one of"):
+        TimeLLMConfig(llm="gpt5")
