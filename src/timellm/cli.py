@@ -1,0 +1,202 @@
+"""The `timellm` command line. Errors are one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("timellm")
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding the benchmark files (default: $TIMELLM_DATA)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)")
+    parser.add_argument("--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
+    )
+    parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timellm", description="Time-LLM forecasting with a frozen language model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a preset on its benchmark, test it, write a run folder")
+    _add_training(p)
+    p.add_argument("--percent", type=float, default=100, help="few-shot: train on the first PERCENT %% of windows")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="re-test a run folder's adapter on its whole test split")
+    p.add_argument("run_dir")
+    _add_common(p)
+
+    p = sub.add_parser("presets", help="list the packaged presets")
+    p.add_argument("--all", action="store_true", help="show every setting of each preset")
+
+    p = sub.add_parser("demo", help="train briefly on ETTh1 with SmolLM2, test, save the adapter and a plot")
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    _add_common(p)
+
+    p = sub.add_parser("info", help="parameter counts of a model built from a preset")
+    p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
+    p.add_argument("--backbone", help="backbone (overrides the preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _resolve_preset(args):
+    from timellm.presets import get_preset, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if getattr(args, "backbone", None):
+        overrides["backbone"] = args.backbone
+    return get_preset(args.preset).with_overrides(overrides)
+
+
+def _default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    rows = [("Time-LLM", metrics["mse"], metrics["mae"])]
+    names = {"last_value": "last value", "seasonal_naive": "seasonal naive"}
+    rows += [(names.get(k, k), v["mse"], v["mae"]) for k, v in metrics["baselines"].items()]
+    windows = metrics.get("test_windows", metrics.get("windows"))
+    total = metrics.get("test_windows_total", windows)
+    scope = f"{windows} test windows" if windows == total else f"{windows} of {total} test windows (evenly spaced)"
+    print(f"\n{title}: {scope} x {metrics['channels']} channels, standardised scale")
+    print(f"{'model':<16}{'MSE':>9}{'MAE':>9}")
+    for name, m, a in rows:
+        print(f"{name:<16}{m:>9.4f}{a:>9.4f}")
+
+
+def cmd_train(args) -> int:
+    from timellm.runs import train_and_test
+
+    preset = _resolve_preset(args)
+    run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
+    command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    metrics = train_and_test(preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command)
+    _print_metrics(metrics, f"{preset.dataset}, horizon {preset.model.pred_len}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from timellm.runs import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.data_dir)
+    _print_metrics(metrics, f"{args.run_dir}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from timellm.presets import all_presets
+
+    for name, preset in all_presets().items():
+        m, t = preset.model, preset.train
+        line = (
+            f"{name:<22} seq {m.seq_len:>4} pred {m.pred_len:>4} patch {m.patch_len}/{m.stride} "
+            f"d_model {m.d_model} d_ff {m.d_ff} layers {m.llm_layers or 'all'} lr {t.learning_rate} epochs {t.epochs}"
+        )
+        if t.max_train_windows:
+            line += f" (<= {t.max_train_windows} windows/epoch)"
+        print(line)
+        if args.all:
+            print(f"    model: {m.to_dict()}\n    train: {t.to_dict()}\n    run: {preset.run}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from timellm.presets import get_preset
+    from timellm.runs import train_and_test
+
+    preset = get_preset("ETTh1-96-demo")
+    logger.info("demo: ETTh1, horizon 96, %s with %d layers (preset %s)", preset.model.backbone, preset.model.llm_layers, preset.name)
+    metrics = train_and_test(preset, args.out, data_dir=args.data_dir, command="timellm demo")
+    _print_metrics(metrics, "ETTh1, horizon 96")
+    out = Path(args.out)
+    print(f"adapter: {out / 'adapter'}   plot: {out / 'forecast.png'}   log: {out / 'train.log'}")
+    print(f"trained {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the full benchmark: timellm train --preset ETTh1-96-cpu")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from timellm.model import TimeLLM
+
+    preset = _resolve_preset(args)
+    model = TimeLLM(preset.model)
+    backbone = model.backbone
+    print(f"preset {preset.name}, backbone {preset.model.backbone}")
+    if backbone is not None:
+        print(
+            f"backbone: hidden {backbone.hidden_size}, vocabulary {backbone.vocab_size}, "
+            f"layers used {backbone.num_layers} of {backbone.total_layers}, causal {backbone.is_causal}"
+        )
+    trainable, total = model.num_parameters(True), model.num_parameters()
+    print(f"trainable parameters: {trainable:,}")
+    print(f"total parameters:     {total:,}")
+    for name, module in model.named_children():
+        count = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        if count:
+            print(f"  {name:<16}{count:>14,}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "presets": cmd_presets,
+    "demo": cmd_demo,
+    "info": cmd_info,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    from timellm.backbones import BackboneError
+    from timellm.data.benchmarks import DataError
+    from timellm.model import AdapterLoadError
+    from timellm.presets import PresetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, PresetError, DataError, BackboneError, AdapterLoadError, FileNotFoundError, ValueError) as err:
+        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `timellm presets | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("timellm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

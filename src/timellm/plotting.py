@@ -1,0 +1,44 @@
+"""Forecast plots: history, truth and forecast of a few windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_forecasts(
+    past: np.ndarray, pred: np.ndarray, true: np.ndarray, path: str | Path, *, channel: int = -1,
+    count: int = 4, history: int | None = None, title: str = "", channel_name: str | None = None,
+) -> Path:
+    """Plot ``count`` evenly spaced windows of one channel to a PNG.
+
+    past (W, T, N), pred (W, H, N), true (W, H, N); ``history`` past steps are shown (default 2 H).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = np.linspace(0, past.shape[0] - 1, min(count, past.shape[0])).round().astype(int)
+    horizon = pred.shape[1]
+    history = min(history or 2 * horizon, past.shape[1])
+    fig, axes = plt.subplots(len(windows), 1, figsize=(10, 2.4 * len(windows)), squeeze=False)
+    for ax, w in zip(axes[:, 0], windows, strict=True):
+        t_past = np.arange(-history, 0)
+        t_future = np.arange(horizon)
+        ax.plot(t_past, past[w, -history:, channel], color="0.4", lw=1, label="history")
+        ax.plot(t_future, true[w, :, channel], color="black", lw=1.2, label="truth")
+        ax.plot(t_future, pred[w, :, channel], color="tab:red", lw=1.4, label="forecast")
+        ax.axvline(0, color="0.7", lw=0.8, ls="--")
+        ax.set_ylabel(channel_name or f"channel {channel}")
+        ax.set_title(f"test window {w}", fontsize=9, loc="left")
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,105 @@
+"""Presets are data: packaged YAML files resolved into (dataset, model config, train config)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from timellm.config import TimeLLMConfig
+from timellm.training import TrainConfig
+
+RUN_FIELDS = ("max_test_windows",)  # settings of a run that are neither model nor training settings
+
+
+class PresetError(ValueError):
+    """An unknown preset or a bad override; the message lists what is known."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dataset: str
+    model: TimeLLMConfig
+    train: TrainConfig
+    run: dict[str, Any]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Preset:
+        """Apply ``{"llm_layers": 4, "train.epochs": 2, ...}``; a bare key is looked up in model, train, run."""
+        model, train, run = {}, {}, dict(self.run)
+        model_keys = {f.name for f in fields(TimeLLMConfig)}
+        train_keys = {f.name for f in fields(TrainConfig)}
+        for key, value in overrides.items():
+            section, _, name = key.rpartition(".")
+            if section in ("", "model") and name in model_keys:
+                model[name] = value
+            elif section in ("", "train") and name in train_keys:
+                train[name] = value
+            elif section in ("", "run") and name in RUN_FIELDS:
+                run[name] = value
+            else:
+                known = sorted(model_keys | train_keys | set(RUN_FIELDS))
+                raise PresetError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
+        return Preset(self.name, self.dataset, self.model.replace(**model), self.train.replace(**train), run)
+
+
+def _merge(base: dict, extra: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (extra or {}).items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _files() -> list[dict]:
+    folder = resources.files("timellm") / "presets"
+    return [yaml.safe_load(p.read_text()) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")]
+
+
+def all_presets() -> dict[str, Preset]:
+    """Every packaged preset by name: "<dataset>-<horizon>" and its "-cpu" variant (plus extras)."""
+    presets: dict[str, Preset] = {}
+    for data in _files():
+        defaults = data.get("defaults", {})
+        for dataset, spec in data.get("datasets", {}).items():
+            for horizon in spec["horizons"]:
+                settings = _merge(defaults, {k: v for k, v in spec.items() if k in ("model", "train", "run")})
+                settings = _merge(settings, spec.get("by_horizon", {}).get(horizon))
+                settings = _merge(settings, {"model": {"pred_len": horizon, "dataset": dataset}})
+                name = f"{dataset}-{horizon}"
+                presets[name] = _build(name, dataset, settings)
+                for variant, extra in data.get("variants", {}).items():
+                    presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", dataset, _merge(settings, extra))
+    return presets
+
+
+def _build(name: str, dataset: str, settings: dict) -> Preset:
+    try:
+        return Preset(
+            name, dataset, TimeLLMConfig(**settings.get("model", {})), TrainConfig(**settings.get("train", {})),
+            dict(settings.get("run", {})),
+        )
+    except (TypeError, ValueError) as err:
+        raise PresetError(f"preset {name} is invalid: {err}") from err
+
+
+def get_preset(name: str) -> Preset:
+    presets = all_presets()
+    if name not in presets:
+        close = [p for p in presets if p.lower().startswith(name.split("-")[0].lower())][:12]
+        hint = f" Similar: {', '.join(close)}." if close else ""
+        raise PresetError(f"unknown preset {name!r}.{hint} List them with `timellm presets`.")
+    return presets[name]
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["llm_layers=4", "train.epochs=2"]`` -> ``{"llm_layers": 4, "train.epochs": 2}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PresetError(f"--set expects key=value, found {pair!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
