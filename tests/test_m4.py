@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from timellm.baselines import last_value_forecast, seasonal_naive_forecast
 from timellm.m4 import (
     FREQUENCIES,
     M4FileNotFoundError,
@@ -229,3 +230,18 @@ def test_naive2_reproduces_the_published_mase_and_scores_owa_one():
     # the overall row weighs each frequency by its number of series
     weights = np.array([359, 414]) / 773
     assert table.loc["Average", "SMAPE"] == pytest.approx(weights @ [9.161, 18.383], abs=0.01)
+
+
+@needs_data
+def test_naive_baselines_on_the_forecast_inputs_reproduce_the_published_benchmarks():
+    """End to end: forecast inputs -> a baseline -> score; the M4 benchmarks sNaive and Naive1."""
+    hourly, weekly = load_m4("Hourly", DATA_DIR), load_m4("Weekly", DATA_DIR)
+    table = score_m4(
+        {
+            "Hourly": seasonal_naive_forecast(hourly.forecast_inputs(), 48, period=24),
+            "Weekly": last_value_forecast(weekly.forecast_inputs(), 13),
+        },
+        DATA_DIR,
+    )
+    assert table.loc["Hourly", ["SMAPE", "MASE"]].tolist() == pytest.approx([13.912, 1.193], abs=0.01)
+    assert table.loc["Weekly", ["SMAPE", "MASE"]].tolist() == pytest.approx([9.161, 2.777], abs=0.01)

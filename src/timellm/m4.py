@@ -154,10 +154,14 @@ class M4Data:
     test: np.ndarray | None  # (n_series, horizon); None when not loaded
 
     def training_windows(self, seq_len: int | None = None, holdout: bool = True) -> M4WindowDataset:
-        """Training windows; ``holdout=True`` keeps the validation target (last horizon) out of them."""
+        """Training windows (seq_len default 2 × horizon) from the last history_size × horizon cut points.
+
+        ``holdout=True`` keeps the validation target (the last horizon) out of them: use it while
+        selecting a model on :meth:`validation_set`; ``False`` trains on the full histories.
+        """
         return M4WindowDataset(
             self._train(),
-            seq_len or self.frequency.seq_len,
+            self._seq_len(seq_len),
             self.frequency.horizon,
             holdout=holdout,
             max_windows_per_series=math.ceil(self.frequency.history_size * self.frequency.horizon),
@@ -165,11 +169,14 @@ class M4Data:
 
     def validation_set(self, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """See :func:`validation_set`: (n, seq_len, 1) inputs, (n, horizon, 1) targets."""
-        return validation_set(self._train(), seq_len or self.frequency.seq_len, self.frequency.horizon)
+        return validation_set(self._train(), self._seq_len(seq_len), self.frequency.horizon)
 
     def forecast_inputs(self, seq_len: int | None = None) -> torch.Tensor:
         """See :func:`forecast_inputs`: (n, seq_len, 1), the inputs whose forecasts meet the test file."""
-        return forecast_inputs(self._train(), seq_len or self.frequency.seq_len)
+        return forecast_inputs(self._train(), self._seq_len(seq_len))
+
+    def _seq_len(self, seq_len: int | None) -> int:
+        return self.frequency.seq_len if seq_len is None else seq_len
 
     def _train(self) -> list[np.ndarray]:
         if self.train is None:
