@@ -34,3 +34,22 @@ def tiny_config(backbone: str = "tiny-random-llama", **changes) -> TimeLLMConfig
 import os  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def shared_datasets():
+    """The benchmark folder: $TIMELLM_DATA, or ../shared/datasets beside the checkout."""
+    from pathlib import Path
+
+    env = os.environ.get("TIMELLM_DATA")
+    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture
+def data_dir():
+    folder = shared_datasets()
+    if folder is None:
+        pytest.skip(
+            "benchmark data folder not found (set TIMELLM_DATA or put shared/datasets beside the checkout)"
+        )
+    return folder

@@ -32,22 +32,34 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", required=True, help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)")
-    parser.add_argument("--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--preset", required=True, help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)"
+    )
+    parser.add_argument(
+        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
     )
     parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timellm", description="Time-LLM forecasting with a frozen language model.")
+    parser = argparse.ArgumentParser(
+        prog="timellm", description="Time-LLM forecasting with a frozen language model."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a preset on its benchmark, test it, write a run folder")
     _add_training(p)
-    p.add_argument("--percent", type=float, default=100, help="few-shot: train on the first PERCENT %% of windows")
+    p.add_argument(
+        "--percent", type=float, default=100, help="few-shot: train on the first PERCENT %% of windows"
+    )
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="re-test a run folder's adapter on its whole test split")
@@ -87,7 +99,11 @@ def _print_metrics(metrics: dict, title: str) -> None:
     rows += [(names.get(k, k), v["mse"], v["mae"]) for k, v in metrics["baselines"].items()]
     windows = metrics.get("test_windows", metrics.get("windows"))
     total = metrics.get("test_windows_total", windows)
-    scope = f"{windows} test windows" if windows == total else f"{windows} of {total} test windows (evenly spaced)"
+    scope = (
+        f"{windows} test windows"
+        if windows == total
+        else f"{windows} of {total} test windows (evenly spaced)"
+    )
     print(f"\n{title}: {scope} x {metrics['channels']} channels, standardised scale")
     print(f"{'model':<16}{'MSE':>9}{'MAE':>9}")
     for name, m, a in rows:
@@ -136,12 +152,19 @@ def cmd_demo(args) -> int:
     from timellm.runs import train_and_test
 
     preset = get_preset("ETTh1-96-demo")
-    logger.info("demo: ETTh1, horizon 96, %s with %d layers (preset %s)", preset.model.backbone, preset.model.llm_layers, preset.name)
+    logger.info(
+        "demo: ETTh1, horizon 96, %s with %d layers (preset %s)",
+        preset.model.backbone,
+        preset.model.llm_layers,
+        preset.name,
+    )
     metrics = train_and_test(preset, args.out, data_dir=args.data_dir, command="timellm demo")
     _print_metrics(metrics, "ETTh1, horizon 96")
     out = Path(args.out)
     print(f"adapter: {out / 'adapter'}   plot: {out / 'forecast.png'}   log: {out / 'train.log'}")
-    print(f"trained {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the full benchmark: timellm train --preset ETTh1-96-cpu")
+    print(
+        f"trained {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; the full benchmark: timellm train --preset ETTh1-96-cpu"
+    )
     return 0
 
 
@@ -187,7 +210,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, PresetError, DataError, BackboneError, AdapterLoadError, FileNotFoundError, ValueError) as err:
+    except (
+        CLIError,
+        PresetError,
+        DataError,
+        BackboneError,
+        AdapterLoadError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"timellm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `timellm presets | head`

@@ -15,21 +15,29 @@ from timellm.metrics import mae, mse
 
 @torch.no_grad()
 def predict_windows(
-    model: nn.Module, array: np.ndarray, seq_len: int, pred_len: int, batch_size: int = 32, device=None,
-    autocast=None, desc: str = "test",
+    model: nn.Module,
+    array: np.ndarray,
+    seq_len: int,
+    pred_len: int,
+    batch_size: int = 32,
+    device=None,
+    autocast=None,
+    desc: str = "test",
+    max_windows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forecast every window (stride 1) of ``array`` (rows, N): returns past, pred and true arrays.
 
     Shapes: past (W, T, N), pred (W, H, N), true (W, H, N); W counts every window, the last partial
-    batch included.
+    batch included (or ``max_windows`` evenly spaced ones).
     """
-    dataset = WindowDataset(array, seq_len, pred_len, channel_independent=False)
+    dataset = WindowDataset(array, seq_len, pred_len, channel_independent=False, max_windows=max_windows)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     pasts, preds, trues = [], [], []
-    for past, future in tqdm(loader, desc=desc, leave=False):
+    # disable=None: no bar when not writing to a terminal (CI logs, tests)
+    for past, future in tqdm(loader, desc=desc, leave=False, disable=None):
         if autocast is not None:
             with autocast():
                 pred = model(past.to(device))
@@ -40,7 +48,9 @@ def predict_windows(
         trues.append(future.numpy())
     model.train(was_training)
     if not preds:
-        raise ValueError(f"no complete window of seq_len {seq_len} + pred_len {pred_len} in {len(array)} rows")
+        raise ValueError(
+            f"no complete window of seq_len {seq_len} + pred_len {pred_len} in {len(array)} rows"
+        )
     return np.concatenate(pasts), np.concatenate(preds), np.concatenate(trues)
 
 
@@ -56,8 +66,14 @@ def naive_references(past: np.ndarray, true: np.ndarray, period: int) -> dict[st
 
 
 def evaluate(
-    model: nn.Module, array: np.ndarray, seq_len: int, pred_len: int, period: int, batch_size: int = 32,
-    device=None, autocast=None,
+    model: nn.Module,
+    array: np.ndarray,
+    seq_len: int,
+    pred_len: int,
+    period: int,
+    batch_size: int = 32,
+    device=None,
+    autocast=None,
 ) -> dict:
     """Metrics of ``model`` on every window of ``array`` with the naive references beside them."""
     past, pred, true = predict_windows(model, array, seq_len, pred_len, batch_size, device, autocast)

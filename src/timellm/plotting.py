@@ -8,8 +8,16 @@ import numpy as np
 
 
 def plot_forecasts(
-    past: np.ndarray, pred: np.ndarray, true: np.ndarray, path: str | Path, *, channel: int = -1,
-    count: int = 4, history: int | None = None, title: str = "", channel_name: str | None = None,
+    past: np.ndarray,
+    pred: np.ndarray,
+    true: np.ndarray,
+    path: str | Path,
+    *,
+    channel: int = -1,
+    count: int = 4,
+    history: int | None = None,
+    title: str = "",
+    channel_name: str | None = None,
 ) -> Path:
     """Plot ``count`` evenly spaced windows of one channel to a PNG.
 

@@ -55,7 +55,11 @@ def _merge(base: dict, extra: dict | None) -> dict:
 
 def _files() -> list[dict]:
     folder = resources.files("timellm") / "presets"
-    return [yaml.safe_load(p.read_text()) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")]
+    return [
+        yaml.safe_load(p.read_text())
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    ]
 
 
 def all_presets() -> dict[str, Preset]:
@@ -71,14 +75,19 @@ def all_presets() -> dict[str, Preset]:
                 name = f"{dataset}-{horizon}"
                 presets[name] = _build(name, dataset, settings)
                 for variant, extra in data.get("variants", {}).items():
-                    presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", dataset, _merge(settings, extra))
+                    presets[f"{name}-{variant}"] = _build(
+                        f"{name}-{variant}", dataset, _merge(settings, extra)
+                    )
     return presets
 
 
 def _build(name: str, dataset: str, settings: dict) -> Preset:
     try:
         return Preset(
-            name, dataset, TimeLLMConfig(**settings.get("model", {})), TrainConfig(**settings.get("train", {})),
+            name,
+            dataset,
+            TimeLLMConfig(**settings.get("model", {})),
+            TrainConfig(**settings.get("train", {})),
             dict(settings.get("run", {})),
         )
     except (TypeError, ValueError) as err:

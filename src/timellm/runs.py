@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -49,20 +48,11 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def subsample_windows(array: np.ndarray, seq_len: int, pred_len: int, limit: int | None) -> list[np.ndarray]:
-    """Evenly spaced windows' row blocks of ``array`` (all of them when ``limit`` is None)."""
-    total = array.shape[0] - seq_len - pred_len + 1
-    if limit is None or limit >= total:
-        return [array]
-    starts = np.linspace(0, total - 1, limit).round().astype(int)
-    return [array[s : s + seq_len + pred_len] for s in starts]
-
-
-def test_model(model, splits: Splits, batch_size: int, limit: int | None = None) -> tuple[dict, tuple]:
+def score_test_split(model, splits: Splits, batch_size: int, limit: int | None = None) -> tuple[dict, tuple]:
     """MSE/MAE on the test split (every window unless ``limit``), naive references beside them."""
-    blocks = subsample_windows(splits.test, splits.seq_len, splits.pred_len, limit)
-    parts = [predict_windows(model, b, splits.seq_len, splits.pred_len, batch_size) for b in blocks]
-    past, pred, true = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    past, pred, true = predict_windows(
+        model, splits.test, splits.seq_len, splits.pred_len, batch_size, max_windows=limit
+    )
     total = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
     metrics = {
         "mse": mse(pred, true),
@@ -114,18 +104,23 @@ def train_and_test(
         model = TimeLLM(model_config)
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
-            model_config.backbone, model_config.llm_layers or 0, model.backbone.total_layers if model.backbone else 0,
-            f"{model.num_parameters(True):,}", f"{model.num_parameters():,}",
+            model_config.backbone,
+            model_config.llm_layers or 0,
+            model.backbone.total_layers if model.backbone else 0,
+            f"{model.num_parameters(True):,}",
+            f"{model.num_parameters():,}",
         )
         train_set = WindowDataset(splits.train, model_config.seq_len, model_config.pred_len)
         val_set = WindowDataset(splits.val, model_config.seq_len, model_config.pred_len)
-        logger.info("%s: %d training and %d validation series-windows", splits.name, len(train_set), len(val_set))
+        logger.info(
+            "%s: %d training and %d validation series-windows", splits.name, len(train_set), len(val_set)
+        )
         result = fit(model, train_set, val_set, train_config)
         pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
         model.save_pretrained(run_dir / ADAPTER_DIR)
 
         started = time.perf_counter()
-        metrics, (past, pred, true) = test_model(
+        metrics, (past, pred, true) = score_test_split(
             model, test_splits, train_config.eval_batch_size, preset.run.get("max_test_windows")
         )
         metrics.update(
@@ -149,7 +144,12 @@ def train_and_test(
         )
         (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         plot_forecasts(
-            past, pred, true, run_dir / "forecast.png", channel=-1, channel_name=test_splits.columns[-1],
+            past,
+            pred,
+            true,
+            run_dir / "forecast.png",
+            channel=-1,
+            channel_name=test_splits.columns[-1],
             title=f"{test_splits.name}, horizon {model_config.pred_len}: test MSE {metrics['mse']:.3f}",
         )
         logger.info("test %s: MSE %.4f MAE %.4f", test_splits.name, metrics["mse"], metrics["mae"])
@@ -165,12 +165,14 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
     return record, TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, full: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, full: bool = True
+) -> dict[str, Any]:
     """Re-test a run folder's adapter on its test split (all windows unless ``full`` is False)."""
     record, model = load_run(run_dir)
     config: TimeLLMConfig = model.config
     train = TrainConfig(**record["train"])
     splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)
     limit = None if full else record.get("run", {}).get("max_test_windows")
-    metrics, _ = test_model(model, splits, train.eval_batch_size, limit)
+    metrics, _ = score_test_split(model, splits, train.eval_batch_size, limit)
     return metrics

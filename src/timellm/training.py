@@ -51,7 +51,9 @@ class TrainConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, found {self.learning_rate}")
         if self.schedule not in ("constant", "halving", "cosine", "onecycle"):
-            raise ValueError(f"schedule must be constant, halving, cosine or onecycle; found {self.schedule!r}")
+            raise ValueError(
+                f"schedule must be constant, halving, cosine or onecycle; found {self.schedule!r}"
+            )
         if self.loss not in ("mse", "smape"):
             raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -107,7 +109,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     if config.schedule == "halving":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5), "epoch"
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=1e-8), "epoch"
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=1e-8
+        ), "epoch"
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch"
 
 
@@ -125,14 +129,20 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator, desc: str = "validate") -> float:
+def mean_loss(
+    model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator, desc: str = "validate"
+) -> float:
     """Average loss over a dataset of (past, future) windows."""
-    loader = DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers)
+    loader = DataLoader(
+        dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers
+    )
     loss_fn = LOSSES[config.loss]
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for past, future in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+    for past, future in tqdm(
+        loader, desc=desc, leave=False, disable=None if accelerator.is_local_main_process else True
+    ):
         past, future = past.to(accelerator.device), future.to(accelerator.device)
         with accelerator.autocast():
             pred = model(past)
@@ -161,17 +171,23 @@ def fit(
             gradient_accumulation_steps=config.grad_accum,
         )
     generator = torch.Generator().manual_seed(config.seed)
-    per_epoch = len(train_set) if config.max_train_windows is None else min(config.max_train_windows, len(train_set))
+    per_epoch = (
+        len(train_set) if config.max_train_windows is None else min(config.max_train_windows, len(train_set))
+    )
     sampler = RandomSampler(train_set, num_samples=per_epoch, generator=generator)
     loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=False
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=False,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     scheduler, step_every = make_scheduler(optimizer, config, steps_per_epoch)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    val_subset = evenly_spaced(val_set, config.max_val_windows)
+    val_subset = evenly_spaced(val_set, config.max_val_windows)  # fixed across epochs: comparable losses
     loss_fn = LOSSES[config.loss]
 
     best = trainable_state(accelerator.unwrap_model(model))
@@ -182,7 +198,11 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         running, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not accelerator.is_local_main_process)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=None if accelerator.is_local_main_process else True,
+        )
         epoch_start = time.perf_counter()
         for past, future in bar:
             with accelerator.accumulate(model):
@@ -198,19 +218,30 @@ def fit(
                 steps += 1
                 if step_every == "step":
                     scheduler.step()
-            running += float(loss) * past.shape[0]
+            running += loss.item() * past.shape[0]
             seen += past.shape[0]
             rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
-            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", series_s=f"{rate:.1f}")
+            bar.set_postfix(
+                loss=f"{running / seen:.4f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                series_s=f"{rate:.1f}",
+            )
         train_loss = running / max(seen, 1)
         val_loss = mean_loss(model, val_subset, config, accelerator)
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
         improved = val_loss < best_loss
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "steps": steps})
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "steps": steps}
+        )
         logger.info(
-            "epoch %d: train %.4f, val %.4f, lr %.2e%s", epoch, train_loss, val_loss, lr, " (best)" if improved else ""
+            "epoch %d: train %.4f, val %.4f, lr %.2e%s",
+            epoch,
+            train_loss,
+            val_loss,
+            lr,
+            " (best)" if improved else "",
         )
         if improved:
             best_loss, best_epoch, bad_epochs = val_loss, epoch, 0

@@ -42,14 +42,70 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("ETTh1", "ETT-small/ETTh1.csv", "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066", "ett_hour", 24, "ETTh1"),
-        Benchmark("ETTh2", "ETT-small/ETTh2.csv", "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b", "ett_hour", 24, "ETTh2"),
-        Benchmark("ETTm1", "ETT-small/ETTm1.csv", "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e", "ett_minute", 96, "ETTm1"),
-        Benchmark("ETTm2", "ETT-small/ETTm2.csv", "db973ca252c6410a30d0469b13d696cf919648d0f3fd588c60f03fdbdbadd1fd", "ett_minute", 96, "ETTm2"),
-        Benchmark("weather", "weather/weather.csv", "34ee981d07313e51da2a50bb600072c8ae4a69cb4b0651f4cb93a069d7a2ba63", "ratio", 144, "weather"),
-        Benchmark("illness", "illness/national_illness.csv", "8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395", "ratio", 52, "illness"),
-        Benchmark("electricity", "electricity/electricity.csv", "7e45845d54c5219bad0ae6bc1b5316cf8ff9cead5d33fa998a5a51c2e4a497ad", "ratio", 24, "electricity"),
-        Benchmark("traffic", "traffic/traffic.csv", "cb06463d56fa17d87f47027cd9389ceae82a69eddee51cdb61480e120dab0b16", "ratio", 24, "traffic"),
+        Benchmark(
+            "ETTh1",
+            "ETT-small/ETTh1.csv",
+            "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
+            "ett_hour",
+            24,
+            "ETTh1",
+        ),
+        Benchmark(
+            "ETTh2",
+            "ETT-small/ETTh2.csv",
+            "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",
+            "ett_hour",
+            24,
+            "ETTh2",
+        ),
+        Benchmark(
+            "ETTm1",
+            "ETT-small/ETTm1.csv",
+            "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e",
+            "ett_minute",
+            96,
+            "ETTm1",
+        ),
+        Benchmark(
+            "ETTm2",
+            "ETT-small/ETTm2.csv",
+            "db973ca252c6410a30d0469b13d696cf919648d0f3fd588c60f03fdbdbadd1fd",
+            "ett_minute",
+            96,
+            "ETTm2",
+        ),
+        Benchmark(
+            "weather",
+            "weather/weather.csv",
+            "34ee981d07313e51da2a50bb600072c8ae4a69cb4b0651f4cb93a069d7a2ba63",
+            "ratio",
+            144,
+            "weather",
+        ),
+        Benchmark(
+            "illness",
+            "illness/national_illness.csv",
+            "8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395",
+            "ratio",
+            52,
+            "illness",
+        ),
+        Benchmark(
+            "electricity",
+            "electricity/electricity.csv",
+            "7e45845d54c5219bad0ae6bc1b5316cf8ff9cead5d33fa998a5a51c2e4a497ad",
+            "ratio",
+            24,
+            "electricity",
+        ),
+        Benchmark(
+            "traffic",
+            "traffic/traffic.csv",
+            "cb06463d56fa17d87f47027cd9389ceae82a69eddee51cdb61480e120dab0b16",
+            "ratio",
+            24,
+            "traffic",
+        ),
     ]
 }
 ALIASES = {"ILI": "illness", "ECL": "electricity", "Weather": "weather", "Traffic": "traffic"}
@@ -85,8 +141,12 @@ def find_file(name: str, data_dir: str | Path | None = None) -> Path:
                     return path
     if info.name == "ETTh1":
         return Path(str(resources.files("timellm") / "data" / "ETTh1.csv.gz"))
-    where = ", ".join(map(str, tried)) if tried else f"nowhere: no data folder given (--data-dir or {DATA_ENV})"
-    raise DataError(f"{info.name} data not found; looked in {where}. Point --data-dir or {DATA_ENV} at the folder holding {info.file}[.gz]")
+    where = (
+        ", ".join(map(str, tried)) if tried else f"nowhere: no data folder given (--data-dir or {DATA_ENV})"
+    )
+    raise DataError(
+        f"{info.name} data not found; looked in {where}. Point --data-dir or {DATA_ENV} at the folder holding {info.file}[.gz]"
+    )
 
 
 def read_benchmark(name: str, data_dir: str | Path | None = None, verify: bool = True) -> pd.DataFrame:

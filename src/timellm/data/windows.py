@@ -13,15 +13,28 @@ class WindowDataset(Dataset):
     With ``channel_independent`` each item is one channel of one window, ``(seq_len, 1)`` and
     ``(pred_len, 1)``, as in the released code's training batches; otherwise all channels,
     ``(seq_len, N)`` and ``(pred_len, N)``. Items are views: no window is copied up front.
+    ``max_windows`` keeps an evenly spaced subset of the windows (CPU-budget validation, the demo).
     """
 
-    def __init__(self, array: np.ndarray, seq_len: int, pred_len: int, channel_independent: bool = True):
+    def __init__(
+        self,
+        array: np.ndarray,
+        seq_len: int,
+        pred_len: int,
+        channel_independent: bool = True,
+        max_windows: int | None = None,
+    ):
         if array.ndim != 2:
             raise ValueError(f"expected an array of shape (rows, channels), found {array.shape}")
         self.data = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
         self.seq_len, self.pred_len = seq_len, pred_len
         self.channel_independent = channel_independent
-        self.num_windows = max(0, array.shape[0] - seq_len - pred_len + 1)
+        self.total_windows = max(0, array.shape[0] - seq_len - pred_len + 1)
+        self.starts = np.arange(self.total_windows)
+        if max_windows is not None and max_windows < self.total_windows:
+            # an evenly spaced subset, first and last window included
+            self.starts = np.linspace(0, self.total_windows - 1, max_windows).round().astype(int)
+        self.num_windows = len(self.starts)
         self.channels = array.shape[1]
 
     def __len__(self) -> int:
@@ -31,9 +44,10 @@ class WindowDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         if self.channel_independent:
-            start, channel = divmod(index, self.channels)
+            window, channel = divmod(index, self.channels)
             columns = slice(channel, channel + 1)
         else:
-            start, columns = index, slice(None)
+            window, columns = index, slice(None)
+        start = int(self.starts[window])
         middle = start + self.seq_len
         return self.data[start:middle, columns], self.data[middle : middle + self.pred_len, columns]

@@ -1,0 +1,100 @@
+import subprocess
+import sys
+
+import pytest
+
+from timellm.cli import main
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "timellm.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_unknown_preset_is_one_line_and_exit_2(capsys):
+    assert main(["train", "--preset", "ETTh1-97"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown preset 'ETTh1-97'" in err[0]
+
+
+def test_bad_override_is_a_clear_error(capsys):
+    assert main(["train", "--preset", "ETTh1-96-cpu", "--set", "lr=0.1"]) == 2
+    assert "unknown setting 'lr'" in capsys.readouterr().err
+    assert main(["train", "--preset", "ETTh1-96-cpu", "--set", "llm_layers"]) == 2
+    assert "key=value" in capsys.readouterr().err
+    assert main(["train", "--preset", "ETTh1-96-cpu", "--set", "seq_len=-3"]) == 2
+    assert "seq_len must be a positive integer" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line_without_traceback(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIMELLM_DATA", raising=False)
+    result = run_cli(
+        "train", "--preset", "ETTh2-96-cpu", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "ETTh2 data not found" in result.stderr
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def test_unknown_option_exits_2():
+    result = run_cli("train", "--preset", "ETTh1-96", "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_evaluate_of_a_non_run_folder(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_presets_lists_the_paper_and_cpu_settings(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ETTh1-96 ", "ETTh1-720-cpu", "illness-60", "weather-192"):
+        assert name in out
+
+
+@pytest.mark.slow
+def test_train_end_to_end_on_a_tiny_backbone(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--preset",
+            "ETTh1-96-cpu",
+            "--backbone",
+            "tiny-random-gpt2",
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "llm_layers=1",
+            "--set",
+            "seq_len=48",
+            "--set",
+            "pred_len=12",
+            "--set",
+            "patch_len=8",
+            "--set",
+            "stride=4",
+            "--set",
+            "d_ff=16",
+            "--set",
+            "d_model=8",
+            "--set",
+            "num_prototypes=10",
+            "--set",
+            "epochs=1",
+            "--set",
+            "max_train_windows=48",
+            "--set",
+            "max_val_windows=16",
+            "--set",
+            "max_test_windows=40",
+            "--set",
+            "description=Test.",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Time-LLM" in out and "seasonal naive" in out and "40 of 2869 test windows" in out
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from timellm import TimeLLM
+from timellm.data import WindowDataset, load_splits
+from timellm.evaluation import predict_windows
+from timellm.presets import get_preset
+from timellm.runs import evaluate_run, score_test_split, train_and_test
+from timellm.training import TrainConfig, fit, make_scheduler
+
+
+def synthetic(rows=400, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)[:, None]
+    return (
+        np.sin(2 * np.pi * t / 24 + np.arange(channels)) + 0.1 * rng.standard_normal((rows, channels))
+    ).astype(np.float32)
+
+
+def small_model():
+    return TimeLLM(tiny_config(dropout=0.0, attention_dropout=0.0))
+
+
+def test_two_epochs_lower_the_validation_loss():
+    data = synthetic()
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(data[250:], 48, 12, max_windows=40)
+    model = small_model()
+    config = TrainConfig(
+        epochs=2,
+        batch_size=16,
+        learning_rate=3e-3,
+        patience=5,
+        schedule="constant",
+        seed=1,
+        max_train_windows=160,
+    )
+    from accelerate import Accelerator
+
+    from timellm.training import mean_loss
+
+    before = mean_loss(model, val, config, Accelerator())
+    result = fit(model, train, val, config)
+    assert result.epochs_run == 2 and len(result.history) == 2
+    assert result.best_val_loss < before
+    assert result.history[-1]["val_loss"] < before
+
+
+def test_early_stopping_restores_the_best_adapter(monkeypatch):
+    import timellm.training as training
+
+    data = synthetic()
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(data[250:], 48, 12, max_windows=20)
+    model = small_model()
+    scripted = iter([1.0, 0.5, 0.7, 0.9, 0.2])  # best at epoch 2, then two worse epochs: stop
+    states = []
+
+    def scripted_loss(m, dataset, config, accelerator, desc="validate"):
+        states.append({k: v.clone() for k, v in m.adapter_state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(training, "mean_loss", scripted_loss)
+    config = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-2, patience=2, max_train_windows=32)
+    result = fit(model, train, val, config)
+    assert result.epochs_run == 4 and result.best_epoch == 2 and result.best_val_loss == 0.5
+    assert any(not torch.equal(states[1][k], states[3][k]) for k in states[1])  # training went on
+    for key, value in model.adapter_state_dict().items():
+        assert torch.equal(value, states[1][key]), key
+
+
+def test_the_epoch_cap_draws_a_fresh_subset():
+    data = synthetic(rows=600)
+    train = WindowDataset(data, 48, 12)
+    model = small_model()
+    config = TrainConfig(epochs=1, batch_size=10, max_train_windows=30, schedule="constant")
+    result = fit(model, train, WindowDataset(data[:100], 48, 12), config)
+    assert result.steps == 3
+
+
+@pytest.mark.parametrize("schedule", ["constant", "halving", "cosine", "onecycle"])
+def test_schedules(schedule):
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=0.1)
+    config = TrainConfig(epochs=4, learning_rate=0.1, schedule=schedule)
+    scheduler, every = make_scheduler(optimizer, config, steps_per_epoch=5)
+    rates = []
+    for _ in range(4):
+        for _ in range(5):
+            optimizer.step()
+            if every == "step":
+                scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+        if every == "epoch":
+            scheduler.step()
+    if schedule == "constant":
+        assert rates == [0.1] * 4
+    elif schedule == "halving":
+        assert rates == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    else:
+        assert rates[-1] < rates[0] or schedule == "onecycle"
+
+
+def test_the_test_split_is_evaluated_whole():
+    splits = load_splits("ETTh1", 48, 12)
+    model = TimeLLM(tiny_config(llm="none"))  # the window bookkeeping does not depend on the LLM
+    _, pred, _ = predict_windows(model, splits.test, 48, 12, batch_size=1000)  # one partial batch
+    assert pred.shape[0] == len(splits.test) - 48 - 12 + 1 == 2880 - 12 + 1
+    metrics, _ = score_test_split(model, splits, batch_size=64)
+    assert metrics["test_windows"] == metrics["test_windows_total"] == 2869
+    assert set(metrics["baselines"]) == {"last_value", "seasonal_naive"}
+
+
+def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
+    preset = get_preset("ETTh1-96").with_overrides(
+        {
+            "backbone": "tiny-random-llama",
+            "llm_layers": None,
+            "seq_len": 48,
+            "pred_len": 12,
+            "patch_len": 8,
+            "stride": 4,
+            "d_model": 8,
+            "d_ff": 16,
+            "n_heads": 2,
+            "num_prototypes": 10,
+            "epochs": 1,
+            "max_train_windows": 64,
+            "max_val_windows": 32,
+            "max_test_windows": 50,
+        }
+    )
+    metrics = train_and_test(preset, tmp_path / "run", command="test")
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "train.log",
+        "forecast.png",
+        "adapter/adapter.safetensors",
+    ):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert metrics["test_windows"] == 50 and metrics["test_windows_total"] == 2869
+    again = evaluate_run(tmp_path / "run", full=False)
+    assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
+    assert set(metrics["baselines"]["seasonal_naive"]) == {"mse", "mae"}
