@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_user_data_commands(sub)
     return parser
 
 
@@ -190,6 +191,242 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# your own data: forecast, backtest, example-data
+
+TRAINING_OPTIONS = ("backbone", "description", "max_steps", "val_size", "overrides", "save")
+
+
+def _add_user_data_commands(sub) -> None:
+    p = sub.add_parser(
+        "forecast",
+        help="train on a CSV/Parquet file of your series and forecast their next steps",
+        description="Forecast every series of a CSV or Parquet file: a long table (unique_id, ds, y) or a "
+        "wide one (--wide: a time column and one column per series). Trains an adapter first, unless "
+        "--model names one already trained.",
+    )
+    _add_user_data_options(p)
+    p.add_argument("--out", help="forecast file to write, .csv or .parquet (default: CSV on stdout)")
+    p.add_argument("--plot", help="also draw history and forecast of the first series to this PNG")
+    p.add_argument("--save", help="save the trained adapter to this folder (reuse it with --model)")
+
+    p = sub.add_parser(
+        "backtest",
+        help="forecast the last windows of your series and score them beside seasonal naive",
+        description="Cross-validate on the end of every series: train on the data before the first "
+        "cutoff (unless --model), forecast --windows windows of --horizon steps, and print MSE, MAE and "
+        "MASE per series and overall beside the seasonal naive forecast.",
+    )
+    _add_user_data_options(p)
+    p.add_argument("--windows", type=int, default=1, help="windows per series (default 1)")
+    p.add_argument("--step-size", type=int, help="steps between windows (default: the horizon)")
+    p.add_argument(
+        "--season",
+        type=int,
+        help="seasonal period of the naive reference and MASE (default: from the frequency)",
+    )
+    p.add_argument("--out", help="also write the forecasts beside the truth to this .csv/.parquet file")
+
+    p = sub.add_parser(
+        "example-data", help="write a small real data set (two hourly series of ETTh1) as a long CSV"
+    )
+    p.add_argument("out", help="file to write (.csv or .parquet)")
+    p.add_argument("--rows", type=int, default=1000, help="rows of the longer series (default 1000)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _add_user_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="CSV or Parquet file")
+    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    p.add_argument("--id-col", help="series id column of a long table (default unique_id)")
+    p.add_argument("--time-col", help="time column (default ds)")
+    p.add_argument("--target-col", help="value column of a long table (default y)")
+    p.add_argument(
+        "--wide", action="store_true", default=None, help="a time column and one column per series"
+    )
+    p.add_argument(
+        "--interpolate",
+        action="store_true",
+        default=None,
+        help="fill missing values and missing timestamps linearly instead of refusing them",
+    )
+    p.add_argument("--description", help="one or two sentences about the data, put into the prompt")
+    p.add_argument(
+        "--backbone", help="the frozen LLM: alias, folder, .gguf file or hub id (default smollm2-135m)"
+    )
+    p.add_argument("--seq-len", type=int, help="look-back steps (default 512)")
+    p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 300)")
+    p.add_argument(
+        "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model or training setting, e.g. --set llm_layers=4 --set train.learning_rate=0.01",
+    )
+    p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _forecaster(args):
+    """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
+    from dataclasses import fields, replace
+
+    from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
+    from timellm.presets import parse_overrides
+    from timellm.training import TrainConfig
+
+    names = {
+        "id_col": args.id_col,
+        "time_col": args.time_col,
+        "target_col": args.target_col,
+        "wide": args.wide,
+    }
+    columns = {k: v for k, v in names.items() if v is not None}
+    if args.model:
+        given = [
+            "--set" if name == "overrides" else f"--{name.replace('_', '-')}"
+            for name in TRAINING_OPTIONS
+            if getattr(args, name, None) not in (None, [])
+        ]
+        if given:
+            raise CLIError(
+                f"{', '.join(given)} would train a new adapter: leave {'it' if len(given) == 1 else 'them'} "
+                f"out to forecast with --model {args.model}, or leave out --model to train"
+            )
+        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=args.seq_len)
+        forecaster.format = replace(forecaster.format, **columns)
+        if args.interpolate:
+            forecaster.interpolate = True
+        return forecaster
+    model, train = {}, {}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    for key, value in parse_overrides(args.overrides).items():
+        section, _, name = key.rpartition(".")
+        if section in ("", "train") and name in train_keys:
+            train[name] = value
+        elif section in ("", "model") and name != "pred_len":
+            model[name] = value
+        else:
+            raise CLIError(f"--set {key}: not a model or training setting (the horizon is --horizon)")
+    return TimeLLMForecaster(
+        args.horizon,
+        seq_len=args.seq_len,
+        backbone=args.backbone,
+        description=args.description,
+        config=DEFAULT_MODEL.replace(**model),
+        train_config=DEFAULT_TRAIN.replace(**train),
+        max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
+        val_size=args.val_size,
+        interpolate=bool(args.interpolate),
+        **columns,
+    )
+
+
+def _write(frame, path: str) -> None:
+    from timellm.data.frames import write_table
+
+    try:
+        write_table(frame, path)
+    except OSError as err:
+        raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def cmd_forecast(args) -> int:
+    from timellm.data.frames import read_table
+
+    forecaster = _forecaster(args)  # option errors before any file is read
+    frame = read_table(args.data)
+    forecasts = forecaster.predict(frame) if args.model else forecaster.fit(frame).predict()
+    if args.save:
+        try:
+            forecaster.save_pretrained(args.save)
+        except OSError as err:
+            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
+    series = forecasts[forecaster.format.id_col].nunique()
+    if args.out:
+        _write(forecasts, args.out)
+        print(
+            f"wrote {len(forecasts)} forecasts ({series} series x {forecaster.horizon} steps) to {args.out}"
+        )
+    else:
+        forecasts.to_csv(sys.stdout, index=False)
+    if args.plot:
+        from timellm.plotting import plot_series_forecasts
+
+        history = forecaster.prepare(frame).to_frame()
+        fmt = forecaster.format
+        try:
+            plot_series_forecasts(
+                history,
+                forecasts,
+                args.plot,
+                id_col=fmt.id_col,
+                time_col=fmt.time_col,
+                target_col="y" if fmt.wide else fmt.target_col,
+                model_col=forecaster.alias,
+            )
+        except OSError as err:
+            raise CLIError(f"cannot write {args.plot}: {err.strerror or err}") from None
+        logger.info("plot: %s", args.plot)
+    if args.save:
+        logger.info("adapter saved to %s (reuse it: --model %s)", args.save, args.save)
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    import math
+
+    from timellm.data.frames import read_table
+
+    forecaster = _forecaster(args)
+    frame = read_table(args.data)
+    if args.model:
+        logger.warning(
+            "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
+        )
+    cv, scores = forecaster.backtest(
+        frame, args.windows, args.step_size, refit=not args.model, season=args.season
+    )
+    fmt = forecaster.format
+    seasons = sorted(set(scores.attrs["season"].values()))
+    cutoffs = cv["cutoff"]
+    print(
+        f"backtest: {args.windows} window(s) x horizon {forecaster.horizon} per series, cutoffs "
+        f"{cutoffs.min()} to {cutoffs.max()}; seasonal naive period {', '.join(map(str, seasons))}; "
+        "MSE and MAE on the data's own scale"
+    )
+    width = max(12, *(len(str(v)) + 2 for v in scores[fmt.id_col]))
+    print(f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}")
+    previous = None
+    for row in scores.to_dict("records"):
+        sid = row[fmt.id_col]
+        label, previous = (str(sid) if sid != previous else ""), sid
+        mase = "n/a" if math.isnan(row["MASE"]) else f"{row['MASE']:.3f}"
+        print(f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}")
+    if args.out:
+        _write(cv, args.out)
+        print(f"forecasts beside the truth: {args.out}")
+    return 0
+
+
+def cmd_example_data(args) -> int:
+    from timellm.data.frames import example_frame
+
+    frame = example_frame(args.rows)
+    _write(frame, args.out)
+    sizes = frame.groupby("unique_id", sort=False).size()
+    shown = ", ".join(f"{sid} ({n} rows)" for sid, n in sizes.items())
+    print(f"wrote {args.out}: hourly ETTh1 series {shown} in long format (unique_id, ds, y)")
+    return 0
+
+
+USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "example-data": cmd_example_data}
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -197,6 +434,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "info": cmd_info,
 }
+COMMANDS.update(USER_DATA_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def plot_forecasts(
@@ -44,6 +45,50 @@ def plot_forecasts(
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_series_forecasts(
+    history: pd.DataFrame,
+    forecasts: pd.DataFrame,
+    path: str | Path,
+    *,
+    id_col: str = "unique_id",
+    time_col: str = "ds",
+    target_col: str = "y",
+    model_col: str = "TimeLLM",
+    max_series: int = 6,
+    history_steps: int | None = None,
+) -> Path:
+    """Plot the end of each series' history and its forecast, one panel per series, to a PNG.
+
+    ``history``: long frame (id, time, target); ``forecasts``: long frame (id, time, model column).
+    The first ``max_series`` series of ``forecasts`` are drawn, each with its last
+    ``history_steps`` observations (default: four horizons).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = list(pd.unique(forecasts[id_col]))[:max_series]
+    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.4 * len(ids)), squeeze=False)
+    for ax, sid in zip(axes[:, 0], ids, strict=True):
+        future = forecasts[forecasts[id_col] == sid]
+        past = history[history[id_col] == sid]
+        past = past.tail(history_steps or 4 * len(future))
+        ax.plot(past[time_col], past[target_col], color="0.3", lw=1, label="history")
+        ax.plot(future[time_col], future[model_col], color="tab:red", lw=1.4, label=model_col)
+        ax.set_title(str(sid), fontsize=9, loc="left")
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
+    if len(ids) < forecasts[id_col].nunique():
+        fig.suptitle(f"first {len(ids)} of {forecasts[id_col].nunique()} series", fontsize=9)
+    fig.autofmt_xdate()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
