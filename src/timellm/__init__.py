@@ -2,6 +2,8 @@
 
 from timellm.backbones import Backbone, BackboneError, load_backbone
 from timellm.config import TimeLLMConfig
+from timellm.data.frames import InputDataError
+from timellm.forecaster import TimeLLMForecaster
 from timellm.model import AdapterLoadError, TimeLLM
 from timellm.prompt import input_statistics, prompt_text
 
@@ -9,8 +11,10 @@ __all__ = [
     "AdapterLoadError",
     "Backbone",
     "BackboneError",
+    "InputDataError",
     "TimeLLM",
     "TimeLLMConfig",
+    "TimeLLMForecaster",
     "input_statistics",
     "load_backbone",
     "prompt_text",

@@ -255,7 +255,7 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
         "--backbone", help="the frozen LLM: alias, folder, .gguf file or hub id (default smollm2-135m)"
     )
     p.add_argument("--seq-len", type=int, help="look-back steps (default 512)")
-    p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 300)")
+    p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
     p.add_argument(
         "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
     )

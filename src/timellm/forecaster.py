@@ -6,13 +6,14 @@
 >>> fc.cross_validation(df, n_windows=3)   # adds cutoff and the true y
 >>> fc.save_pretrained("adapter/"); TimeLLMForecaster.from_pretrained("adapter/").predict(df)
 
-Scaling. Series of very different magnitudes share one adapter, so each series is standardised
-by its own mean and standard deviation before windows are cut: at training time those of its
-training part, at forecast time those of the history it is forecast from. The model's RevIN then
-normalises every window again; the series-level scaling keeps the training loss from being
-dominated by the series with the largest values and keeps RevIN's epsilon small against every
-series. Forecasts are returned on the data's own scale. A window whose look-back is constant is
-forecast as that constant, exactly (RevIN cannot divide by its zero spread).
+Scaling. Series of very different magnitudes share one adapter. For training, each series is
+standardised by the mean and standard deviation of its training part before windows are cut, so
+that the loss is not dominated by the series with the largest values (the benchmarks' train-split
+scaling, per series). For forecasting, each look-back window is standardised by its own statistics,
+so a forecast depends on the last ``seq_len`` rows only. The model's RevIN normalises every window
+again either way; the outer scaling only keeps RevIN's epsilon negligible against every series.
+Forecasts are returned on the data's own scale. A window whose look-back is constant is forecast
+as that constant, exactly (RevIN cannot divide by its zero spread).
 
 Validation. The last ``val_size`` steps of every series (default: one horizon) are held out for
 early stopping; the forecaster then forecasts from the end of the whole series.
@@ -51,7 +52,7 @@ FORECASTER_VERSION = 1
 DEFAULT_MODEL = TimeLLMConfig(backbone="smollm2-135m", llm_layers=2, num_prototypes=100, seq_len=512)
 # Training for a step budget: Adam at 1e-3 with a cosine decay over the budget's rounds.
 DEFAULT_TRAIN = TrainConfig(learning_rate=0.001, schedule="cosine", patience=3)
-DEFAULT_MAX_STEPS = 300
+DEFAULT_MAX_STEPS = 100
 EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
 
 
@@ -203,6 +204,8 @@ class TimeLLMForecaster:
         ``refit=False`` the current adapter is used as it is. Returns a long frame: id, time,
         ``cutoff`` (the last timestamp the forecast saw), ``TimeLLM`` and the true target values.
         """
+        if not refit:
+            self._require_model()
         data = self.prepare(df)
         windows = self._windows(data, n_windows, step_size)
         if refit:
@@ -215,7 +218,6 @@ class TimeLLMForecaster:
                 data.format,
             )
             self._fit_series(before, val_size, context="before the first cutoff")
-        self._require_model()
         self.history = data
         order = [(i, c) for i, cutoffs in windows.items() for c in cutoffs]
         forecasts = self._forecast([data.series[i] for i, _ in order], [c for _, c in order])
@@ -471,9 +473,9 @@ class TimeLLMForecaster:
         t = self.seq_len
         model = self.model
         pasts = np.stack([s.values[end - t : end] for s, end in zip(series, ends, strict=True)])  # (n, T)
-        stats = [_scaling(s.values[:end]) for s, end in zip(series, ends, strict=True)]
-        mean = np.array([m for m, _ in stats])[:, None]  # (n, 1)
-        std = np.array([d for _, d in stats])[:, None]
+        mean = pasts.mean(axis=1, keepdims=True)  # (n, 1): the look-back's own statistics, so that a
+        std = pasts.std(axis=1, keepdims=True)  # forecast depends on the last seq_len rows only
+        std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
         device = next(model.parameters()).device
         batch = self.train_config.eval_batch_size
@@ -494,17 +496,20 @@ class TimeLLMForecaster:
 
 
 def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainConfig:
-    """Turn a budget of ``max_steps`` optimiser steps into epochs and windows per epoch.
+    """Turn a budget of ``max_steps`` optimiser steps over ``windows`` training windows into epochs.
 
-    The budget is split into at least :data:`EVALUATION_ROUNDS` epochs (each ends with a
-    validation, so early stopping and the best-epoch restore work), and into more when one pass
-    over the ``windows`` takes fewer steps than a round. The steps run never exceed the budget.
+    Every epoch ends with a validation, so the budget is split into at least
+    :data:`EVALUATION_ROUNDS` epochs (early stopping and the best-epoch restore need several) and
+    into more when one pass over the windows takes fewer steps than that. An epoch is a fresh
+    random subset of the windows when it is shorter than a pass. The steps run are at most
+    ``max_steps`` and at least ``max_steps - epochs + 1``.
     """
     if max_steps is None:
         return config
     per_step = config.batch_size * config.grad_accum  # windows per optimiser step
-    epochs = max(min(EVALUATION_ROUNDS, max_steps), math.ceil(max_steps * per_step / windows))
-    per_epoch = max(1, max_steps // epochs) * per_step
+    steps_per_pass = math.ceil(windows / per_step)
+    epochs = min(max_steps, max(EVALUATION_ROUNDS, math.ceil(max_steps / steps_per_pass)))
+    per_epoch = (max_steps // epochs) * per_step  # at most one pass
     return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
 
 

@@ -292,9 +292,11 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
         return pd.DatetimeIndex(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format": every value is checked below
-        times = pd.to_datetime(ds, errors="coerce")
-        if times.isna().any():
-            times = pd.to_datetime(ds, errors="coerce", format="mixed")
+        times = pd.to_datetime(ds, errors="coerce")  # the format of the first value, for all
+        if (
+            times.isna().any()
+        ):  # ISO 8601 of several precisions ("2024-01-31", "2024-01-31 13:00"); never guessed
+            times = pd.to_datetime(ds, errors="coerce", format="ISO8601")
     bad = times.isna().to_numpy()
     if bad.any():
         examples = ", ".join(repr(v) for v in ds.to_numpy()[bad][:3])
@@ -401,7 +403,8 @@ def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
     """For timestamps on a fixed step with some steps missing: (step, the full grid); else (None, None).
 
     The step is the smallest difference between neighbours; every timestamp must lie on the grid
-    it spans (calendar frequencies such as months have no fixed step and are not gap-filled).
+    it spans (calendar frequencies such as months have no fixed step and are not gap-filled), and
+    at least half of the grid must be present: more gaps than observations are not a regular series.
     """
     diffs = np.diff(np.asarray(times))
     if len(diffs) == 0:
@@ -412,12 +415,13 @@ def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
         if step <= pd.Timedelta(0):
             return None, None
         offsets = (times - times[0]) / step
-        if not np.all(offsets == np.round(offsets)):
+        if not np.all(offsets == np.round(offsets)) or offsets[-1] + 1 > 2 * len(times):
             return None, None
         grid = pd.date_range(times[0], times[-1], freq=step)
         return to_offset(step), grid
     step = int(step)
-    if step <= 0 or np.any((np.asarray(times) - times[0]) % step):
+    offsets = np.asarray(times) - times[0]
+    if step <= 0 or np.any(offsets % step) or offsets[-1] // step + 1 > 2 * len(times):
         return None, None
     return step, pd.Index(np.arange(times[0], times[-1] + step, step))
 

@@ -1,0 +1,193 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import timellm.forecaster as forecaster_module
+from timellm.data.frames import InputDataError
+from timellm.forecaster import TimeLLMForecaster, budget
+from timellm.model import AdapterLoadError
+from timellm.training import TrainConfig
+
+TINY = dict(seq_len=48, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
+
+
+def forecaster(horizon=12, llm="none", max_steps=4, **changes):
+    return TimeLLMForecaster(horizon, llm=llm, max_steps=max_steps, **{**TINY, **changes})
+
+
+def frame(lengths=(120, 90), freqs=("h", "D")):
+    """Seasonal series of different lengths, frequencies and scales."""
+    parts = []
+    for i, (n, freq) in enumerate(zip(lengths, freqs, strict=True)):
+        t = np.arange(n)
+        y = 10**i * (5 + np.sin(2 * np.pi * t / 24)) + 0.01 * t
+        parts.append(
+            pd.DataFrame(
+                {"unique_id": f"s{i}", "ds": pd.date_range("2024-01-01", periods=n, freq=freq), "y": y}
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return forecaster().fit(frame())
+
+
+def test_predict_continues_each_series_at_its_own_frequency(fitted):
+    out = fitted.predict()
+    assert list(out.columns) == ["unique_id", "ds", "TimeLLM"]
+    assert out.groupby("unique_id", sort=False).size().to_dict() == {"s0": 12, "s1": 12}
+    hourly = out[out.unique_id == "s0"].ds
+    daily = out[out.unique_id == "s1"].ds
+    assert hourly.iloc[0] == pd.Timestamp("2024-01-01") + pd.Timedelta(hours=120)
+    assert daily.iloc[-1] == pd.Timestamp("2024-01-01") + pd.Timedelta(days=90 + 11)
+    assert np.isfinite(out.TimeLLM).all()
+    assert out[out.unique_id == "s1"].TimeLLM.between(0, 100).all()  # on the series' own scale (~10 x)
+
+
+def test_predict_reads_only_the_last_seq_len_rows(fitted):
+    df = frame()
+    tail = df.groupby("unique_id", sort=False).tail(48)
+    a, b = fitted.predict(df), fitted.predict(tail)
+    np.testing.assert_allclose(a.TimeLLM, b.TimeLLM, rtol=1e-6)
+    assert a.ds.equals(b.ds)
+
+
+def test_a_constant_series_forecasts_that_constant_exactly():
+    df = frame((100,), ("h",))
+    const = df.assign(unique_id="flat", y=3.25)
+    out = forecaster().fit(pd.concat([df, const])).predict()
+    assert (out[out.unique_id == "flat"].TimeLLM == 3.25).all()
+
+
+def test_fit_uses_the_last_val_size_steps_of_each_series_for_validation(monkeypatch):
+    seen = {}
+
+    def fake_fit(model, train_set, val_set, config):
+        seen.update(train=len(train_set), val=len(val_set), config=config)
+        return None
+
+    monkeypatch.setattr(forecaster_module, "fit", fake_fit)
+    forecaster(val_size=20).fit(frame((120, 90)))
+    # validation: the last 20 steps of each series -> 20 - 12 + 1 windows; training: the rest
+    assert seen["val"] == 2 * 9
+    assert seen["train"] == (100 - 60 + 1) + (70 - 60 + 1)
+    with pytest.raises(InputDataError, match="val_size must be an integer of at least the horizon"):
+        forecaster(val_size=5)
+
+
+def test_max_steps_is_the_training_budget(fitted):
+    assert fitted.fit_result.steps == 4
+    for windows, max_steps in ((10, 50), (1000, 50), (100_000, 50), (5, 1), (5, 3)):
+        config = budget(TrainConfig(batch_size=8), max_steps, windows)
+        per_epoch = min(config.max_train_windows or windows, windows)
+        steps = config.epochs * -(-per_epoch // 8)
+        assert max_steps * 0.9 <= steps <= max_steps
+        assert config.epochs >= min(4, max_steps)  # validated (and early stopped) several times
+
+
+def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(monkeypatch):
+    trained_on = {}
+    real_fit = forecaster_module.fit
+
+    def spy(model, train_set, val_set, config):
+        trained_on["train"] = len(train_set)
+        return real_fit(model, train_set, val_set, config)
+
+    monkeypatch.setattr(forecaster_module, "fit", spy)
+    df = frame((120, 90))
+    cv = forecaster().cross_validation(df, n_windows=2, step_size=6)
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y"]
+    assert len(cv) == 2 * 2 * 12
+    # before the first cutoff: 120 - 18 and 90 - 18 rows, minus 12 for validation
+    assert trained_on["train"] == (90 - 60 + 1) + (60 - 60 + 1)
+    s0 = cv[cv.unique_id == "s0"]
+    assert sorted(s0.cutoff.unique()) == [
+        pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h) for h in (101, 107)
+    ]
+    merged = s0.merge(df, on=["unique_id", "ds"], suffixes=("", "_true"))
+    np.testing.assert_array_equal(merged.y, merged.y_true)
+    assert (s0.ds > s0.cutoff).all()
+
+
+def test_backtest_scores_beside_seasonal_naive(fitted):
+    df = frame((120, 90))
+    df = pd.concat([df, df[df.unique_id == "s0"].assign(unique_id="flat", y=2.0)])
+    cv, scores = fitted.backtest(df, n_windows=2, refit=False, season=24)
+    assert "SeasonalNaive" in cv.columns
+    table = scores.set_index(["unique_id", "model"])
+    # a sine of period 24 plus a slow trend: seasonal naive is off by the trend only
+    assert table.loc[("s0", "SeasonalNaive"), "MAE"] == pytest.approx(0.24, rel=1e-6)
+    assert np.isnan(table.loc[("flat", "TimeLLM"), "MASE"])  # no seasonal variation: undefined
+    assert table.loc[("flat", "TimeLLM"), "MSE"] == 0.0
+    assert {"overall"} <= set(scores.unique_id)
+    assert np.isfinite(table.loc[("overall", "TimeLLM"), "MASE"])
+
+
+def test_save_and_load_give_the_same_forecasts(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    record = json.loads((tmp_path / "adapter" / "forecaster.json").read_text())
+    assert record["horizon"] == 12 and record["seq_len"] == 48 and record["columns"]["id_col"] == "unique_id"
+    loaded = TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    df = frame()
+    pd.testing.assert_frame_equal(loaded.predict(df), fitted.predict(df))
+    with pytest.raises(InputDataError, match="pass df="):
+        loaded.predict()
+
+
+def test_an_adapter_for_another_horizon_or_look_back_is_refused(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(AdapterLoadError, match="trained for horizon 12 and look-back 48, not horizon 24"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter", horizon=24)
+    with pytest.raises(AdapterLoadError, match="not look-back 96"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter", seq_len=96)
+    with pytest.raises(InputDataError, match="trained for horizon 12, not h=6"):
+        fitted.predict(h=6)
+
+
+def test_series_too_short_say_the_minimum_and_the_look_back_option(fitted):
+    short = frame((120, 50))
+    with pytest.raises(InputDataError) as err:
+        forecaster().fit(short)
+    message = str(err.value)
+    assert (
+        "series 's1' is too short: 50 rows" in message
+        and "at least 60 = look-back 48 + horizon 12" in message
+    )
+    assert "--seq-len" in message and "at most 38" in message
+    with pytest.raises(InputDataError, match="forecasting needs at least 48"):
+        fitted.predict(frame((120, 40)))
+
+
+@pytest.mark.parametrize("horizon", [0, -3])
+def test_horizon_must_be_positive(horizon):
+    with pytest.raises(InputDataError, match="horizon must be a positive integer"):
+        TimeLLMForecaster(horizon)
+
+
+def test_wide_frames_and_custom_column_names():
+    long = frame((100, 100), ("h", "h"))
+    wide = (
+        long.pivot(index="ds", columns="unique_id", values="y").reset_index().rename(columns={"ds": "time"})
+    )
+    out = forecaster(time_col="time", wide=True).fit(wide).predict()
+    assert list(out.columns) == ["unique_id", "time", "TimeLLM"] and set(out.unique_id) == {"s0", "s1"}
+    renamed = long.rename(columns={"unique_id": "id", "ds": "t", "y": "v"})
+    out = forecaster(id_col="id", time_col="t", target_col="v").fit(renamed).predict()
+    assert list(out.columns) == ["id", "t", "TimeLLM"]
+
+
+def test_the_users_description_goes_into_the_prompt():
+    fc = forecaster(llm="pretrained", backbone="tiny-random-llama", description="Pump pressure.", max_steps=1)
+    fc.fit(frame((80,), ("h",)))
+    ids = fc.model.backbone.tokenizer("Pump pressure.", add_special_tokens=False)["input_ids"]
+    prefix = fc.model.prefix_ids
+    assert any(prefix[i : i + len(ids)] == ids for i in range(len(prefix)))
+
+
+def test_predict_before_fit_is_a_clear_error():
+    with pytest.raises(InputDataError, match="call fit"):
+        forecaster().predict(frame())
