@@ -207,7 +207,9 @@ def _add_user_data_commands(sub) -> None:
     )
     _add_user_data_options(p)
     p.add_argument("--out", help="forecast file to write, .csv or .parquet (default: CSV on stdout)")
-    p.add_argument("--plot", help="also draw history and forecast of the first series to this PNG")
+    p.add_argument(
+        "--plot", help="also draw the recent history and the forecast of (up to six) series to this PNG"
+    )
     p.add_argument("--save", help="save the trained adapter to this folder (reuse it with --model)")
 
     p = sub.add_parser(

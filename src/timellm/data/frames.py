@@ -348,9 +348,7 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
         step, grid = _gap_grid(times)
         if grid is None:
             diffs = pd.Series(np.diff(np.asarray(times))).value_counts().index[:3]
-            shown = ", ".join(
-                str(pd.Timedelta(d)) if isinstance(times, pd.DatetimeIndex) else str(d) for d in diffs
-            )
+            shown = ", ".join(_step_text(d) if isinstance(times, pd.DatetimeIndex) else str(d) for d in diffs)
             raise InputDataError(
                 f"series {sid!r}: irregular timestamps (steps of {shown}, ...): no frequency can be inferred; "
                 "expected regularly spaced timestamps (hourly, daily, monthly, ...), one row per step"
@@ -382,6 +380,15 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
         y = pd.Series(y, index=times).interpolate(method=method, limit_direction="both").to_numpy()
         logger.warning("series %r: interpolated %d missing value(s)", sid, int(nan.sum()))
     return Series(sid, np.asarray(y, dtype=np.float64), times, freq)
+
+
+def _step_text(step: Any) -> str:
+    """A time step as pandas writes frequencies, with its count: '1h', '90min', '2D'."""
+    step = pd.Timedelta(step)
+    if step <= pd.Timedelta(0):
+        return str(step)
+    text = to_offset(step).freqstr
+    return text if text[0].isdigit() else "1" + text
 
 
 def _infer_frequency(times: pd.Index) -> Any:
