@@ -353,8 +353,11 @@ def fit(
     session_start = time.perf_counter()
     while progress.epoch <= config.epochs and not progress.stopped:
         epoch = progress.epoch
-        sampler.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
+        # accelerate's loaders re-number epochs on every iteration (their own count, which a
+        # resumed run restarts): give them ours, and the sampler too, wherever it sits
+        batches.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
         bar = tqdm(
             batches,
