@@ -200,7 +200,8 @@ def train_and_test(
         )
         logger.info("test %s: MSE %.4f MAE %.4f", test_splits.name, metrics["mse"], metrics["mae"])
     # finished: the adapter and metrics are written, the checkpoint (optimiser state too) is not needed
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    for suffix in ("", ".previous", ".partial"):
+        shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
     return metrics
 
 
