@@ -243,6 +243,7 @@ def _load_from_folder(folder, spec, llm_layers, random_init, trust_remote_code, 
                     dtype=torch.float32,
                     trust_remote_code=trust_remote_code,
                     attn_implementation=attn_implementation,
+                    use_safetensors=True,  # never unpickle weights (pytorch_model.bin)
                 )
     except BackboneError:
         raise

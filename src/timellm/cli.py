@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 logger = logging.getLogger("timellm")
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
 class CLIError(Exception):
@@ -22,7 +24,9 @@ def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # under `accelerate launch` only the main process reports progress; the others warn and fail only
+    secondary = int(os.environ.get("RANK", "0")) > 0
+    logger.setLevel(logging.WARNING if secondary else logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
 
@@ -31,9 +35,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
-def _add_training(parser: argparse.ArgumentParser) -> None:
+def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True) -> None:
     parser.add_argument(
-        "--preset", required=True, help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)"
+        "--preset",
+        required=preset_required,
+        help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)",
     )
     parser.add_argument(
         "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
@@ -56,9 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a preset on its benchmark, test it, write a run folder")
-    _add_training(p)
+    _add_training(p, preset_required=False)
     p.add_argument(
         "--percent", type=float, default=100, help="few-shot: train on the first PERCENT %% of windows"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, with the settings it recorded",
     )
     _add_common(p)
 
@@ -112,14 +123,46 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from timellm.runs import train_and_test
+    from accelerate import PartialState
 
-    preset = _resolve_preset(args)
-    run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
-    command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    metrics = train_and_test(preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command)
-    _print_metrics(metrics, f"{preset.dataset}, horizon {preset.model.pred_len}")
-    print(f"run folder: {run_dir}")
+    from timellm.runs import resume_run, train_and_test
+    from timellm.training import NonFiniteLossError
+
+    if args.resume:
+        given = [
+            flag
+            for flag, value in (
+                ("--preset", args.preset),
+                ("--backbone", args.backbone),
+                ("--set", args.overrides),
+                ("--out", args.out),
+                ("--percent", args.percent != 100),
+            )
+            if value
+        ]
+        if given:
+            raise CLIError(
+                f"--resume continues {args.resume} with the settings in its config.yaml; drop {', '.join(given)}"
+            )
+        run_dir = Path(args.resume)
+    elif not args.preset:
+        raise CLIError("train needs --preset NAME (see `timellm presets`), or --resume RUN_DIR")
+    try:
+        if args.resume:
+            metrics = resume_run(run_dir, data_dir=args.data_dir)
+        else:
+            preset = _resolve_preset(args)
+            run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
+            command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            metrics = train_and_test(
+                preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
+            )
+    except NonFiniteLossError as err:
+        print(f"timellm train: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    if PartialState().is_main_process:
+        _print_metrics(metrics, f"{metrics['dataset']}, horizon {metrics['pred_len']}")
+        print(f"run folder: {run_dir}")
     return 0
 
 

@@ -24,14 +24,20 @@ def predict_windows(
     autocast=None,
     desc: str = "test",
     max_windows: int | None = None,
+    accelerator=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forecast every window (stride 1) of ``array`` (rows, N): returns past, pred and true arrays.
 
     Shapes: past (W, T, N), pred (W, H, N), true (W, H, N); W counts every window, the last partial
-    batch included (or ``max_windows`` evenly spaced ones).
+    batch included (or ``max_windows`` evenly spaced ones). With an ``accelerate`` accelerator of
+    several processes each scores a shard and every process gets all windows back, in order, each
+    exactly once (``gather_for_metrics`` drops the windows repeated to even out the shards).
     """
     dataset = WindowDataset(array, seq_len, pred_len, channel_independent=False, max_windows=max_windows)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+        device = accelerator.device
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
@@ -43,6 +49,9 @@ def predict_windows(
                 pred = model(past.to(device))
         else:
             pred = model(past.to(device))
+        if accelerator is not None:
+            past, pred, future = accelerator.gather_for_metrics((past, pred, future))
+            past, future = past.cpu(), future.cpu()
         pasts.append(past.numpy())
         preds.append(pred.float().cpu().numpy())
         trues.append(future.numpy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
@@ -110,5 +111,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise PresetError(f"--set expects key=value, found {pair!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.safe_load(value) if value.strip() else None
+        if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-3 (no dot, no sign) as a string
+        out[key.strip()] = parsed
     return out
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

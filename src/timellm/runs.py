@@ -1,7 +1,9 @@
 """Benchmark runs: train a preset on its dataset, test it, and write a run folder.
 
 A run folder holds ``config.yaml`` (everything resolved), ``metrics.json``, ``history.csv``,
-``train.log``, the trained ``adapter/`` and ``forecast.png``.
+``train.log``, the trained ``adapter/`` and ``forecast.png``; while training, also ``checkpoint/``
+(removed once the run has finished), from which :func:`resume_run` continues an interrupted run.
+Under several processes (``accelerate launch``) only the main process writes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from timellm.checkpoint import CheckpointError, find_checkpoint
 from timellm.config import TimeLLMConfig
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
@@ -25,13 +29,14 @@ from timellm.metrics import mae, mse
 from timellm.model import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.presets import Preset
-from timellm.training import TrainConfig, fit, seed_everything
+from timellm.training import TrainConfig, fit, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
 ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoint"
 
 
 @contextlib.contextmanager
@@ -48,10 +53,22 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def score_test_split(model, splits: Splits, batch_size: int, limit: int | None = None) -> tuple[dict, tuple]:
-    """MSE/MAE on the test split (every window unless ``limit``), naive references beside them."""
+def score_test_split(
+    model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None
+) -> tuple[dict, tuple]:
+    """MSE/MAE on the test split (every window unless ``limit``), naive references beside them.
+
+    With an ``accelerator`` of several processes the windows are shared out and gathered back,
+    each counted once.
+    """
     past, pred, true = predict_windows(
-        model, splits.test, splits.seq_len, splits.pred_len, batch_size, max_windows=limit
+        model,
+        splits.test,
+        splits.seq_len,
+        splits.pred_len,
+        batch_size,
+        max_windows=limit,
+        accelerator=accelerator,
     )
     total = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
     metrics = {
@@ -73,11 +90,13 @@ def train_and_test(
     percent: float = 100,
     test_dataset: str | None = None,
     command: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``preset`` (model and training settings) on its dataset, test, and write the run folder.
 
     ``test_dataset`` tests on another dataset's test split (zero-shot transfer); ``percent`` keeps
-    the first ``percent`` % of the training windows (few-shot).
+    the first ``percent`` % of the training windows (few-shot). ``resume`` continues from the run
+    folder's checkpoint (see :func:`resume_run`, which also restores the recorded settings).
     """
     model_config, train_config = preset.model, preset.train
     # read the data first: a missing file must not leave an empty run folder behind
@@ -86,7 +105,14 @@ def train_and_test(
     if test_dataset is not None and test_dataset != preset.dataset:
         test_splits = load_splits(test_dataset, model_config.seq_len, model_config.pred_len, data_dir)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    if not resume and find_checkpoint(checkpoint_dir) is not None:
+        raise CheckpointError(
+            f"{run_dir} holds the checkpoint of an unfinished run: continue it with "
+            f"`timellm train --resume {run_dir}`, or delete {checkpoint_dir} to start over"
+        )
+    accelerator = make_accelerator(train_config)
+    main = accelerator.is_main_process
     record = {
         "preset": preset.name,
         "dataset": preset.dataset,
@@ -97,9 +123,18 @@ def train_and_test(
         "train": train_config.to_dict(),
         "run": preset.run,
     }
-    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    with log_to(run_dir / "train.log"):
+    if main and not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    with log_to(run_dir / "train.log") if main else contextlib.nullcontext():
         logger.info("run %s: %s", run_dir, command or preset.name)
+        if accelerator.num_processes > 1:
+            logger.info(
+                "%d processes (%s), %d series per process and step",
+                accelerator.num_processes,
+                accelerator.distributed_type.value,
+                train_config.batch_size,
+            )
         seed_everything(train_config.seed)
         model = TimeLLM(model_config)
         logger.info(
@@ -115,13 +150,20 @@ def train_and_test(
         logger.info(
             "%s: %d training and %d validation series-windows", splits.name, len(train_set), len(val_set)
         )
-        result = fit(model, train_set, val_set, train_config)
-        pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
-        model.save_pretrained(run_dir / ADAPTER_DIR)
+        result = fit(
+            model, train_set, val_set, train_config, accelerator, checkpoint_dir=checkpoint_dir, resume=resume
+        )
+        if main:
+            pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
+            model.save_pretrained(run_dir / ADAPTER_DIR)
 
         started = time.perf_counter()
         metrics, (past, pred, true) = score_test_split(
-            model, test_splits, train_config.eval_batch_size, preset.run.get("max_test_windows")
+            model,
+            test_splits,
+            train_config.eval_batch_size,
+            preset.run.get("max_test_windows"),
+            accelerator=accelerator,
         )
         metrics.update(
             {
@@ -139,9 +181,13 @@ def train_and_test(
                 "test_seconds": round(time.perf_counter() - started, 1),
                 "trainable_params": model.num_parameters(True),
                 "total_params": model.num_parameters(),
+                "processes": result.processes,
+                "adapter_sha256": result.replica_sha256,
                 "command": command,
             }
         )
+        if not main:
+            return metrics
         (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         plot_forecasts(
             past,
@@ -153,7 +199,40 @@ def train_and_test(
             title=f"{test_splits.name}, horizon {model_config.pred_len}: test MSE {metrics['mse']:.3f}",
         )
         logger.info("test %s: MSE %.4f MAE %.4f", test_splits.name, metrics["mse"], metrics["mae"])
+    # finished: the adapter and metrics are written, the checkpoint (optimiser state too) is not needed
+    for suffix in ("", ".previous", ".partial"):
+        shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
     return metrics
+
+
+def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its checkpoint, with the settings its config.yaml records."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
+    if find_checkpoint(run_dir / CHECKPOINT_DIR) is None:
+        done = " (it has finished: see its metrics.json)" if (run_dir / METRICS).is_file() else ""
+        raise CheckpointError(f"{run_dir} has no checkpoint to resume from{done}")
+    record = yaml.safe_load((run_dir / RUN_CONFIG).read_text())
+    try:
+        preset = Preset(
+            record["preset"],
+            record["dataset"],
+            TimeLLMConfig.from_dict(record["model"]),
+            TrainConfig(**record["train"]),
+            dict(record.get("run") or {}),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{run_dir / RUN_CONFIG} is not a complete run record: {err}") from None
+    return train_and_test(
+        preset,
+        run_dir,
+        data_dir=data_dir,
+        percent=record.get("percent", 100),
+        test_dataset=record.get("test_dataset"),
+        command=record.get("command"),
+        resume=True,
+    )
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:

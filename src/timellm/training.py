@@ -1,47 +1,61 @@
 """Training with early stopping on the validation split, on top of `accelerate`.
 
-`accelerate` gives devices, processes and mixed precision; the loop itself is the plain
-Adam-over-the-adapter recipe of the released code with its learning-rate bookkeeping made
-clean (one scheduler, built only when chosen).
+`accelerate` gives devices, processes (data parallel, DeepSpeed, FSDP, as its launcher is
+configured) and mixed precision; the loop itself is the plain Adam-over-the-adapter recipe of the
+released code with its learning-rate bookkeeping made clean (one scheduler, built only when chosen).
+
+Runs survive faults: with a checkpoint folder, :func:`fit` writes a checkpoint (safetensors and
+JSON, atomically; see :mod:`timellm.checkpoint`) at every epoch end and every
+``checkpoint_every`` optimiser steps, and ``resume=True`` continues from it exactly where it
+stopped — the same batches, dropout masks and learning rates as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
+
+from timellm import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
 Schedule = Literal["constant", "halving", "cosine", "onecycle"]
+Precision = Literal["fp32", "bf16", "fp16"]
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10  # upper bound: early stopping usually ends sooner
-    batch_size: int = 24  # series per optimiser step (the released code: 24 per GPU)
+    batch_size: int = 24  # series per optimiser step and process (the released code: 24 per GPU)
     learning_rate: float = 0.001  # Adam's rate at the start (or the one-cycle peak)
     schedule: Schedule = "halving"  # constant | halving per epoch (released 'type1') | cosine | onecycle
     pct_start: float = 0.2  # one-cycle: share of steps spent warming up
     patience: int = 3  # epochs without validation improvement before stopping
     loss: Literal["mse", "smape"] = "mse"  # smape for M4
     seed: int = 2021  # seeds python, numpy, torch and the data order
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast through accelerate (CPU and GPU)
+    precision: Precision = "fp32"  # bf16 (CPU and GPU) or fp16 (GPU) autocast through accelerate
     grad_accum: int = 1  # optimiser step every k batches
     max_train_windows: int | None = None  # per-epoch cap: a fresh random subset each epoch (CPU budgets)
     max_val_windows: int | None = None  # evenly spaced fixed subset of validation windows; None = all
     eval_batch_size: int = 32  # windows per evaluation batch (all channels at once)
     num_workers: int = 0  # DataLoader worker processes
+    checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
+    deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
@@ -56,12 +70,14 @@ class TrainConfig:
             )
         if self.loss not in ("mse", "smape"):
             raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, found {self.precision!r}")
-        for name in ("max_train_windows", "max_val_windows"):
+        if self.precision not in ACCELERATE_PRECISION:
+            raise ValueError(f"precision must be fp32, bf16 or fp16, found {self.precision!r}")
+        for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be true or false, found {self.deterministic!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -73,6 +89,14 @@ class TrainConfig:
         return asdict(self)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged; the message names the step and the last good checkpoint, which is kept."""
+
+    def __init__(self, message: str, step: int, epoch: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.epoch, self.checkpoint = step, epoch, checkpoint
+
+
 @dataclass
 class FitResult:
     best_val_loss: float
@@ -80,6 +104,25 @@ class FitResult:
     epochs_run: int
     steps: int
     train_seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    processes: int = 1  # data-parallel processes that trained
+    replica_sha256: list[str] = field(default_factory=list)  # the final adapter's digest on each process
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint must hold besides weights and generator states."""
+
+    epoch: int = 1  # the epoch in progress, or the next one to run
+    batch: int = 0  # batches of that epoch already trained (on this process)
+    global_step: int = 0  # optimiser steps so far
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
+    stopped: bool = False  # early stopping has fired
+    running: float = 0.0  # this epoch's summed training loss (this process)
+    seen: int = 0  # series behind `running`
+    train_seconds: float = 0.0  # training time of earlier sessions of a resumed run
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -89,14 +132,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def smape_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Symmetric MAPE in percent; 0/0 counts as 0."""
+def use_deterministic_algorithms() -> None:
+    """Switch this process to torch's deterministic kernels (cuBLAS needs its workspace setting too)."""
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+
+
+def smape_elements(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Symmetric absolute percentage error of every element, in percent; 0/0 counts as 0."""
     denominator = pred.abs() + true.abs()
     ratio = (pred - true).abs() / denominator.clamp_min(1e-8)
-    return 200.0 * torch.where(denominator > 0, ratio, torch.zeros_like(ratio)).mean()
+    return 200.0 * torch.where(denominator > 0, ratio, torch.zeros_like(ratio))
+
+
+def smape_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Symmetric MAPE in percent; 0/0 counts as 0."""
+    return smape_elements(pred, true).mean()
 
 
 LOSSES = {"mse": nn.functional.mse_loss, "smape": smape_loss}
+ELEMENT_LOSSES = {"mse": lambda pred, true: (pred - true).square(), "smape": smape_elements}
+
+
+def per_sample_loss(name: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """(B, H, N) forecasts and targets -> (B,) losses; their mean is the batch loss."""
+    return ELEMENT_LOSSES[name](pred, true).flatten(1).mean(1)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -115,6 +176,61 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch"
 
 
+def make_accelerator(config: TrainConfig):
+    """An ``Accelerator`` for ``config``: devices and processes from the launcher, precision from the run.
+
+    The run's ``precision`` is what config.yaml records, so a launcher that explicitly asks for
+    another mixed precision (``accelerate launch --mixed_precision bf16`` with an fp32 run) is an
+    error rather than a silent override.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    wanted = ACCELERATE_PRECISION[config.precision]
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched not in ("no", wanted):
+        raise ValueError(
+            f"accelerate was launched with mixed precision {launched!r} but the run's precision is "
+            f"{config.precision!r}: set it in the run (--set precision=bf16, fp16 or fp32)"
+        )
+    accelerator = Accelerator(mixed_precision=wanted, gradient_accumulation_steps=config.grad_accum)
+    if (
+        config.precision == "fp16"
+        and accelerator.scaler is None
+        and accelerator.distributed_type != DistributedType.DEEPSPEED
+    ):
+        raise ValueError(
+            f"precision fp16 needs a GPU (accelerate has no fp16 autocast on {accelerator.device.type}); "
+            "use bf16 or fp32 here"
+        )
+    return accelerator
+
+
+class EpochSampler(Sampler[int]):
+    """``num_samples`` distinct indices of ``size`` in an order fixed by (seed, epoch) alone.
+
+    Deriving each epoch's permutation from the seed and the epoch number, rather than from a
+    generator that runs on, lets a resumed run (and every process of a distributed one) draw the
+    very same order without replaying earlier epochs. With ``num_samples < size`` every epoch
+    sees a fresh random subset (the per-epoch cap ``max_train_windows``).
+    """
+
+    def __init__(self, size: int, num_samples: int, seed: int):
+        self.size, self.num_samples, self.seed = size, min(num_samples, size), seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        entropy = np.random.SeedSequence([self.seed % 2**63, self.epoch]).generate_state(1, np.uint64)
+        generator = torch.Generator().manual_seed(int(entropy[0] >> np.uint64(1)))
+        return iter(torch.randperm(self.size, generator=generator)[: self.num_samples].tolist())
+
+
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
     """A fixed, evenly spaced subset of at most ``limit`` items (all when None)."""
     n = len(dataset)
@@ -128,26 +244,49 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("llm.")}
 
 
+def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A digest of adapter weights (names, dtypes, shapes and bytes): equal iff the weights are."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def replica_sha256(model: nn.Module, accelerator) -> list[str]:
+    """The adapter's digest on every process, gathered (one entry when not distributed)."""
+    own = adapter_sha256(trainable_state(model))
+    if accelerator.num_processes == 1:
+        return [own]
+    raw = torch.tensor(list(bytes.fromhex(own)), dtype=torch.uint8, device=accelerator.device)
+    gathered = accelerator.gather(raw.unsqueeze(0)).cpu()  # (processes, 32)
+    return [bytes(row.tolist()).hex() for row in gathered]
+
+
 @torch.no_grad()
 def mean_loss(
     model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator, desc: str = "validate"
 ) -> float:
-    """Average loss over a dataset of (past, future) windows."""
-    loader = DataLoader(
-        dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers
+    """Average loss over a dataset of (past, future) windows, each counted once across processes.
+
+    Under several processes every one scores a shard; ``gather_for_metrics`` drops the windows
+    that the sampler repeated to even out the shards.
+    """
+    loader = accelerator.prepare_data_loader(
+        DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers)
     )
-    loss_fn = LOSSES[config.loss]
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for past, future in tqdm(
         loader, desc=desc, leave=False, disable=None if accelerator.is_local_main_process else True
     ):
-        past, future = past.to(accelerator.device), future.to(accelerator.device)
         with accelerator.autocast():
             pred = model(past)
-        total += float(loss_fn(pred.float(), future)) * past.shape[0]
-        count += past.shape[0]
+        losses = accelerator.gather_for_metrics(per_sample_loss(config.loss, pred.float(), future))
+        total += float(losses.double().sum())
+        count += losses.numel()
     model.train(was_training)
     return total / max(count, 1)
 
@@ -158,82 +297,118 @@ def fit(
     val_set: Dataset,
     config: TrainConfig,
     accelerator=None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> FitResult:
-    """Train the adapter with Adam; keep the best validation epoch and restore it at the end."""
-    from accelerate import Accelerator
+    """Train the adapter with Adam; keep the best validation epoch and restore it at the end.
 
+    With ``checkpoint_dir``, a checkpoint is written there at every epoch end and every
+    ``config.checkpoint_every`` optimiser steps (by the main process only), and ``resume``
+    continues from it. A non-finite loss raises :class:`NonFiniteLossError` before anything
+    else is written, so the last checkpoint stays the last good one.
+    """
     if len(train_set) == 0:
         raise ValueError("the training split has no complete window; lower seq_len or pred_len")
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    if config.deterministic:
+        use_deterministic_algorithms()
     seed_everything(config.seed)
     if accelerator is None:
-        accelerator = Accelerator(
-            mixed_precision="bf16" if config.precision == "bf16" else "no",
-            gradient_accumulation_steps=config.grad_accum,
-        )
-    generator = torch.Generator().manual_seed(config.seed)
-    per_epoch = (
-        len(train_set) if config.max_train_windows is None else min(config.max_train_windows, len(train_set))
-    )
-    sampler = RandomSampler(train_set, num_samples=per_epoch, generator=generator)
+        accelerator = make_accelerator(config)
+    checkpoint_dir = _checkpointing(accelerator, checkpoint_dir, config, resume)
+
+    per_epoch = min(config.max_train_windows or len(train_set), len(train_set))
+    sampler = EpochSampler(len(train_set), per_epoch, config.seed)
     loader = DataLoader(
         train_set,
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
         drop_last=False,
+        # its own generator: starting an epoch must not draw from the global one (dropout's)
+        generator=torch.Generator().manual_seed(config.seed),
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
-    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
-    scheduler, step_every = make_scheduler(optimizer, config, steps_per_epoch)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    adam = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    model, optimizer, loader = accelerator.prepare(model, adam, loader)
+    batches_per_epoch = len(loader)  # on each process, after sharding
+    scheduler, step_every = make_scheduler(adam, config, math.ceil(batches_per_epoch / config.grad_accum))
     val_subset = evenly_spaced(val_set, config.max_val_windows)  # fixed across epochs: comparable losses
     loss_fn = LOSSES[config.loss]
+    unwrapped = accelerator.unwrap_model(model)
 
-    best = trainable_state(accelerator.unwrap_model(model))
-    best_loss, best_epoch, bad_epochs, steps = math.inf, 0, 0, 0
-    history: list[dict[str, float]] = []
-    started = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, config.epochs + 1):
+    progress, best = Progress(), trainable_state(unwrapped)
+    last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
+    if resume:
+        progress, best = _restore(checkpoint_dir, unwrapped, adam, scheduler, accelerator, config)
+        last_good = _describe(checkpoint_dir, progress)
+        logger.info("resumed from %s", last_good)
+
+    def save() -> str:
+        _save(checkpoint_dir, unwrapped, adam, scheduler, accelerator, config, progress, best)
+        return _describe(checkpoint_dir, progress)
+
+    session_start = time.perf_counter()
+    while progress.epoch <= config.epochs and not progress.stopped:
+        epoch = progress.epoch
+        batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
+        # accelerate's loaders re-number epochs on every iteration (their own count, which a
+        # resumed run restarts): give them ours, and the sampler too, wherever it sits
+        batches.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
-        running, seen = 0.0, 0
         bar = tqdm(
-            loader,
+            batches,
             desc=f"epoch {epoch}/{config.epochs}",
+            initial=progress.batch,
+            total=batches_per_epoch,
             disable=None if accelerator.is_local_main_process else True,
         )
-        epoch_start = time.perf_counter()
+        epoch_start, seen_before = time.perf_counter(), progress.seen
         for past, future in bar:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     pred = model(past)
                 loss = loss_fn(pred.float(), future)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {steps}")
+                _stop_unless_finite(loss, accelerator, progress, checkpoint_dir, last_good)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            progress.batch += 1
+            progress.running += loss.item() * past.shape[0]
+            progress.seen += past.shape[0]
             if accelerator.sync_gradients:
-                steps += 1
+                progress.global_step += 1
                 if step_every == "step":
                     scheduler.step()
-            running += loss.item() * past.shape[0]
-            seen += past.shape[0]
-            rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
+                due = config.checkpoint_every and progress.global_step % config.checkpoint_every == 0
+                # the epoch's last batch is followed by the epoch-end checkpoint anyway
+                if checkpoint_dir is not None and due and progress.batch < batches_per_epoch:
+                    last_good = save()
+            rate = (progress.seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9)
             bar.set_postfix(
-                loss=f"{running / seen:.4f}",
+                loss=f"{progress.running / max(progress.seen, 1):.4f}",
                 lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                 series_s=f"{rate:.1f}",
             )
-        train_loss = running / max(seen, 1)
+        train_loss = _epoch_train_loss(progress, accelerator)
+        if accelerator.num_processes > 1:
+            _check_replicas(unwrapped, accelerator, progress)
         val_loss = mean_loss(model, val_subset, config, accelerator)
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
-        improved = val_loss < best_loss
-        history.append(
-            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "steps": steps}
+        improved = val_loss < progress.best_loss
+        progress.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "lr": lr,
+                "steps": progress.global_step,
+            }
         )
         logger.info(
             "epoch %d: train %.4f, val %.4f, lr %.2e%s",
@@ -244,14 +419,233 @@ def fit(
             " (best)" if improved else "",
         )
         if improved:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
-            best = trainable_state(accelerator.unwrap_model(model))
+            progress.best_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
+            best = trainable_state(unwrapped)
         else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                logger.info("early stopping: no validation improvement for %d epochs", bad_epochs)
-                break
-    unwrapped = accelerator.unwrap_model(model)
+            progress.bad_epochs += 1
+            if progress.bad_epochs >= config.patience:
+                logger.info("early stopping: no validation improvement for %d epochs", progress.bad_epochs)
+                progress.stopped = True
+        progress.epoch, progress.batch, progress.running, progress.seen = epoch + 1, 0, 0.0, 0
+        progress.train_seconds += time.perf_counter() - session_start
+        session_start = time.perf_counter()
+        if checkpoint_dir is not None:
+            last_good = save()
+    progress.train_seconds += time.perf_counter() - session_start
+
     unwrapped.load_state_dict(copy.deepcopy(best), strict=False)  # restore the best epoch's adapter
-    logger.info("restored the adapter of epoch %d (validation loss %.4f)", best_epoch, best_loss)
-    return FitResult(best_loss, best_epoch, epoch, steps, time.perf_counter() - started, history)
+    logger.info(
+        "restored the adapter of epoch %d (validation loss %.4f)", progress.best_epoch, progress.best_loss
+    )
+    digests = replica_sha256(unwrapped, accelerator)
+    if accelerator.num_processes > 1:
+        logger.info(
+            "adapter identical on all %d processes after %d steps (sha256 %s)",
+            accelerator.num_processes,
+            progress.global_step,
+            digests[0][:16],
+        )
+    return FitResult(
+        progress.best_loss,
+        progress.best_epoch,
+        progress.epoch - 1,
+        progress.global_step,
+        progress.train_seconds,
+        progress.history,
+        accelerator.num_processes,
+        digests,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers of the loop
+
+
+def _checkpointing(accelerator, checkpoint_dir: Path | None, config: TrainConfig, resume: bool):
+    """The checkpoint folder to use; None under DeepSpeed/FSDP, whose optimiser state is sharded."""
+    from accelerate.utils import DistributedType
+
+    sharded = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if checkpoint_dir is None or accelerator.distributed_type not in sharded:
+        return checkpoint_dir
+    if resume or config.checkpoint_every:
+        raise ValueError(
+            f"checkpoints and resuming need the whole optimiser state on every process, which "
+            f"{accelerator.distributed_type.value} shards: train data parallel (accelerate launch --multi_gpu)"
+        )
+    logger.warning(
+        "no checkpoints under %s (its optimiser state is sharded): this run cannot be resumed",
+        accelerator.distributed_type.value,
+    )
+    return None
+
+
+def _stop_unless_finite(loss, accelerator, progress: Progress, checkpoint_dir, last_good) -> None:
+    """Raise NonFiniteLossError on every process as soon as one of them sees a non-finite loss."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:  # all must stop together, or the others wait forever
+        finite = accelerator.gather(finite).min().reshape(1)
+    if bool(finite.item()):
+        return
+    step = progress.global_step + 1
+    if checkpoint_dir is None:
+        kept = "no checkpoint folder was given"
+    elif last_good is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = f"the last good checkpoint is {last_good}"
+    message = (
+        f"non-finite training loss ({float(loss.detach()):g}) at step {step} "
+        f"(epoch {progress.epoch}, batch {progress.batch + 1}); training stopped, {kept}"
+    )
+    logger.error(message)
+    raise NonFiniteLossError(message, step, progress.epoch, checkpoint_dir if last_good else None)
+
+
+def _epoch_train_loss(progress: Progress, accelerator) -> float:
+    if accelerator.num_processes == 1:
+        return progress.running / max(progress.seen, 1)
+    sums = torch.tensor([progress.running, progress.seen], dtype=torch.float64, device=accelerator.device)
+    running, seen = accelerator.reduce(sums, "sum").tolist()
+    return running / max(seen, 1)
+
+
+def _check_replicas(model: nn.Module, accelerator, progress: Progress) -> None:
+    digests = replica_sha256(model, accelerator)
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"the adapter differs between processes after step {progress.global_step}: "
+            f"sha256 {', '.join(d[:12] for d in digests)}; data-parallel training is out of sync"
+        )
+
+
+def _describe(checkpoint_dir: Path, progress: Progress) -> str:
+    where = (
+        f"epoch {progress.epoch}, batch {progress.batch}"
+        if progress.batch
+        else f"end of epoch {progress.epoch - 1}"
+    )
+    return f"{checkpoint_dir} (step {progress.global_step}, {where})"
+
+
+def _save(
+    directory: Path,
+    model: nn.Module,
+    adam: torch.optim.Optimizer,
+    scheduler,
+    accelerator,
+    config: TrainConfig,
+    progress: Progress,
+    best: dict[str, torch.Tensor],
+) -> None:
+    """Write a checkpoint (main process); every process takes part in the collectives first."""
+    current = trainable_state(model)
+    bad = [k for k, v in current.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # a finite loss can still leave inf/nan weights behind: never checkpoint them
+        message = (
+            f"non-finite adapter weights ({', '.join(bad[:3])}) after step {progress.global_step}; "
+            f"training stopped, the last good checkpoint {directory} is kept"
+        )
+        logger.error(message)
+        raise NonFiniteLossError(message, progress.global_step, progress.epoch, directory)
+    sums = torch.tensor([[progress.running, progress.seen]], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        sums = accelerator.gather(sums)
+    if not accelerator.is_main_process:
+        return
+    optimizer_tensors, optimizer_structure = ckpt.flatten_optimizer(adam.state_dict())
+    rng_json, rng_tensors = ckpt.rng_state()  # the main process's: replicas draw in lockstep
+    record = asdict(progress)
+    record["running"] = [float(row[0]) for row in sums.cpu()]  # one entry per process
+    record["seen"] = [int(row[1]) for row in sums.cpu()]
+    model_config = getattr(model, "config", None)
+    state = {
+        "progress": record,
+        "processes": accelerator.num_processes,
+        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+        "train_config": config.to_dict(),
+        "scheduler": scheduler.state_dict(),
+        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        "optimizer": optimizer_structure,
+        "rng": rng_json,
+    }
+    tensors = {
+        ckpt.ADAPTER: current,
+        ckpt.BEST: best,
+        ckpt.OPTIMIZER: optimizer_tensors,
+        ckpt.RNG: rng_tensors,
+    }
+    ckpt.save_checkpoint(directory, tensors, state)
+    logger.debug("checkpoint written: %s", _describe(directory, progress))
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    return "; ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys)
+
+
+def _restore(
+    directory: Path,
+    model: nn.Module,
+    adam: torch.optim.Optimizer,
+    scheduler,
+    accelerator,
+    config: TrainConfig,
+) -> tuple[Progress, dict[str, torch.Tensor]]:
+    """Load a checkpoint into the model, optimiser, scheduler and generators; return progress and best."""
+    saved = ckpt.read_checkpoint(directory)
+    state, where = saved.state, saved.path / ckpt.STATE_FILE
+    model_config = getattr(model, "config", None)
+    current = model_config.to_dict() if hasattr(model_config, "to_dict") else None
+    if current is not None and state.get("model_config") not in (None, current):
+        raise ckpt.CheckpointError(
+            f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
+        )
+    if state["train_config"] != config.to_dict():
+        raise ckpt.CheckpointError(
+            f"checkpoint {where} was written with other training settings: "
+            f"{_differences(state['train_config'], config.to_dict())}"
+        )
+    expected = trainable_state(model)
+    adapter = ckpt.check_weights(saved.path / ckpt.ADAPTER, saved.tensors[ckpt.ADAPTER], expected)
+    best = ckpt.check_weights(saved.path / ckpt.BEST, saved.tensors[ckpt.BEST], expected)
+
+    record = dict(state["progress"])
+    running, seen = record.pop("running"), record.pop("seen")
+    progress = Progress(**record)
+    if progress.batch:
+        if state["processes"] != accelerator.num_processes:
+            raise ckpt.CheckpointError(
+                f"checkpoint {where} was written in the middle of an epoch by {state['processes']} "
+                f"process(es); resume it with the same number (this run has {accelerator.num_processes})"
+            )
+        progress.running, progress.seen = running[accelerator.process_index], seen[accelerator.process_index]
+
+    model.load_state_dict(adapter, strict=False)
+    _load_optimizer(adam, saved, state)
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state.get("grad_scaler"):
+        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    ckpt.set_rng_state(state["rng"], saved.tensors[ckpt.RNG])
+    return progress, {k: v.to(expected[k].device) for k, v in best.items()}
+
+
+def _load_optimizer(adam: torch.optim.Optimizer, saved: ckpt.Checkpoint, state: dict[str, Any]) -> None:
+    path = saved.path / ckpt.OPTIMIZER
+    tensors = saved.tensors[ckpt.OPTIMIZER]
+    params = [p for group in adam.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        if int(index) >= len(params):
+            raise ckpt.CheckpointError(
+                f"checkpoint file {path} holds state for parameter {index}; this model's adapter has {len(params)}"
+            )
+        if value.ndim and value.shape != params[int(index)].shape:
+            raise ckpt.CheckpointError(
+                f"checkpoint file {path} was made for another backbone or shape: {key} has shape "
+                f"{tuple(value.shape)}, the parameter has {tuple(params[int(index)].shape)}"
+            )
+    try:
+        adam.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"]))
+    except (ValueError, KeyError) as err:
+        raise ckpt.CheckpointError(f"checkpoint file {path} does not fit this optimiser: {err}") from None
