@@ -1,12 +1,17 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from timellm.cli import main
 
 
-def run_cli(*args, env=None):
+def run_cli(*args):
+    # the checkout's own src first, whatever copy of timellm is installed
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run(
         [sys.executable, "-m", "timellm.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
