@@ -9,6 +9,8 @@ series: that is what lets the fast path compute it once.
 from __future__ import annotations
 
 import math
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 
@@ -74,6 +76,45 @@ def statistics_texts(stats: InputStatistics) -> list[str]:
         f" trend {'upward' if up else 'downward'}, top {len(lag)} lags {', '.join(map(str, lag))}."
         for lo, hi, mid, up, lag in zip(minimum, maximum, median, upward, lags, strict=True)
     ]
+
+
+class StatisticsTokenizer:
+    """Token ids of statistics texts, each text tokenised once and then looked up.
+
+    The statistics text of a window is a pure function of the window, so every epoch asks for the
+    same texts again: after the first epoch a step costs dictionary lookups instead of a tokenizer
+    call. We memoise whole texts rather than map numbers to token ids vectorised, because subword
+    tokenisation is not compositional (how " 0.123," splits depends on its neighbours): only the
+    real text gives the plain path's ids for every tokenizer. Measured on SmolLM2 with 32 series
+    per step: tokenising a batch takes ~1 ms (the LLM step takes seconds), the lookups ~20 µs.
+
+    Ids are stored as ``array('i')`` (about 250 bytes per distinct text with its key); at most
+    ``max_entries`` texts are kept, the least recently used are dropped first.
+    """
+
+    def __init__(self, tokenizer, max_entries: int = 1 << 18):
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self._ids: OrderedDict[str, array] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __call__(self, texts: list[str]) -> list[array]:
+        """Token ids (no special tokens) of each text, in order."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
+        if missing:
+            for text, ids in zip(
+                missing, self.tokenizer(missing, add_special_tokens=False)["input_ids"], strict=True
+            ):
+                self._ids[text] = array("i", ids)
+        out = []
+        for text in texts:
+            out.append(self._ids[text])
+            self._ids.move_to_end(text)
+        while len(self._ids) > self.max_entries:
+            self._ids.popitem(last=False)
+        return out
 
 
 def available_descriptions() -> list[str]:
