@@ -159,7 +159,7 @@ def test_prototype_cache_is_invalidated_by_an_optimiser_step_and_by_train():
     optimiser = torch.optim.Adam([p for p in fast.parameters() if p.requires_grad], lr=1e-2)
     with torch.no_grad():
         fast.eval()(x)
-        fast(x)
+        fast.eval()(x)
     assert fast._prototype_cache.builds == 1
     before = fast._prototype_cache.get(fast.prototypes, fast.backbone.word_embeddings).clone()
 

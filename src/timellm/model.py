@@ -254,7 +254,8 @@ class TimeLLM(nn.Module):
 
     def train(self, mode: bool = True) -> TimeLLM:
         super().train(mode)
-        self._prototype_cache.clear()
+        if mode:  # training changes the mapping weights: drop the E' kept for inference
+            self._prototype_cache.clear()
         if self.backbone is not None:
             self.llm.eval()  # frozen: its dropout stays off whatever the adapter's mode
         return self
