@@ -233,3 +233,40 @@ def test_the_backbone_keeps_efficient_attention():
 def test_execution_settings_reject_unknown_dtypes():
     with pytest.raises(ValueError, match="autocast_dtype"):
         ExecutionSettings(autocast_dtype="float8")
+
+
+@pytest.mark.real_backbone
+@pytest.mark.slow
+def test_fast_and_plain_paths_agree_on_smollm2():
+    from timellm import TimeLLMConfig
+
+    backbone = load_backbone("smollm2-135m", llm_layers=2)
+    config = TimeLLMConfig(
+        backbone="smollm2-135m",
+        llm_layers=2,
+        seq_len=96,
+        pred_len=24,
+        dataset="ETTh1",
+        num_prototypes=50,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    fast = TimeLLM(config, backbone=backbone)
+    plain = TimeLLM(config.replace(fast_path=False), backbone=backbone)
+    plain.load_state_dict(fast.state_dict())
+    x = varied_batch(seq_len=96, channels=1)
+    _, stats_mask = fast.statistics_token_ids(revin_normalize(x[..., 0])[0])
+    assert len(set(stats_mask.sum(1).tolist())) > 1, "the test needs statistics of different lengths"
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-4)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+@pytest.mark.real_backbone
+@pytest.mark.slow
+def test_minilm_takes_the_plain_path():
+    from timellm import TimeLLMConfig
+
+    model = TimeLLM(TimeLLMConfig(backbone="minilm-l6", seq_len=96, pred_len=24, dataset="weather"))
+    assert not model.uses_fast_path and "bidirectional" in model.fast_path_reason

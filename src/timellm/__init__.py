@@ -1,7 +1,7 @@
 """timellm: time-series forecasting by reprogramming a frozen pretrained language model."""
 
 from timellm.backbones import Backbone, BackboneError, load_backbone
-from timellm.config import TimeLLMConfig
+from timellm.config import ExecutionSettings, TimeLLMConfig
 from timellm.model import AdapterLoadError, TimeLLM
 from timellm.prompt import input_statistics, prompt_text
 
@@ -9,6 +9,7 @@ __all__ = [
     "AdapterLoadError",
     "Backbone",
     "BackboneError",
+    "ExecutionSettings",
     "TimeLLM",
     "TimeLLMConfig",
     "input_statistics",
