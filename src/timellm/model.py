@@ -73,11 +73,12 @@ class TimeLLM(nn.Module):
         self.config = config
         self.execution = execution or ExecutionSettings()
         c = config
-        # inference-time cache of E' (fast path only); see _text_prototypes
+        # what the fast path keeps between calls (see timellm.fastpath); E' in _text_prototypes
         self._prototype_cache = PrototypeCache()
         self._prefix_cache: PromptPrefixCache | None = None
         self._statistics_tokenizer: StatisticsTokenizer | None = None
-        self.fast_path_reason: str | None = "the fast path is off (config.fast_path=False)"
+        # why the LLM does not run on a cached prompt (None: it does)
+        self.fast_path_reason: str | None = f"no LLM in the {c.llm!r} variant"
         num_patches = c.num_patches
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
         self.backbone: Backbone | None = None
@@ -106,7 +107,11 @@ class TimeLLM(nn.Module):
                 prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
             )["input_ids"]
             self.pad_id = int(tokenizer.pad_token_id)
-            if c.fast_path:
+            if not c.fast_path:
+                self.fast_path_reason = "config.fast_path is False"
+            elif not c.use_prompt:
+                self.fast_path_reason = "no prompt to cache (use_prompt is False)"
+            else:
                 self.fast_path_reason = fast_path_unsupported_reason(self.llm, backbone.is_causal)
                 if self.fast_path_reason is None:
                     self._prefix_cache = PromptPrefixCache(self.prefix_ids)
@@ -129,7 +134,7 @@ class TimeLLM(nn.Module):
     @property
     def uses_fast_path(self) -> bool:
         """Whether the LLM runs on the cached prompt (causal backbone, prompt on, fast_path on)."""
-        return self._prefix_cache is not None and self.config.use_prompt
+        return self.fast_path_reason is None
 
     # ---------------------------------------------------------------------------------------
     # the forward pass

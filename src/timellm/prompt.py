@@ -85,11 +85,12 @@ class StatisticsTokenizer:
     same texts again: after the first epoch a step costs dictionary lookups instead of a tokenizer
     call. We memoise whole texts rather than map numbers to token ids vectorised, because subword
     tokenisation is not compositional (how " 0.123," splits depends on its neighbours): only the
-    real text gives the plain path's ids for every tokenizer. Measured on SmolLM2 with 32 series
-    per step: tokenising a batch takes ~1 ms (the LLM step takes seconds), the lookups ~20 µs.
+    real text gives the plain path's ids for every tokenizer. Measured with SmolLM2's tokenizer,
+    32 ETTh1 series, one CPU thread: tokenising the batch takes 1.3 ms, looking it up 4 µs (a
+    plain training step of the 6-layer model takes about 10 s, so either is far below 0.1%).
 
-    Ids are stored as ``array('i')`` (about 250 bytes per distinct text with its key); at most
-    ``max_entries`` texts are kept, the least recently used are dropped first.
+    Ids are stored as ``array('i')``: about 420 bytes per distinct text with its key (~49 tokens),
+    so 2^18 entries (the default bound) stay near 110 MB; the least recently used go first.
     """
 
     def __init__(self, tokenizer, max_entries: int = 1 << 18):
