@@ -144,6 +144,20 @@ def test_the_prefix_cache_follows_a_dtype_move():
     assert fast._prefix_cache.get(fast.llm, torch.float64)[0][0].dtype == torch.float64
 
 
+@pytest.mark.parametrize("changes", [{}, {"prompt_statistics": False}], ids=str)
+def test_caches_made_in_inference_mode_serve_later_training(changes):
+    fast, plain = twins("tiny-random-llama", **changes)
+    x = varied_batch()
+    with torch.inference_mode():
+        first = fast.eval()(x)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(x), first, rtol=0, atol=0)
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
 def test_bert_takes_the_plain_path():
     fast, plain = twins("tiny-random-bert")
     assert not fast.uses_fast_path and "bidirectional" in fast.fast_path_reason
