@@ -209,12 +209,13 @@ def run_one(spec: RunSpec) -> dict:
             model(x)
 
     step = train_step if spec.mode == "train" else infer_step
-    times = []
+    times, cpu_seconds = [], 0.0
     for i in range(spec.warmup + spec.steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step(i)
         if i >= spec.warmup:
             times.append(time.perf_counter() - start)
+            cpu_seconds += time.process_time() - cpu_start
     seconds = statistics.median(times)
 
     row = asdict(spec)
@@ -224,6 +225,9 @@ def run_one(spec: RunSpec) -> dict:
         step_s_min=min(times),
         step_s_max=max(times),
         series_per_s=spec.batch / seconds,
+        # CPU seconds per wall second over the timed steps: near `threads` on a quiet machine,
+        # lower when other processes took the cores (then the row is slower than the code is)
+        cpu_util=cpu_seconds / sum(times),
         peak_rss_mb=_peak_rss_mb(),
         rss_after_load_mb=rss_loaded,
         uses_fast_path=model.uses_fast_path,
@@ -243,7 +247,8 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     """Where a training step's time goes: prompt tokens, LLM, mapping layer (V -> V'), the rest.
 
     Each part is timed alone on the same batch (median of ``reps``, after one warm-up), the whole
-    step too; "rest" = step - parts (patch embedding, reprogramming, head, loss, Adam).
+    step too; "rest" = step - parts (patch embedding, reprogramming, head, loss, Adam). Times are
+    this process's CPU time, which other processes sharing the cores disturb less than wall time.
     """
     from timellm import TimeLLM, TimeLLMConfig
     from timellm.backbones import load_backbone
@@ -273,9 +278,9 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
         fn()
         runs = []
         for _ in range(reps):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            runs.append(time.perf_counter() - start)
+            runs.append(time.process_time() - start)
         return statistics.median(runs)
 
     def full_step() -> None:
@@ -378,10 +383,12 @@ def speed_benchmark(
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
     peak = _child("matmul", {"threads": threads}, "tuned")
     rows = []
-    for malloc in mallocs:
-        for dtype in dtypes:
-            for mode in modes:
-                for path in paths:
+    # the allocator settings alternate innermost: load from other processes drifts over minutes,
+    # so the rows that are compared run next to each other
+    for dtype in dtypes:
+        for mode in modes:
+            for path in paths:
+                for malloc in mallocs:
                     spec = RunSpec(
                         backbone=backbone,
                         layers=layers,
@@ -398,7 +405,10 @@ def speed_benchmark(
                     )
                     logger.info("benchmarking %s %s %s with the %s allocator", dtype, path, mode, malloc)
                     rows.append(_child("run", asdict(spec), malloc))
-    frame = pd.DataFrame(rows)
+    order = {"malloc": list(mallocs), "dtype": list(dtypes), "mode": list(modes), "path": list(paths)}
+    frame = pd.DataFrame(rows).sort_values(
+        list(order), key=lambda column: column.map(order[column.name].index), ignore_index=True
+    )
     keys = ["dtype", "mode", "malloc"]
     plain = frame[frame.path == "plain"].set_index(keys)["series_per_s"]
     frame["speedup"] = [
@@ -461,6 +471,7 @@ def report(frame: pd.DataFrame) -> str:
         "speedup",
         "speedup_vs_plain_default_malloc",
         "peak_rss_mb",
+        "cpu_util",
         "gflop_per_s",
         "fraction_of_peak",
     ]
