@@ -364,6 +364,7 @@ def speed_benchmark(
     seq_len: int = 512,
     pred_len: int = 96,
     breakdown: bool = True,
+    gradient_checkpointing: bool = False,
     out: str | Path | None = "results/speed.csv",
 ) -> pd.DataFrame:
     """Measure every (dtype, path, mode, malloc) configuration, each in a fresh process.
@@ -402,6 +403,7 @@ def speed_benchmark(
                         steps=steps if mode == "train" else infer_steps,
                         threads=threads,
                         data=str(data),
+                        gradient_checkpointing=gradient_checkpointing,
                     )
                     logger.info("benchmarking %s %s %s with the %s allocator", dtype, path, mode, malloc)
                     rows.append(_child("run", asdict(spec), malloc))
@@ -504,6 +506,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA or ../shared)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
+    )
     parser.add_argument("--out", default="results/speed.csv")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -533,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
         data=args.data,
         breakdown=not args.no_breakdown,
+        gradient_checkpointing=args.gradient_checkpointing,
         out=args.out,
     )
     print(report(frame))  # the table is the product of this command
