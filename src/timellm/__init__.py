@@ -1,7 +1,7 @@
 """timellm: time-series forecasting by reprogramming a frozen pretrained language model."""
 
 from timellm.backbones import Backbone, BackboneError, load_backbone
-from timellm.config import TimeLLMConfig
+from timellm.config import ExecutionSettings, TimeLLMConfig
 from timellm.data.frames import InputDataError
 from timellm.forecaster import TimeLLMForecaster
 from timellm.model import AdapterLoadError, TimeLLM
@@ -11,6 +11,7 @@ __all__ = [
     "AdapterLoadError",
     "Backbone",
     "BackboneError",
+    "ExecutionSettings",
     "InputDataError",
     "TimeLLM",
     "TimeLLMConfig",

@@ -53,6 +53,9 @@ class TimeLLMConfig:
     description: str | None = None  # the user's own domain description; takes precedence over `dataset`
     top_k_lags: int = 5  # number of autocorrelation lags quoted in the prompt
 
+    # --- execution --------------------------------------------------------------------------
+    fast_path: bool = True  # cache what is exact to cache (prompt K/V, tokens, E'); False: the plain oracle
+
     def __post_init__(self) -> None:
         positive = [
             "seq_len",
@@ -126,3 +129,20 @@ class TimeLLMConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How a model runs, not what it computes: chosen per run, never saved with the adapter."""
+
+    # run matmuls under torch.autocast in this dtype, on CPU and GPU; None: the weights' precision
+    autocast_dtype: Literal["bfloat16", "float16"] | None = None
+    # recompute each backbone layer in backward instead of keeping its activations: less memory,
+    # about one more forward of the LLM per step (gradients do flow through it to the patch tokens)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.autocast_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                f"autocast_dtype must be None, 'bfloat16' or 'float16', found {self.autocast_dtype!r}"
+            )

@@ -6,6 +6,7 @@ with shared weights, so the model works on S = B*N univariate series. P patches,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from timellm.backbones import Backbone, load_backbone
-from timellm.config import TimeLLMConfig
+from timellm.config import ExecutionSettings, TimeLLMConfig
+from timellm.fastpath import (
+    PromptPrefixCache,
+    PrototypeCache,
+    checkpointing,
+    extend_cache,
+    fast_path_unsupported_reason,
+    install_layer_checkpointing,
+    run_patch_tokens,
+)
 from timellm.layers import (
     FlattenHead,
     PatchEmbedding,
@@ -26,7 +36,13 @@ from timellm.layers import (
     revin_denormalize,
     revin_normalize,
 )
-from timellm.prompt import dataset_description, input_statistics, prompt_prefix, statistics_texts
+from timellm.prompt import (
+    StatisticsTokenizer,
+    dataset_description,
+    input_statistics,
+    prompt_prefix,
+    statistics_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +56,29 @@ class AdapterLoadError(ValueError):
 
 
 class TimeLLM(nn.Module):
-    """A frozen language model reprogrammed to forecast: ``forward(past_values) -> forecasts``."""
+    """A frozen language model reprogrammed to forecast: ``forward(past_values) -> forecasts``.
 
-    def __init__(self, config: TimeLLMConfig, backbone: Backbone | None = None):
+    ``execution`` says how to run (autocast, gradient checkpointing); it may be replaced at any
+    time and is never saved. ``config.fast_path`` caches what is exact to cache (see
+    :mod:`timellm.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
+    """
+
+    def __init__(
+        self,
+        config: TimeLLMConfig,
+        backbone: Backbone | None = None,
+        execution: ExecutionSettings | None = None,
+    ):
         super().__init__()
         self.config = config
+        self.execution = execution or ExecutionSettings()
         c = config
+        # what the fast path keeps between calls (see timellm.fastpath); E' in _text_prototypes
+        self._prototype_cache = PrototypeCache()
+        self._prefix_cache: PromptPrefixCache | None = None
+        self._statistics_tokenizer: StatisticsTokenizer | None = None
+        # why the LLM does not run on a cached prompt (None: it does)
+        self.fast_path_reason: str | None = f"no LLM in the {c.llm!r} variant"
         num_patches = c.num_patches
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
         self.backbone: Backbone | None = None
@@ -74,6 +107,17 @@ class TimeLLM(nn.Module):
                 prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
             )["input_ids"]
             self.pad_id = int(tokenizer.pad_token_id)
+            if not c.fast_path:
+                self.fast_path_reason = "config.fast_path is False"
+            elif not c.use_prompt:
+                self.fast_path_reason = "no prompt to cache (use_prompt is False)"
+            else:
+                self.fast_path_reason = fast_path_unsupported_reason(self.llm, backbone.is_causal)
+                if self.fast_path_reason is None:
+                    self._prefix_cache = PromptPrefixCache(self.prefix_ids)
+                    self._statistics_tokenizer = StatisticsTokenizer(tokenizer)
+                else:
+                    logger.info("%s takes the plain path: %s", backbone.name, self.fast_path_reason)
         else:  # LLM2Attn / LLM2Trsf: one randomly initialised, trainable layer instead of the LLM
             if d_llm % c.n_heads:
                 raise ValueError(
@@ -86,6 +130,11 @@ class TimeLLM(nn.Module):
                 self.mixer = nn.TransformerEncoderLayer(
                     d_llm, c.n_heads, dim_feedforward=4 * d_llm, dropout=c.dropout, batch_first=True
                 )
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether the LLM runs on the cached prompt (causal backbone, prompt on, fast_path on)."""
+        return self.fast_path_reason is None
 
     # ---------------------------------------------------------------------------------------
     # the forward pass
@@ -100,19 +149,38 @@ class TimeLLM(nn.Module):
         b, t, n = past_values.shape
         series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
         x, mean, std = revin_normalize(series)  # (S, T)
-        patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
+        with self._autocast(past_values.device):
+            patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 
-        if c.llm == "none":
-            hidden = patches
-        elif c.llm in ("attention", "transformer"):
-            tokens = self.reprogramming(patches, self.prototypes(self.vocabulary))  # (S, P, D)
-            hidden = self._mix(tokens)[..., : c.d_ff]  # (S, P, d_ff)
-        else:
-            tokens = self.reprogramming(patches, self.prototypes(self.backbone.word_embeddings))  # (S, P, D)
-            hidden = self._run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
+            if c.llm == "none":
+                hidden = patches
+            elif c.llm in ("attention", "transformer"):
+                tokens = self.reprogramming(patches, self._text_prototypes(self.vocabulary))  # (S, P, D)
+                hidden = self._mix(tokens)[..., : c.d_ff]  # (S, P, d_ff)
+            else:
+                prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
+                tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
+                with checkpointing(self.execution.gradient_checkpointing):
+                    hidden = self._run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
+            out = self.head(hidden)  # (S, H)
 
-        forecast = revin_denormalize(self.head(hidden), mean, std)  # (S, H)
+        forecast = revin_denormalize(out.to(past_values.dtype), mean, std)  # (S, H)
         return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        dtype = self.execution.autocast_dtype
+        if dtype is None:  # leave any autocast the caller set up alone
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+    def _text_prototypes(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        """E' (V', D). The fast path keeps it while nothing can change it: eval mode without autograd.
+
+        In training it is recomputed every forward: the mapping weights move after every step.
+        """
+        if self.config.fast_path and not self.training and not torch.is_grad_enabled():
+            return self._prototype_cache.get(self.prototypes, vocabulary)
+        return self.prototypes(vocabulary)
 
     def _mix(self, tokens: torch.Tensor) -> torch.Tensor:
         if isinstance(self.mixer, nn.MultiheadAttention):
@@ -139,8 +207,43 @@ class TimeLLM(nn.Module):
             mask[i, length - len(row) :] = 1
         return ids.to(x.device), mask.to(x.device)
 
+    def statistics_token_ids(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded statistics token ids and mask (fast path): (S, T) -> (S, Ls), (S, Ls).
+
+        Token ids come from the memo of :class:`~timellm.prompt.StatisticsTokenizer`: a window's
+        text never changes, so after the first epoch no tokenizer runs in the training loop.
+        """
+        if not self.config.prompt_statistics:
+            empty = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
+            return empty, empty
+        rows = self._statistics_tokenizer(statistics_texts(input_statistics(x, self.config.top_k_lags)))
+        lengths = torch.tensor([len(row) for row in rows])  # (S,)
+        length = int(lengths.max()) if len(rows) else 0
+        mask = torch.arange(length) >= (length - lengths)[:, None]  # (S, Ls) left padding
+        ids = torch.full(mask.shape, self.pad_id, dtype=torch.long)
+        ids[mask] = torch.tensor([i for row in rows for i in row], dtype=torch.long)  # row-major fill
+        return ids.to(x.device), mask.long().to(x.device)
+
     def _run_llm(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
+        if self.execution.gradient_checkpointing:
+            install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
+        if self.uses_fast_path:
+            return self._run_llm_fast(x, tokens)
+        return self._run_llm_plain(x, tokens)
+
+    def _run_llm_fast(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Prefix cache (kept) -> statistics tokens (no grad) -> patch tokens (grad): (S, P, D)."""
+        s = tokens.shape[0]
+        prefix = self._prefix_cache.get(self.llm, tokens.dtype)  # per layer (1, h, Lp, hd)
+        ids, stats_mask = self.statistics_token_ids(x)  # (S, Ls)
+        past = extend_cache(self.llm, prefix, ids, stats_mask, tokens.dtype)  # per layer (S, h, Lp + Ls, hd)
+        lp = prefix[0][0].shape[-2]
+        past_mask = torch.cat([stats_mask.new_ones(s, lp), stats_mask], dim=1)  # (S, Lp + Ls)
+        return run_patch_tokens(self.llm, past, past_mask, tokens)  # (S, P, D)
+
+    def _run_llm_plain(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The whole [left pads ; prefix ; stats ; patches] sequence in one call: the oracle."""
         s, p, _ = tokens.shape
         ids, prompt_mask = self.prompt_token_ids(x)  # (S, L)
         prompt = self.llm.get_input_embeddings()(ids).to(tokens.dtype)  # (S, L, D)
@@ -156,6 +259,8 @@ class TimeLLM(nn.Module):
 
     def train(self, mode: bool = True) -> TimeLLM:
         super().train(mode)
+        if mode:  # training changes the mapping weights: drop the E' kept for inference
+            self._prototype_cache.clear()
         if self.backbone is not None:
             self.llm.eval()  # frozen: its dropout stays off whatever the adapter's mode
         return self

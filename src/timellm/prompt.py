@@ -9,6 +9,8 @@ series: that is what lets the fast path compute it once.
 from __future__ import annotations
 
 import math
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 
@@ -74,6 +76,46 @@ def statistics_texts(stats: InputStatistics) -> list[str]:
         f" trend {'upward' if up else 'downward'}, top {len(lag)} lags {', '.join(map(str, lag))}."
         for lo, hi, mid, up, lag in zip(minimum, maximum, median, upward, lags, strict=True)
     ]
+
+
+class StatisticsTokenizer:
+    """Token ids of statistics texts, each text tokenised once and then looked up.
+
+    The statistics text of a window is a pure function of the window, so every epoch asks for the
+    same texts again: after the first epoch a step costs dictionary lookups instead of a tokenizer
+    call. We memoise whole texts rather than map numbers to token ids vectorised, because subword
+    tokenisation is not compositional (how " 0.123," splits depends on its neighbours): only the
+    real text gives the plain path's ids for every tokenizer. Measured with SmolLM2's tokenizer,
+    32 ETTh1 series, one CPU thread: tokenising the batch takes 1.3 ms, looking it up 4 µs (a
+    plain training step of the 6-layer model takes about 10 s, so either is far below 0.1%).
+
+    Ids are stored as ``array('i')``: about 420 bytes per distinct text with its key (~49 tokens),
+    so 2^18 entries (the default bound) stay near 110 MB; the least recently used go first.
+    """
+
+    def __init__(self, tokenizer, max_entries: int = 1 << 18):
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self._ids: OrderedDict[str, array] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __call__(self, texts: list[str]) -> list[array]:
+        """Token ids (no special tokens) of each text, in order."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
+        if missing:
+            for text, ids in zip(
+                missing, self.tokenizer(missing, add_special_tokens=False)["input_ids"], strict=True
+            ):
+                self._ids[text] = array("i", ids)
+        out = []
+        for text in texts:
+            out.append(self._ids[text])
+            self._ids.move_to_end(text)
+        while len(self._ids) > self.max_entries:
+            self._ids.popitem(last=False)
+        return out
 
 
 def available_descriptions() -> list[str]:

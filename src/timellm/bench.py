@@ -1,0 +1,548 @@
+"""Speed of the plain and the fast path on ETTh1 windows: throughput, peak memory, FLOP/s.
+
+``python -m timellm.bench`` (and ``timellm bench speed``) runs :func:`speed_benchmark`: every
+(dtype, path, mode, allocator) configuration runs in a fresh subprocess, so that its peak RSS is its
+own and its allocator setting (``GLIBC_TUNABLES``, fixed when a process starts) is the one named in
+the ``malloc`` column. A training step is forward + backward + Adam step; an inference step is a
+no-grad forward in eval mode. Each step takes the next ``batch`` windows (stride 1) of one channel,
+so the statistics texts are new, as in a first epoch.
+
+The achieved FLOP/s of the fast path is compared with this machine's matmul peak (large square
+``torch.matmul`` in the same dtype). The FLOPs counted are those the fast path must compute (see
+:func:`fast_path_flops`); the plain path computes more for the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+logger = logging.getLogger(__name__)
+
+TRAIN_ROWS = 12 * 30 * 24  # ETTh1's training split: the first 8640 hourly rows standardise the data
+DTYPES = {"fp32": None, "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One benchmark configuration, run in its own process."""
+
+    backbone: str
+    layers: int
+    batch: int
+    seq_len: int
+    pred_len: int
+    dtype: str  # "fp32" or "bf16" (autocast)
+    path: str  # "plain" or "fast"
+    mode: str  # "train" or "infer"
+    warmup: int
+    steps: int
+    threads: int
+    data: str
+    gradient_checkpointing: bool = False
+    model_changes: dict = field(default_factory=dict)  # other TimeLLMConfig fields (tests: a small d_ff)
+
+
+# --------------------------------------------------------------------------------------------
+# data (to be read through timellm's data module once it lands here)
+
+
+def default_etth1() -> Path:
+    """ETTh1 under ``$TIMELLM_DATA``, else under ``../shared/datasets`` beside the working directory."""
+    root = os.environ.get("TIMELLM_DATA")
+    base = Path(root) if root else Path.cwd().parent / "shared" / "datasets"
+    return base / "ETT-small" / "ETTh1.csv.gz"
+
+
+def etth1_windows(
+    path: str | Path, seq_len: int, pred_len: int, channel: str = "OT"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All stride-1 windows of one ETTh1 channel, standardised with the training rows.
+
+    Returns past (W, seq_len) and future (W, pred_len) as float32 tensors.
+    """
+    frame = pd.read_csv(path)
+    if channel not in frame.columns:
+        raise ValueError(f"{path} has no column {channel!r}; found {', '.join(frame.columns)}")
+    values = frame[channel].to_numpy(np.float32)
+    train = values[:TRAIN_ROWS]
+    values = (values - train.mean()) / train.std()
+    series = torch.from_numpy(values)
+    windows = series.unfold(0, seq_len + pred_len, 1)  # (W, seq_len + pred_len)
+    return windows[:, :seq_len].contiguous(), windows[:, seq_len:].contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 8) -> float:
+    """Best FLOP/s of a (size x size) @ (size x size) torch.matmul in ``dtype`` over ``reps`` runs."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up: kernel selection, first-touch of the output
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def fast_path_flops(
+    model, series: int, prefix_len: int, stats_len: float, train: bool, attention: bool = True
+) -> float:
+    """FLOPs one fast-path step must compute for ``series`` series.
+
+    With per layer ``W`` = the multiply-adds of its weight matrices per token (sum of its 2-D
+    weights' sizes), ``A`` = heads x head_dim, LLM layers ``n``, prefix Lp, mean statistics
+    tokens Ls, patches P, vocabulary V, prototypes V', backbone width D, reprogramming width
+    K·dk = ``R``, d_model ``m``, head input d_ff·P and horizon H:
+
+    - statistics tokens, forward only: ``S·Ls·n·(2W + 4A·(Lp + (Ls+1)/2))``
+      (projections and MLP, then QKᵀ and AV over the causal keys);
+    - patch tokens, forward: ``S·P·n·(2W + 4A·(Lp + Ls + (P+1)/2))``; backward for the input
+      gradient only (the LLM is frozen): the same projections once more and the attention twice;
+    - adapter forward: mapping ``2V'VD`` (training only: E' is cached at inference), reprogramming
+      ``2SPmR + 4V'DR + 4SPV'R + 2SPRD``, head ``2S(d_ff·P)H``; its backward twice that, except the
+      mapping's, which needs only the weight gradient (E is frozen): ``2V'VD``.
+
+    Norms, activations, softmax, RoPE, the patch embedding and the optimiser are not counted;
+    ``attention=False`` leaves out the LLM's QKᵀ and AV too (torch's FLOP counter does not see
+    the CPU flash-attention kernel, so the tests compare that part with it).
+    """
+    c = model.config
+    llm = model.llm
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layer = next(m for m in llm.modules() if isinstance(m, GradientCheckpointingLayer))
+    weights = sum(p.numel() for p in layer.parameters() if p.ndim == 2)
+    cfg = llm.config
+    heads = cfg.num_attention_heads
+    attention_width = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    attention_width *= heads
+    n, p, s = cfg.num_hidden_layers, c.num_patches, series
+    lp, ls = prefix_len, stats_len
+
+    def tokens(count: float, keys: float, backward: bool) -> float:
+        linear = 2 * weights * count * n
+        scores = 4 * attention_width * keys * count * n if attention else 0.0
+        return linear + scores + ((linear + 2 * scores) if backward else 0.0)
+
+    llm_flops = tokens(s * ls, lp + (ls + 1) / 2, False) + tokens(s * p, lp + ls + (p + 1) / 2, train)
+    d = model.backbone.hidden_size
+    vocab, protos, width = model.backbone.vocab_size, c.num_prototypes, c.n_heads * c.head_dim
+    reprogramming = 2 * s * p * c.d_model * width + 4 * protos * d * width
+    reprogramming += 4 * s * p * protos * width + 2 * s * p * width * d
+    head = 2 * s * c.d_ff * p * c.pred_len
+    mapping = 2 * protos * vocab * d
+    # training: forward and twice that backward, the mapping's weight gradient only; inference: E' cached
+    adapter = 3 * (reprogramming + head) + 2 * mapping if train else reprogramming + head
+    return llm_flops + adapter
+
+
+# --------------------------------------------------------------------------------------------
+# one configuration (runs in a child process)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Measure one configuration in this process; return a result row."""
+    from timellm import TimeLLM, TimeLLMConfig
+    from timellm._malloc import allocator_setting
+    from timellm.backbones import load_backbone
+    from timellm.config import ExecutionSettings
+
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
+    backbone = load_backbone(spec.backbone, llm_layers=spec.layers)
+    config = TimeLLMConfig(
+        backbone=spec.backbone,
+        llm_layers=spec.layers,
+        seq_len=spec.seq_len,
+        pred_len=spec.pred_len,
+        dataset="ETTh1",
+        fast_path=spec.path == "fast",
+        **spec.model_changes,
+    )
+    execution = ExecutionSettings(
+        autocast_dtype=DTYPES[spec.dtype], gradient_checkpointing=spec.gradient_checkpointing
+    )
+    model = TimeLLM(config, backbone=backbone, execution=execution)
+    rss_loaded = _peak_rss_mb()
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * spec.batch) % (past.shape[0] - spec.batch)
+        return past[start : start + spec.batch, :, None], future[start : start + spec.batch, :, None]
+
+    def train_step(i: int) -> None:
+        x, y = batch(i)
+        model.train()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    def infer_step(i: int) -> None:
+        x, _ = batch(i)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    step = train_step if spec.mode == "train" else infer_step
+    times, cpu_seconds = [], 0.0
+    for i in range(spec.warmup + spec.steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step(i)
+        if i >= spec.warmup:
+            times.append(time.perf_counter() - start)
+            cpu_seconds += time.process_time() - cpu_start
+    seconds = statistics.median(times)
+
+    row = asdict(spec)
+    row.update(
+        malloc=allocator_setting(),
+        step_s=seconds,
+        step_s_min=min(times),
+        step_s_max=max(times),
+        series_per_s=spec.batch / seconds,
+        # CPU seconds per wall second over the timed steps: near `threads` on a quiet machine,
+        # lower when other processes took the cores (then the row is slower than the code is)
+        cpu_util=cpu_seconds / sum(times),
+        peak_rss_mb=_peak_rss_mb(),
+        rss_after_load_mb=rss_loaded,
+        uses_fast_path=model.uses_fast_path,
+    )
+    if model.uses_fast_path:
+        from timellm.layers import revin_normalize
+
+        x, _ = batch(0)
+        _, mask = model.statistics_token_ids(revin_normalize(x[..., 0])[0])
+        flops = fast_path_flops(model, spec.batch, len(model.prefix_ids), mask.shape[1], spec.mode == "train")
+        row.update(prefix_tokens=len(model.prefix_ids), stats_tokens=mask.shape[1], flops=flops)
+        row["flop_per_s"] = flops / seconds
+    return row
+
+
+def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
+    """Where a training step's time goes: prompt tokens, LLM, mapping layer (V -> V'), the rest.
+
+    Each part is timed alone on the same batch (median of ``reps``, after one warm-up), the whole
+    step too; "rest" = step - parts (patch embedding, reprogramming, head, loss, Adam). Times are
+    this process's CPU time, which other processes sharing the cores disturb less than wall time.
+    """
+    from timellm import TimeLLM, TimeLLMConfig
+    from timellm.backbones import load_backbone
+    from timellm.config import ExecutionSettings
+    from timellm.layers import revin_normalize
+
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
+    x, y = past[: spec.batch, :, None], future[: spec.batch, :, None]
+    backbone = load_backbone(spec.backbone, llm_layers=spec.layers)
+    config = TimeLLMConfig(
+        backbone=spec.backbone,
+        llm_layers=spec.layers,
+        seq_len=spec.seq_len,
+        pred_len=spec.pred_len,
+        dataset="ETTh1",
+        fast_path=spec.path == "fast",
+        **spec.model_changes,
+    )
+    model = TimeLLM(config, backbone=backbone, execution=ExecutionSettings(DTYPES[spec.dtype])).train()
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    normalised = revin_normalize(x[..., 0])[0]
+    width = backbone.hidden_size
+
+    def timed(fn) -> float:
+        fn()
+        runs = []
+        for _ in range(reps):
+            start = time.process_time()
+            fn()
+            runs.append(time.process_time() - start)
+        return statistics.median(runs)
+
+    def full_step() -> None:
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    def prompt() -> None:
+        if model.uses_fast_path:
+            model.statistics_token_ids(normalised)
+        else:
+            model.prompt_token_ids(normalised)
+
+    def llm() -> None:
+        tokens = torch.randn(spec.batch, config.num_patches, width, requires_grad=True)
+        with model._autocast(x.device):
+            model._run_llm(normalised, tokens).sum().backward()
+
+    def mapping() -> None:
+        with model._autocast(x.device):
+            model.prototypes(backbone.word_embeddings).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    parts = {"step": timed(full_step), "prompt": timed(prompt), "llm": timed(llm), "mapping": timed(mapping)}
+    parts["llm"] -= parts["prompt"]  # _run_llm builds the prompt tokens itself
+    parts["rest"] = parts["step"] - parts["prompt"] - parts["llm"] - parts["mapping"]
+    row = {k: v for k, v in asdict(spec).items() if k in ("backbone", "layers", "dtype", "path", "batch")}
+    from timellm._malloc import allocator_setting
+
+    row["malloc"] = allocator_setting()
+    row.update({f"{k}_s": v for k, v in parts.items()})
+    row.update({f"{k}_pct": 100 * v / parts["step"] for k, v in parts.items() if k != "step"})
+    return row
+
+
+def _matmul_row(threads: int) -> dict:
+    torch.set_num_threads(threads)
+    from timellm._malloc import allocator_setting
+
+    return {
+        "fp32": matmul_peak(torch.float32),
+        "bf16": matmul_peak(torch.bfloat16),
+        "threads": threads,
+        "malloc": allocator_setting(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the driver
+
+
+def _child(task: str, payload: dict, malloc: str) -> dict:
+    """Run one task in a fresh interpreter with the given allocator setting; return its JSON row."""
+    from timellm._malloc import TUNED_TUNABLES
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if malloc == "tuned":
+        env["GLIBC_TUNABLES"] = TUNED_TUNABLES
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "timellm.bench", "--worker", task, json.dumps(payload)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child {task} {payload} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed_benchmark(
+    backbone: str = "smollm2-135m",
+    layers: int = 6,
+    batch: int = 32,
+    steps: int = 3,
+    infer_steps: int = 6,
+    warmup: int = 2,
+    dtypes: Sequence[str] = ("fp32", "bf16"),
+    paths: Sequence[str] = ("plain", "fast"),
+    modes: Sequence[str] = ("train", "infer"),
+    mallocs: Sequence[str] = ("default", "tuned"),
+    threads: int | None = None,
+    data: str | Path | None = None,
+    seq_len: int = 512,
+    pred_len: int = 96,
+    breakdown: bool = True,
+    gradient_checkpointing: bool = False,
+    out: str | Path | None = "results/speed.csv",
+) -> pd.DataFrame:
+    """Measure every (dtype, path, mode, malloc) configuration, each in a fresh process.
+
+    Returns one row per configuration with at least ``backbone, layers, dtype, path, mode,
+    series_per_s, peak_rss_mb, malloc``, plus the speed-up over the plain path of the same
+    (dtype, mode, malloc) and over the plain path with the default allocator, and for fast-path
+    rows the achieved FLOP/s and its fraction of the matmul peak. Writes ``out`` (CSV) if given;
+    with ``breakdown`` also ``<out stem>_breakdown.csv`` (where a training step's time goes).
+    """
+    threads = threads or os.cpu_count() or 1
+    data = Path(data) if data is not None else default_etth1()
+    if not data.is_file():
+        raise FileNotFoundError(f"ETTh1 not found at {data}; pass data=... or set TIMELLM_DATA")
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+    peak = _child("matmul", {"threads": threads}, "tuned")
+    rows = []
+    # the allocator settings alternate innermost: load from other processes drifts over minutes,
+    # so the rows that are compared run next to each other
+    for dtype in dtypes:
+        for mode in modes:
+            for path in paths:
+                for malloc in mallocs:
+                    spec = RunSpec(
+                        backbone=backbone,
+                        layers=layers,
+                        batch=batch,
+                        seq_len=seq_len,
+                        pred_len=pred_len,
+                        dtype=dtype,
+                        path=path,
+                        mode=mode,
+                        warmup=warmup,
+                        steps=steps if mode == "train" else infer_steps,
+                        threads=threads,
+                        data=str(data),
+                        gradient_checkpointing=gradient_checkpointing,
+                    )
+                    logger.info("benchmarking %s %s %s with the %s allocator", dtype, path, mode, malloc)
+                    rows.append(_child("run", asdict(spec), malloc))
+    order = {"malloc": list(mallocs), "dtype": list(dtypes), "mode": list(modes), "path": list(paths)}
+    frame = pd.DataFrame(rows).sort_values(
+        list(order), key=lambda column: column.map(order[column.name].index), ignore_index=True
+    )
+    keys = ["dtype", "mode", "malloc"]
+    plain = frame[frame.path == "plain"].set_index(keys)["series_per_s"]
+    frame["speedup"] = [
+        r.series_per_s / plain.get((r.dtype, r.mode, r.malloc), np.nan) for r in frame.itertuples()
+    ]
+    baseline = frame[(frame.path == "plain") & (frame.malloc == "default")].set_index(["dtype", "mode"])
+    frame["speedup_vs_plain_default_malloc"] = [
+        r.series_per_s / baseline["series_per_s"].get((r.dtype, r.mode), np.nan) for r in frame.itertuples()
+    ]
+    if "flop_per_s" in frame:
+        frame["matmul_peak_flop_per_s"] = frame["dtype"].map(peak)
+        frame["fraction_of_peak"] = frame["flop_per_s"] / frame["matmul_peak_flop_per_s"]
+    frame.attrs["matmul_peak"] = peak
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+    if breakdown:
+        parts = []
+        for path in paths:
+            spec = RunSpec(
+                backbone, layers, batch, seq_len, pred_len, dtypes[0], path, "train", 1, 3, threads, str(data)
+            )
+            parts.append(_child("breakdown", asdict(spec), mallocs[-1]))
+        frame.attrs["breakdown"] = pd.DataFrame(parts)
+        if out is not None:
+            frame.attrs["breakdown"].to_csv(out.with_name(f"{out.stem}_breakdown.csv"), index=False)
+    return frame
+
+
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str], digits: int = 2) -> str:
+    """A GitHub Markdown table of ``columns`` (pandas' to_markdown needs the tabulate package)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame[list(columns)].itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def report(frame: pd.DataFrame) -> str:
+    """The benchmark tables as Markdown."""
+    shown = frame.assign(
+        fraction_of_peak=frame.get("fraction_of_peak", np.nan),
+        gflop_per_s=frame.get("flop_per_s", np.nan) / 1e9,
+    )
+    columns = [
+        "backbone",
+        "layers",
+        "dtype",
+        "path",
+        "mode",
+        "malloc",
+        "series_per_s",
+        "speedup",
+        "speedup_vs_plain_default_malloc",
+        "peak_rss_mb",
+        "cpu_util",
+        "gflop_per_s",
+        "fraction_of_peak",
+    ]
+    text = markdown_table(shown, columns)
+    peak = frame.attrs.get("matmul_peak")
+    if peak:
+        text += (
+            f"\n\nmatmul peak (2048x2048, {peak['threads']} threads): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s"
+        )
+    parts = frame.attrs.get("breakdown")
+    if parts is not None and len(parts):
+        cols = ["path", "dtype", "malloc", "step_s", "prompt_pct", "llm_pct", "mapping_pct", "rest_pct"]
+        text += "\n\nwhere a training step's time goes (%):\n\n" + markdown_table(parts, cols, digits=3)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m timellm.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--layers", type=int, default=6, help="LLM layers kept")
+    parser.add_argument("--batch", type=int, default=32, help="series per step (windows of one channel)")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
+    parser.add_argument("--infer-steps", type=int, default=6, help="timed inference steps per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--paths", default="plain,fast")
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--malloc", default="default,tuned", help="allocator settings to compare")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA or ../shared)")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
+    )
+    parser.add_argument("--out", default="results/speed.csv")
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:  # a child of speed_benchmark: one measurement, one JSON line
+        task, payload = args.worker[0], json.loads(args.worker[1])
+        if task == "matmul":
+            row = _matmul_row(payload["threads"])
+        elif task == "breakdown":
+            row = step_breakdown(RunSpec(**payload))
+        else:
+            row = run_one(RunSpec(**payload))
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    frame = speed_benchmark(
+        backbone=args.backbone,
+        layers=args.layers,
+        batch=args.batch,
+        steps=args.steps,
+        infer_steps=args.infer_steps,
+        warmup=args.warmup,
+        dtypes=split(args.dtypes),
+        paths=split(args.paths),
+        modes=split(args.modes),
+        mallocs=split(args.malloc),
+        threads=args.threads,
+        data=args.data,
+        breakdown=not args.no_breakdown,
+        gradient_checkpointing=args.gradient_checkpointing,
+        out=args.out,
+    )
+    print(report(frame))  # the table is the product of this command
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The fast path: the plain path's forecasts and gradients, computing only what changes (SPEC §1).
+
+In a causal decoder the hidden states of a position depend only on the tokens before it. So
+
+1. the prompt prefix shared by every series (description + task instruction) runs through the
+   LLM once, without gradient, and its key/value cache is kept (:class:`PromptPrefixCache`);
+2. per batch, each series' statistics tokens run without gradient on top of that cache, laid out
+   ``[prefix][pad ...][stats]`` with the pads masked out and every real token at the position the
+   plain path gives it (:func:`extend_cache`);
+3. only the reprogrammed patch tokens run with gradient, reading the prefix + statistics cache
+   (:func:`run_patch_tokens`).
+
+Attention is invariant to where a masked-out pad sits, and positions come from ``position_ids``,
+not from the slot index, so ``[prefix][pads][stats]`` computes what the plain path's left-padded
+``[pads][prefix][stats]`` computes. Caches go through transformers' own cache classes. The cache
+that is read by the patch tokens is :class:`FrozenKVLayer`: it never grows, so it can be read twice
+(gradient checkpointing replays a layer in backward) and nothing kept between calls is mutated.
+
+Bidirectional encoders (BERT) let every prompt position see the patches: there the shortcut is not
+exact and the model takes the plain path (:func:`fast_path_unsupported_reason`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (batch, kv_heads, length, head_dim)
+
+
+def fast_path_unsupported_reason(model: nn.Module, is_causal: bool) -> str | None:
+    """Why the cached computation would differ from the plain one for this backbone, or None."""
+    if not is_causal:
+        return "a bidirectional encoder lets every prompt position attend to the patch tokens"
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(kind != "full_attention" for kind in layer_types):
+        return f"layers other than full attention ({sorted(set(layer_types))})"
+    if (
+        layer_types is None
+        and getattr(config, "sliding_window", None)
+        and getattr(config, "use_sliding_window", True)
+    ):
+        return "sliding-window attention"
+    return None
+
+
+def _autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
+    if not torch.is_autocast_enabled(device.type):
+        return False, None
+    return True, torch.get_autocast_dtype(device.type)
+
+
+def _weights_signature(module: nn.Module) -> tuple:
+    """Changes when a weight is replaced (device/dtype moves) or modified in place."""
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
+class FrozenKVLayer(DynamicLayer):
+    """A cache layer holding fixed past keys/values (batch, kv_heads, length, head_dim).
+
+    ``update`` returns past + new keys/values for attention but stores nothing: reading the layer
+    never changes it, so one instance can be read again when a layer is recomputed in backward.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+class PromptPrefixCache:
+    """Key/value cache of the prompt prefix shared by every series, computed once.
+
+    The prefix ids are fixed when the model is built (they depend on description, seq_len and
+    pred_len: a new config builds a new model and so a new cache). The cache is recomputed when
+    the LLM's weights move (device or dtype) or change, or when the compute dtype or autocast
+    state changes, so that it always equals what the plain path computes for the prefix.
+    """
+
+    def __init__(self, prefix_ids: list[int]):
+        self.prefix_ids = list(prefix_ids)
+        self._key: tuple | None = None
+        self._kv: KV | None = None
+        self.builds = 0  # how many times the prefix was run (tests check it is not every call)
+
+    def get(self, llm: nn.Module, dtype: torch.dtype) -> KV:
+        """Per layer (1, kv_heads, Lp, head_dim) keys and values of the prefix."""
+        device = llm.get_input_embeddings().weight.device
+        key = (dtype, device, _autocast_state(device), _weights_signature(llm))
+        if self._kv is None or key != self._key:
+            self._kv = self._build(llm, dtype, device)
+            self._key = key
+            self.builds += 1
+        return self._kv
+
+    def clear(self) -> None:
+        self._key, self._kv = None, None
+
+    @torch.no_grad()
+    def _build(self, llm: nn.Module, dtype: torch.dtype, device: torch.device) -> KV:
+        ids = torch.tensor([self.prefix_ids], dtype=torch.long, device=device)  # (1, Lp)
+        embeds = llm.get_input_embeddings()(ids).to(dtype)  # (1, Lp, D)
+        out = llm(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(ids.shape[1], device=device)[None],
+            past_key_values=DynamicCache(),
+            use_cache=True,
+        )
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+@torch.no_grad()
+def extend_cache(llm: nn.Module, prefix: KV, ids: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> KV:
+    """Run left-padded per-series tokens after the shared prefix; return the combined cache.
+
+    ids, mask: (S, Ls) left-padded token ids and their mask. Returns per layer
+    (S, kv_heads, Lp + Ls, head_dim) keys and values, laid out [prefix][pad ...][tokens]. Real
+    tokens get positions Lp, Lp + 1, ...: those the plain path gives them after Lp prefix tokens.
+    """
+    s, lp = ids.shape[0], prefix[0][0].shape[-2]
+    if ids.shape[1] == 0:
+        return [(k.expand(s, -1, -1, -1), v.expand(s, -1, -1, -1)) for k, v in prefix]
+    # a fresh cache per call, seeded with copies: the kept prefix tensors are never appended to
+    cache = DynamicCache([(k.expand(s, -1, -1, -1), v.expand(s, -1, -1, -1)) for k, v in prefix])
+    embeds = llm.get_input_embeddings()(ids).to(dtype)  # (S, Ls, D)
+    attention_mask = torch.cat([mask.new_ones(s, lp), mask], dim=1)  # (S, Lp + Ls): past and current
+    position_ids = lp + (mask.cumsum(-1) - 1).clamp(min=0)  # (S, Ls)
+    out = llm(
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The patch tokens (with gradient) through the LLM after a cached prompt.
+
+    past: per layer (S, kv_heads, L, head_dim); past_mask: (S, L), 1 at real prompt tokens;
+    tokens: (S, P, D). Returns the last hidden states (S, P, D). Positions continue after each
+    series' own number of real prompt tokens, as in the plain path.
+    """
+    s, p, _ = tokens.shape
+    cache = Cache(layers=[FrozenKVLayer(k, v) for k, v in past])
+    attention_mask = torch.cat([past_mask, past_mask.new_ones(s, p)], dim=1)  # (S, L + P)
+    position_ids = past_mask.sum(-1, keepdim=True) + torch.arange(p, device=tokens.device)  # (S, P)
+    out = llm(
+        inputs_embeds=tokens,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=False,
+    )
+    return out.last_hidden_state
+
+
+# --------------------------------------------------------------------------------------------
+# gradient checkpointing that keeps reading the prompt cache
+#
+# transformers' own checkpointing drops past_key_values and only acts on modules in training
+# mode; our frozen LLM stays in eval mode and the patch tokens must read the cache. So each
+# decoder layer's forward is wrapped once to go through torch.utils.checkpoint when the
+# current call asked for it (a context variable) and autograd is recording.
+
+_CHECKPOINT_LAYERS: contextvars.ContextVar[bool] = contextvars.ContextVar("timellm_checkpoint", default=False)
+
+
+def _maybe_checkpointed(forward, *args, **kwargs):
+    if _CHECKPOINT_LAYERS.get() and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
+
+
+def install_layer_checkpointing(llm: nn.Module) -> int:
+    """Wrap every decoder/encoder layer of ``llm`` (idempotent); return how many layers there are.
+
+    The wrapper changes nothing unless :func:`checkpointing` is active: it is safe on a backbone
+    shared by several models.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in llm.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(
+            f"gradient checkpointing needs a transformers model built from GradientCheckpointingLayer "
+            f"layers; {type(llm).__name__} has none"
+        )
+    for layer in layers:
+        if "forward" not in vars(layer):
+            layer.forward = functools.partial(_maybe_checkpointed, type(layer).forward.__get__(layer))
+    return len(layers)
+
+
+@contextlib.contextmanager
+def checkpointing(enabled: bool) -> Iterator[None]:
+    """Within this context, wrapped layers recompute their activations in backward if ``enabled``."""
+    token = _CHECKPOINT_LAYERS.set(enabled)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_LAYERS.reset(token)
+
+
+# --------------------------------------------------------------------------------------------
+# text prototypes at inference
+
+
+class PrototypeCache:
+    """E' kept while it cannot change: inference without autograd.
+
+    The key holds the mapping weights' version counters (bumped by every optimiser step and
+    in-place load), their storage (moves), the vocabulary's, and the autocast state.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+        self.builds = 0
+
+    def get(self, prototypes: nn.Module, vocabulary: torch.Tensor) -> torch.Tensor:
+        """(V, D) vocabulary -> (V', D) prototypes, recomputed only when the key changes."""
+        key = (
+            _weights_signature(prototypes),
+            vocabulary.data_ptr(),
+            vocabulary._version,
+            vocabulary.dtype,
+            _autocast_state(vocabulary.device),
+        )
+        if self._value is None or key != self._key:
+            self._value = prototypes(vocabulary)
+            self._key = key
+            self.builds += 1
+        return self._value
+
+    def clear(self) -> None:
+        self._key, self._value = None, None

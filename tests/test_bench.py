@@ -1,0 +1,88 @@
+"""The benchmark's pieces: data windows, the FLOP formula, one measured configuration, the table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import tiny_config
+from timellm import TimeLLM
+from timellm.bench import TRAIN_ROWS, RunSpec, etth1_windows, fast_path_flops, markdown_table, run_one
+from timellm.layers import revin_normalize
+
+
+@pytest.fixture
+def etth1_like(tmp_path):
+    rows = TRAIN_ROWS + 200
+    values = np.sin(np.arange(rows) / 24.0) * 3 + 10
+    path = tmp_path / "ETTh1.csv.gz"
+    pd.DataFrame({"date": np.arange(rows), "HUFL": values * 2, "OT": values}).to_csv(path, index=False)
+    return path
+
+
+def test_windows_are_stride_one_and_standardised_on_the_training_rows(etth1_like):
+    past, future = etth1_windows(etth1_like, seq_len=32, pred_len=8)
+    assert past.shape == (TRAIN_ROWS + 200 - 40 + 1, 32) and future.shape == (past.shape[0], 8)
+    torch.testing.assert_close(past[1, :-1], past[0, 1:])
+    torch.testing.assert_close(future[0, 0], past[1, -1])
+    frame = pd.read_csv(etth1_like)
+    train = frame["OT"].to_numpy(np.float32)[:TRAIN_ROWS]
+    assert past[0, 0].item() == pytest.approx((train[0] - train.mean()) / train.std(), abs=1e-5)
+    with pytest.raises(ValueError, match="no column 'XX'"):
+        etth1_windows(etth1_like, 32, 8, channel="XX")
+
+
+@pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2"])
+@pytest.mark.parametrize("train", [True, False])
+def test_the_flop_formula_counts_what_the_fast_path_multiplies(backbone, train):
+    # torch's counter does not see the CPU flash-attention kernel: compare without QK^T and AV
+    model = TimeLLM(tiny_config(backbone, dropout=0.0, attention_dropout=0.0, patch_embedding="linear"))
+    x = torch.randn(4, 48, 1)
+    model.train(train)
+    with torch.no_grad():
+        model(x)  # the prefix cache and E' (at inference) are built once, not per step
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    _, mask = model.statistics_token_ids(revin_normalize(x[..., 0])[0])
+    formula = fast_path_flops(model, 4, len(model.prefix_ids), mask.shape[1], train, attention=False)
+    assert formula == pytest.approx(counter.get_total_flops(), rel=2e-3)  # the patch embedding is left out
+
+
+@pytest.mark.parametrize("path", ["plain", "fast"])
+def test_one_configuration_is_measured(etth1_like, path):
+    spec = RunSpec(
+        backbone="tiny-random-llama",
+        layers=2,
+        batch=4,
+        seq_len=48,
+        pred_len=12,
+        dtype="fp32",
+        path=path,
+        mode="train",
+        warmup=1,
+        steps=2,
+        threads=1,
+        data=str(etth1_like),
+        model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
+    )
+    row = run_one(spec)
+    assert row["uses_fast_path"] == (path == "fast")
+    assert row["series_per_s"] > 0 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+    assert row["malloc"] in ("default", "tuned", "custom")
+    if path == "fast":
+        assert row["flops"] > 0 and row["flop_per_s"] > 0
+
+
+def test_markdown_table():
+    frame = pd.DataFrame({"path": ["plain", "fast"], "series_per_s": [1.0, 2.345], "x": [np.nan, 1.0]})
+    assert markdown_table(frame, ["path", "series_per_s", "x"]).splitlines() == [
+        "| path | series_per_s | x |",
+        "|---|---|---|",
+        "| plain | 1.00 |  |",
+        "| fast | 2.35 | 1.00 |",
+    ]

@@ -1,0 +1,286 @@
+"""The fast path computes what the plain path computes: outputs and every adapter gradient."""
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from timellm import TimeLLM
+from timellm.backbones import load_backbone
+from timellm.config import ExecutionSettings
+from timellm.layers import revin_normalize
+from timellm.prompt import StatisticsTokenizer
+
+DECODERS = ["tiny-random-llama", "tiny-random-gpt2"]
+
+
+def twins(backbone_name: str, **changes) -> tuple[TimeLLM, TimeLLM]:
+    """A fast-path and a plain-path model with the same backbone and the same adapter weights."""
+    backbone = load_backbone(backbone_name)
+    config = tiny_config(backbone_name, dropout=0.0, attention_dropout=0.0, **changes)
+    fast = TimeLLM(config, backbone=backbone)
+    plain = TimeLLM(config.replace(fast_path=False), backbone=backbone)
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+def varied_batch(seq_len: int = 48, channels: int = 2) -> torch.Tensor:
+    """(4, T, N) windows so different that their statistics texts differ in length."""
+    t = torch.arange(seq_len, dtype=torch.float32)
+    series = torch.stack([torch.sin(t / 3), 3 * torch.randn(seq_len) + 5, -0.01 * t, torch.cos(t) + t / 7])
+    return series[..., None].repeat(1, 1, channels) + 0.1 * torch.randn(4, seq_len, channels)
+
+
+def step(model: TimeLLM, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.train()
+    model.zero_grad()
+    out = model(x)
+    torch.nn.functional.mse_loss(out, torch.ones_like(out)).backward()
+    return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_same_gradients(fast: dict, plain: dict) -> None:
+    assert fast.keys() == plain.keys() and len(fast) > 0
+    for name, expected in plain.items():
+        if name == "reprogramming.key.bias":
+            # a bias shared by all keys shifts every score of a query equally: softmax ignores it, its
+            # exact gradient is 0 and both paths give rounding noise, small next to the key weights'
+            scale = plain["reprogramming.key.weight"].abs().max()
+            assert fast[name].abs().max() < 1e-5 * scale and expected.abs().max() < 1e-5 * scale
+            continue
+        torch.testing.assert_close(
+            fast[name], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()), msg=name
+        )
+
+
+@pytest.mark.parametrize("backbone", DECODERS)
+def test_fast_and_plain_paths_agree_on_outputs_and_gradients(backbone):
+    fast, plain = twins(backbone)
+    assert fast.uses_fast_path and not plain.uses_fast_path
+    x = varied_batch()
+    normalised, _, _ = revin_normalize(x.permute(0, 2, 1).reshape(-1, x.shape[1]))
+    _, stats_mask = fast.statistics_token_ids(normalised)
+    assert len(set(stats_mask.sum(1).tolist())) > 1, "the test needs statistics of different lengths"
+    _, prompt_mask = plain.prompt_token_ids(normalised)
+    assert (prompt_mask.sum(1) < prompt_mask.shape[1]).any(), "the plain path must pad some prompts"
+
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+    # a second batch reuses the prefix cache and the memoised statistics tokens
+    x2 = varied_batch()
+    fast_out, fast_grads = step(fast, x2)
+    plain_out, plain_grads = step(plain, x2)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+    assert fast._prefix_cache.builds == 1
+
+
+@pytest.mark.parametrize("backbone", DECODERS)
+def test_fast_path_agrees_at_inference_and_caches_the_prototypes(backbone):
+    fast, plain = twins(backbone)
+    fast.eval(), plain.eval()
+    x = varied_batch(channels=3)
+    with torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    assert fast._prototype_cache.builds == 1
+    assert plain._prototype_cache.builds == 0  # the oracle recomputes everything
+
+
+@pytest.mark.parametrize(
+    "changes", [{"prompt_statistics": False}, {"use_prompt": False}, {"llm": "random"}], ids=str
+)
+def test_fast_path_agrees_without_statistics_without_prompt_and_on_a_random_llm(changes):
+    fast, plain = twins("tiny-random-llama", **changes)
+    assert fast.uses_fast_path == changes.get("use_prompt", True)
+    x = varied_batch()
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+def test_the_prefix_cache_is_computed_once_and_never_mutated():
+    fast, _ = twins("tiny-random-llama")
+    x = varied_batch()
+    step(fast, x)
+    kept = [(k.clone(), v.clone()) for k, v in fast._prefix_cache.get(fast.llm, torch.float32)]
+    assert kept[0][0].shape[0] == 1 and kept[0][0].shape[-2] == len(fast.prefix_ids)
+    for _ in range(2):
+        step(fast, x)
+        with torch.no_grad():
+            fast.eval()(x)
+    assert fast._prefix_cache.builds == 1
+    for (k, v), (k0, v0) in zip(fast._prefix_cache.get(fast.llm, torch.float32), kept, strict=True):
+        assert torch.equal(k, k0) and torch.equal(v, v0)
+
+
+@pytest.mark.parametrize("change", [{"description": "Hourly beehive weight in grams."}, {"pred_len": 7}])
+def test_a_new_description_or_horizon_gets_its_own_prefix_cache(change):
+    fast, plain = twins("tiny-random-llama")
+    other_fast, other_plain = twins("tiny-random-llama", **change)
+    assert other_fast.prefix_ids != fast.prefix_ids
+    x = varied_batch()
+    with torch.no_grad():
+        fast.eval()(x)
+        other = other_fast.eval()(x)
+        torch.testing.assert_close(other, other_plain.eval()(x), rtol=1e-4, atol=1e-5)
+    mine = fast._prefix_cache.get(fast.llm, torch.float32)[0][0]
+    theirs = other_fast._prefix_cache.get(other_fast.llm, torch.float32)[0][0]
+    assert mine.shape != theirs.shape or not torch.equal(mine, theirs)
+
+
+def test_the_prefix_cache_follows_a_dtype_move():
+    fast, plain = twins("tiny-random-gpt2")
+    x = varied_batch()
+    with torch.no_grad():
+        fast.eval()(x)
+        fast.double(), plain.double()
+        out = fast.eval()(x.double())
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, plain.eval()(x.double()), rtol=1e-10, atol=1e-10)
+    assert fast._prefix_cache.builds == 2
+    assert fast._prefix_cache.get(fast.llm, torch.float64)[0][0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("changes", [{}, {"prompt_statistics": False}], ids=str)
+def test_caches_made_in_inference_mode_serve_later_training(changes):
+    fast, plain = twins("tiny-random-llama", **changes)
+    x = varied_batch()
+    with torch.inference_mode():
+        first = fast.eval()(x)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(x), first, rtol=0, atol=0)
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+def test_bert_takes_the_plain_path():
+    fast, plain = twins("tiny-random-bert")
+    assert not fast.uses_fast_path and "bidirectional" in fast.fast_path_reason
+    x = varied_batch()
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=0, atol=0)
+
+
+def test_prototype_cache_is_invalidated_by_an_optimiser_step_and_by_train():
+    fast, _ = twins("tiny-random-llama")
+    x = varied_batch()
+    optimiser = torch.optim.Adam([p for p in fast.parameters() if p.requires_grad], lr=1e-2)
+    with torch.no_grad():
+        fast.eval()(x)
+        fast.eval()(x)
+    assert fast._prototype_cache.builds == 1
+    before = fast._prototype_cache.get(fast.prototypes, fast.backbone.word_embeddings).clone()
+
+    step(fast, x)  # training forwards compute E' afresh, with gradient
+    assert fast._prototype_cache.builds == 1
+    optimiser.step()
+    with torch.no_grad():
+        fast.eval()(x)
+        fresh = fast.prototypes(fast.backbone.word_embeddings)
+    assert fast._prototype_cache.builds == 2
+    cached = fast._prototype_cache.get(fast.prototypes, fast.backbone.word_embeddings)
+    assert not torch.equal(cached, before) and torch.equal(cached, fresh)
+    fast.train()
+    assert fast._prototype_cache._value is None
+
+
+def test_seen_windows_need_no_tokenizer_call():
+    fast, _ = twins("tiny-random-llama")
+    calls = []
+    tokenizer = fast._statistics_tokenizer.tokenizer
+    fast._statistics_tokenizer.tokenizer = lambda texts, **kw: (
+        calls.append(len(texts)) or tokenizer(texts, **kw)
+    )
+    x = varied_batch()
+    step(fast, x)
+    assert calls == [8]  # 4 windows x 2 channels, tokenised once
+    step(fast, x)
+    assert calls == [8]
+
+
+def test_statistics_tokenizer_returns_the_tokenizer_ids_and_stays_bounded():
+    tokenizer = load_backbone("tiny-random-llama").tokenizer
+    memo = StatisticsTokenizer(tokenizer, max_entries=3)
+    texts = [" min 1, max 2.5", " min -0.3, max 12", " min 1, max 2.5", " trend upward", " top 2 lags 3, 4"]
+    expected = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert [list(ids) for ids in memo(texts)] == expected
+    assert len(memo) == 3
+    assert [list(ids) for ids in memo(texts[:2])] == expected[:2]
+
+
+@pytest.mark.parametrize("backbone", DECODERS)
+def test_gradient_checkpointing_gives_the_same_gradients(backbone):
+    fast, plain = twins(backbone)
+    x = varied_batch()
+    _, expected = step(fast, x)
+    for model in (fast, plain):
+        model.execution = ExecutionSettings(gradient_checkpointing=True)
+        out, grads = step(model, x)
+        assert_same_gradients(grads, expected)
+
+
+@pytest.mark.parametrize("backbone", DECODERS)
+def test_bf16_autocast_keeps_the_paths_close(backbone):
+    fast, plain = twins(backbone)
+    bf16 = ExecutionSettings(autocast_dtype="bfloat16")
+    fast.execution, plain.execution = bf16, bf16
+    x = varied_batch()
+    fast_out, _ = step(fast, x)
+    plain_out, _ = step(plain, x)
+    assert fast_out.dtype == torch.float32 and torch.isfinite(fast_out).all()
+    torch.testing.assert_close(fast_out, plain_out, rtol=0.05, atol=0.05)
+    assert fast.prototypes.mapping.weight.grad.dtype == torch.float32
+
+
+def test_the_backbone_keeps_efficient_attention():
+    fast, _ = twins("tiny-random-llama")
+    step(fast, varied_batch())
+    assert fast.llm.config._attn_implementation == "sdpa"
+
+
+def test_execution_settings_reject_unknown_dtypes():
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        ExecutionSettings(autocast_dtype="float8")
+
+
+@pytest.mark.real_backbone
+@pytest.mark.slow
+def test_fast_and_plain_paths_agree_on_smollm2():
+    from timellm import TimeLLMConfig
+
+    backbone = load_backbone("smollm2-135m", llm_layers=2)
+    config = TimeLLMConfig(
+        backbone="smollm2-135m",
+        llm_layers=2,
+        seq_len=96,
+        pred_len=24,
+        dataset="ETTh1",
+        num_prototypes=50,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    fast = TimeLLM(config, backbone=backbone)
+    plain = TimeLLM(config.replace(fast_path=False), backbone=backbone)
+    plain.load_state_dict(fast.state_dict())
+    x = varied_batch(seq_len=96, channels=1)
+    _, stats_mask = fast.statistics_token_ids(revin_normalize(x[..., 0])[0])
+    assert len(set(stats_mask.sum(1).tolist())) > 1, "the test needs statistics of different lengths"
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-4)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+@pytest.mark.real_backbone
+@pytest.mark.slow
+def test_minilm_takes_the_plain_path():
+    from timellm import TimeLLMConfig
+
+    model = TimeLLM(TimeLLMConfig(backbone="minilm-l6", seq_len=96, pred_len=24, dataset="weather"))
+    assert not model.uses_fast_path and "bidirectional" in model.fast_path_reason
