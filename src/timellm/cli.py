@@ -483,6 +483,10 @@ COMMANDS.update(USER_DATA_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): tune glibc's allocator first
+        from timellm._malloc import ensure_tuned_allocator
+
+        ensure_tuned_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from timellm._malloc import allocator_setting
 from timellm.checkpoint import CheckpointError, find_checkpoint
 from timellm.config import TimeLLMConfig
 from timellm.data.benchmarks import Splits, load_splits
@@ -127,7 +128,7 @@ def train_and_test(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
     with log_to(run_dir / "train.log") if main else contextlib.nullcontext():
-        logger.info("run %s: %s", run_dir, command or preset.name)
+        logger.info("run %s: %s (allocator: %s)", run_dir, command or preset.name, allocator_setting())
         if accelerator.num_processes > 1:
             logger.info(
                 "%d processes (%s), %d series per process and step",
@@ -169,6 +170,7 @@ def train_and_test(
             {
                 "dataset": preset.dataset,
                 "test_dataset": test_splits.name,
+                "malloc": allocator_setting(),
                 "pred_len": model_config.pred_len,
                 "backbone": model_config.backbone,
                 "llm_layers": model_config.llm_layers,
