@@ -33,6 +33,8 @@ from timellm import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
+LOG_EVERY = 25  # batches between progress lines in the log when no progress bar is shown
+
 Schedule = Literal["constant", "halving", "cosine", "onecycle"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -388,11 +390,21 @@ def fit(
                 if checkpoint_dir is not None and due and progress.batch < batches_per_epoch:
                     last_good = save()
             rate = (progress.seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9)
-            bar.set_postfix(
-                loss=f"{progress.running / max(progress.seen, 1):.4f}",
-                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                series_s=f"{rate:.1f}",
-            )
+            status = {
+                "loss": f"{progress.running / max(progress.seen, 1):.4f}",
+                "lr": f"{optimizer.param_groups[0]['lr']:.2e}",
+                "series_s": f"{rate:.1f}",
+            }
+            bar.set_postfix(status)
+            if bar.disable and accelerator.is_local_main_process and progress.batch % LOG_EVERY == 0:
+                # no bar when the output is not a terminal (logs, CI): progress goes to the log
+                logger.info(
+                    "epoch %d batch %d/%d: %s",
+                    epoch,
+                    progress.batch,
+                    batches_per_epoch,
+                    ", ".join(f"{k} {v}" for k, v in status.items()),
+                )
         train_loss = _epoch_train_loss(progress, accelerator)
         if accelerator.num_processes > 1:
             _check_replicas(unwrapped, accelerator, progress)
