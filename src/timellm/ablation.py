@@ -184,12 +184,15 @@ class _Context:
 
 
 def _build(variant: Variant, ctx: _Context) -> nn.Module:
-    seed_everything(ctx.train.seed)  # the same initialisation draws for every run of a variant
     if variant.baseline is not None:
+        seed_everything(ctx.train.seed)  # the same initialisation draws for every run of a variant
         return variant.baseline(ctx.model)
     config = ctx.model.replace(**variant.overrides)
-    # the pretrained backbone is shared; the random-init LLM draws its own (fixed-seed) weights
-    return TimeLLM(config, ctx.pretrained_backbone() if config.llm == "pretrained" else None)
+    # the pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
+    # under a fixed seed of its own, and the LLM-free ablations need none
+    backbone = ctx.pretrained_backbone() if config.llm == "pretrained" else None
+    seed_everything(ctx.train.seed)  # after loading: the adapter's draws never depend on the order
+    return TimeLLM(config, backbone)
 
 
 def _count(model: nn.Module, trainable: bool) -> int:
@@ -384,5 +387,5 @@ def run_ablation(
             rows.append(row)
             table = _table(rows)
             table.to_csv(out_dir / TABLE_CSV, index=False)
-        (out_dir / TABLE_MD).write_text(markdown_table(table) + "\n")
+            (out_dir / TABLE_MD).write_text(markdown_table(table) + "\n")
     return table

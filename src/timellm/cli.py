@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV column to forecast (repeatable; default: every numeric column)",
     )
     p.add_argument("--period", type=int, help="seasonal period of the CSV (default: from the time stamps)")
-    p.add_argument("--description", help="one or two sentences about your data, for the prompt")
+    p.add_argument("--description", help="one or two sentences about the data, for the prompt")
     _add_common(p)
 
     p = sub.add_parser(
@@ -248,12 +248,12 @@ def cmd_ablate(args) -> int:
             target_cols=tuple(args.target_cols) if args.target_cols else None,
             period=args.period,
         )
-        if args.description:
-            preset = preset.with_overrides({"description": args.description})
     elif any(v is not None for v in (args.time_col, args.id_col, args.target_cols, args.period)):
         raise CLIError(
             "--time-col, --id-col, --target-col and --period describe a --csv file; none was given"
         )
+    if args.description:
+        preset = preset.with_overrides({"description": args.description})
     name = source.name if source else preset.name
     run_dir = Path(args.out) if args.out else _default_run_dir(f"ablate-{name}")
     command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
