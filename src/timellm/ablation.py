@@ -146,11 +146,12 @@ def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
     if names is None:
         return list(VARIANTS.values())
     if isinstance(names, str):
-        names = [n for n in names.split(",")]
+        names = names.split(",")
     wanted = [n.strip() for n in names if n.strip()]
     unknown = [n for n in wanted if n not in VARIANTS]
     if unknown or not wanted:
-        raise ValueError(f"unknown variant(s) {unknown or wanted}; known: {', '.join(VARIANTS)}")
+        found = f"unknown variant(s) {unknown}" if unknown else "no variant named"
+        raise ValueError(f"{found}; known: {', '.join(VARIANTS)}")
     return [v for v in VARIANTS.values() if v.name in wanted]
 
 
