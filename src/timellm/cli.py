@@ -89,6 +89,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="backbone (overrides the preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_user_data_commands(sub)
+
+    p = sub.add_parser(
+        "ablate",
+        help="Time-LLM beside its ablations and baselines under one budget: one table (Tan et al.)",
+    )
+    _add_training(p)
+    p.add_argument(
+        "--budget",
+        help="training budget: preset (its own settings), cpu, tiny, or WINDOWSxEPOCHS such as 1500x2 "
+        "(default: preset)",
+    )
+    p.add_argument(
+        "--variants",
+        help="comma-separated subset (default: all): time-llm, random-llm, no-prompt, no-statistics, "
+        "no-llm, llm2attn, llm2trsf, dlinear, patchtst, last-value, seasonal-naive",
+    )
+    p.add_argument("--csv", help="your own data instead of the preset's benchmark: a wide or long CSV file")
+    p.add_argument("--time-col", help="CSV column of time stamps (sorts rows, gives the period)")
+    p.add_argument("--id-col", help="long CSV: column naming the series")
+    p.add_argument(
+        "--target-col",
+        dest="target_cols",
+        action="append",
+        help="CSV column to forecast (repeatable; default: every numeric column)",
+    )
+    p.add_argument("--period", type=int, help="seasonal period of the CSV (default: from the time stamps)")
+    p.add_argument("--description", help="one or two sentences about the data, for the prompt")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "explain", help="text prototypes as words; a test window's prompt and attended prototypes"
+    )
+    p.add_argument("run_dir", help="a run folder (timellm train, or a Time-LLM variant of timellm ablate)")
+    p.add_argument("--window", type=int, default=0, help="test window to explain (negative: from the end)")
+    p.add_argument("--channel", help="column name or index (default: the last column)")
+    p.add_argument("--top-words", type=int, default=5, help="nearest words shown per prototype")
+    p.add_argument("--top-prototypes", type=int, default=5, help="most attended prototypes shown")
+    p.add_argument(
+        "--prototypes",
+        type=int,
+        help="list the words of only the first N prototypes (default: every prototype)",
+    )
+    p.add_argument("--heatmap", help="write a PNG heat map of patch-to-prototype attention here")
+    _add_common(p)
     return parser
 
 
@@ -472,7 +516,77 @@ def cmd_example_data(args) -> int:
 USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "example-data": cmd_example_data}
 
 
+def cmd_ablate(args) -> int:
+    from timellm.ablation import TABLE_CSV, markdown_table, run_ablation
+    from timellm.data.sources import DataSource
+
+    preset = _resolve_preset(args)
+    source = None
+    if args.csv:
+        source = DataSource(
+            csv=str(Path(args.csv).resolve()),
+            time_col=args.time_col,
+            id_col=args.id_col,
+            target_cols=tuple(args.target_cols) if args.target_cols else None,
+            period=args.period,
+        )
+    elif any(v is not None for v in (args.time_col, args.id_col, args.target_cols, args.period)):
+        raise CLIError(
+            "--time-col, --id-col, --target-col and --period describe a --csv file; none was given"
+        )
+    if args.description:
+        preset = preset.with_overrides({"description": args.description})
+    name = source.name if source else preset.name
+    run_dir = Path(args.out) if args.out else _default_run_dir(f"ablate-{name}")
+    command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    table = run_ablation(
+        preset,
+        run_dir,
+        variants=args.variants,
+        budget=args.budget,
+        data_dir=args.data_dir,
+        source=source,
+        command=command,
+    )
+    windows = int(table["test_windows"].max())
+    print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
+    print(markdown_table(table))
+    print(f"table: {run_dir / TABLE_CSV}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from timellm.explain import explain_run
+
+    result = explain_run(
+        args.run_dir,
+        window=args.window,
+        channel=args.channel,
+        top_words=args.top_words,
+        top_prototypes=args.top_prototypes,
+        heatmap=args.heatmap,
+        data_dir=args.data_dir,
+    )
+    words = result["words"]
+    shown = words if args.prototypes is None else words[: args.prototypes]
+    print(f"text prototypes: nearest vocabulary words (cosine similarity), {len(shown)} of {len(words)}")
+    for w in shown:
+        pairs = ", ".join(f"{word} {sim:.2f}" for word, sim in zip(w.words, w.similarities, strict=True))
+        print(f"  #{w.prototype:<5}{pairs}")
+    explanation = result["explanation"]
+    print(f"\n{result['dataset']} test window {result['window']}, channel {result['channel']}")
+    print(f"prompt: {explanation.prompt or '(none: the model runs without a prompt)'}")
+    print("most attended prototypes (mean attention over patches and heads):")
+    for index, weight in explanation.top_prototypes:
+        print(f"  #{index:<5}{weight:.3f}  {', '.join(words[index].words)}")
+    if result["heatmap"] is not None:
+        print(f"heat map: {result['heatmap']}")
+    return 0
+
+
 COMMANDS = {
+    "ablate": cmd_ablate,
+    "explain": cmd_explain,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "presets": cmd_presets,

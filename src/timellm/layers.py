@@ -113,3 +113,24 @@ class FlattenHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.linear(hidden.transpose(1, 2).flatten(start_dim=1)))
+
+
+class SelfAttentionBlock(nn.Module):
+    """One randomly initialised multi-head self-attention layer: LayerNorm(x + Dropout(MHA(x))).
+
+    The "LLM2Attn" ablation of Tan et al. (NeurIPS 2024): their code wraps the attention in a
+    residual connection and a post-LayerNorm, without biases, so we do the same.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.1, dropout: float = 0.1):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(
+            d_model, n_heads, dropout=attention_dropout, bias=False, batch_first=True
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(S, P, d_model) -> (S, P, d_model)."""
+        mixed = self.attention(x, x, x, need_weights=False)[0]
+        return self.norm(x + self.dropout(mixed))

@@ -31,6 +31,7 @@ from timellm.layers import (
     FlattenHead,
     PatchEmbedding,
     Reprogramming,
+    SelfAttentionBlock,
     TextPrototypes,
     patchify,
     revin_denormalize,
@@ -82,14 +83,27 @@ class TimeLLM(nn.Module):
         num_patches = c.num_patches
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
         self.backbone: Backbone | None = None
-        if c.llm == "none":  # ablation "w/o LLM": patch embedding straight into a linear head
+        if c.llm in ("none", "attention", "transformer"):
+            # The ablations of Tan et al. (NeurIPS 2024) as their code runs them for Time-LLM: no
+            # prompt, no text prototypes, no reprogramming; the patch embeddings go through nothing
+            # (w/o LLM), one self-attention layer (LLM2Attn) or one transformer encoder layer
+            # (LLM2Trsf), all randomly initialised and trained, then into a linear head.
+            if c.llm != "none" and c.d_model % c.n_heads:
+                raise ValueError(
+                    f"the {c.llm} ablation needs n_heads ({c.n_heads}) to divide d_model ({c.d_model})"
+                )
+            if c.llm == "attention":
+                self.mixer = SelfAttentionBlock(c.d_model, c.n_heads, c.attention_dropout, c.dropout)
+            elif c.llm == "transformer":
+                # feed-forward width 2048 is torch's default, which Tan et al.'s LLM2Trsf kept
+                self.mixer = nn.TransformerEncoderLayer(
+                    c.d_model, c.n_heads, dropout=c.dropout, batch_first=True
+                )
             self.head = FlattenHead(c.d_model, num_patches, c.pred_len, c.dropout)
             return
 
         if backbone is None:
-            # the mixer ablations need only the vocabulary embeddings and width: keep one layer
-            layers = 1 if c.llm in ("attention", "transformer") else c.llm_layers
-            backbone = _load_backbone_for(c, layers)
+            backbone = _load_backbone_for(c, c.llm_layers)
         d_llm = backbone.hidden_size
         if c.d_ff > d_llm:
             raise ValueError(
@@ -99,37 +113,24 @@ class TimeLLM(nn.Module):
         self.reprogramming = Reprogramming(c.d_model, c.n_heads, c.head_dim, d_llm, c.attention_dropout)
         self.head = FlattenHead(c.d_ff, num_patches, c.pred_len, c.dropout)
 
-        if c.llm in ("pretrained", "random"):
-            self.backbone = backbone
-            self.llm = backbone.model  # frozen; never saved with the adapter
-            tokenizer = backbone.tokenizer
-            self.prefix_ids: list[int] = tokenizer(
-                prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
-            )["input_ids"]
-            self.pad_id = int(tokenizer.pad_token_id)
-            if not c.fast_path:
-                self.fast_path_reason = "config.fast_path is False"
-            elif not c.use_prompt:
-                self.fast_path_reason = "no prompt to cache (use_prompt is False)"
+        self.backbone = backbone
+        self.llm = backbone.model  # frozen; never saved with the adapter
+        tokenizer = backbone.tokenizer
+        self.prefix_ids: list[int] = tokenizer(
+            prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
+        )["input_ids"]
+        self.pad_id = int(tokenizer.pad_token_id)
+        if not c.fast_path:
+            self.fast_path_reason = "config.fast_path is False"
+        elif not c.use_prompt:
+            self.fast_path_reason = "no prompt to cache (use_prompt is False)"
+        else:
+            self.fast_path_reason = fast_path_unsupported_reason(self.llm, backbone.is_causal)
+            if self.fast_path_reason is None:
+                self._prefix_cache = PromptPrefixCache(self.prefix_ids)
+                self._statistics_tokenizer = StatisticsTokenizer(tokenizer)
             else:
-                self.fast_path_reason = fast_path_unsupported_reason(self.llm, backbone.is_causal)
-                if self.fast_path_reason is None:
-                    self._prefix_cache = PromptPrefixCache(self.prefix_ids)
-                    self._statistics_tokenizer = StatisticsTokenizer(tokenizer)
-                else:
-                    logger.info("%s takes the plain path: %s", backbone.name, self.fast_path_reason)
-        else:  # LLM2Attn / LLM2Trsf: one randomly initialised, trainable layer instead of the LLM
-            if d_llm % c.n_heads:
-                raise ValueError(
-                    f"the {c.llm} ablation needs n_heads ({c.n_heads}) to divide the width {d_llm}"
-                )
-            self.register_buffer("vocabulary", backbone.word_embeddings.detach().clone(), persistent=False)
-            if c.llm == "attention":
-                self.mixer = nn.MultiheadAttention(d_llm, c.n_heads, dropout=c.dropout, batch_first=True)
-            else:
-                self.mixer = nn.TransformerEncoderLayer(
-                    d_llm, c.n_heads, dim_feedforward=4 * d_llm, dropout=c.dropout, batch_first=True
-                )
+                logger.info("%s takes the plain path: %s", backbone.name, self.fast_path_reason)
 
     @property
     def uses_fast_path(self) -> bool:
@@ -153,10 +154,9 @@ class TimeLLM(nn.Module):
             patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 
             if c.llm == "none":
-                hidden = patches
+                hidden = patches  # (S, P, d_model)
             elif c.llm in ("attention", "transformer"):
-                tokens = self.reprogramming(patches, self._text_prototypes(self.vocabulary))  # (S, P, D)
-                hidden = self._mix(tokens)[..., : c.d_ff]  # (S, P, d_ff)
+                hidden = self.mixer(patches)  # (S, P, d_model)
             else:
                 prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
                 tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
@@ -181,11 +181,6 @@ class TimeLLM(nn.Module):
         if self.config.fast_path and not self.training and not torch.is_grad_enabled():
             return self._prototype_cache.get(self.prototypes, vocabulary)
         return self.prototypes(vocabulary)
-
-    def _mix(self, tokens: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.mixer, nn.MultiheadAttention):
-            return self.mixer(tokens, tokens, tokens, need_weights=False)[0]
-        return self.mixer(tokens)
 
     def prompt_token_ids(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt token ids and mask for normalised series x: (S, T) -> (S, L), (S, L)."""

@@ -1,0 +1,392 @@
+"""Is the language model useful here? Time-LLM beside its ablations and classic baselines.
+
+The question of Tan et al. (NeurIPS 2024), asked of the user's own data: every variant is trained
+by :func:`timellm.training.fit` under one :class:`TrainConfig` (the same seed, hence the same
+initialisation draws and the same training windows in the same order, and the same budget), tested
+on the same test windows with the same metrics, timed, and set against full Time-LLM.
+
+Variants are data, not forks of the model: a Time-LLM ablation is a set of :class:`TimeLLMConfig`
+overrides, a baseline a factory of a module with the same ``forward(past_values (B, T, N)) ->
+(B, H, N)``, a naive reference a function of the look-back window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from timellm.backbones import Backbone, load_backbone
+from timellm.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
+from timellm.config import TimeLLMConfig
+from timellm.data.benchmarks import Splits
+from timellm.data.sources import DataSource
+from timellm.data.windows import WindowDataset
+from timellm.evaluation import predict_windows
+from timellm.metrics import mae, mse
+from timellm.model import TimeLLM
+from timellm.presets import Preset
+from timellm.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
+from timellm.training import TrainConfig, fit, seed_everything
+
+logger = logging.getLogger(__name__)
+
+FULL = "time-llm"
+TABLE_CSV = "ablation.csv"
+TABLE_MD = "ablation.md"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: a Time-LLM setting, a trained baseline or a naive reference."""
+
+    name: str  # the key on the command line and in the CSV
+    label: str  # the name the papers use
+    about: str  # what it is, in a few words
+    overrides: dict[str, Any] | None = None  # TimeLLMConfig settings: an ablation of our model
+    baseline: Callable[[TimeLLMConfig], nn.Module] | None = None  # a trained baseline's factory
+    naive: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None  # (past, pred_len, period)
+
+    @property
+    def kind(self) -> str:
+        if self.overrides is not None:
+            return "time-llm"
+        return "baseline" if self.baseline is not None else "naive"
+
+
+def _patchtst(c: TimeLLMConfig) -> nn.Module:
+    # the paper's ETTh1 sizes (the wrapper's defaults) on Time-LLM's own patching
+    return PatchTST(c.seq_len, c.pred_len, patch_len=c.patch_len, stride=c.stride)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant(FULL, "Time-LLM", "prompt + reprogramming + frozen pretrained LLM", overrides={}),
+        Variant(
+            "random-llm",
+            "random-init LLM",
+            "same LLM architecture, fresh random weights, frozen",
+            overrides={"llm": "random"},
+        ),
+        Variant("no-prompt", "w/o prompt", "no Prompt-as-Prefix", overrides={"use_prompt": False}),
+        Variant(
+            "no-statistics",
+            "w/o input statistics",
+            "prompt without min/max/median/trend/lags",
+            overrides={"prompt_statistics": False},
+        ),
+        Variant("no-llm", "w/o LLM", "patch embedding -> linear head", overrides={"llm": "none"}),
+        Variant(
+            "llm2attn", "LLM2Attn", "LLM -> 1 self-attention layer (trained)", overrides={"llm": "attention"}
+        ),
+        Variant(
+            "llm2trsf",
+            "LLM2Trsf",
+            "LLM -> 1 transformer encoder layer (trained)",
+            overrides={"llm": "transformer"},
+        ),
+        Variant(
+            "dlinear",
+            "DLinear",
+            "trend/seasonal decomposition, two linear maps",
+            baseline=lambda c: DLinear(c.seq_len, c.pred_len),
+        ),
+        Variant("patchtst", "PatchTST", "transformers' PatchTST, 3 layers", baseline=_patchtst),
+        Variant(
+            "last-value",
+            "last value",
+            "repeat the last observation",
+            naive=lambda past, h, period: last_value_forecast(past, h),
+        ),
+        Variant("seasonal-naive", "seasonal naive", "repeat the last season", naive=seasonal_naive_forecast),
+    ]
+}
+
+# Named training budgets: TrainConfig overrides on top of the preset's settings. "WxE" (e.g.
+# 1500x2) means W training series-windows per epoch for E epochs. Test windows are not a budget:
+# the test split is evaluated whole unless the preset's run setting max_test_windows says otherwise.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "preset": {},  # the preset's own epochs and caps
+    "cpu": {"epochs": 1, "max_train_windows": 960, "max_val_windows": 140},  # SmolLM2 on 2 cores
+    "tiny": {"epochs": 1, "max_train_windows": 32, "max_val_windows": 8},  # tests, smoke checks
+}
+
+
+def resolve_budget(train: TrainConfig, budget: str | None) -> TrainConfig:
+    """Apply a named budget or ``WxE`` to a training configuration (None keeps it)."""
+    if budget is None:
+        return train
+    if budget in BUDGETS:
+        return train.replace(**BUDGETS[budget])
+    match = re.fullmatch(r"(\d+)x(\d+)", budget.strip())
+    if match is None:
+        raise ValueError(
+            f"unknown budget {budget!r}: use one of {', '.join(BUDGETS)} or WINDOWSxEPOCHS, e.g. 1500x2"
+        )
+    return train.replace(max_train_windows=int(match.group(1)), epochs=int(match.group(2)))
+
+
+def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
+    """Variants by name (a list or a comma-separated string), in the table's order; None: all."""
+    if names is None:
+        return list(VARIANTS.values())
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in wanted if n not in VARIANTS]
+    if unknown or not wanted:
+        found = f"unknown variant(s) {unknown}" if unknown else "no variant named"
+        raise ValueError(f"{found}; known: {', '.join(VARIANTS)}")
+    return [v for v in VARIANTS.values() if v.name in wanted]
+
+
+@dataclass
+class _Context:
+    """What the variants of one ablation share: the data, the settings and the loaded backbone."""
+
+    splits: Splits
+    model: TimeLLMConfig
+    train: TrainConfig
+    max_test_windows: int | None
+    out_dir: Path
+    record: dict[str, Any]
+    backbone: Backbone | None = None  # the pretrained backbone, loaded once for every variant using it
+    test_windows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def pretrained_backbone(self) -> Backbone:
+        if self.backbone is None:
+            c = self.model
+            self.backbone = load_backbone(c.backbone, c.llm_layers, trust_remote_code=c.trust_remote_code)
+        return self.backbone
+
+    def test_arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(past (W, T, N), true (W, H, N)) of the test windows every variant is scored on."""
+        if self.test_windows is None:
+            s = self.splits
+            data = WindowDataset(s.test, s.seq_len, s.pred_len, False, self.max_test_windows)
+            past, true = zip(*(data[i] for i in range(len(data))), strict=True)
+            self.test_windows = torch.stack(past), torch.stack(true)
+        return self.test_windows
+
+
+def _build(variant: Variant, ctx: _Context) -> nn.Module:
+    if variant.baseline is not None:
+        seed_everything(ctx.train.seed)  # the same initialisation draws for every run of a variant
+        return variant.baseline(ctx.model)
+    config = ctx.model.replace(**variant.overrides)
+    # the pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
+    # under a fixed seed of its own, and the LLM-free ablations need none
+    backbone = ctx.pretrained_backbone() if config.llm == "pretrained" else None
+    seed_everything(ctx.train.seed)  # after loading: the adapter's draws never depend on the order
+    return TimeLLM(config, backbone)
+
+
+def _count(model: nn.Module, trainable: bool) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def _run_variant(variant: Variant, ctx: _Context) -> dict[str, Any]:
+    s = ctx.splits
+    row: dict[str, Any] = {"variant": variant.name, "label": variant.label, "kind": variant.kind}
+    if variant.naive is not None:
+        past, true = ctx.test_arrays()
+        started = time.perf_counter()
+        pred = variant.naive(past, s.pred_len, s.period)
+        row.update(trainable_params=0, total_params=0, train_seconds=0.0, epochs_run=0, steps=0)
+        row["infer_seconds"] = time.perf_counter() - started
+        row.update(mse=mse(pred, true), mae=mae(pred, true), test_windows=int(past.shape[0]))
+        return row
+
+    model = _build(variant, ctx)
+    row.update(trainable_params=_count(model, True), total_params=_count(model, False))
+    logger.info(
+        "%s (%s): %s trainable of %s parameters",
+        variant.name,
+        variant.about,
+        f"{row['trainable_params']:,}",
+        f"{row['total_params']:,}",
+    )
+    train_set = WindowDataset(s.train, s.seq_len, s.pred_len)
+    val_set = WindowDataset(s.val, s.seq_len, s.pred_len)
+    result = fit(model, train_set, val_set, ctx.train)
+    started = time.perf_counter()
+    _, pred, true = predict_windows(
+        model, s.test, s.seq_len, s.pred_len, ctx.train.eval_batch_size, max_windows=ctx.max_test_windows
+    )
+    row["infer_seconds"] = time.perf_counter() - started
+    row.update(
+        train_seconds=result.train_seconds,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        steps=result.steps,
+        best_val_loss=result.best_val_loss,
+        mse=mse(pred, true),
+        mae=mae(pred, true),
+        test_windows=int(pred.shape[0]),
+    )
+    folder = ctx.out_dir / variant.name
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(result.history).to_csv(folder / "history.csv", index=False)
+    if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
+        model.save_pretrained(folder / ADAPTER_DIR)
+        record = {**ctx.record, "variant": variant.name, "model": model.config.to_dict()}
+        (folder / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    (folder / METRICS).write_text(json.dumps(_jsonable(row), indent=2) + "\n")
+    return row
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
+
+
+COLUMNS = [
+    "variant",
+    "label",
+    "kind",
+    "mse",
+    "mae",
+    "mse_vs_full_pct",
+    "mae_vs_full_pct",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "infer_seconds",
+    "epochs_run",
+    "best_epoch",
+    "steps",
+    "best_val_loss",
+    "test_windows",
+]
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    full = table[table["variant"] == FULL]
+    for metric in ("mse", "mae"):
+        reference = float(full[metric].iloc[0]) if len(full) else math.nan
+        table[f"{metric}_vs_full_pct"] = 100.0 * (table[metric] - reference) / reference
+    return table.reindex(columns=COLUMNS)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The table as GitHub Markdown: one row per variant, the difference to full Time-LLM in %."""
+
+    def pct(value: float) -> str:
+        return "" if not math.isfinite(value) else f"{value:+.1f}%"
+
+    def count(value: float) -> str:
+        return "" if pd.isna(value) else f"{int(value):,}"
+
+    lines = [
+        "| variant | MSE | MAE | ΔMSE vs Time-LLM | ΔMAE vs Time-LLM | trainable params | train s | infer s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.label} | {r.mse:.4f} | {r.mae:.4f} | {pct(r.mse_vs_full_pct)} | {pct(r.mae_vs_full_pct)} "
+            f"| {count(r.trainable_params)} | {r.train_seconds:.1f} | {r.infer_seconds:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    """What the timings depend on, recorded beside them."""
+    return {
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+    }
+
+
+def run_ablation(
+    preset: Preset,
+    out_dir: str | Path,
+    *,
+    variants: Sequence[str] | str | None = None,
+    budget: str | None = None,
+    data_dir: str | Path | None = None,
+    source: DataSource | None = None,
+    command: str | None = None,
+) -> pd.DataFrame:
+    """Train and test every variant under one budget; write ``ablation.csv``/``.md`` to ``out_dir``.
+
+    ``source`` is the data (default: the preset's benchmark); the model and training settings come
+    from ``preset`` with ``budget`` applied (see :data:`BUDGETS`). Returns the table (one row per
+    variant, columns :data:`COLUMNS`). The CSV is rewritten after every variant, so an interrupted
+    ablation keeps what finished.
+    """
+    chosen = resolve_variants(variants)
+    train = resolve_budget(preset.train, budget)
+    source = source or DataSource(benchmark=preset.dataset)
+    model_config = preset.model
+    if source.csv is not None and model_config.description is None:
+        model_config = model_config.replace(dataset=None)  # a user's data: not the benchmark's text
+    splits = source.load(model_config.seq_len, model_config.pred_len, data_dir)  # fail before writing
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    max_test = preset.run.get("max_test_windows")
+    total_test = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
+    record = {
+        "preset": preset.name,
+        "dataset": splits.name,
+        "test_dataset": splits.name,
+        "data": source.to_dict(),
+        "budget": budget or "preset",
+        "variants": [v.name for v in chosen],
+        "command": command,
+        "model": model_config.to_dict(),
+        "train": train.to_dict(),
+        "run": dict(preset.run),
+        "test_windows": min(max_test or total_test, total_test),
+        "test_windows_total": total_test,
+        "environment": environment(),
+    }
+    (out_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    ctx = _Context(splits, model_config, train, max_test, out_dir, record)
+    rows: list[dict[str, Any]] = []
+    with log_to(out_dir / "ablation.log"):
+        logger.info(
+            "ablation of %s on %s: %d variants, budget %s (%s series-windows x %d epochs), %d of %d test windows",
+            preset.name,
+            splits.name,
+            len(chosen),
+            budget or "preset",
+            train.max_train_windows or "all",
+            train.epochs,
+            record["test_windows"],
+            total_test,
+        )
+        for variant in chosen:
+            row = _run_variant(variant, ctx)
+            logger.info(
+                "%s: MSE %.4f MAE %.4f, train %.1f s, test %.1f s",
+                variant.name,
+                row["mse"],
+                row["mae"],
+                row["train_seconds"],
+                row["infer_seconds"],
+            )
+            rows.append(row)
+            table = _table(rows)
+            table.to_csv(out_dir / TABLE_CSV, index=False)
+            (out_dir / TABLE_MD).write_text(markdown_table(table) + "\n")
+    return table

@@ -1,0 +1,163 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from timellm.ablation import (
+    BUDGETS,
+    COLUMNS,
+    TABLE_CSV,
+    TABLE_MD,
+    VARIANTS,
+    resolve_budget,
+    resolve_variants,
+    run_ablation,
+)
+from timellm.cli import main
+from timellm.data.sources import DataSource
+from timellm.model import TimeLLM
+from timellm.presets import get_preset
+from timellm.training import TrainConfig
+
+
+def tiny_preset(**changes):
+    settings = dict(
+        backbone="tiny-random-llama",
+        seq_len=48,
+        pred_len=12,
+        patch_len=8,
+        stride=4,
+        d_model=8,
+        d_ff=16,
+        n_heads=2,
+        num_prototypes=20,
+        description="Test load.",  # a short prompt: the tiny tokenizer has one token per character
+        batch_size=16,
+        max_test_windows=12,
+    )
+    settings.update(changes)
+    return get_preset("ETTh1-96").with_overrides(settings)
+
+
+def write_hourly_csv(path, rows=480, channels=2):
+    rng = np.random.default_rng(0)
+    t = np.arange(rows)
+    frame = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=rows, freq="h")})
+    for c in range(channels):
+        frame[f"load{c}"] = np.sin(2 * np.pi * t / 24 + c) + 0.1 * rng.standard_normal(rows)
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def hourly_csv(tmp_path):
+    return DataSource(csv=str(write_hourly_csv(tmp_path / "load.csv")), time_col="date")
+
+
+def test_ablation_writes_one_row_per_variant_with_every_column(tmp_path, hourly_csv):
+    table = run_ablation(tiny_preset(), tmp_path / "abl", budget="tiny", source=hourly_csv)
+    written = pd.read_csv(tmp_path / "abl" / TABLE_CSV)
+    assert list(written["variant"]) == list(VARIANTS)
+    assert list(written.columns) == COLUMNS
+    for column in ("variant", "mse", "mae", "trainable_params", "train_seconds", "infer_seconds"):
+        assert written[column].notna().all(), column
+    assert (written["test_windows"] == 12).all()  # every variant on the same test windows
+    full = table.set_index("variant").loc["time-llm"]
+    for row in table.itertuples():
+        assert math.isclose(row.mse_vs_full_pct, 100 * (row.mse - full.mse) / full.mse, rel_tol=1e-9)
+    rows = table.set_index("variant")
+    assert rows.loc["seasonal-naive", "trainable_params"] == 0
+    # the three LLM-free ablations train the same patch embedding and a head of width d_model
+    assert rows.loc["no-llm", "trainable_params"] < rows.loc["llm2attn", "trainable_params"]
+    assert rows.loc["no-prompt", "trainable_params"] == rows.loc["time-llm", "trainable_params"]
+    markdown = (tmp_path / "abl" / TABLE_MD).read_text()
+    assert markdown.count("\n") == len(VARIANTS) + 2 and "| w/o LLM |" in markdown
+    # the Time-LLM variants leave run folders that `timellm explain` reads
+    assert (tmp_path / "abl" / "time-llm" / "adapter" / "adapter.safetensors").is_file()
+    assert (tmp_path / "abl" / "random-llm" / "config.yaml").is_file()
+
+
+def test_the_same_seed_gives_the_same_numbers(tmp_path, hourly_csv):
+    def ablate(folder, variants, **changes):
+        return run_ablation(
+            tiny_preset(**changes), tmp_path / folder, variants=variants, budget="tiny", source=hourly_csv
+        )
+
+    first = ablate("a", "time-llm,dlinear")
+    again = ablate("b", ["dlinear", "time-llm"])
+    for column in ("mse", "mae", "best_val_loss", "trainable_params"):
+        assert list(first[column]) == list(again[column]), column
+    other = ablate("c", "time-llm,dlinear", seed=7)
+    assert list(other["mse"]) != list(first["mse"])
+
+
+def test_budgets_and_variants_resolve_or_fail_clearly():
+    base = TrainConfig(epochs=10, max_train_windows=None)
+    assert resolve_budget(base, None) == base
+    assert resolve_budget(base, "tiny").max_train_windows == BUDGETS["tiny"]["max_train_windows"]
+    custom = resolve_budget(base, "1500x2")
+    assert (custom.max_train_windows, custom.epochs) == (1500, 2)
+    with pytest.raises(ValueError, match="unknown budget 'lots'"):
+        resolve_budget(base, "lots")
+    assert [v.name for v in resolve_variants("dlinear, time-llm")] == ["time-llm", "dlinear"]
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['gpt4'\]"):
+        resolve_variants("gpt4,dlinear")
+
+
+@pytest.mark.parametrize("variant", ["none", "attention", "transformer"])
+def test_llm_free_ablations_are_those_of_tan_et_al(variant):
+    """No prompt, no prototypes, no reprogramming, no backbone: patch embedding -> mixer -> head."""
+    model = TimeLLM(tiny_config(llm=variant))
+    assert model.backbone is None
+    assert not hasattr(model, "prototypes") and not hasattr(model, "reprogramming")
+    c = model.config
+    assert model.head.linear.in_features == c.d_model * c.num_patches
+    if variant == "attention":
+        assert model.mixer.attention.num_heads == c.n_heads
+    x = torch.randn(3, c.seq_len, 2)
+    assert model(x).shape == (3, c.pred_len, 2)
+
+
+def test_ablate_cli_on_a_csv_prints_the_markdown_table(tmp_path, capsys):
+    csv = write_hourly_csv(tmp_path / "mine.csv")
+    tiny = [
+        "--backbone=tiny-random-llama",
+        "--set=seq_len=48",
+        "--set=pred_len=12",
+        "--set=patch_len=8",
+        "--set=stride=4",
+        "--set=d_model=8",
+        "--set=max_test_windows=20",
+    ]
+    args = ["ablate", "--preset", "ETTh1-96", *tiny, "--budget", "64x1", "--csv", str(csv)]
+    args += [
+        "--time-col",
+        "date",
+        "--variants",
+        "no-llm,dlinear,seasonal-naive",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| variant | MSE | MAE |" in out and "| DLinear |" in out and "| seasonal naive |" in out
+    assert "mine, horizon 12, 20 test windows" in out
+    assert (tmp_path / "o" / TABLE_CSV).is_file()
+
+
+def test_ablate_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["ablate", "--preset", "ETTh1-96-cpu", "--time-col", "date"]) == 2
+    assert "describe a --csv file" in capsys.readouterr().err
+    assert main(["ablate", "--preset", "ETTh1-96-cpu", "--budget", "huge", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown budget 'huge'" in capsys.readouterr().err
+    assert main(["ablate", "--preset", "ETTh1-96-cpu", "--variants", "bogus"]) == 2
+    assert "unknown variant(s) ['bogus']" in capsys.readouterr().err
+    missing = tmp_path / "nope.csv"
+    assert (
+        main(["ablate", "--preset", "ETTh1-96-cpu", "--csv", str(missing), "--out", str(tmp_path / "y")]) == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
