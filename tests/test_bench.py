@@ -72,7 +72,8 @@ def test_one_configuration_is_measured(etth1_like, path):
     )
     row = run_one(spec)
     assert row["uses_fast_path"] == (path == "fast")
-    assert row["series_per_s"] > 0 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+    assert row["series_per_s"] > 0 and row["series_per_cpu_s"] > 0 and row["cpu_util"] > 0
+    assert row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
     assert row["malloc"] in ("default", "tuned", "custom")
     if path == "fast":
         assert row["flops"] > 0 and row["flop_per_s"] > 0
