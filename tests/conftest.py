@@ -1,9 +1,14 @@
 import logging
+import os
 
-import pytest
-import torch
+# no test may reach a model hub: set before transformers/huggingface_hub are imported, so that a
+# hub id fails at once and clearly instead of waiting on network timeouts
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from timellm import TimeLLMConfig
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from timellm import TimeLLMConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +33,6 @@ def tiny_config(backbone: str = "tiny-random-llama", **changes) -> TimeLLMConfig
     )
     base.update(changes)
     return TimeLLMConfig(**base)
-
-
-# no test may reach a model hub: a hub id must fail fast and clearly
-import os  # noqa: E402
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def shared_datasets():

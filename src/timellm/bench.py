@@ -512,7 +512,7 @@ def report(frame: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m timellm.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="timellm bench speed", description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--layers", type=int, default=6, help="LLM layers kept")
     parser.add_argument("--batch", type=int, default=32, help="series per step (windows of one channel)")

@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     _add_common(p)
 
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: `timellm bench speed [options]` (fast vs plain path, see --help)",
+        add_help=False,
+    )
+    p.add_argument("which", choices=["speed"])
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("info", help="parameter counts of a model built from a preset")
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
@@ -584,6 +592,13 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from timellm.bench import main as bench_main
+
+    bench_main(args.bench_args)
+    return 0
+
+
 COMMANDS = {
     "ablate": cmd_ablate,
     "explain": cmd_explain,
@@ -592,6 +607,7 @@ COMMANDS = {
     "presets": cmd_presets,
     "demo": cmd_demo,
     "info": cmd_info,
+    "bench": cmd_bench,
 }
 COMMANDS.update(USER_DATA_COMMANDS)
 
