@@ -170,8 +170,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _command_line() -> str:
-    return "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _command_line(args) -> str:
+    """The command as typed (recorded in the run folder), from main()'s argv."""
+    return "timellm " + " ".join(shlex.quote(a) for a in args.argv)
 
 
 def _with_cli_overrides(preset, args):
@@ -199,7 +200,9 @@ def cmd_m4(args) -> int:
     results = []
     for frequency, preset in zip(frequencies, presets, strict=True):
         run_dir = root / frequency if len(frequencies) > 1 else root
-        results.append(run_m4(preset, frequency, run_dir, data_dir=args.data_dir, command=_command_line()))
+        results.append(
+            run_m4(preset, frequency, run_dir, data_dir=args.data_dir, command=_command_line(args))
+        )
     if len(results) > 1:
         results.append({"frequency": "Average", **weighted_m4(results)})
     print(f"\nM4, {presets[0].model.backbone}: every series forecast from the end of its training series")
@@ -218,7 +221,7 @@ def cmd_transfer(args) -> int:
 
     preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
-    metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line())
+    metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line(args))
     _print_metrics(
         metrics, f"zero-shot {preset.dataset} -> {metrics['test_dataset']}, horizon {preset.model.pred_len}"
     )
@@ -319,6 +322,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(getattr(args, "verbose", False))
     from timellm.backbones import BackboneError
     from timellm.data.benchmarks import DataError
