@@ -21,7 +21,7 @@ from timellm.m4 import load_m4
 from timellm.metrics import mase_per_series, smape_per_series
 from timellm.presets import PresetError, get_m4_preset, m4_presets
 from timellm.protocols import transfer_preset, weighted_m4
-from timellm.report import PAPER_M4_AVERAGE, classify, write_report
+from timellm.report import PAPER_M4_AVERAGE, classify
 
 TINY = [
     "--backbone",
