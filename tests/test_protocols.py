@@ -129,6 +129,8 @@ def test_m4_run_end_to_end_on_a_tiny_folder(weekly_m4, tmp_path, capsys):
     # training windows exclude each series' last horizon (the validation target): 4 series x cut points
     assert metrics["train_windows"] == sum(len(s) - 13 - 13 for s in data.train)
     assert metrics["series"] == 4 and metrics["command"].startswith("timellm m4 --frequency W")
+    assert main(["evaluate", str(out)]) == 2
+    assert "is an M4 run" in capsys.readouterr().err
 
 
 def run_cli(*args):
