@@ -300,6 +300,10 @@ def _m4(frequency, series, smape, mase, naive2_smape, naive2_mase):
         "backbone": "smollm2-135m",
         "llm_layers": 2,
         "command": f"timellm m4 --frequency {frequency}",
+        # Weekly's period is 1: its seasonal naive is the last value (Naive1)
+        "baselines": {
+            "seasonal_naive" if frequency == "Hourly" else "naive1": {"smape": 2 * smape, "mase": 1.0}
+        },
     }
     return record, metrics
 
@@ -348,6 +352,7 @@ def test_report_tables_per_protocol_beside_the_paper(tmp_path, capsys):
     assert (total.paper_smape, total.paper_mase, total.paper_owa) == PAPER_M4_AVERAGE
     assert total.rel_owa == pytest.approx((total.owa - 0.859) / 0.859)
     assert "not like for like" in total.paper_note
+    assert total.snaive_smape == pytest.approx(2 * total.smape) and total.snaive_mase == pytest.approx(1.0)
     assert "timellm m4 --frequency Hourly" in (out / "report_m4.md").read_text()
 
 
