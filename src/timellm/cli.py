@@ -55,6 +55,27 @@ def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True)
     parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
 
 
+def _add_protocol_options(parser: argparse.ArgumentParser, preset: str) -> None:
+    parser.add_argument(
+        "--variant",
+        default="cpu",
+        help=f"preset variant: cpu (default: sized for a CPU, see `timellm presets`) or paper "
+        f"(the paper's settings, for a GPU); the preset is {preset}[-<variant>]",
+    )
+    parser.add_argument(
+        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
+    )
+    parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timellm", description="Time-LLM forecasting with a frozen language model."
@@ -91,6 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("which", choices=["speed"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser(
+        "m4", help="M4 short-term forecasting: train per frequency, forecast, score SMAPE/MASE/OWA"
+    )
+    p.add_argument(
+        "--frequency",
+        nargs="+",
+        required=True,
+        help="one or more of Yearly, Quarterly, Monthly, Weekly, Daily, Hourly (or Y Q M W D H)",
+    )
+    _add_protocol_options(p, "m4-<Frequency>")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "transfer", help="zero-shot: train and select on --source, test on --target's test split"
+    )
+    p.add_argument("--source", required=True, help="benchmark to train and select on, e.g. ETTh1")
+    p.add_argument("--target", required=True, help="benchmark whose test split is forecast, e.g. ETTh2")
+    p.add_argument("--pred-len", type=int, default=96, help="horizon: picks the preset <source>-<pred_len>")
+    _add_protocol_options(p, "<source>-<pred_len>")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "report", help="gather run folders into one Markdown and CSV table per protocol, beside the paper"
+    )
+    p.add_argument("runs_dir", help="folder searched (recursively) for run folders")
+    p.add_argument("--out", help="folder for <protocol>.csv and report_<protocol>.md (default: RUNS_DIR)")
 
     p = sub.add_parser("info", help="parameter counts of a model built from a preset")
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
@@ -218,6 +266,75 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _command_line(args) -> str:
+    """The command as typed (recorded in the run folder), from main()'s argv."""
+    return "timellm " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def _with_cli_overrides(preset, args):
+    from timellm.presets import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.backbone:
+        overrides["backbone"] = args.backbone
+    return preset.with_overrides(overrides)
+
+
+def cmd_m4(args) -> int:
+    from timellm.m4 import get_frequency
+    from timellm.presets import get_m4_preset
+    from timellm.protocols import check_m4_files, run_m4, weighted_m4
+
+    frequencies = [get_frequency(f).name for f in args.frequency]
+    if len(set(frequencies)) != len(frequencies):
+        raise CLIError(f"--frequency names a frequency twice: {' '.join(args.frequency)}")
+    presets = [_with_cli_overrides(get_m4_preset(f, args.variant), args) for f in frequencies]
+    for frequency in frequencies:  # every file first: no frequency trains before a missing one fails
+        check_m4_files(frequency, args.data_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = Path(args.out) if args.out else Path("runs") / f"m4-{args.variant}-{stamp}"
+    results = []
+    for frequency, preset in zip(frequencies, presets, strict=True):
+        run_dir = root / frequency if len(frequencies) > 1 else root
+        results.append(
+            run_m4(preset, frequency, run_dir, data_dir=args.data_dir, command=_command_line(args))
+        )
+    if len(results) > 1:
+        results.append({"frequency": "Average", **weighted_m4(results)})
+    print(f"\nM4, {presets[0].model.backbone}: every series forecast from the end of its training series")
+    print(f"{'frequency':<12}{'series':>8}{'SMAPE':>9}{'MASE':>9}{'OWA':>8}{'Naive2 SMAPE':>14}{'MASE':>8}")
+    for r in results:
+        print(
+            f"{r['frequency']:<12}{r['series']:>8}{r['smape']:>9.3f}{r['mase']:>9.3f}{r['owa']:>8.3f}"
+            f"{r['naive2_smape']:>14.3f}{r['naive2_mase']:>8.3f}"
+        )
+    print(f"run folder: {root}")
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from timellm.protocols import transfer, transfer_preset
+
+    preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
+    run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
+    metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line(args))
+    _print_metrics(
+        metrics, f"zero-shot {preset.dataset} -> {metrics['test_dataset']}, horizon {preset.model.pred_len}"
+    )
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from timellm.report import write_report
+
+    written, markdown = write_report(args.runs_dir, args.out)
+    print(markdown)
+    for path in written.values():
+        print(f"wrote {path} and {path.with_name(path.name.removeprefix('report_').replace('.md', '.csv'))}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from timellm.runs import evaluate_run
 
@@ -227,9 +344,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from timellm.presets import all_presets
+    from timellm.presets import all_presets, m4_presets
 
-    for name, preset in all_presets().items():
+    for name, preset in {**all_presets(), **m4_presets()}.items():
         m, t = preset.model, preset.train
         line = (
             f"{name:<22} seq {m.seq_len:>4} pred {m.pred_len:>4} patch {m.patch_len}/{m.stride} "
@@ -608,6 +725,9 @@ COMMANDS = {
     "demo": cmd_demo,
     "info": cmd_info,
     "bench": cmd_bench,
+    "m4": cmd_m4,
+    "transfer": cmd_transfer,
+    "report": cmd_report,
 }
 COMMANDS.update(USER_DATA_COMMANDS)
 
@@ -619,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_tuned_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(getattr(args, "verbose", False))
     from timellm.backbones import BackboneError
     from timellm.data.benchmarks import DataError

@@ -82,6 +82,39 @@ def all_presets() -> dict[str, Preset]:
     return presets
 
 
+M4_PRESETS = "m4.yaml"
+
+
+def m4_presets() -> dict[str, Preset]:
+    """The packaged M4 presets: "m4-<Frequency>" and its variants ("m4-Hourly-cpu").
+
+    Horizon and look-back (2 x horizon) come from the competition's frequency table.
+    """
+    from timellm.m4 import get_frequency
+
+    data = yaml.safe_load((resources.files("timellm") / "presets" / M4_PRESETS).read_text())
+    presets: dict[str, Preset] = {}
+    for frequency in data["frequencies"]:
+        f = get_frequency(frequency)
+        settings = _merge(data.get("defaults", {}), {"model": {"seq_len": f.seq_len, "pred_len": f.horizon}})
+        name = f"m4-{f.name}"
+        presets[name] = _build(name, "m4", settings)
+        for variant, extra in data.get("variants", {}).items():
+            presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", "m4", _merge(settings, extra))
+    return presets
+
+
+def get_m4_preset(frequency: str, variant: str | None = None) -> Preset:
+    """The M4 preset of ``frequency`` ("Hourly", "H"); ``variant`` None or "paper" is the paper's."""
+    from timellm.m4 import get_frequency
+
+    name = f"m4-{get_frequency(frequency).name}" + (f"-{variant}" if variant not in (None, "paper") else "")
+    presets = m4_presets()
+    if name not in presets:
+        raise PresetError(f"unknown M4 preset {name!r}; known: {', '.join(presets)}")
+    return presets[name]
+
+
 def _build(name: str, dataset: str, settings: dict) -> Preset:
     try:
         return Preset(

@@ -250,6 +250,12 @@ def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, full: bool = True
 ) -> dict[str, Any]:
     """Re-test a run folder's adapter on its test split (all windows unless ``full`` is False)."""
+    if (Path(run_dir) / RUN_CONFIG).is_file():
+        protocol = (yaml.safe_load((Path(run_dir) / RUN_CONFIG).read_text()) or {}).get("protocol")
+        if protocol == "m4":
+            raise ValueError(
+                f"{run_dir} is an M4 run: its scores are in {METRICS} and its forecasts in forecast.csv"
+            )
     record, model = load_run(run_dir)
     config: TimeLLMConfig = model.config
     train = TrainConfig(**record["train"])

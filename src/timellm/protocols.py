@@ -1,0 +1,282 @@
+"""The paper's other protocols: M4 short-term forecasting and zero-shot transfer.
+
+Few-shot is the ``percent`` of :func:`timellm.runs.train_and_test` (the first ``percent`` % of the
+training windows). Zero-shot transfer trains and selects on one benchmark and tests on another's
+test split (:func:`transfer`). M4 (:func:`run_m4`) trains one model per frequency on windows cut
+from the training series, selects it on the last horizon of each training series and forecasts
+from the end of each full training series; the official test file is read only for the score.
+Every protocol writes a run folder like :func:`timellm.runs.train_and_test` does; ``timellm
+report`` (:mod:`timellm.report`) gathers them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from timellm.baselines import last_value_forecast, seasonal_naive_forecast
+from timellm.data.benchmarks import DATA_ENV, DataError, benchmark, default_data_dir
+from timellm.m4 import (
+    NAIVE2_FILE,
+    M4Data,
+    get_frequency,
+    load_m4,
+    load_naive2,
+    m4_file,
+    score_m4,
+)
+from timellm.metrics import owa
+from timellm.model import TimeLLM
+from timellm.plotting import plot_forecasts
+from timellm.presets import Preset, get_preset
+from timellm.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
+from timellm.training import fit, seed_everything
+
+logger = logging.getLogger(__name__)
+
+FORECAST_FILE = "forecast.csv"  # M4 submission layout: id, V1..VH
+TRANSFER_VARIANT = "cpu"  # the default variant of `timellm transfer`: a CPU-sized run of the protocol
+
+
+# ------------------------------------------------------------------------------------------------
+# M4
+
+
+def _m4_data_dir(data_dir: str | Path | None) -> Path:
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if folder is None:
+        raise DataError(
+            f"M4 needs a data folder: pass --data-dir or set {DATA_ENV} to the folder holding m4/"
+        )
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist (set by --data-dir or {DATA_ENV})")
+    return folder
+
+
+def check_m4_files(frequency: str, data_dir: str | Path | None) -> Path:
+    """Fail fast, naming the file, unless the frequency's train and test files and Naive2 are there."""
+    f = get_frequency(frequency)
+    folder = _m4_data_dir(data_dir)
+    for stem in (f"{f.name}-train", f"{f.name}-test", NAIVE2_FILE):
+        m4_file(folder, stem)
+    return folder
+
+
+@torch.no_grad()
+def forecast_series(model: nn.Module, inputs: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Forecasts of univariate inputs in batches: (n, seq_len, 1) -> (n, horizon, 1), float32."""
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    outputs = [
+        model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def _scores(table: pd.DataFrame, name: str) -> dict[str, float]:
+    row = table.loc[name]
+    return {"smape": float(row.SMAPE), "mase": float(row.MASE), "owa": float(row.OWA)}
+
+
+def m4_references(data: M4Data, inputs: torch.Tensor, data_dir: Path) -> dict[str, dict[str, float]]:
+    """SMAPE/MASE/OWA of the official Naive2 forecasts and of Naive1 and seasonal naive on ``inputs``."""
+    f = data.frequency
+    forecasts = {
+        "naive2": load_naive2(f, data_dir, data.ids),
+        "naive1": last_value_forecast(inputs, f.horizon).numpy(),
+    }
+    if f.period > 1 and inputs.shape[1] >= f.period:
+        forecasts["seasonal_naive"] = seasonal_naive_forecast(inputs, f.horizon, f.period).numpy()
+    return {name: _scores(score_m4({f.name: pred}, data_dir), f.name) for name, pred in forecasts.items()}
+
+
+def run_m4(
+    preset: Preset,
+    frequency: str,
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train ``preset`` on one M4 frequency, forecast every series, score it, write the run folder.
+
+    Training windows come from the training series without their last horizon, which is the
+    validation target of model selection (early stopping); the forecast is made from the last
+    ``seq_len`` points of each full training series and scored against the official test file with
+    SMAPE, MASE and OWA (relative to the official Naive2 forecasts).
+    """
+    f = get_frequency(frequency)
+    model_config, train_config = preset.model, preset.train
+    if model_config.pred_len != f.horizon:
+        raise ValueError(
+            f"the M4 {f.name} horizon is fixed at {f.horizon} by the competition; found pred_len {model_config.pred_len}"
+        )
+    if preset.run.get("max_test_windows") is not None:
+        raise ValueError("max_test_windows does not apply to M4: every series is forecast and scored")
+    # read everything first: a missing file must not leave an empty run folder behind
+    data_dir = check_m4_files(f.name, data_dir)
+    data = load_m4(f, data_dir)
+    seq_len = model_config.seq_len
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "protocol": "m4",
+        "preset": preset.name,
+        "dataset": "m4",
+        "frequency": f.name,
+        "test_dataset": "m4",
+        "percent": 100,
+        "command": command,
+        "model": model_config.to_dict(),
+        "train": train_config.to_dict(),
+        "run": preset.run,
+    }
+    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    with log_to(run_dir / "train.log"):
+        logger.info("run %s: %s", run_dir, command or preset.name)
+        seed_everything(train_config.seed)
+        model = TimeLLM(model_config)
+        train_set = data.training_windows(seq_len, holdout=True)
+        val_set = TensorDataset(*data.validation_set(seq_len))
+        logger.info(
+            "M4 %s: %d series, %d training windows, validation on the last %d steps of each training series",
+            f.name,
+            len(data.ids),
+            len(train_set),
+            f.horizon,
+        )
+        result = fit(model, train_set, val_set, train_config)
+        pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
+        model.save_pretrained(run_dir / ADAPTER_DIR)
+
+        started = time.perf_counter()
+        inputs = data.forecast_inputs(seq_len)  # (n, seq_len, 1)
+        pred = forecast_series(model, inputs, train_config.eval_batch_size)  # (n, horizon, 1)
+        forecast_seconds = time.perf_counter() - started
+        columns = [f"V{i + 1}" for i in range(f.horizon)]
+        frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)
+        frame.to_csv(run_dir / FORECAST_FILE)
+
+        ours = _scores(score_m4({f.name: pred}, data_dir), f.name)
+        references = m4_references(data, inputs, data_dir)
+        metrics = {
+            "protocol": "m4",
+            "frequency": f.name,
+            "series": len(data.ids),
+            **ours,
+            "naive2_smape": references["naive2"]["smape"],
+            "naive2_mase": references["naive2"]["mase"],
+            "baselines": references,
+            "dataset": "m4",
+            "test_dataset": "m4",
+            "seq_len": seq_len,
+            "pred_len": f.horizon,
+            "backbone": model_config.backbone,
+            "llm_layers": model_config.llm_layers,
+            "percent": 100,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "steps": result.steps,
+            "best_val_loss": result.best_val_loss,
+            "train_windows": len(train_set),
+            "train_seconds": round(result.train_seconds, 1),
+            "test_seconds": round(forecast_seconds, 1),
+            "trainable_params": model.num_parameters(True),
+            "total_params": model.num_parameters(),
+            "command": command,
+        }
+        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        assert data.test is not None
+        plot_forecasts(
+            inputs.numpy(),
+            pred.numpy(),
+            data.test[..., None],
+            run_dir / "forecast.png",
+            channel=0,
+            channel_name=f.name,
+            title=f"M4 {f.name}: SMAPE {ours['smape']:.2f}, MASE {ours['mase']:.3f}, OWA {ours['owa']:.3f}",
+        )
+        logger.info(
+            "M4 %s: SMAPE %.3f MASE %.3f OWA %.3f (Naive2: SMAPE %.3f MASE %.3f)",
+            f.name,
+            ours["smape"],
+            ours["mase"],
+            ours["owa"],
+            metrics["naive2_smape"],
+            metrics["naive2_mase"],
+        )
+    return metrics
+
+
+def weighted_m4(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """The M4 overall scores of per-frequency results, weighted by their series counts.
+
+    Each row needs ``series``, ``smape``, ``mase``, ``naive2_smape`` and ``naive2_mase``; OWA is
+    recomputed from the weighted averages (as the competition does), not averaged.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("weighted_m4 needs at least one frequency's result")
+    names = [r.get("frequency") for r in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a frequency appears twice among {names}: average distinct frequencies")
+    series = np.array([r["series"] for r in rows], dtype=np.float64)
+    weights = series / series.sum()
+    out: dict[str, float] = {"series": int(series.sum())}
+    for key in ("smape", "mase", "naive2_smape", "naive2_mase"):
+        out[key] = float(weights @ np.array([r[key] for r in rows], dtype=np.float64))
+    out["owa"] = (
+        owa(out["smape"], out["mase"], out["naive2_smape"], out["naive2_mase"])
+        if all(math.isfinite(out[k]) for k in ("smape", "mase", "naive2_smape", "naive2_mase"))
+        else math.nan
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# zero-shot transfer
+
+
+def transfer_preset(source: str, pred_len: int, variant: str | None = TRANSFER_VARIANT) -> Preset:
+    """The preset of a transfer run: ``<source>-<pred_len>[-<variant>]`` (variant None or "paper": the paper's)."""
+    name = f"{benchmark(source).name}-{pred_len}"
+    if variant not in (None, "paper"):
+        name += f"-{variant}"
+    return get_preset(name)
+
+
+def transfer(
+    preset: Preset,
+    target: str,
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Zero-shot: train and select on ``preset``'s dataset, test on ``target``'s whole test split.
+
+    The model keeps the source's prompt description: it is tested on data it has never seen
+    described. The target is scaled with its own training statistics (as every benchmark is).
+    """
+    target = benchmark(target).name
+    if target == benchmark(preset.dataset).name:
+        raise ValueError(
+            f"zero-shot transfer needs a target other than the source {preset.dataset}; "
+            "train and test on one dataset with `timellm train`"
+        )
+    return train_and_test(preset, run_dir, data_dir=data_dir, test_dataset=target, command=command)

@@ -1,0 +1,407 @@
+"""The reproduction report: run folders gathered into one table per protocol, beside the paper.
+
+Every folder under a root that holds ``config.yaml`` and ``metrics.json`` is a run. Its protocol:
+``m4`` (an M4 run), ``zero_shot`` (tested on another dataset than it was trained on), ``few_shot``
+(trained on less than 100 % of the training windows) or ``long_term``. For each protocol present
+:func:`write_report` writes ``<protocol>.csv`` (the numbers) and ``report_<protocol>.md`` (the
+same table for reading, with notes). The paper's figures are those of SPEC §5 only: where the
+specification gives none (few-shot, zero-shot, M4 per frequency) the cell stays empty and the
+note says so rather than quoting a number from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from timellm.runs import METRICS, RUN_CONFIG
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("long_term", "few_shot", "zero_shot", "m4")
+TITLES = {
+    "long_term": "Long-term forecasting",
+    "few_shot": "Few-shot forecasting",
+    "zero_shot": "Zero-shot transfer",
+    "m4": "M4 short-term forecasting",
+}
+
+# SPEC §5: Time-LLM (LLaMA-7B), MSE / MAE on the standardised scale.
+PAPER_LONG_TERM_AVERAGE = {
+    "ETTh1": (0.408, 0.423),
+    "ETTh2": (0.334, 0.383),
+    "ETTm1": (0.329, 0.372),
+    "ETTm2": (0.251, 0.313),
+    "weather": (0.225, 0.257),
+    "electricity": (0.158, 0.252),
+    "traffic": (0.388, 0.264),
+    "illness": (1.435, 0.801),
+}
+PAPER_LONG_TERM_HORIZON = {
+    ("ETTh1", 96): (0.362, 0.392),
+    ("ETTh1", 192): (0.398, 0.418),
+    ("ETTh1", 336): (0.430, 0.427),
+    ("ETTh1", 720): (0.442, 0.457),
+}
+HORIZONS = {"illness": (24, 36, 48, 60)}  # every other benchmark: 96, 192, 336, 720
+# SPEC §5: M4 weighted over all six frequencies (100,000 series): SMAPE, MASE, OWA.
+PAPER_M4_AVERAGE = (11.983, 1.595, 0.859)
+M4_ALL_SERIES = 100_000
+NOT_IN_SPEC = "paper figure not in SPEC"
+
+
+@dataclass
+class Run:
+    path: Path
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def protocol(self) -> str:
+        return classify(self.record, self.metrics)
+
+
+def classify(record: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """long_term, few_shot, zero_shot or m4 (zero-shot wins over few-shot when both apply)."""
+    if record.get("protocol") == "m4" or metrics.get("protocol") == "m4":
+        return "m4"
+    dataset = record.get("dataset")
+    test_dataset = record.get("test_dataset", dataset)
+    if test_dataset is not None and test_dataset != dataset:
+        return "zero_shot"
+    if float(record.get("percent", 100) or 100) < 100:
+        return "few_shot"
+    return "long_term"
+
+
+def collect_runs(root: str | Path) -> list[Run]:
+    """Every run folder under ``root`` (``root`` itself included), in path order.
+
+    Folders with a config but no metrics (a run in progress or one that failed) are skipped, logged.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs folder {root} does not exist")
+    runs = []
+    for config in sorted(root.rglob(RUN_CONFIG)):
+        folder = config.parent
+        if not (folder / METRICS).is_file():
+            logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
+            continue
+        try:
+            record = yaml.safe_load(config.read_text()) or {}
+            metrics = json.loads((folder / METRICS).read_text())
+        except (yaml.YAMLError, json.JSONDecodeError) as err:
+            raise ValueError(f"{folder} is not a readable run folder: {err}") from None
+        runs.append(Run(folder, record, metrics))
+    return runs
+
+
+def relative(ours: float | None, paper: float | None) -> float | None:
+    """(ours - paper) / paper; None when either is missing."""
+    if ours is None or paper is None or not math.isfinite(ours):
+        return None
+    return (ours - paper) / paper
+
+
+def _name(run: Run, root: Path) -> str:
+    return str(run.path.relative_to(root)) if run.path != root else run.path.name
+
+
+def _budget(record: dict[str, Any]) -> str:
+    """The training budget in a few words: layers, epochs, windows per epoch."""
+    model, train = record.get("model", {}), record.get("train", {})
+    parts = [f"{model.get('llm_layers') or 'all'} layers", f"<= {train.get('epochs')} epochs"]
+    if train.get("max_train_windows"):
+        parts.append(f"<= {train['max_train_windows']} windows/epoch")
+    return ", ".join(parts)
+
+
+def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
+    r, m = run.record, run.metrics
+    dataset, target = r.get("dataset"), r.get("test_dataset", r.get("dataset"))
+    pred_len = m.get("pred_len", r.get("model", {}).get("pred_len"))
+    paper, note = None, NOT_IN_SPEC
+    if protocol == "long_term":
+        if (dataset, pred_len) in PAPER_LONG_TERM_HORIZON:
+            paper, note = PAPER_LONG_TERM_HORIZON[(dataset, pred_len)], f"paper: {dataset}-{pred_len}"
+        elif dataset in PAPER_LONG_TERM_AVERAGE:
+            paper = PAPER_LONG_TERM_AVERAGE[dataset]
+            note = f"paper: {dataset} average over 4 horizons (per horizon {NOT_IN_SPEC})"
+    baselines = m.get("baselines", {})
+    return {
+        "run": _name(run, root),
+        "dataset": dataset,
+        "target": target,
+        "pred_len": pred_len,
+        "percent": r.get("percent", 100),
+        "backbone": m.get("backbone", r.get("model", {}).get("backbone")),
+        "llm_layers": m.get("llm_layers"),
+        "mse": m.get("mse"),
+        "mae": m.get("mae"),
+        "paper_mse": paper[0] if paper else None,
+        "paper_mae": paper[1] if paper else None,
+        "rel_mse": relative(m.get("mse"), paper[0] if paper else None),
+        "rel_mae": relative(m.get("mae"), paper[1] if paper else None),
+        "paper_note": note,
+        "last_value_mse": baselines.get("last_value", {}).get("mse"),
+        "last_value_mae": baselines.get("last_value", {}).get("mae"),
+        "seasonal_naive_mse": baselines.get("seasonal_naive", {}).get("mse"),
+        "seasonal_naive_mae": baselines.get("seasonal_naive", {}).get("mae"),
+        "test_windows": m.get("test_windows"),
+        "test_windows_total": m.get("test_windows_total"),
+        "budget": _budget(r),
+        "steps": m.get("steps"),
+        "train_seconds": m.get("train_seconds"),
+        "command": m.get("command") or r.get("command"),
+    }
+
+
+def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One average row per dataset, backbone and budget whose four horizons are all present."""
+    out = []
+    frame = pd.DataFrame(rows)
+    frame = frame[frame["test_windows"] == frame["test_windows_total"]]  # whole test splits only
+    for (dataset, backbone, layers, budget), group in frame.groupby(
+        ["dataset", "backbone", "llm_layers", "budget"], dropna=False
+    ):
+        horizons = HORIZONS.get(dataset, (96, 192, 336, 720))
+        group = group.drop_duplicates("pred_len", keep="last")
+        if sorted(group["pred_len"]) != sorted(horizons):
+            continue
+        mse, mae = float(group["mse"].mean()), float(group["mae"].mean())
+        paper = PAPER_LONG_TERM_AVERAGE.get(dataset)
+        out.append(
+            {
+                "run": "(average)",
+                "dataset": dataset,
+                "target": dataset,
+                "pred_len": "avg",
+                "percent": 100,
+                "backbone": backbone,
+                "llm_layers": layers,
+                "mse": mse,
+                "mae": mae,
+                "paper_mse": paper[0] if paper else None,
+                "paper_mae": paper[1] if paper else None,
+                "rel_mse": relative(mse, paper[0] if paper else None),
+                "rel_mae": relative(mae, paper[1] if paper else None),
+                "paper_note": f"paper: {dataset} average over 4 horizons" if paper else NOT_IN_SPEC,
+                "budget": budget,
+            }
+        )
+    return out
+
+
+def _m4_row(run: Run, root: Path) -> dict[str, Any]:
+    r, m = run.record, run.metrics
+    baselines = m.get("baselines", {})
+    # seasonal naive with the frequency's period (period 1: the last value, Naive1)
+    snaive = baselines.get("seasonal_naive", baselines.get("naive1", {}))
+    return {
+        "run": _name(run, root),
+        "frequency": m.get("frequency", r.get("frequency")),
+        "series": m.get("series"),
+        "backbone": m.get("backbone", r.get("model", {}).get("backbone")),
+        "llm_layers": m.get("llm_layers"),
+        "smape": m.get("smape"),
+        "mase": m.get("mase"),
+        "owa": m.get("owa"),
+        "naive2_smape": m.get("naive2_smape"),
+        "naive2_mase": m.get("naive2_mase"),
+        "snaive_smape": snaive.get("smape"),
+        "snaive_mase": snaive.get("mase"),
+        "snaive_owa": snaive.get("owa"),
+        "paper_smape": None,
+        "paper_mase": None,
+        "paper_owa": None,
+        "rel_smape": None,
+        "rel_mase": None,
+        "rel_owa": None,
+        "paper_note": f"per frequency: {NOT_IN_SPEC}",
+        "budget": _budget(r),
+        "steps": m.get("steps"),
+        "train_seconds": m.get("train_seconds"),
+        "command": m.get("command") or r.get("command"),
+    }
+
+
+def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The series-weighted overall row of each backbone and budget, over the frequencies present."""
+    from timellm.protocols import weighted_m4
+
+    out = []
+    frame = pd.DataFrame(rows)
+    for (backbone, layers, budget), group in frame.groupby(
+        ["backbone", "llm_layers", "budget"], dropna=False
+    ):
+        group = group.drop_duplicates("frequency", keep="last")
+        records = group.to_dict("records")
+        total = weighted_m4(records)
+        snaive = {"smape": None, "mase": None, "owa": None}
+        if all(
+            isinstance(x.get("snaive_smape"), float) and math.isfinite(x["snaive_smape"]) for x in records
+        ):
+            snaive = weighted_m4(
+                [{**x, "smape": x["snaive_smape"], "mase": x["snaive_mase"]} for x in records]
+            )
+        frequencies = ", ".join(group["frequency"])
+        paper = PAPER_M4_AVERAGE
+        note = "paper: weighted over all six frequencies"
+        if total["series"] != M4_ALL_SERIES:
+            note += f" (100,000 series); ours over {frequencies} ({total['series']:,}): not like for like"
+        out.append(
+            {
+                "run": "(weighted average)",
+                "frequency": f"Average ({frequencies})",
+                "series": total["series"],
+                "backbone": backbone,
+                "llm_layers": layers,
+                "smape": total["smape"],
+                "mase": total["mase"],
+                "owa": total["owa"],
+                "naive2_smape": total["naive2_smape"],
+                "naive2_mase": total["naive2_mase"],
+                "snaive_smape": snaive["smape"],
+                "snaive_mase": snaive["mase"],
+                "snaive_owa": snaive["owa"],
+                "paper_smape": paper[0],
+                "paper_mase": paper[1],
+                "paper_owa": paper[2],
+                "rel_smape": relative(total["smape"], paper[0]),
+                "rel_mase": relative(total["mase"], paper[1]),
+                "rel_owa": relative(total["owa"], paper[2]),
+                "paper_note": note,
+                "budget": budget,
+            }
+        )
+    return out
+
+
+def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFrame]:
+    """One table per protocol present, rows in run order (plus average rows where they apply)."""
+    root = Path(root)
+    rows: dict[str, list[dict[str, Any]]] = {p: [] for p in PROTOCOLS}
+    for run in runs:
+        protocol = run.protocol
+        rows[protocol].append(_m4_row(run, root) if protocol == "m4" else _long_term_row(run, root, protocol))
+    tables = {}
+    for protocol, items in rows.items():
+        if not items:
+            continue
+        if protocol == "long_term":
+            items = items + _long_term_averages(items)
+        elif protocol == "m4":
+            items = items + _m4_averages(items)
+        tables[protocol] = pd.DataFrame(items)
+    return tables
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if column.startswith("rel_"):
+        return f"{value:+.1%}"
+    if isinstance(value, float):
+        if column in ("train_seconds", "percent", "pred_len", "series", "llm_layers"):
+            return f"{value:g}" if column != "train_seconds" else f"{value:.0f}"
+        return f"{value:.3f}" if column.endswith("smape") else f"{value:.4f}"
+    if column == "command":
+        return f"`{value}`"
+    return str(value).replace("|", "\\|")
+
+
+MARKDOWN_COLUMNS = {
+    "long_term": [
+        "dataset", "pred_len", "backbone", "llm_layers", "mse", "mae", "paper_mse", "paper_mae",
+        "rel_mse", "rel_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
+    ],
+    "few_shot": [
+        "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mae", "paper_mse",
+        "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
+    ],
+    "zero_shot": [
+        "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mae", "paper_mse",
+        "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
+    ],
+    "m4": [
+        "frequency", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
+        "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
+        "paper_owa", "rel_smape", "rel_mase", "rel_owa",
+        "budget", "train_seconds",
+    ],
+}  # fmt: skip
+
+
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    columns = [c for c in columns if c in frame.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for record in frame.to_dict("records"):
+        lines.append("| " + " | ".join(_cell(record.get(c), c) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(protocol: str, table: pd.DataFrame) -> str:
+    """The Markdown section of one protocol: the table, the commands and the notes."""
+    parts = [f"## {TITLES[protocol]}", "", markdown_table(table, MARKDOWN_COLUMNS[protocol]), ""]
+    if protocol in ("long_term", "few_shot", "zero_shot"):
+        parts.append(
+            "MSE/MAE on the standardised scale over every test window and channel; the naive columns "
+            "are the last-value and seasonal-naive forecasts of the same windows."
+        )
+        partial = table[
+            table["test_windows"].notna() & (table["test_windows"] != table["test_windows_total"])
+        ]
+        if len(partial):
+            parts.append(
+                f"Runs tested on a subset of the test windows (not comparable to the paper): {', '.join(partial['run'])}."
+            )
+    else:
+        parts.append(
+            "SMAPE (%), MASE and OWA against the official test file; OWA relates SMAPE and MASE to the "
+            "official Naive2 forecasts (Naive2 scores 1); snaive: the seasonal naive forecast from the same "
+            "inputs (period 1: the last value). The average rows weigh each frequency by its series."
+        )
+    notes = sorted({n for n in table["paper_note"].dropna() if n})
+    if notes:
+        parts.append("Paper column: " + "; ".join(notes) + ". Relative difference = (ours - paper) / paper.")
+    commands = [
+        (r["run"], r["command"]) for r in table.to_dict("records") if isinstance(r.get("command"), str)
+    ]
+    if commands:
+        parts += ["", "Commands:", ""] + [f"- `{run}`: `{command}`" for run, command in commands]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[dict[str, Path], str]:
+    """Write ``<protocol>.csv`` and ``report_<protocol>.md`` for each protocol found under ``root``.
+
+    Returns the written Markdown files by protocol and the whole report as Markdown.
+    """
+    root = Path(root)
+    runs = collect_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no run folder (with {RUN_CONFIG} and {METRICS}) under {root}")
+    out_dir = Path(out_dir) if out_dir is not None else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, sections = {}, []
+    for protocol, table in build_tables(runs, root).items():
+        table.to_csv(out_dir / f"{protocol}.csv", index=False)
+        section = render_markdown(protocol, table)
+        path = out_dir / f"report_{protocol}.md"
+        path.write_text(f"# Time-LLM reproduction: {TITLES[protocol].lower()}\n\n" + section)
+        written[protocol] = path
+        sections.append(section)
+    return written, "\n".join(sections)
