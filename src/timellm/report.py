@@ -331,7 +331,14 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
             items = items + _long_term_averages(items)
         elif protocol == "m4":
             items = items + _m4_averages(items)
-        tables[protocol] = pd.DataFrame(items)
+        table = pd.DataFrame(items)
+        for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
+            if (
+                column in table
+                and table[column].map(lambda v: v is None or isinstance(v, (int, float))).all()
+            ):
+                table[column] = table[column].astype("Int64")  # counts stay integers beside empty cells
+        tables[protocol] = table
     return tables
 
 
