@@ -41,6 +41,11 @@ def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True)
         required=preset_required,
         help="a preset name, e.g. ETTh1-96 or ETTh1-96-cpu (see `timellm presets`)",
     )
+    _add_preset_overrides(parser)
+
+
+def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --set and --out: what every command that runs a preset takes."""
     parser.add_argument(
         "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
     )
@@ -62,18 +67,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser, preset: str) -> None:
         help=f"preset variant: cpu (default: sized for a CPU, see `timellm presets`) or paper "
         f"(the paper's settings, for a GPU); the preset is {preset}[-<variant>]",
     )
-    parser.add_argument(
-        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
-    )
-    parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
+    _add_preset_overrides(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
