@@ -8,7 +8,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import tiny_config
 from timellm import TimeLLM
-from timellm.bench import TRAIN_ROWS, RunSpec, etth1_windows, fast_path_flops, markdown_table, run_one
+from timellm.bench import (
+    TRAIN_ROWS,
+    RunSpec,
+    etth1_windows,
+    fast_path_flops,
+    markdown_table,
+    plain_path_flops,
+    run_one,
+)
 from timellm.layers import revin_normalize
 
 
@@ -53,8 +61,33 @@ def test_the_flop_formula_counts_what_the_fast_path_multiplies(backbone, train):
     assert formula == pytest.approx(counter.get_total_flops(), rel=2e-3)  # the patch embedding is left out
 
 
-@pytest.mark.parametrize("path", ["plain", "fast"])
-def test_one_configuration_is_measured(etth1_like, path):
+@pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2"])
+@pytest.mark.parametrize("train", [True, False])
+def test_the_flop_formula_counts_what_the_plain_path_multiplies(backbone, train):
+    config = tiny_config(
+        backbone, dropout=0.0, attention_dropout=0.0, patch_embedding="linear", fast_path=False
+    )
+    model = TimeLLM(config)
+    x = torch.randn(4, 48, 1)
+    model.train(train)
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    _, mask = model.prompt_token_ids(revin_normalize(x[..., 0])[0])
+    formula = plain_path_flops(model, 4, mask.shape[1], train, attention=False)
+    assert formula == pytest.approx(counter.get_total_flops(), rel=2e-3)
+    # the plain path computes more than the fast path for the same series
+    stats_len = TimeLLM(tiny_config(backbone)).statistics_token_ids(revin_normalize(x[..., 0])[0])[1].shape[1]
+    assert formula > fast_path_flops(model, 4, len(model.prefix_ids), stats_len, train, attention=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "attention", "fused_adam"), [("plain", "eager", False), ("fast", "sdpa", True)]
+)
+def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
     spec = RunSpec(
         backbone="tiny-random-llama",
         layers=2,
@@ -68,6 +101,8 @@ def test_one_configuration_is_measured(etth1_like, path):
         steps=2,
         threads=1,
         data=str(etth1_like),
+        attention=attention,
+        fused_adam=fused_adam,
         model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
     )
     row = run_one(spec)
@@ -75,8 +110,8 @@ def test_one_configuration_is_measured(etth1_like, path):
     assert row["series_per_s"] > 0 and row["series_per_cpu_s"] > 0 and row["cpu_util"] > 0
     assert row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
     assert row["malloc"] in ("default", "tuned", "custom")
-    if path == "fast":
-        assert row["flops"] > 0 and row["flop_per_s"] > 0
+    assert row["attn_implementation"] == attention and row["fused_adam"] == fused_adam
+    assert row["flops"] > 0 and row["flop_per_s"] > 0
 
 
 def test_markdown_table():

@@ -8,7 +8,7 @@ from timellm.data import WindowDataset, load_splits
 from timellm.evaluation import predict_windows
 from timellm.presets import get_preset
 from timellm.runs import evaluate_run, score_test_split, train_and_test
-from timellm.training import TrainConfig, fit, make_scheduler
+from timellm.training import TrainConfig, fit, make_adam, make_scheduler
 
 
 def synthetic(rows=400, channels=2, seed=0):
@@ -144,3 +144,20 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
     again = evaluate_run(tmp_path / "run", full=False)
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
     assert set(metrics["baselines"]["seasonal_naive"]) == {"mse", "mae"}
+
+
+def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():
+    torch.manual_seed(0)
+    frozen = torch.nn.Parameter(torch.randn(3), requires_grad=False)
+    weights = [torch.nn.Parameter(torch.randn(50, 40)), torch.nn.Parameter(torch.randn(40))]
+    twins = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    fused, loop = make_adam([*weights, frozen], 1e-2), torch.optim.Adam(twins, lr=1e-2)
+    assert fused.defaults["fused"] and len(fused.param_groups[0]["params"]) == 2  # the frozen one is left out
+    for _ in range(5):
+        grads = [torch.randn_like(w) for w in weights]
+        for w, t, g in zip(weights, twins, grads):
+            w.grad, t.grad = g.clone(), g.clone()
+        fused.step()
+        loop.step()
+    for w, t in zip(weights, twins):
+        torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-6)

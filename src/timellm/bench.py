@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,9 @@ class RunSpec:
     threads: int
     data: str
     gradient_checkpointing: bool = False
+    attention: str = "sdpa"  # the backbone's attention kernel: "sdpa" or "eager" (the released code's)
+    fused_adam: bool = True  # torch's fused Adam kernel, or the per-tensor loop (the released code's)
+    label: str = ""  # a name for the row (the ladder's steps)
     model_changes: dict = field(default_factory=dict)  # other TimeLLMConfig fields (tests: a small d_ff)
 
 
@@ -111,6 +114,31 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 8) -> tuple[fl
     return 2 * size**3 / wall, 2 * size**3 / cpu
 
 
+def _llm_shape(model) -> tuple[int, int, int]:
+    """(weights per layer, heads x head_dim, layers) of the model's LLM."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    llm = model.llm
+    layer = next(m for m in llm.modules() if isinstance(m, GradientCheckpointingLayer))
+    weights = sum(p.numel() for p in layer.parameters() if p.ndim == 2)
+    cfg = llm.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return weights, heads * head_dim, cfg.num_hidden_layers
+
+
+def _adapter_flops(model, series: int, train: bool, prototypes_computed: bool) -> float:
+    c = model.config
+    p, s, d = c.num_patches, series, model.backbone.hidden_size
+    vocab, protos, width = model.backbone.vocab_size, c.num_prototypes, c.n_heads * c.head_dim
+    reprogramming = 2 * s * p * c.d_model * width + 4 * protos * d * width
+    reprogramming += 4 * s * p * protos * width + 2 * s * p * width * d
+    head = 2 * s * c.d_ff * p * c.pred_len
+    mapping = 2 * protos * vocab * d if prototypes_computed else 0.0
+    # training: forward and twice that backward, the mapping's weight gradient only (E is frozen)
+    return 3 * (reprogramming + head) + 2 * mapping if train else reprogramming + head + mapping
+
+
 def fast_path_flops(
     model, series: int, prefix_len: int, stats_len: float, train: bool, attention: bool = True
 ) -> float:
@@ -136,34 +164,35 @@ def fast_path_flops(
     ``attention=False`` leaves out the LLM's QKᵀ and AV too (torch's FLOP counter does not see
     the CPU flash-attention kernel, so the tests compare that part with it).
     """
-    c = model.config
-    llm = model.llm
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layer = next(m for m in llm.modules() if isinstance(m, GradientCheckpointingLayer))
-    weights = sum(p.numel() for p in layer.parameters() if p.ndim == 2)
-    cfg = llm.config
-    heads = cfg.num_attention_heads
-    attention_width = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    attention_width *= heads
-    n, p, s = cfg.num_hidden_layers, c.num_patches, series
-    lp, ls = prefix_len, stats_len
+    weights, width, n = _llm_shape(model)
+    p, s, lp, ls = model.config.num_patches, series, prefix_len, stats_len
 
     def tokens(count: float, keys: float, backward: bool) -> float:
         linear = 2 * weights * count * n
-        scores = 4 * attention_width * keys * count * n if attention else 0.0
+        scores = 4 * width * keys * count * n if attention else 0.0
         return linear + scores + ((linear + 2 * scores) if backward else 0.0)
 
     llm_flops = tokens(s * ls, lp + (ls + 1) / 2, False) + tokens(s * p, lp + ls + (p + 1) / 2, train)
-    d = model.backbone.hidden_size
-    vocab, protos, width = model.backbone.vocab_size, c.num_prototypes, c.n_heads * c.head_dim
-    reprogramming = 2 * s * p * c.d_model * width + 4 * protos * d * width
-    reprogramming += 4 * s * p * protos * width + 2 * s * p * width * d
-    head = 2 * s * c.d_ff * p * c.pred_len
-    mapping = 2 * protos * vocab * d
-    # training: forward and twice that backward, the mapping's weight gradient only; inference: E' cached
-    adapter = 3 * (reprogramming + head) + 2 * mapping if train else reprogramming + head
-    return llm_flops + adapter
+    return llm_flops + _adapter_flops(model, series, train, prototypes_computed=train)
+
+
+def plain_path_flops(model, series: int, prompt_len: int, train: bool, attention: bool = True) -> float:
+    """FLOPs one plain-path step computes for ``series`` series whose padded prompt is ``prompt_len``.
+
+    Every series runs its whole ``prompt_len + P`` sequence (left pads included) through all
+    ``n`` layers: ``S·(L+P)·n·(2W + 4A·(L+P))`` forward (attention scores for every pair, masked
+    or not); in training the backward repeats the projections and doubles the attention for the
+    whole sequence (the prompt positions sit in the same tensors as the patches). E' is
+    recomputed in every forward, inference included. Everything else as :func:`fast_path_flops`.
+    The ratio of the two counts is the speed-up an exact shortcut can give when both paths run
+    their multiplies equally fast.
+    """
+    weights, width, n = _llm_shape(model)
+    length = prompt_len + model.config.num_patches
+    linear = 2 * weights * series * length * n
+    scores = 4 * width * length * series * length * n if attention else 0.0
+    llm_flops = linear + scores + ((linear + 2 * scores) if train else 0.0)
+    return llm_flops + _adapter_flops(model, series, train, prototypes_computed=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,30 +205,15 @@ def _peak_rss_mb() -> float:
 
 def run_one(spec: RunSpec) -> dict:
     """Measure one configuration in this process; return a result row."""
-    from timellm import TimeLLM, TimeLLMConfig
     from timellm._malloc import allocator_setting
-    from timellm.backbones import load_backbone
-    from timellm.config import ExecutionSettings
+    from timellm.layers import revin_normalize
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
     past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
-    backbone = load_backbone(spec.backbone, llm_layers=spec.layers)
-    config = TimeLLMConfig(
-        backbone=spec.backbone,
-        llm_layers=spec.layers,
-        seq_len=spec.seq_len,
-        pred_len=spec.pred_len,
-        dataset="ETTh1",
-        fast_path=spec.path == "fast",
-        **spec.model_changes,
-    )
-    execution = ExecutionSettings(
-        autocast_dtype=DTYPES[spec.dtype], gradient_checkpointing=spec.gradient_checkpointing
-    )
-    model = TimeLLM(config, backbone=backbone, execution=execution)
+    model = _build_model(spec)
     rss_loaded = _peak_rss_mb()
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimiser = _optimiser(spec, model)
 
     def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (i * spec.batch) % (past.shape[0] - spec.batch)
@@ -244,36 +258,26 @@ def run_one(spec: RunSpec) -> dict:
         peak_rss_mb=_peak_rss_mb(),
         rss_after_load_mb=rss_loaded,
         uses_fast_path=model.uses_fast_path,
+        attn_implementation=model.llm.config._attn_implementation,  # what the backbone really runs
     )
+    x, _ = batch(0)
+    normalised = revin_normalize(x[..., 0])[0]
+    train = spec.mode == "train"
     if model.uses_fast_path:
-        from timellm.layers import revin_normalize
-
-        x, _ = batch(0)
-        _, mask = model.statistics_token_ids(revin_normalize(x[..., 0])[0])
-        flops = fast_path_flops(model, spec.batch, len(model.prefix_ids), mask.shape[1], spec.mode == "train")
-        row.update(prefix_tokens=len(model.prefix_ids), stats_tokens=mask.shape[1], flops=flops)
-        row["flop_per_s"] = flops / seconds
-        row["flop_per_cpu_s"] = flops / cpu_seconds
+        stats_len = model.statistics_token_ids(normalised)[1].shape[1]
+        flops = fast_path_flops(model, spec.batch, len(model.prefix_ids), stats_len, train)
+    else:
+        flops = plain_path_flops(model, spec.batch, model.prompt_token_ids(normalised)[1].shape[1], train)
+    row.update(flops=flops, flop_per_s=flops / seconds, flop_per_cpu_s=flops / cpu_seconds)
     return row
 
 
-def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
-    """Where a training step's time goes: prompt tokens, LLM, mapping layer (V -> V'), the rest.
-
-    Each part is timed alone on the same batch (median of ``reps``, after one warm-up), the whole
-    step too; "rest" = step - parts (patch embedding, reprogramming, head, loss, Adam). Times are
-    this process's CPU time, which other processes sharing the cores disturb less than wall time.
-    """
+def _build_model(spec: RunSpec):
     from timellm import TimeLLM, TimeLLMConfig
     from timellm.backbones import load_backbone
     from timellm.config import ExecutionSettings
-    from timellm.layers import revin_normalize
 
-    torch.set_num_threads(spec.threads)
-    torch.manual_seed(0)
-    past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
-    x, y = past[: spec.batch, :, None], future[: spec.batch, :, None]
-    backbone = load_backbone(spec.backbone, llm_layers=spec.layers)
+    backbone = load_backbone(spec.backbone, llm_layers=spec.layers, attn_implementation=spec.attention)
     config = TimeLLMConfig(
         backbone=spec.backbone,
         llm_layers=spec.layers,
@@ -283,8 +287,37 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
         fast_path=spec.path == "fast",
         **spec.model_changes,
     )
-    model = TimeLLM(config, backbone=backbone, execution=ExecutionSettings(DTYPES[spec.dtype])).train()
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    execution = ExecutionSettings(
+        autocast_dtype=DTYPES[spec.dtype], gradient_checkpointing=spec.gradient_checkpointing
+    )
+    return TimeLLM(config, backbone=backbone, execution=execution)
+
+
+def _optimiser(spec: RunSpec, model) -> torch.optim.Optimizer:
+    from timellm.training import make_adam
+
+    if spec.fused_adam:
+        return make_adam(model.parameters(), 1e-3)
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+
+def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
+    """Where a training step's time goes: prompt tokens, LLM, mapping layer (V -> V'), the rest.
+
+    Each part is timed alone on the same batch (median of ``reps``, after one warm-up), the whole
+    step too; "adam" is the optimiser step alone; "rest" = step - parts (patch embedding,
+    reprogramming, head, loss). Times are
+    this process's CPU time, which other processes sharing the cores disturb less than wall time.
+    """
+    from timellm.layers import revin_normalize
+
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
+    x, y = past[: spec.batch, :, None], future[: spec.batch, :, None]
+    model = _build_model(spec).train()
+    config, backbone = model.config, model.backbone
+    optimiser = _optimiser(spec, model)
     normalised = revin_normalize(x[..., 0])[0]
     width = backbone.hidden_size
 
@@ -318,10 +351,19 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
             model.prototypes(backbone.word_embeddings).sum().backward()
         model.zero_grad(set_to_none=True)
 
+    def adam() -> None:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+        optimiser.step()
+        model.zero_grad(set_to_none=True)
+
     parts = {"step": timed(full_step), "prompt": timed(prompt), "llm": timed(llm), "mapping": timed(mapping)}
+    parts["adam"] = timed(adam)
     parts["llm"] -= parts["prompt"]  # _run_llm builds the prompt tokens itself
-    parts["rest"] = parts["step"] - parts["prompt"] - parts["llm"] - parts["mapping"]
-    row = {k: v for k, v in asdict(spec).items() if k in ("backbone", "layers", "dtype", "path", "batch")}
+    parts["rest"] = parts["step"] - parts["prompt"] - parts["llm"] - parts["mapping"] - parts["adam"]
+    keep = ("backbone", "layers", "dtype", "path", "batch", "attention", "fused_adam")
+    row = {k: v for k, v in asdict(spec).items() if k in keep}
     from timellm._malloc import allocator_setting
 
     row["malloc"] = allocator_setting()
@@ -360,6 +402,21 @@ def _child(task: str, payload: dict, malloc: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# (label, RunSpec changes, allocator): each step adds one speed-up to the one before
+LADDER = (
+    (
+        "as released: plain path, eager attention, per-tensor Adam, fp32",
+        {"path": "plain", "attention": "eager", "fused_adam": False},
+        "default",
+    ),
+    ("+ SDPA attention", {"path": "plain", "attention": "sdpa", "fused_adam": False}, "default"),
+    ("+ fused Adam", {"path": "plain", "attention": "sdpa", "fused_adam": True}, "default"),
+    ("+ fast path (prompt cache, token memo, E' cache)", {"path": "fast"}, "default"),
+    ("+ tuned allocator", {"path": "fast"}, "tuned"),
+    ("+ bf16 autocast", {"path": "fast", "dtype": "bf16"}, "tuned"),
+)
+
+
 def speed_benchmark(
     backbone: str = "smollm2-135m",
     layers: int = 6,
@@ -376,16 +433,23 @@ def speed_benchmark(
     seq_len: int = 512,
     pred_len: int = 96,
     breakdown: bool = True,
+    ladder: bool = True,
+    plain_attention: str = "eager",
+    plain_fused_adam: bool = False,
     gradient_checkpointing: bool = False,
     out: str | Path | None = "results/speed.csv",
 ) -> pd.DataFrame:
     """Measure every (dtype, path, mode, malloc) configuration, each in a fresh process.
 
-    Returns one row per configuration with at least ``backbone, layers, dtype, path, mode,
-    series_per_s, peak_rss_mb, malloc``, plus the speed-up over the plain path of the same
-    (dtype, mode, malloc) and over the plain path with the default allocator, and for fast-path
-    rows the achieved FLOP/s and its fraction of the matmul peak. Writes ``out`` (CSV) if given;
-    with ``breakdown`` also ``<out stem>_breakdown.csv`` (where a training step's time goes).
+    The plain path runs as the released code does (``plain_attention`` eager, Adam's per-tensor
+    loop), the fast path with SDPA and the fused Adam. Returns one row per configuration with at
+    least ``backbone, layers, dtype, path, mode, series_per_s, peak_rss_mb, malloc``, plus the
+    speed-up over the plain path of the same (dtype, mode, malloc) and over the plain path with
+    the default allocator, the FLOPs each path computes per step (their ratio ``flop_ratio`` is
+    the speed-up the shortcut gives at equal FLOP rates) and the achieved fraction of the matmul
+    peak. Writes ``out`` (CSV) if given; with ``breakdown`` also ``<out stem>_breakdown.csv`` (where
+    a training step's time goes) and with ``ladder`` ``<out stem>_ladder.csv`` (each speed-up
+    added in turn to the released configuration).
     """
     threads = threads or os.cpu_count() or 1
     data = Path(data) if data is not None else default_etth1()
@@ -394,6 +458,30 @@ def speed_benchmark(
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+    base = RunSpec(
+        backbone=backbone,
+        layers=layers,
+        batch=batch,
+        seq_len=seq_len,
+        pred_len=pred_len,
+        dtype="fp32",
+        path="fast",
+        mode="train",
+        warmup=warmup,
+        steps=steps,
+        threads=threads,
+        data=str(data),
+        gradient_checkpointing=gradient_checkpointing,
+    )
+    as_run = {
+        "plain": {"attention": plain_attention, "fused_adam": plain_fused_adam},
+        "fast": {"attention": "sdpa", "fused_adam": True},
+    }
+
+    def spec_for(mode: str, **changes) -> RunSpec:
+        changes = {**as_run[changes.get("path", base.path)], **changes}
+        return replace(base, mode=mode, steps=steps if mode == "train" else infer_steps, **changes)
+
     peak = _child("matmul", {"threads": threads}, "tuned")
     rows = []
     # the allocator settings alternate innermost: load from other processes drifts over minutes,
@@ -402,59 +490,61 @@ def speed_benchmark(
         for mode in modes:
             for path in paths:
                 for malloc in mallocs:
-                    spec = RunSpec(
-                        backbone=backbone,
-                        layers=layers,
-                        batch=batch,
-                        seq_len=seq_len,
-                        pred_len=pred_len,
-                        dtype=dtype,
-                        path=path,
-                        mode=mode,
-                        warmup=warmup,
-                        steps=steps if mode == "train" else infer_steps,
-                        threads=threads,
-                        data=str(data),
-                        gradient_checkpointing=gradient_checkpointing,
-                    )
                     logger.info("benchmarking %s %s %s with the %s allocator", dtype, path, mode, malloc)
-                    rows.append(_child("run", asdict(spec), malloc))
+                    rows.append(_child("run", asdict(spec_for(mode, path=path, dtype=dtype)), malloc))
     order = {"malloc": list(mallocs), "dtype": list(dtypes), "mode": list(modes), "path": list(paths)}
     frame = pd.DataFrame(rows).sort_values(
         list(order), key=lambda column: column.map(order[column.name].index), ignore_index=True
     )
     keys = ["dtype", "mode", "malloc"]
-    plain = frame[frame.path == "plain"].set_index(keys)["series_per_s"]
+    plain = frame[frame.path == "plain"].set_index(keys)
     frame["speedup"] = [
-        r.series_per_s / plain.get((r.dtype, r.mode, r.malloc), np.nan) for r in frame.itertuples()
+        r.series_per_s / plain["series_per_s"].get((r.dtype, r.mode, r.malloc), np.nan)
+        for r in frame.itertuples()
+    ]
+    frame["flop_ratio"] = [
+        plain["flops"].get((r.dtype, r.mode, r.malloc), np.nan) / r.flops for r in frame.itertuples()
     ]
     baseline = frame[(frame.path == "plain") & (frame.malloc == "default")].set_index(["dtype", "mode"])
     frame["speedup_vs_plain_default_malloc"] = [
         r.series_per_s / baseline["series_per_s"].get((r.dtype, r.mode), np.nan) for r in frame.itertuples()
     ]
-    cpu_plain = frame[frame.path == "plain"].set_index(keys)["series_per_cpu_s"]
     frame["speedup_cpu"] = [
-        r.series_per_cpu_s / cpu_plain.get((r.dtype, r.mode, r.malloc), np.nan) for r in frame.itertuples()
+        r.series_per_cpu_s / plain["series_per_cpu_s"].get((r.dtype, r.mode, r.malloc), np.nan)
+        for r in frame.itertuples()
     ]
-    if "flop_per_s" in frame:
-        frame["matmul_peak_flop_per_s"] = frame["dtype"].map(lambda d: peak[d])
-        frame["matmul_peak_flop_per_cpu_s"] = frame["dtype"].map(lambda d: peak[f"{d}_per_cpu_s"])
-        frame["fraction_of_peak"] = frame["flop_per_cpu_s"] / frame["matmul_peak_flop_per_cpu_s"]
+    frame["matmul_peak_flop_per_s"] = frame["dtype"].map(lambda d: peak[d])
+    frame["matmul_peak_flop_per_cpu_s"] = frame["dtype"].map(lambda d: peak[f"{d}_per_cpu_s"])
+    frame["fraction_of_peak"] = frame["flop_per_cpu_s"] / frame["matmul_peak_flop_per_cpu_s"]
     frame.attrs["matmul_peak"] = peak
+    out = Path(out) if out is not None else None
     if out is not None:
-        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index=False)
     if breakdown:
-        parts = []
-        for path in paths:
-            spec = RunSpec(
-                backbone, layers, batch, seq_len, pred_len, dtypes[0], path, "train", 1, 3, threads, str(data)
-            )
-            parts.append(_child("breakdown", asdict(spec), mallocs[-1]))
+        parts = [
+            _child("breakdown", asdict(spec_for("train", path=path, dtype=dtypes[0])), mallocs[-1])
+            for path in paths
+        ]
         frame.attrs["breakdown"] = pd.DataFrame(parts)
         if out is not None:
             frame.attrs["breakdown"].to_csv(out.with_name(f"{out.stem}_breakdown.csv"), index=False)
+    if ladder:
+        steps_run = []
+        for mode in modes:
+            for label, changes, malloc in LADDER:
+                if mode != "train" and label == "+ fused Adam":
+                    continue  # no optimiser at inference
+                logger.info("ladder (%s): %s", mode, label)
+                row = _child("run", asdict(spec_for(mode, label=label, **changes)), malloc)
+                steps_run.append(row)
+        table = pd.DataFrame(steps_run)
+        first = table.groupby("mode")["series_per_s"].transform("first")
+        table["speedup_vs_released"] = table["series_per_s"] / first
+        table["speedup_vs_previous"] = table["series_per_s"] / table.groupby("mode")["series_per_s"].shift(1)
+        frame.attrs["ladder"] = table
+        if out is not None:
+            table.to_csv(out.with_name(f"{out.stem}_ladder.csv"), index=False)
     return frame
 
 
@@ -484,10 +574,12 @@ def report(frame: pd.DataFrame) -> str:
         "layers",
         "dtype",
         "path",
+        "attention",
         "mode",
         "malloc",
         "series_per_s",
         "speedup",
+        "flop_ratio",
         "speedup_vs_plain_default_malloc",
         "series_per_cpu_s",
         "speedup_cpu",
@@ -506,8 +598,23 @@ def report(frame: pd.DataFrame) -> str:
         )
     parts = frame.attrs.get("breakdown")
     if parts is not None and len(parts):
-        cols = ["path", "dtype", "malloc", "step_s", "prompt_pct", "llm_pct", "mapping_pct", "rest_pct"]
+        cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
+        cols += ["prompt_pct", "llm_pct", "mapping_pct", "adam_pct", "rest_pct"]
         text += "\n\nwhere a training step's time goes (%):\n\n" + markdown_table(parts, cols, digits=3)
+    ladder = frame.attrs.get("ladder")
+    if ladder is not None and len(ladder):
+        cols = [
+            "mode",
+            "label",
+            "malloc",
+            "series_per_s",
+            "speedup_vs_previous",
+            "speedup_vs_released",
+            "peak_rss_mb",
+        ]
+        text += "\n\neach speed-up in turn, from the released configuration:\n\n" + markdown_table(
+            ladder, cols
+        )
     return text
 
 
@@ -526,6 +633,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA or ../shared)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
+    parser.add_argument("--no-ladder", action="store_true", help="skip adding the speed-ups one at a time")
+    parser.add_argument(
+        "--plain-attention",
+        default="eager",
+        choices=["eager", "sdpa"],
+        help="the plain path's attention kernel (default: eager, as the released code forces)",
+    )
+    parser.add_argument(
+        "--plain-fused-adam", action="store_true", help="give the plain path the fused Adam too"
+    )
     parser.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
     )
@@ -558,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
         data=args.data,
         breakdown=not args.no_breakdown,
+        ladder=not args.no_ladder,
+        plain_attention=args.plain_attention,
+        plain_fused_adam=args.plain_fused_adam,
         gradient_checkpointing=args.gradient_checkpointing,
         out=args.out,
     )

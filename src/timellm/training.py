@@ -162,6 +162,20 @@ def per_sample_loss(name: str, pred: torch.Tensor, true: torch.Tensor) -> torch.
     return ELEMENT_LOSSES[name](pred, true).flatten(1).mean(1)
 
 
+def make_adam(parameters, learning_rate: float) -> torch.optim.Adam:
+    """Adam over the parameters that require grad, with torch's fused kernel where the device has one.
+
+    The fused kernel does Adam's update in one pass per tensor instead of about seven (the
+    mapping layer alone holds V' x V weights): the same update, a fraction of the time.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+    except RuntimeError as err:  # a device without the fused kernel: the per-tensor loop computes the same
+        logger.debug("fused Adam unavailable (%s); using the per-tensor loop", err)
+        return torch.optim.Adam(params, lr=learning_rate)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
     """Return (scheduler, steps per epoch or 1 for per-step stepping): only the chosen one is built."""
     if config.schedule == "onecycle":
@@ -333,7 +347,7 @@ def fit(
         # its own generator: starting an epoch must not draw from the global one (dropout's)
         generator=torch.Generator().manual_seed(config.seed),
     )
-    adam = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    adam = make_adam(model.parameters(), config.learning_rate)
     model, optimizer, loader = accelerator.prepare(model, adam, loader)
     batches_per_epoch = len(loader)  # on each process, after sharding
     scheduler, step_every = make_scheduler(adam, config, math.ceil(batches_per_epoch / config.grad_accum))
