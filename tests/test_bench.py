@@ -17,6 +17,7 @@ from timellm.bench import (
     plain_path_flops,
     run_one,
 )
+from timellm.config import ExecutionSettings
 from timellm.layers import revin_normalize
 
 
@@ -45,7 +46,10 @@ def test_windows_are_stride_one_and_standardised_on_the_training_rows(etth1_like
 @pytest.mark.parametrize("train", [True, False])
 def test_the_flop_formula_counts_what_the_fast_path_multiplies(backbone, train):
     # torch's counter does not see the CPU flash-attention kernel: compare without QK^T and AV
-    model = TimeLLM(tiny_config(backbone, dropout=0.0, attention_dropout=0.0, patch_embedding="linear"))
+    model = TimeLLM(
+        tiny_config(backbone, dropout=0.0, attention_dropout=0.0, patch_embedding="linear"),
+        execution=ExecutionSettings(attention="sdpa"),
+    )
     x = torch.randn(4, 48, 1)
     model.train(train)
     with torch.no_grad():

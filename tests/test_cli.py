@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from timellm.cli import main
 
@@ -103,3 +104,6 @@ def test_train_end_to_end_on_a_tiny_backbone(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Time-LLM" in out and "seasonal naive" in out and "40 of 2869 test windows" in out
     assert (tmp_path / "run" / "metrics.json").is_file()
+    # the command recorded is the one main() was given, not the test runner's sys.argv
+    recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["command"]
+    assert recorded.startswith("timellm train --preset ETTh1-96-cpu --backbone tiny-random-gpt2")

@@ -52,9 +52,11 @@ def assert_same_gradients(fast: dict, plain: dict) -> None:
         )
 
 
+@pytest.mark.parametrize("attention", ["auto", "sdpa", "eager"])
 @pytest.mark.parametrize("backbone", DECODERS)
-def test_fast_and_plain_paths_agree_on_outputs_and_gradients(backbone):
+def test_fast_and_plain_paths_agree_on_outputs_and_gradients(backbone, attention):
     fast, plain = twins(backbone)
+    fast.execution = ExecutionSettings(attention=attention)
     assert fast.uses_fast_path and not plain.uses_fast_path
     x = varied_batch()
     normalised, _, _ = revin_normalize(x.permute(0, 2, 1).reshape(-1, x.shape[1]))
@@ -238,10 +240,32 @@ def test_bf16_autocast_keeps_the_paths_close(backbone):
     assert fast.prototypes.mapping.weight.grad.dtype == torch.float32
 
 
-def test_the_backbone_keeps_efficient_attention():
-    fast, _ = twins("tiny-random-llama")
-    step(fast, varied_batch())
-    assert fast.llm.config._attn_implementation == "sdpa"
+def kernels_used(model: TimeLLM, x: torch.Tensor) -> set[str]:
+    """The attention implementations the LLM's layers ran with during one training step."""
+    seen = set()
+    hooks = [
+        m.register_forward_pre_hook(lambda module, args: seen.add(module.config._attn_implementation))
+        for name, m in model.llm.named_modules()
+        if name.endswith("self_attn") or name.endswith(".attn")
+    ]
+    step(model, x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("fast_path", "attention", "expected"),
+    [(True, "auto", "eager"), (False, "auto", "sdpa"), (True, "sdpa", "sdpa"), (False, "eager", "eager")],
+)
+def test_the_attention_kernel_follows_the_setting_and_does_not_leak(fast_path, attention, expected):
+    fast, plain = twins("tiny-random-llama")
+    model = fast if fast_path else plain
+    model.execution = ExecutionSettings(attention=attention)
+    assert kernels_used(model, varied_batch()) == {expected}
+    assert model.llm.config._attn_implementation == "sdpa"  # the backbone as loaded, after the call
+    with pytest.raises(ValueError, match="attention must be"):
+        ExecutionSettings(attention="flash")
 
 
 def test_execution_settings_reject_unknown_dtypes():

@@ -155,9 +155,9 @@ def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():
     assert fused.defaults["fused"] and len(fused.param_groups[0]["params"]) == 2  # the frozen one is left out
     for _ in range(5):
         grads = [torch.randn_like(w) for w in weights]
-        for w, t, g in zip(weights, twins, grads):
+        for w, t, g in zip(weights, twins, grads, strict=True):
             w.grad, t.grad = g.clone(), g.clone()
         fused.step()
         loop.step()
-    for w, t in zip(weights, twins):
+    for w, t in zip(weights, twins, strict=True):
         torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-6)

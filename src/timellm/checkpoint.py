@@ -33,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from timellm.model import check_weights as model_weights_check
+
 FORMAT = "timellm-checkpoint"
 VERSION = 1
 STATE_FILE = "state.json"
@@ -185,19 +187,7 @@ def check_weights(
     path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Strict key and shape check of saved weights against a model's; errors name the file."""
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint file {path} does not match this model: missing {missing or 'none'}, "
-            f"unexpected {unexpected or 'none'}"
-        )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"checkpoint file {path} was made for another backbone or shape: {key} has shape "
-                f"{tuple(value.shape)}, this model expects {tuple(expected[key].shape)}"
-            )
-    return tensors
+    return model_weights_check(f"checkpoint file {path}", tensors, expected, CheckpointError)
 
 
 # --------------------------------------------------------------------------------------------

@@ -247,7 +247,7 @@ def cmd_train(args) -> int:
         else:
             preset = _resolve_preset(args)
             run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
-            command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            command = _command_line(args)
             metrics = train_and_test(
                 preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
             )
@@ -657,7 +657,7 @@ def cmd_ablate(args) -> int:
         preset = preset.with_overrides({"description": args.description})
     name = source.name if source else preset.name
     run_dir = Path(args.out) if args.out else _default_run_dir(f"ablate-{name}")
-    command = "timellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line(args)
     table = run_ablation(
         preset,
         run_dir,

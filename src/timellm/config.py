@@ -140,9 +140,16 @@ class ExecutionSettings:
     # recompute each backbone layer in backward instead of keeping its activations: less memory,
     # about one more forward of the LLM per step (gradients do flow through it to the patch tokens)
     gradient_checkpointing: bool = False
+    # the backbone's attention kernel: "sdpa", "eager", or "auto": the kernel the backbone was
+    # loaded with (SDPA), except the fast path's short cached passes on CPU, where eager attention
+    # is faster (its matmuls beat the CPU flash kernel, whose backward is slow in bf16; see
+    # results/speed_ladder.csv). Both compute the same attention.
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
 
     def __post_init__(self) -> None:
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(
                 f"autocast_dtype must be None, 'bfloat16' or 'float16', found {self.autocast_dtype!r}"
             )
+        if self.attention not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"attention must be 'auto', 'sdpa' or 'eager', found {self.attention!r}")

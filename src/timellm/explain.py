@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timellm.data.sources import DataSource
 from timellm.layers import patchify, revin_normalize
 from timellm.model import TimeLLM
+from timellm.plotting import save_figure
 from timellm.prompt import prompt_text
 
 
@@ -134,12 +135,7 @@ def plot_attention(
     fig.colorbar(image, ax=ax, label="attention (mean over heads)")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explain_run(

@@ -170,6 +170,30 @@ def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: 
     return out.last_hidden_state
 
 
+@contextlib.contextmanager
+def attention_kernel(llm: nn.Module, implementation: str | None) -> Iterator[None]:
+    """Run ``llm``'s attention with ``implementation`` ("sdpa", "eager") inside; None: unchanged.
+
+    transformers picks the kernel from ``config._attn_implementation`` at every forward, so
+    setting it for the duration of a call switches kernels without reloading anything.
+    """
+    with attention_kernel_of(llm.config, implementation):
+        yield
+
+
+@contextlib.contextmanager
+def attention_kernel_of(config, implementation: str | None) -> Iterator[None]:
+    previous = config._attn_implementation
+    if implementation is None or implementation == previous:
+        yield
+        return
+    config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
 # --------------------------------------------------------------------------------------------
 # gradient checkpointing that keeps reading the prompt cache
 #
@@ -181,9 +205,17 @@ def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: 
 _CHECKPOINT_LAYERS: contextvars.ContextVar[bool] = contextvars.ContextVar("timellm_checkpoint", default=False)
 
 
-def _maybe_checkpointed(forward, *args, **kwargs):
+def _maybe_checkpointed(forward, config, *args, **kwargs):
     if _CHECKPOINT_LAYERS.get() and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        # the recomputation in backward runs outside the caller's attention_kernel(): it must
+        # use the kernel of the forward it replays
+        kernel = config._attn_implementation
+
+        def replay(*args, **kwargs):
+            with attention_kernel_of(config, kernel):
+                return forward(*args, **kwargs)
+
+        return torch.utils.checkpoint.checkpoint(replay, *args, use_reentrant=False, **kwargs)
     return forward(*args, **kwargs)
 
 
@@ -203,7 +235,9 @@ def install_layer_checkpointing(llm: nn.Module) -> int:
         )
     for layer in layers:
         if "forward" not in vars(layer):
-            layer.forward = functools.partial(_maybe_checkpointed, type(layer).forward.__get__(layer))
+            layer.forward = functools.partial(
+                _maybe_checkpointed, type(layer).forward.__get__(layer), llm.config
+            )
     return len(layers)
 
 

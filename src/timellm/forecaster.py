@@ -179,14 +179,21 @@ class TimeLLMForecaster:
         self._require_length(data, self.seq_len, "forecasting", f"the look-back {self.seq_len}")
         ends = [len(s) for s in data]
         forecasts = self._forecast(data, ends)
-        f = self.format
         parts = [
-            pd.DataFrame(
-                {f.id_col: [s.id] * self.horizon, f.time_col: s.future(self.horizon), self.alias: pred}
-            )
-            for s, pred in zip(data, forecasts, strict=True)
+            self._frame(s, s.future(self.horizon), pred) for s, pred in zip(data, forecasts, strict=True)
         ]
         return pd.concat(parts, ignore_index=True)
+
+    def _frame(self, s: Series, times, pred, cutoff=None, truth=None) -> pd.DataFrame:
+        """One forecast as a long frame: id, time, [cutoff,] forecast[, the true target values]."""
+        f = self.format
+        columns = {f.id_col: [s.id] * self.horizon, f.time_col: times}
+        if cutoff is not None:
+            columns["cutoff"] = [cutoff] * self.horizon
+        columns[self.alias] = pred
+        if truth is not None:
+            columns["y" if f.wide else f.target_col] = truth
+        return pd.DataFrame(columns)
 
     def cross_validation(
         self,
@@ -221,22 +228,10 @@ class TimeLLMForecaster:
         self.history = data
         order = [(i, c) for i, cutoffs in windows.items() for c in cutoffs]
         forecasts = self._forecast([data.series[i] for i, _ in order], [c for _, c in order])
-        f = self.format
-        target = "y" if f.wide else f.target_col
         parts = []
         for (i, c), pred in zip(order, forecasts, strict=True):
-            s = data.series[i]
-            parts.append(
-                pd.DataFrame(
-                    {
-                        f.id_col: [s.id] * self.horizon,
-                        f.time_col: s.timestamps[c : c + self.horizon],
-                        "cutoff": [s.timestamps[c - 1]] * self.horizon,
-                        self.alias: pred,
-                        target: s.values[c : c + self.horizon],
-                    }
-                )
-            )
+            s, future = data.series[i], slice(c, c + self.horizon)
+            parts.append(self._frame(s, s.timestamps[future], pred, s.timestamps[c - 1], s.values[future]))
         return pd.concat(parts, ignore_index=True)
 
     def backtest(

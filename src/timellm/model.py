@@ -21,6 +21,7 @@ from timellm.config import ExecutionSettings, TimeLLMConfig
 from timellm.fastpath import (
     PromptPrefixCache,
     PrototypeCache,
+    attention_kernel,
     checkpointing,
     extend_cache,
     fast_path_unsupported_reason,
@@ -223,9 +224,20 @@ class TimeLLM(nn.Module):
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
-        if self.uses_fast_path:
-            return self._run_llm_fast(x, tokens)
-        return self._run_llm_plain(x, tokens)
+        with attention_kernel(self.llm, self._attention_kernel(tokens.device)):
+            if self.uses_fast_path:
+                return self._run_llm_fast(x, tokens)
+            return self._run_llm_plain(x, tokens)
+
+    def _attention_kernel(self, device: torch.device) -> str | None:
+        """The attention implementation to run the LLM with (None: as loaded); see ExecutionSettings."""
+        choice = self.execution.attention
+        if choice != "auto":
+            return choice
+        loaded = self.llm.config._attn_implementation
+        if self.uses_fast_path and device.type == "cpu" and loaded == "sdpa":
+            return "eager"
+        return None
 
     def _run_llm_fast(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Prefix cache (kept) -> statistics tokens (no grad) -> patch tokens (grad): (S, P, D)."""
@@ -300,20 +312,29 @@ class TimeLLM(nn.Module):
             raise AdapterLoadError(f"adapter file {path} does not exist") from None
         except (SafetensorError, OSError) as err:
             raise AdapterLoadError(f"adapter file {path} is truncated or corrupted: {err}") from None
-        expected = self.adapter_state_dict()
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise AdapterLoadError(
-                f"adapter file {path} does not match this model: missing {missing or 'none'}, "
-                f"unexpected {unexpected or 'none'}"
-            )
-        for key, value in tensors.items():
-            if value.shape != expected[key].shape:
-                raise AdapterLoadError(
-                    f"adapter file {path} was made for another backbone or shape: {key} has shape "
-                    f"{tuple(value.shape)}, this model expects {tuple(expected[key].shape)}"
-                )
+        check_weights(f"adapter file {path}", tensors, self.adapter_state_dict(), AdapterLoadError)
         self.load_state_dict(tensors, strict=False)
+
+
+def check_weights(
+    source: str,
+    tensors: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    error: type[Exception] = AdapterLoadError,
+) -> dict[str, torch.Tensor]:
+    """Strict key and shape check of saved weights against a model's; ``error`` names ``source``."""
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise error(
+            f"{source} does not match this model: missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise error(
+                f"{source} was made for another backbone or shape: {key} has shape "
+                f"{tuple(value.shape)}, this model expects {tuple(expected[key].shape)}"
+            )
+    return tensors
 
 
 def _load_backbone_for(config: TimeLLMConfig, layers: int | None) -> Backbone:

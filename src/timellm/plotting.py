@@ -45,12 +45,7 @@ def plot_forecasts(
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_series_forecasts(
@@ -89,6 +84,13 @@ def plot_series_forecasts(
     if len(ids) < forecasts[id_col].nunique():
         fig.suptitle(f"first {len(ids)} of {forecasts[id_col].nunique()} series", fontsize=9)
     fig.autofmt_xdate()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -316,6 +316,11 @@ def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _horizon(row: dict[str, Any]) -> float:
+    value = row.get("pred_len")
+    return float(value) if isinstance(value, (int, float)) else math.inf
+
+
 def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFrame]:
     """One table per protocol present, rows in run order (plus average rows where they apply)."""
     root = Path(root)
@@ -327,6 +332,16 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
     for protocol, items in rows.items():
         if not items:
             continue
+        if protocol != "m4":  # datasets in name order, horizons in numeric order
+            items = sorted(
+                items,
+                key=lambda r: (
+                    str(r.get("dataset")),
+                    str(r.get("target")),
+                    r.get("percent") or 100,
+                    _horizon(r),
+                ),
+            )
         if protocol == "long_term":
             items = items + _long_term_averages(items)
         elif protocol == "m4":
