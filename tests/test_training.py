@@ -161,3 +161,18 @@ def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():
         loop.step()
     for w, t in zip(weights, twins, strict=True):
         torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-6)
+
+
+def test_execution_settings_come_from_the_training_config():
+    data = synthetic(rows=400)
+    model = small_model()
+    config = TrainConfig(
+        epochs=1, batch_size=8, max_train_windows=16, gradient_checkpointing=True, attention="sdpa"
+    )
+    result = fit(model, WindowDataset(data, 48, 12), WindowDataset(data[:100], 48, 12), config)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    assert model.execution.gradient_checkpointing and model.execution.attention == "sdpa"
+    with pytest.raises(ValueError, match="attention must be"):
+        TrainConfig(attention="flash")
+    with pytest.raises(ValueError, match="gradient_checkpointing must be"):
+        TrainConfig(gradient_checkpointing="yes")

@@ -13,6 +13,7 @@ stopped — the same batches, dropout masks and learning rates as a run that was
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
 from timellm import checkpoint as ckpt
+from timellm.config import ExecutionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
     deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
+    # how the backbone runs (timellm.config.ExecutionSettings): recompute its layers in backward
+    # (less memory for long inputs), and its attention kernel (auto, sdpa or eager)
+    gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
@@ -78,8 +84,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
-        if not isinstance(self.deterministic, bool):
-            raise ValueError(f"deterministic must be true or false, found {self.deterministic!r}")
+        for name in ("deterministic", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, found {getattr(self, name)!r}")
+        if self.attention not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"attention must be auto, sdpa or eager, found {self.attention!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -354,6 +363,12 @@ def fit(
     val_subset = evenly_spaced(val_set, config.max_val_windows)  # fixed across epochs: comparable losses
     loss_fn = LOSSES[config.loss]
     unwrapped = accelerator.unwrap_model(model)
+    if isinstance(getattr(unwrapped, "execution", None), ExecutionSettings):  # a TimeLLM
+        unwrapped.execution = dataclasses.replace(
+            unwrapped.execution,
+            gradient_checkpointing=config.gradient_checkpointing,
+            attention=config.attention,
+        )
 
     progress, best = Progress(), trainable_state(unwrapped)
     last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
