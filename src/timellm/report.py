@@ -148,6 +148,16 @@ def _budget(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _provenance(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The budget, steps, training time and command of a run: the last columns of every table."""
+    return {
+        "budget": _budget(record),
+        "steps": metrics.get("steps"),
+        "train_seconds": metrics.get("train_seconds"),
+        "command": metrics.get("command") or record.get("command"),
+    }
+
+
 def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
     r, m = run.record, run.metrics
     dataset, target = r.get("dataset"), r.get("test_dataset", r.get("dataset"))
@@ -188,10 +198,7 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "seasonal_naive_mae": baselines.get("seasonal_naive", {}).get("mae"),
         "test_windows": m.get("test_windows"),
         "test_windows_total": m.get("test_windows_total"),
-        "budget": _budget(r),
-        "steps": m.get("steps"),
-        "train_seconds": m.get("train_seconds"),
-        "command": m.get("command") or r.get("command"),
+        **_provenance(r, m),
     }
 
 
@@ -257,10 +264,7 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
         "rel_mase": None,
         "rel_owa": None,
         "paper_note": f"per frequency: {NOT_IN_SPEC}",
-        "budget": _budget(r),
-        "steps": m.get("steps"),
-        "train_seconds": m.get("train_seconds"),
-        "command": m.get("command") or r.get("command"),
+        **_provenance(r, m),
     }
 
 
