@@ -67,14 +67,14 @@ class RunSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# data (to be read through timellm's data module once it lands here)
+# data
 
 
 def default_etth1() -> Path:
-    """ETTh1 under ``$TIMELLM_DATA``, else under ``../shared/datasets`` beside the working directory."""
-    root = os.environ.get("TIMELLM_DATA")
-    base = Path(root) if root else Path.cwd().parent / "shared" / "datasets"
-    return base / "ETT-small" / "ETTh1.csv.gz"
+    """ETTh1 under ``$TIMELLM_DATA`` if set, else the copy that ships with the package."""
+    from timellm.data.benchmarks import find_file
+
+    return find_file("ETTh1")
 
 
 def etth1_windows(
@@ -462,7 +462,7 @@ def speed_benchmark(
     threads = threads or os.cpu_count() or 1
     data = Path(data) if data is not None else default_etth1()
     if not data.is_file():
-        raise FileNotFoundError(f"ETTh1 not found at {data}; pass data=... or set TIMELLM_DATA")
+        raise FileNotFoundError(f"ETTh1 not found at {data}; give its file with --data (data= in Python)")
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
@@ -639,7 +639,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modes", default="train,infer")
     parser.add_argument("--malloc", default="default,tuned", help="allocator settings to compare")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA or ../shared)")
+    parser.add_argument(
+        "--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA, else the packaged copy)"
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
     parser.add_argument("--no-ladder", action="store_true", help="skip adding the speed-ups one at a time")
     parser.add_argument(
