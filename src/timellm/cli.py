@@ -741,7 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     from timellm.presets import PresetError
 
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        _leave_process_group()
+        return code
     except (
         CLIError,
         PresetError,
@@ -759,6 +761,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("timellm: interrupted", file=sys.stderr)
         return 130
+
+
+def _leave_process_group() -> None:
+    """Under a multi-process launch, wait for every process, then close the process group.
+
+    Without this a process that finishes first (those that are not the main one write nothing)
+    exits while the others still hold connections to it, and its communication threads can
+    abort the interpreter's shutdown ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
