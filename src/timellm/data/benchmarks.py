@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -226,7 +227,37 @@ def load_splits(
     values = frame[columns].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError(f"{info.name} has missing or non-numeric values")
-    starts, ends = borders(info.split, len(values), seq_len)
+    return standardised_splits(
+        values,
+        info.split,
+        seq_len,
+        pred_len,
+        name=info.name,
+        columns=columns,
+        period=info.period,
+        percent=percent,
+        too_short=lambda part, rows: (
+            f"{info.name} {part} split has {rows} rows, fewer than seq_len + pred_len = {seq_len + pred_len}"
+        ),
+    )
+
+
+def standardised_splits(
+    values: np.ndarray,
+    kind: str,
+    seq_len: int,
+    pred_len: int,
+    *,
+    name: str,
+    columns: list[str],
+    period: int,
+    too_short: Callable[[str, int], str],
+    percent: float = 100,
+) -> Splits:
+    """Cut (rows, channels) values into train/val/test (``borders``), standardised with the
+    training rows; ``too_short(part, rows)`` words the error for a split shorter than one window.
+    """
+    starts, ends = borders(kind, len(values), seq_len)
     train_rows = values[starts[0] : ends[0]]
     mean, std = train_rows.mean(axis=0), train_rows.std(axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -240,7 +271,7 @@ def load_splits(
         kept = max(1, int(windows * percent // 100))
         train_end = min(ends[0], starts[0] + kept + seq_len + pred_len - 1)
     split = Splits(
-        name=info.name,
+        name=name,
         columns=columns,
         train=scaled[starts[0] : train_end],
         val=scaled[starts[1] : ends[1]],
@@ -249,12 +280,10 @@ def load_splits(
         std=std.astype(np.float32),
         seq_len=seq_len,
         pred_len=pred_len,
-        period=info.period,
+        period=period,
     )
     for part in ("train", "val", "test"):
         rows = getattr(split, part).shape[0]
         if rows < seq_len + pred_len:
-            raise DataError(
-                f"{info.name} {part} split has {rows} rows, fewer than seq_len + pred_len = {seq_len + pred_len}"
-            )
+            raise DataError(too_short(part, rows))
     return split

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.data.benchmarks import DataError, Splits, borders, load_splits
+from timellm.data.benchmarks import DataError, Splits, load_splits, standardised_splits
 
 
 @dataclass(frozen=True)
@@ -168,28 +168,16 @@ def csv_splits(
             raise DataError(
                 f"cannot tell the seasonal period of {path} from its time stamps; pass --period (e.g. 24 for hourly rows)"
             )
-    starts, ends = borders("ratio", len(values), seq_len)
-    train = values[starts[0] : ends[0]]
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    scaled = ((values - mean) / std).astype(np.float32)
-    splits = Splits(
+    return standardised_splits(
+        values,
+        "ratio",
+        seq_len,
+        pred_len,
         name=Path(path).stem,
         columns=list(wide.columns),
-        train=scaled[starts[0] : ends[0]],
-        val=scaled[starts[1] : ends[1]],
-        test=scaled[starts[2] : ends[2]],
-        mean=mean.astype(np.float32),
-        std=std.astype(np.float32),
-        seq_len=seq_len,
-        pred_len=pred_len,
         period=int(period),
+        too_short=lambda part, rows: (
+            f"the {part} split of {path} has {rows} rows, fewer than seq_len + pred_len = "
+            f"{seq_len + pred_len}; the file has {len(values)} rows in all"
+        ),
     )
-    for part in ("train", "val", "test"):
-        rows = getattr(splits, part).shape[0]
-        if rows < seq_len + pred_len:
-            raise DataError(
-                f"the {part} split of {path} has {rows} rows, fewer than seq_len + pred_len = "
-                f"{seq_len + pred_len}; the file has {len(values)} rows in all"
-            )
-    return splits
