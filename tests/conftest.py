@@ -17,20 +17,15 @@ def _seed():
     logging.getLogger("timellm").setLevel(logging.INFO)
 
 
+# the shape of a model that trains in seconds on a CPU (with a tiny random backbone)
+TINY_MODEL = dict(
+    seq_len=48, pred_len=12, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20
+)
+
+
 def tiny_config(backbone: str = "tiny-random-llama", **changes) -> TimeLLMConfig:
     """A small model on a tiny random backbone: seconds on a CPU."""
-    base = dict(
-        backbone=backbone,
-        seq_len=48,
-        pred_len=12,
-        patch_len=8,
-        stride=4,
-        d_model=8,
-        d_ff=16,
-        n_heads=2,
-        num_prototypes=20,
-        dataset="ETTh1",
-    )
+    base = dict(backbone=backbone, **TINY_MODEL, dataset="ETTh1")
     base.update(changes)
     return TimeLLMConfig(**base)
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import TINY_MODEL, tiny_config
 from timellm.ablation import (
     BUDGETS,
     COLUMNS,
@@ -26,14 +26,7 @@ from timellm.training import TrainConfig
 def tiny_preset(**changes):
     settings = dict(
         backbone="tiny-random-llama",
-        seq_len=48,
-        pred_len=12,
-        patch_len=8,
-        stride=4,
-        d_model=8,
-        d_ff=16,
-        n_heads=2,
-        num_prototypes=20,
+        **TINY_MODEL,
         description="Test load.",  # a short prompt: the tiny tokenizer has one token per character
         batch_size=16,
         max_test_windows=12,

@@ -42,6 +42,17 @@ def test_windows_are_stride_one_and_standardised_on_the_training_rows(etth1_like
         etth1_windows(etth1_like, 32, 8, channel="XX")
 
 
+def counted_flops(model: TimeLLM, x: torch.Tensor, train: bool) -> int:
+    """FLOPs torch's counter sees in one training step (forward + backward) or inference forward."""
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return counter.get_total_flops()
+
+
 @pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2"])
 @pytest.mark.parametrize("train", [True, False])
 def test_the_flop_formula_counts_what_the_fast_path_multiplies(backbone, train):
@@ -54,15 +65,10 @@ def test_the_flop_formula_counts_what_the_fast_path_multiplies(backbone, train):
     model.train(train)
     with torch.no_grad():
         model(x)  # the prefix cache and E' (at inference) are built once, not per step
-    with FlopCounterMode(display=False) as counter:
-        if train:
-            model(x).sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
+    counted = counted_flops(model, x, train)
     _, mask = model.statistics_token_ids(revin_normalize(x[..., 0])[0])
     formula = fast_path_flops(model, 4, len(model.prefix_ids), mask.shape[1], train, attention=False)
-    assert formula == pytest.approx(counter.get_total_flops(), rel=2e-3)  # the patch embedding is left out
+    assert formula == pytest.approx(counted, rel=2e-3)  # the patch embedding is left out
 
 
 @pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2"])
@@ -74,15 +80,10 @@ def test_the_flop_formula_counts_what_the_plain_path_multiplies(backbone, train)
     model = TimeLLM(config)
     x = torch.randn(4, 48, 1)
     model.train(train)
-    with FlopCounterMode(display=False) as counter:
-        if train:
-            model(x).sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
+    counted = counted_flops(model, x, train)
     _, mask = model.prompt_token_ids(revin_normalize(x[..., 0])[0])
     formula = plain_path_flops(model, 4, mask.shape[1], train, attention=False)
-    assert formula == pytest.approx(counter.get_total_flops(), rel=2e-3)
+    assert formula == pytest.approx(counted, rel=2e-3)
     # the plain path computes more than the fast path for the same series
     stats_len = TimeLLM(tiny_config(backbone)).statistics_token_ids(revin_normalize(x[..., 0])[0])[1].shape[1]
     assert formula > fast_path_flops(model, 4, len(model.prefix_ids), stats_len, train, attention=False)

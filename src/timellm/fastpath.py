@@ -171,18 +171,13 @@ def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: 
 
 
 @contextlib.contextmanager
-def attention_kernel(llm: nn.Module, implementation: str | None) -> Iterator[None]:
-    """Run ``llm``'s attention with ``implementation`` ("sdpa", "eager") inside; None: unchanged.
+def attention_kernel(config, implementation: str | None) -> Iterator[None]:
+    """Run attention with ``implementation`` ("sdpa", "eager") inside; None: unchanged.
 
-    transformers picks the kernel from ``config._attn_implementation`` at every forward, so
-    setting it for the duration of a call switches kernels without reloading anything.
+    ``config`` is the LLM's config: transformers picks the kernel from its
+    ``_attn_implementation`` at every forward, so setting it for the duration of a call switches
+    kernels without reloading anything.
     """
-    with attention_kernel_of(llm.config, implementation):
-        yield
-
-
-@contextlib.contextmanager
-def attention_kernel_of(config, implementation: str | None) -> Iterator[None]:
     previous = config._attn_implementation
     if implementation is None or implementation == previous:
         yield
@@ -212,7 +207,7 @@ def _maybe_checkpointed(forward, config, *args, **kwargs):
         kernel = config._attn_implementation
 
         def replay(*args, **kwargs):
-            with attention_kernel_of(config, kernel):
+            with attention_kernel(config, kernel):
                 return forward(*args, **kwargs)
 
         return torch.utils.checkpoint.checkpoint(replay, *args, use_reentrant=False, **kwargs)

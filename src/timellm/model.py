@@ -224,7 +224,7 @@ class TimeLLM(nn.Module):
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
-        with attention_kernel(self.llm, self._attention_kernel(tokens.device)):
+        with attention_kernel(self.llm.config, self._attention_kernel(tokens.device)):
             if self.uses_fast_path:
                 return self._run_llm_fast(x, tokens)
             return self._run_llm_plain(x, tokens)

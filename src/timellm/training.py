@@ -87,8 +87,7 @@ class TrainConfig:
         for name in ("deterministic", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, found {getattr(self, name)!r}")
-        if self.attention not in ("auto", "sdpa", "eager"):
-            raise ValueError(f"attention must be auto, sdpa or eager, found {self.attention!r}")
+        ExecutionSettings(attention=self.attention)  # its check: auto, sdpa or eager
 
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
