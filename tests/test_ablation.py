@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, tiny_config
-from timellm.ablation import (
+from timellm.cli import main
+from timellm.data.sources import DataSource
+from timellm.experiments.ablation import (
     BUDGETS,
     COLUMNS,
     TABLE_CSV,
@@ -16,11 +18,9 @@ from timellm.ablation import (
     resolve_variants,
     run_ablation,
 )
-from timellm.cli import main
-from timellm.data.sources import DataSource
-from timellm.model import TimeLLM
-from timellm.presets import get_preset
-from timellm.training import TrainConfig
+from timellm.experiments.presets import get_preset
+from timellm.model.modeling import TimeLLM
+from timellm.training.loop import TrainConfig
 
 
 def tiny_preset(**changes):

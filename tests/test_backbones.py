@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from timellm.backbones import BackboneError, load_backbone
+from timellm.backbones.loading import BackboneError, load_backbone
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_tiny_backbones_are_the_same_every_time():
 def _save_tiny(tmp_path, kind):
     from transformers import AutoModel, Gemma2Config, GPT2Config, Qwen2Config
 
-    from timellm._tiny import build_tokenizer
+    from timellm.backbones.tiny import build_tokenizer
 
     tokenizer = build_tokenizer(bert_style=False)
     common = dict(vocab_size=len(tokenizer), num_attention_heads=2, num_key_value_heads=1)

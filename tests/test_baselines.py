@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from timellm.baselines import (
+from timellm.evaluation.baselines import (
     DLinear,
     PatchTST,
     last_value_forecast,

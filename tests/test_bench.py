@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import tiny_config
 from timellm import TimeLLM
-from timellm.bench import (
+from timellm.experiments.speed import (
     TRAIN_ROWS,
     RunSpec,
     etth1_windows,
@@ -17,8 +17,8 @@ from timellm.bench import (
     plain_path_flops,
     run_one,
 )
-from timellm.config import ExecutionSettings
-from timellm.layers import revin_normalize
+from timellm.model.config import ExecutionSettings
+from timellm.model.layers import revin_normalize
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import timellm.checkpoint as ckpt
+import timellm.training.checkpoint as ckpt
 from conftest import tiny_config
 from timellm import TimeLLM
 from timellm.cli import main
 from timellm.data import WindowDataset
-from timellm.training import NonFiniteLossError, TrainConfig, fit
+from timellm.training.loop import NonFiniteLossError, TrainConfig, fit
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "timellm"
 
@@ -279,8 +279,8 @@ def test_weights_are_never_unpickled_and_remote_code_is_opt_in():
 
 
 def test_a_backbone_folder_without_safetensors_is_refused(tmp_path):
-    from timellm._tiny import build_tokenizer
-    from timellm.backbones import BackboneError, load_backbone
+    from timellm.backbones.loading import BackboneError, load_backbone
+    from timellm.backbones.tiny import build_tokenizer
 
     folder = tmp_path / "pickled"
     folder.mkdir()

@@ -5,10 +5,10 @@ import torch
 
 from conftest import tiny_config
 from timellm import TimeLLM
-from timellm.backbones import load_backbone
-from timellm.config import ExecutionSettings
-from timellm.layers import revin_normalize
-from timellm.prompt import StatisticsTokenizer
+from timellm.backbones.loading import load_backbone
+from timellm.model.config import ExecutionSettings
+from timellm.model.layers import revin_normalize
+from timellm.model.prompt import StatisticsTokenizer
 
 DECODERS = ["tiny-random-llama", "tiny-random-gpt2"]
 

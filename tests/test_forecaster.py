@@ -7,8 +7,8 @@ import pytest
 import timellm.forecaster as forecaster_module
 from timellm.data.frames import InputDataError
 from timellm.forecaster import TimeLLMForecaster, budget
-from timellm.model import AdapterLoadError
-from timellm.training import TrainConfig
+from timellm.model.modeling import AdapterLoadError
+from timellm.training.loop import TrainConfig
 
 TINY = dict(seq_len=48, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
 

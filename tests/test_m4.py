@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from timellm.baselines import last_value_forecast, seasonal_naive_forecast
-from timellm.m4 import (
+from timellm.data.m4 import (
     FREQUENCIES,
     M4FileNotFoundError,
     M4WindowDataset,
@@ -17,9 +16,10 @@ from timellm.m4 import (
     load_m4,
     load_naive2,
     read_train,
-    score_m4,
     validation_set,
 )
+from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
+from timellm.evaluation.m4 import score_m4
 
 
 def _find_data_dir() -> Path | None:

@@ -49,12 +49,18 @@ def test_ensure_execs_the_same_command_only_when_needed(monkeypatch):
     calls = []
     monkeypatch.setattr(_malloc.os, "execve", lambda *args: calls.append(args))
     monkeypatch.setattr(_malloc, "should_reexec", lambda: False)
-    _malloc.ensure_tuned_allocator(["-m", "timellm.bench"])
+    _malloc.ensure_tuned_allocator(["-m", "timellm.experiments.speed"])
     assert calls == []
     monkeypatch.setattr(_malloc, "should_reexec", lambda: True)
-    _malloc.ensure_tuned_allocator(["-m", "timellm.bench", "--steps", "2"])
+    _malloc.ensure_tuned_allocator(["-m", "timellm.experiments.speed", "--steps", "2"])
     ((path, argv, env),) = calls
-    assert path == sys.executable and argv == [sys.executable, "-m", "timellm.bench", "--steps", "2"]
+    assert path == sys.executable and argv == [
+        sys.executable,
+        "-m",
+        "timellm.experiments.speed",
+        "--steps",
+        "2",
+    ]
     assert env["GLIBC_TUNABLES"] == TUNED_TUNABLES
 
 

@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from timellm.metrics import mae, mase, mase_per_series, mse, owa, seasonal_scale, smape, smape_per_series
+from timellm.evaluation.metrics import (
+    mae,
+    mase,
+    mase_per_series,
+    mse,
+    owa,
+    seasonal_scale,
+    smape,
+    smape_per_series,
+)
 
 
 def test_mse_mae_average_over_every_element():

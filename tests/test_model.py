@@ -4,8 +4,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config
 from timellm import AdapterLoadError, TimeLLM, TimeLLMConfig
-from timellm.backbones import load_backbone
-from timellm.model import ADAPTER_FILE
+from timellm.backbones.loading import load_backbone
+from timellm.model.modeling import ADAPTER_FILE
 
 BACKBONES = ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert"]
 

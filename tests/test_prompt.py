@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from timellm.layers import revin_denormalize, revin_normalize
-from timellm.prompt import (
+from timellm.model.layers import revin_denormalize, revin_normalize
+from timellm.model.prompt import (
     dataset_description,
     format_number,
     input_statistics,

@@ -15,13 +15,13 @@ import yaml
 
 from timellm.cli import main
 from timellm.data.benchmarks import load_splits
+from timellm.data.m4 import load_m4
 from timellm.data.windows import WindowDataset
-from timellm.evaluation import naive_references
-from timellm.m4 import load_m4
-from timellm.metrics import mase_per_series, smape_per_series
-from timellm.presets import PresetError, get_m4_preset, m4_presets
-from timellm.protocols import transfer_preset, weighted_m4
-from timellm.report import PAPER_M4_AVERAGE, classify
+from timellm.evaluation.metrics import mase_per_series, smape_per_series
+from timellm.evaluation.scoring import naive_references
+from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
+from timellm.experiments.protocols import transfer_preset, weighted_m4
+from timellm.experiments.report import PAPER_M4_AVERAGE, classify
 
 TINY = [
     "--backbone",

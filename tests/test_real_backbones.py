@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from timellm import TimeLLM, TimeLLMConfig
-from timellm.backbones import load_backbone, resolve_backbone_folder
+from timellm.backbones.loading import load_backbone, resolve_backbone_folder
 
 pytestmark = [pytest.mark.real_backbone, pytest.mark.slow]
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from timellm.checkpoint import read_checkpoint
 from timellm.data import WindowDataset, load_splits
-from timellm.runs import evaluate_run, load_run
-from timellm.training import TrainConfig, adapter_sha256, evenly_spaced, mean_loss
+from timellm.experiments.runs import evaluate_run, load_run
+from timellm.training.checkpoint import read_checkpoint
+from timellm.training.loop import TrainConfig, adapter_sha256, evenly_spaced, mean_loss
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TIMEOUT = 300

@@ -5,10 +5,10 @@ import torch
 from conftest import tiny_config
 from timellm import TimeLLM
 from timellm.data import WindowDataset, load_splits
-from timellm.evaluation import predict_windows
-from timellm.presets import get_preset
-from timellm.runs import evaluate_run, score_test_split, train_and_test
-from timellm.training import TrainConfig, fit, make_adam, make_scheduler
+from timellm.evaluation.scoring import predict_windows
+from timellm.experiments.presets import get_preset
+from timellm.experiments.runs import evaluate_run, score_test_split, train_and_test
+from timellm.training.loop import TrainConfig, fit, make_adam, make_scheduler
 
 
 def synthetic(rows=400, channels=2, seed=0):
@@ -38,7 +38,7 @@ def test_two_epochs_lower_the_validation_loss():
     )
     from accelerate import Accelerator
 
-    from timellm.training import mean_loss
+    from timellm.training.loop import mean_loss
 
     before = mean_loss(model, val, config, Accelerator())
     result = fit(model, train, val, config)
@@ -48,7 +48,7 @@ def test_two_epochs_lower_the_validation_loss():
 
 
 def test_early_stopping_restores_the_best_adapter(monkeypatch):
-    import timellm.training as training
+    import timellm.training.loop as training
 
     data = synthetic()
     train, val = WindowDataset(data[:300], 48, 12), WindowDataset(data[250:], 48, 12, max_windows=20)

@@ -1,11 +1,11 @@
 """timellm: time-series forecasting by reprogramming a frozen pretrained language model."""
 
-from timellm.backbones import Backbone, BackboneError, load_backbone
-from timellm.config import ExecutionSettings, TimeLLMConfig
+from timellm.backbones.loading import Backbone, BackboneError, load_backbone
 from timellm.data.frames import InputDataError
 from timellm.forecaster import TimeLLMForecaster
-from timellm.model import AdapterLoadError, TimeLLM
-from timellm.prompt import input_statistics, prompt_text
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.modeling import AdapterLoadError, TimeLLM
+from timellm.model.prompt import input_statistics, prompt_text
 
 __all__ = [
     "AdapterLoadError",

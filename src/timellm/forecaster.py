@@ -33,12 +33,12 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset
 
-from timellm.backbones import Backbone
-from timellm.config import TimeLLMConfig
+from timellm.backbones.loading import Backbone
 from timellm.data.frames import FrameFormat, InputDataError, Series, SeriesSet, prepare_series, season_length
 from timellm.data.windows import WindowDataset
-from timellm.model import CONFIG_FILE, AdapterLoadError, TimeLLM
-from timellm.training import FitResult, TrainConfig, fit, seed_everything
+from timellm.model.config import TimeLLMConfig
+from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
+from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
 

@@ -141,7 +141,7 @@ def find_file(name: str, data_dir: str | Path | None = None) -> Path:
                 if path.is_file():
                     return path
     if info.name == "ETTh1":
-        return Path(str(resources.files("timellm") / "data" / "ETTh1.csv.gz"))
+        return Path(str(resources.files("timellm.data") / "ETTh1.csv.gz"))
     where = (
         ", ".join(map(str, tried)) if tried else f"nowhere: no data folder given (--data-dir or {DATA_ENV})"
     )

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from timellm.model import check_weights as model_weights_check
+from timellm.model.modeling import check_weights as model_weights_check
 
 FORMAT = "timellm-checkpoint"
 VERSION = 1

@@ -1,6 +1,6 @@
 """Speed of the plain and the fast path on ETTh1 windows: throughput, peak memory, FLOP/s.
 
-``python -m timellm.bench`` (and ``timellm bench speed``) runs :func:`speed_benchmark`: every
+``python -m timellm.experiments.speed`` (and ``timellm bench speed``) runs :func:`speed_benchmark`: every
 (dtype, path, mode, allocator) configuration runs in a fresh subprocess, so that its peak RSS is its
 own and its allocator setting (``GLIBC_TUNABLES``, fixed when a process starts) is the one named in
 the ``malloc`` column. A training step is forward + backward + Adam step; an inference step is a
@@ -206,7 +206,7 @@ def _peak_rss_mb() -> float:
 def run_one(spec: RunSpec) -> dict:
     """Measure one configuration in this process; return a result row."""
     from timellm._malloc import allocator_setting
-    from timellm.layers import revin_normalize
+    from timellm.model.layers import revin_normalize
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -275,8 +275,8 @@ def run_one(spec: RunSpec) -> dict:
 
 def _build_model(spec: RunSpec):
     from timellm import TimeLLM, TimeLLMConfig
-    from timellm.backbones import load_backbone
-    from timellm.config import ExecutionSettings
+    from timellm.backbones.loading import load_backbone
+    from timellm.model.config import ExecutionSettings
 
     backbone = load_backbone(spec.backbone, llm_layers=spec.layers)
     config = TimeLLMConfig(
@@ -297,7 +297,7 @@ def _build_model(spec: RunSpec):
 
 
 def _optimiser(spec: RunSpec, model) -> torch.optim.Optimizer:
-    from timellm.training import make_adam
+    from timellm.training.loop import make_adam
 
     if spec.fused_adam:
         return make_adam(model.parameters(), 1e-3)
@@ -312,7 +312,7 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     reprogramming, head, loss). Times are
     this process's CPU time, which other processes sharing the cores disturb less than wall time.
     """
-    from timellm.layers import revin_normalize
+    from timellm.model.layers import revin_normalize
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -398,7 +398,7 @@ def _child(task: str, payload: dict, malloc: str) -> dict:
         env["GLIBC_TUNABLES"] = TUNED_TUNABLES
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "timellm.bench", "--worker", task, json.dumps(payload)]
+    command = [sys.executable, "-m", "timellm.experiments.speed", "--worker", task, json.dumps(payload)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child {task} {payload} failed:\n{done.stderr[-4000:]}")

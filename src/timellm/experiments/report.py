@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from timellm.runs import METRICS, RUN_CONFIG
+from timellm.experiments.runs import METRICS, RUN_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
 
 def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The series-weighted overall row of each backbone and budget, over the frequencies present."""
-    from timellm.protocols import weighted_m4
+    from timellm.experiments.protocols import weighted_m4
 
     out = []
     frame = pd.DataFrame(rows)

@@ -5,7 +5,7 @@ configured) and mixed precision; the loop itself is the plain Adam-over-the-adap
 released code with its learning-rate bookkeeping made clean (one scheduler, built only when chosen).
 
 Runs survive faults: with a checkpoint folder, :func:`fit` writes a checkpoint (safetensors and
-JSON, atomically; see :mod:`timellm.checkpoint`) at every epoch end and every
+JSON, atomically; see :mod:`timellm.training.checkpoint`) at every epoch end and every
 ``checkpoint_every`` optimiser steps, and ``resume=True`` continues from it exactly where it
 stopped — the same batches, dropout masks and learning rates as a run that was never interrupted.
 """
@@ -20,9 +20,9 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,73 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
-from timellm import checkpoint as ckpt
-from timellm.config import ExecutionSettings
+from timellm.model.config import ExecutionSettings
+from timellm.training import checkpoint as ckpt
+from timellm.training.config import ACCELERATE_PRECISION, TrainConfig
 
 logger = logging.getLogger(__name__)
 
 LOG_EVERY = 25  # batches between progress lines in the log when no progress bar is shown
-
-Schedule = Literal["constant", "halving", "cosine", "onecycle"]
-Precision = Literal["fp32", "bf16", "fp16"]
-ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10  # upper bound: early stopping usually ends sooner
-    batch_size: int = 24  # series per optimiser step and process (the released code: 24 per GPU)
-    learning_rate: float = 0.001  # Adam's rate at the start (or the one-cycle peak)
-    schedule: Schedule = "halving"  # constant | halving per epoch (released 'type1') | cosine | onecycle
-    pct_start: float = 0.2  # one-cycle: share of steps spent warming up
-    patience: int = 3  # epochs without validation improvement before stopping
-    loss: Literal["mse", "smape"] = "mse"  # smape for M4
-    seed: int = 2021  # seeds python, numpy, torch and the data order
-    precision: Precision = "fp32"  # bf16 (CPU and GPU) or fp16 (GPU) autocast through accelerate
-    grad_accum: int = 1  # optimiser step every k batches
-    max_train_windows: int | None = None  # per-epoch cap: a fresh random subset each epoch (CPU budgets)
-    max_val_windows: int | None = None  # evenly spaced fixed subset of validation windows; None = all
-    eval_batch_size: int = 32  # windows per evaluation batch (all channels at once)
-    num_workers: int = 0  # DataLoader worker processes
-    checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
-    deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
-    # how the backbone runs (timellm.config.ExecutionSettings): recompute its layers in backward
-    # (less memory for long inputs), and its attention kernel (auto, sdpa or eager)
-    gradient_checkpointing: bool = False
-    attention: Literal["auto", "sdpa", "eager"] = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, found {value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, found {self.learning_rate}")
-        if self.schedule not in ("constant", "halving", "cosine", "onecycle"):
-            raise ValueError(
-                f"schedule must be constant, halving, cosine or onecycle; found {self.schedule!r}"
-            )
-        if self.loss not in ("mse", "smape"):
-            raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
-        if self.precision not in ACCELERATE_PRECISION:
-            raise ValueError(f"precision must be fp32, bf16 or fp16, found {self.precision!r}")
-        for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
-        for name in ("deterministic", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, found {getattr(self, name)!r}")
-        ExecutionSettings(attention=self.attention)  # its check: auto, sdpa or eager
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -30,18 +30,18 @@ import torch
 import yaml
 from torch import nn
 
-from timellm.backbones import Backbone, load_backbone
-from timellm.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
-from timellm.config import TimeLLMConfig
+from timellm.backbones.loading import Backbone, load_backbone
 from timellm.data.benchmarks import Splits
 from timellm.data.sources import DataSource
 from timellm.data.windows import WindowDataset
-from timellm.evaluation import predict_windows
-from timellm.metrics import mae, mse
-from timellm.model import TimeLLM
-from timellm.presets import Preset
-from timellm.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
-from timellm.training import TrainConfig, fit, seed_everything
+from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
+from timellm.evaluation.metrics import mae, mse
+from timellm.evaluation.scoring import predict_windows
+from timellm.experiments.presets import Preset
+from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
+from timellm.model.config import TimeLLMConfig
+from timellm.model.modeling import TimeLLM
+from timellm.training.loop import TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
 

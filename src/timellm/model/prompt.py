@@ -16,7 +16,7 @@ from importlib import resources
 
 import torch
 
-from timellm.layers import revin_normalize
+from timellm.model.layers import revin_normalize
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class StatisticsTokenizer:
 
 
 def available_descriptions() -> list[str]:
-    files = resources.files("timellm") / "descriptions"
+    files = resources.files("timellm.model") / "descriptions"
     return sorted(p.name.removesuffix(".txt") for p in files.iterdir() if p.name.endswith(".txt"))
 
 
@@ -129,7 +129,7 @@ def dataset_description(dataset: str | None = None, description: str | None = No
         return " ".join(description.split())
     if dataset is None:
         return "A numeric time series."
-    path = resources.files("timellm") / "descriptions" / f"{dataset}.txt"
+    path = resources.files("timellm.model") / "descriptions" / f"{dataset}.txt"
     if not path.is_file():
         raise ValueError(
             f"no packaged description for dataset {dataset!r}; known: {', '.join(available_descriptions())}. "

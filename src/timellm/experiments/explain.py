@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from timellm.data.sources import DataSource
-from timellm.layers import patchify, revin_normalize
-from timellm.model import TimeLLM
+from timellm.model.layers import patchify, revin_normalize
+from timellm.model.modeling import TimeLLM
+from timellm.model.prompt import prompt_text
 from timellm.plotting import save_figure
-from timellm.prompt import prompt_text
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def explain_run(
     ``window`` indexes the test windows (negative counts from the end); ``channel`` is a column name
     or index (default: the last column, the target of the ETT benchmarks).
     """
-    from timellm.runs import load_run
+    from timellm.experiments.runs import load_run
 
     record, model = load_run(run_dir)
     _check_explainable(model)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PatchTSTConfig, PatchTSTForPrediction
 
-from timellm.layers import revin_denormalize, revin_normalize
+from timellm.model.layers import revin_denormalize, revin_normalize
 
 
 def _check_past(past_values: torch.Tensor, seq_len: int | None = None) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from timellm.config import TimeLLMConfig
-from timellm.training import TrainConfig
+from timellm.model.config import TimeLLMConfig
+from timellm.training.loop import TrainConfig
 
 RUN_FIELDS = ("max_test_windows",)  # settings of a run that are neither model nor training settings
 
@@ -55,7 +55,7 @@ def _merge(base: dict, extra: dict | None) -> dict:
 
 
 def _files() -> list[dict]:
-    folder = resources.files("timellm") / "presets"
+    folder = resources.files("timellm.experiments") / "presets"
     return [
         yaml.safe_load(p.read_text())
         for p in sorted(folder.iterdir(), key=lambda p: p.name)
@@ -90,9 +90,9 @@ def m4_presets() -> dict[str, Preset]:
 
     Horizon and look-back (2 x horizon) come from the competition's frequency table.
     """
-    from timellm.m4 import get_frequency
+    from timellm.data.m4 import get_frequency
 
-    data = yaml.safe_load((resources.files("timellm") / "presets" / M4_PRESETS).read_text())
+    data = yaml.safe_load((resources.files("timellm.experiments") / "presets" / M4_PRESETS).read_text())
     presets: dict[str, Preset] = {}
     for frequency in data["frequencies"]:
         f = get_frequency(frequency)
@@ -106,7 +106,7 @@ def m4_presets() -> dict[str, Preset]:
 
 def get_m4_preset(frequency: str, variant: str | None = None) -> Preset:
     """The M4 preset of ``frequency`` ("Hourly", "H"); ``variant`` None or "paper" is the paper's."""
-    from timellm.m4 import get_frequency
+    from timellm.data.m4 import get_frequency
 
     name = f"m4-{get_frequency(frequency).name}" + (f"-{variant}" if variant not in (None, "paper") else "")
     presets = m4_presets()

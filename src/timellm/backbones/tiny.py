@@ -50,7 +50,7 @@ def build_tiny_backbone(alias: str, llm_layers: int | None, attn_implementation:
     """Return (model, tokenizer, total_layers) for one of the tiny-random aliases."""
     from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-    from timellm.backbones import BackboneError
+    from timellm.backbones.loading import BackboneError
 
     layers = LAYERS if llm_layers is None else llm_layers
     if layers > LAYERS:

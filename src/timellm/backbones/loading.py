@@ -92,7 +92,7 @@ def load_backbone(
     "random-init LLM" ablation); the weights are still frozen.
     """
     if spec in TINY_ALIASES:
-        from timellm._tiny import build_tiny_backbone
+        from timellm.backbones.tiny import build_tiny_backbone
 
         model, tokenizer, total = build_tiny_backbone(spec, llm_layers, attn_implementation)
         if random_init:

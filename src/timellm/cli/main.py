@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_preset(args):
-    from timellm.presets import get_preset, parse_overrides
+    from timellm.experiments.presets import get_preset, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if getattr(args, "backbone", None):
@@ -219,8 +219,8 @@ def _print_metrics(metrics: dict, title: str) -> None:
 def cmd_train(args) -> int:
     from accelerate import PartialState
 
-    from timellm.runs import resume_run, train_and_test
-    from timellm.training import NonFiniteLossError
+    from timellm.experiments.runs import resume_run, train_and_test
+    from timellm.training.loop import NonFiniteLossError
 
     if args.resume:
         given = [
@@ -266,7 +266,7 @@ def _command_line(args) -> str:
 
 
 def _with_cli_overrides(preset, args):
-    from timellm.presets import parse_overrides
+    from timellm.experiments.presets import parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.backbone:
@@ -275,9 +275,9 @@ def _with_cli_overrides(preset, args):
 
 
 def cmd_m4(args) -> int:
-    from timellm.m4 import get_frequency
-    from timellm.presets import get_m4_preset
-    from timellm.protocols import check_m4_files, run_m4, weighted_m4
+    from timellm.data.m4 import get_frequency
+    from timellm.experiments.presets import get_m4_preset
+    from timellm.experiments.protocols import check_m4_files, run_m4, weighted_m4
 
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
@@ -307,7 +307,7 @@ def cmd_m4(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from timellm.protocols import transfer, transfer_preset
+    from timellm.experiments.protocols import transfer, transfer_preset
 
     preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
@@ -320,7 +320,7 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from timellm.report import write_report
+    from timellm.experiments.report import write_report
 
     written, markdown = write_report(args.runs_dir, args.out)
     print(markdown)
@@ -330,7 +330,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from timellm.runs import evaluate_run
+    from timellm.experiments.runs import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.data_dir)
     _print_metrics(metrics, f"{args.run_dir}")
@@ -338,7 +338,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from timellm.presets import all_presets, m4_presets
+    from timellm.experiments.presets import all_presets, m4_presets
 
     for name, preset in {**all_presets(), **m4_presets()}.items():
         m, t = preset.model, preset.train
@@ -355,8 +355,8 @@ def cmd_presets(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from timellm.presets import get_preset
-    from timellm.runs import train_and_test
+    from timellm.experiments.presets import get_preset
+    from timellm.experiments.runs import train_and_test
 
     preset = get_preset("ETTh1-96-demo")
     logger.info(
@@ -376,7 +376,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from timellm.model import TimeLLM
+    from timellm.model.modeling import TimeLLM
 
     preset = _resolve_preset(args)
     model = TimeLLM(preset.model)
@@ -483,9 +483,9 @@ def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
     from dataclasses import fields, replace
 
+    from timellm.experiments.presets import parse_overrides
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
-    from timellm.presets import parse_overrides
-    from timellm.training import TrainConfig
+    from timellm.training.loop import TrainConfig
 
     names = {
         "id_col": args.id_col,
@@ -636,8 +636,8 @@ USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "examp
 
 
 def cmd_ablate(args) -> int:
-    from timellm.ablation import TABLE_CSV, markdown_table, run_ablation
     from timellm.data.sources import DataSource
+    from timellm.experiments.ablation import TABLE_CSV, markdown_table, run_ablation
 
     preset = _resolve_preset(args)
     source = None
@@ -675,7 +675,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from timellm.explain import explain_run
+    from timellm.experiments.explain import explain_run
 
     result = explain_run(
         args.run_dir,
@@ -704,7 +704,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from timellm.bench import main as bench_main
+    from timellm.experiments.speed import main as bench_main
 
     bench_main(args.bench_args)
     return 0
@@ -735,10 +735,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(getattr(args, "verbose", False))
-    from timellm.backbones import BackboneError
+    from timellm.backbones.loading import BackboneError
     from timellm.data.benchmarks import DataError
-    from timellm.model import AdapterLoadError
-    from timellm.presets import PresetError
+    from timellm.experiments.presets import PresetError
+    from timellm.model.modeling import AdapterLoadError
 
     try:
         code = COMMANDS[args.command](args)

@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from timellm.baselines import last_value_forecast, seasonal_naive_forecast
 from timellm.data.windows import WindowDataset
-from timellm.metrics import mae, mse
+from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
+from timellm.evaluation.metrics import mae, mse
 
 
 @torch.no_grad()

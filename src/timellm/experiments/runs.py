@@ -21,16 +21,16 @@ import pandas as pd
 import yaml
 
 from timellm._malloc import allocator_setting
-from timellm.checkpoint import CheckpointError, find_checkpoint
-from timellm.config import TimeLLMConfig
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
-from timellm.evaluation import naive_references, predict_windows
-from timellm.metrics import mae, mse
-from timellm.model import TimeLLM
+from timellm.evaluation.metrics import mae, mse
+from timellm.evaluation.scoring import naive_references, predict_windows
+from timellm.experiments.presets import Preset
+from timellm.model.config import TimeLLMConfig
+from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
-from timellm.presets import Preset
-from timellm.training import TrainConfig, fit, make_accelerator, seed_everything
+from timellm.training.checkpoint import CheckpointError, find_checkpoint
+from timellm.training.loop import TrainConfig, fit, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from timellm.backbones import Backbone, load_backbone
-from timellm.config import ExecutionSettings, TimeLLMConfig
-from timellm.fastpath import (
+from timellm.backbones.loading import Backbone, load_backbone
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.fastpath import (
     PromptPrefixCache,
     PrototypeCache,
     attention_kernel,
@@ -28,7 +28,7 @@ from timellm.fastpath import (
     install_layer_checkpointing,
     run_patch_tokens,
 )
-from timellm.layers import (
+from timellm.model.layers import (
     FlattenHead,
     PatchEmbedding,
     Reprogramming,
@@ -38,7 +38,7 @@ from timellm.layers import (
     revin_denormalize,
     revin_normalize,
 )
-from timellm.prompt import (
+from timellm.model.prompt import (
     StatisticsTokenizer,
     dataset_description,
     input_statistics,
@@ -62,7 +62,7 @@ class TimeLLM(nn.Module):
 
     ``execution`` says how to run (autocast, gradient checkpointing); it may be replaced at any
     time and is never saved. ``config.fast_path`` caches what is exact to cache (see
-    :mod:`timellm.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
+    :mod:`timellm.model.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
     """
 
     def __init__(
@@ -75,7 +75,7 @@ class TimeLLM(nn.Module):
         self.config = config
         self.execution = execution or ExecutionSettings()
         c = config
-        # what the fast path keeps between calls (see timellm.fastpath); E' in _text_prototypes
+        # what the fast path keeps between calls (see timellm.model.fastpath); E' in _text_prototypes
         self._prototype_cache = PrototypeCache()
         self._prefix_cache: PromptPrefixCache | None = None
         self._statistics_tokenizer: StatisticsTokenizer | None = None

@@ -6,7 +6,7 @@ test split (:func:`transfer`). M4 (:func:`run_m4`) trains one model per frequenc
 from the training series, selects it on the last horizon of each training series and forecasts
 from the end of each full training series; the official test file is read only for the score.
 Every protocol writes a run folder like :func:`timellm.runs.train_and_test` does; ``timellm
-report`` (:mod:`timellm.report`) gathers them.
+report`` (:mod:`timellm.experiments.report`) gathers them.
 """
 
 from __future__ import annotations
@@ -26,23 +26,23 @@ import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from timellm.baselines import last_value_forecast, seasonal_naive_forecast
 from timellm.data.benchmarks import DATA_ENV, DataError, benchmark, default_data_dir
-from timellm.m4 import (
+from timellm.data.m4 import (
     NAIVE2_FILE,
     M4Data,
     get_frequency,
     load_m4,
     load_naive2,
     m4_file,
-    score_m4,
 )
-from timellm.metrics import owa
-from timellm.model import TimeLLM
+from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
+from timellm.evaluation.m4 import score_m4
+from timellm.evaluation.metrics import owa
+from timellm.experiments.presets import Preset, get_preset
+from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
+from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
-from timellm.presets import Preset, get_preset
-from timellm.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
-from timellm.training import fit, seed_everything
+from timellm.training.loop import fit, seed_everything
 
 logger = logging.getLogger(__name__)
 

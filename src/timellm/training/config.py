@@ -1,0 +1,73 @@
+"""What a training run is: optimiser, schedule, budget, precision and how the backbone executes.
+
+One frozen, validated dataclass; presets and ``--set`` build it, run folders record it
+(``config.yaml``), checkpoints compare it on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from timellm.model.config import ExecutionSettings
+
+Schedule = Literal["constant", "halving", "cosine", "onecycle"]
+Precision = Literal["fp32", "bf16", "fp16"]
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # upper bound: early stopping usually ends sooner
+    batch_size: int = 24  # series per optimiser step and process (the released code: 24 per GPU)
+    learning_rate: float = 0.001  # Adam's rate at the start (or the one-cycle peak)
+    schedule: Schedule = "halving"  # constant | halving per epoch (released 'type1') | cosine | onecycle
+    pct_start: float = 0.2  # one-cycle: share of steps spent warming up
+    patience: int = 3  # epochs without validation improvement before stopping
+    loss: Literal["mse", "smape"] = "mse"  # smape for M4
+    seed: int = 2021  # seeds python, numpy, torch and the data order
+    precision: Precision = "fp32"  # bf16 (CPU and GPU) or fp16 (GPU) autocast through accelerate
+    grad_accum: int = 1  # optimiser step every k batches
+    max_train_windows: int | None = None  # per-epoch cap: a fresh random subset each epoch (CPU budgets)
+    max_val_windows: int | None = None  # evenly spaced fixed subset of validation windows; None = all
+    eval_batch_size: int = 32  # windows per evaluation batch (all channels at once)
+    num_workers: int = 0  # DataLoader worker processes
+    checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
+    deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
+    # how the backbone runs (timellm.config.ExecutionSettings): recompute its layers in backward
+    # (less memory for long inputs), and its attention kernel (auto, sdpa or eager)
+    gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, found {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, found {self.learning_rate}")
+        if self.schedule not in ("constant", "halving", "cosine", "onecycle"):
+            raise ValueError(
+                f"schedule must be constant, halving, cosine or onecycle; found {self.schedule!r}"
+            )
+        if self.loss not in ("mse", "smape"):
+            raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
+        if self.precision not in ACCELERATE_PRECISION:
+            raise ValueError(f"precision must be fp32, bf16 or fp16, found {self.precision!r}")
+        for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
+        for name in ("deterministic", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, found {getattr(self, name)!r}")
+        ExecutionSettings(attention=self.attention)  # its check: auto, sdpa or eager
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
