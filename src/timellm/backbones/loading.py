@@ -70,6 +70,23 @@ class Backbone:
         """The frozen input embedding matrix E, shape (V, D)."""
         return self.model.get_input_embeddings().weight
 
+    @property
+    def architecture(self) -> str:
+        """transformers' ``model_type`` of the backbone (llama, gpt2, bert, ...)."""
+        return str(self.model.config.model_type)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the backbone was trained for (``max_position_embeddings``; GPT-2's ``n_positions``
+        maps onto it), or None where the config states no limit."""
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether no weight of the LLM takes a gradient: what the fast path's caches rely on."""
+        return not any(p.requires_grad for p in self.model.parameters())
+
 
 def cache_dir() -> Path:
     """Where dequantised GGUF backbones are kept; move it with ``TIMELLM_CACHE``."""

@@ -17,14 +17,24 @@ that is read by the patch tokens is :class:`FrozenKVLayer`: it never grows, so i
 (gradient checkpointing replays a layer in backward) and nothing kept between calls is mutated.
 
 Bidirectional encoders (BERT) let every prompt position see the patches: there the shortcut is not
-exact and the model takes the plain path (:func:`fast_path_unsupported_reason`).
+exact and the model takes the plain path (:func:`fast_path_unsupported_reason`). Causal decoders
+whose architecture the test suite does not compare with the plain path (anything but
+:data:`VERIFIED_ARCHITECTURES`) check themselves on their first batch (:func:`fast_path_agrees`).
+
+The caches are keyed on what they depend on: the prefix cache on the frozen LLM's weights (their
+storage and version counters, bumped by every in-place write through autograd's view of them;
+the fast path only runs while every LLM weight is frozen), E' on a content fingerprint of the
+trainable mapping weights (:func:`content_fingerprint`: a fused optimiser step changes them
+without bumping their version counters).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -32,6 +42,10 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (batch, kv_heads, length, head_dim)
+
+# model types (``config.model_type``) whose fast path tests/test_fast_path.py compares with the plain
+# path, outputs and gradients; other causal decoders check themselves on their first batch
+VERIFIED_ARCHITECTURES = frozenset({"llama", "gpt2"})
 
 
 def fast_path_unsupported_reason(model: nn.Module, is_causal: bool) -> str | None:
@@ -51,6 +65,35 @@ def fast_path_unsupported_reason(model: nn.Module, is_causal: bool) -> str | Non
     return None
 
 
+def fast_path_agrees(fast: torch.Tensor, plain: torch.Tensor) -> tuple[bool, float]:
+    """Whether the fast path's hidden states equal the plain path's up to rounding; and the gap.
+
+    fast, plain: (S, P, D). The tolerance is relative to the largest activation: 1e-3 in 32-bit,
+    5e-2 in 16-bit (the two paths round differently, their sums run in other orders).
+    """
+    scale = float(plain.abs().max()) or 1.0
+    gap = float((fast.float() - plain.float()).abs().max()) / scale
+    tolerance = 1e-3 if plain.dtype in (torch.float32, torch.float64) else 5e-2
+    return gap <= tolerance, gap
+
+
+def llm_cache_kwargs(llm: nn.Module, cache: Cache | None) -> dict:
+    """The keyword that passes a KV cache to ``llm``: ``cache`` in current transformers (5.2x), where
+    ``past_key_values`` is deprecated, and ``past_key_values`` in the releases before it."""
+    return {"cache": cache} if _takes_cache_keyword(type(llm)) else {"past_key_values": cache}
+
+
+@functools.cache
+def _takes_cache_keyword(model_class: type) -> bool:
+    return "cache" in inspect.signature(model_class.forward).parameters
+
+
+def returned_cache(output) -> Cache:
+    """The cache a transformers model returned, under its current name or the older one."""
+    names = {f.name for f in dataclasses.fields(output)}
+    return output.cache if "cache" in names else output.past_key_values
+
+
 def _autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
     if not torch.is_autocast_enabled(device.type):
         return False, None
@@ -58,8 +101,37 @@ def _autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
 
 
 def _weights_signature(module: nn.Module) -> tuple:
-    """Changes when a weight is replaced (device/dtype moves) or modified in place."""
-    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+    """Changes when a weight is replaced (device/dtype moves) or modified in place through autograd's
+    view of it (``load_state_dict``, ``no_grad`` in-place ops); not by writes to ``.data``."""
+    return tuple((p.data_ptr(), p.dtype, p._version) for p in module.parameters())
+
+
+_PROBES: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _probe(length: int, device: torch.device) -> torch.Tensor:
+    """A fixed, irregular, positive vector of ``length`` (float32): the weights of a fingerprint."""
+    key = (length, device)
+    if key not in _PROBES:
+        golden = 0.6180339887498949
+        _PROBES[key] = 1.5 + torch.cos(torch.arange(length, dtype=torch.float64) * golden).float().to(device)
+    return _PROBES[key]
+
+
+@torch.no_grad()
+def content_fingerprint(module: nn.Module) -> tuple[float, ...]:
+    """One number per weight that changes when any of its values does: a weighted sum over rows
+    and columns (one matrix-vector product, a read of the weights: far cheaper than using them).
+
+    Unlike version counters it sees every kind of update: fused optimiser steps, writes to
+    ``.data``, EMA copies. Distinct weights agree on it only by a coincidence of measure zero.
+    """
+    prints = []
+    for p in module.parameters():
+        matrix = p.detach().float().reshape(p.shape[0] if p.ndim > 1 else 1, -1)  # (rows, cols)
+        rows = matrix @ _probe(matrix.shape[1], p.device)  # (rows,)
+        prints.append(float(rows.double() @ _probe(matrix.shape[0], p.device).double()))
+    return tuple(prints)
 
 
 class FrozenKVLayer(DynamicLayer):
@@ -117,10 +189,10 @@ class PromptPrefixCache:
             inputs_embeds=embeds,
             attention_mask=torch.ones_like(ids),
             position_ids=torch.arange(ids.shape[1], device=device)[None],
-            past_key_values=DynamicCache(),
             use_cache=True,
+            **llm_cache_kwargs(llm, DynamicCache()),
         )
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return [(layer.keys, layer.values) for layer in returned_cache(out).layers]
 
 
 @torch.no_grad()
@@ -143,10 +215,10 @@ def extend_cache(llm: nn.Module, prefix: KV, ids: torch.Tensor, mask: torch.Tens
         inputs_embeds=embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=True,
+        **llm_cache_kwargs(llm, cache),
     )
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return [(layer.keys, layer.values) for layer in returned_cache(out).layers]
 
 
 def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -164,8 +236,8 @@ def run_patch_tokens(llm: nn.Module, past: KV, past_mask: torch.Tensor, tokens: 
         inputs_embeds=tokens,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=False,
+        **llm_cache_kwargs(llm, cache),
     )
     return out.last_hidden_state
 
@@ -253,8 +325,9 @@ def checkpointing(enabled: bool) -> Iterator[None]:
 class PrototypeCache:
     """E' kept while it cannot change: inference without autograd.
 
-    The key holds the mapping weights' version counters (bumped by every optimiser step and
-    in-place load), their storage (moves), the vocabulary's, and the autocast state.
+    The key holds a content fingerprint of the mapping weights (:func:`content_fingerprint`: a
+    fused Adam step bumps no version counter), their storage and dtype (moves), the frozen
+    vocabulary's storage and version, and the autocast state.
     """
 
     def __init__(self):
@@ -266,6 +339,7 @@ class PrototypeCache:
         """(V, D) vocabulary -> (V', D) prototypes, recomputed only when the key changes."""
         key = (
             _weights_signature(prototypes),
+            content_fingerprint(prototypes),
             vocabulary.data_ptr(),
             vocabulary._version,
             vocabulary.dtype,

@@ -19,11 +19,13 @@ from torch import nn
 from timellm.backbones.loading import Backbone, load_backbone
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.fastpath import (
+    VERIFIED_ARCHITECTURES,
     PromptPrefixCache,
     PrototypeCache,
     attention_kernel,
     checkpointing,
     extend_cache,
+    fast_path_agrees,
     fast_path_unsupported_reason,
     install_layer_checkpointing,
     run_patch_tokens,
@@ -44,6 +46,7 @@ from timellm.model.prompt import (
     input_statistics,
     prompt_prefix,
     statistics_texts,
+    statistics_token_bound,
 )
 
 logger = logging.getLogger(__name__)
@@ -105,6 +108,8 @@ class TimeLLM(nn.Module):
 
         if backbone is None:
             backbone = _load_backbone_for(c, c.llm_layers)
+        else:
+            check_backbone_matches(c, backbone)
         d_llm = backbone.hidden_size
         if c.d_ff > d_llm:
             raise ValueError(
@@ -121,6 +126,10 @@ class TimeLLM(nn.Module):
             prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
         )["input_ids"]
         self.pad_id = int(tokenizer.pad_token_id)
+        self._check_positions()
+        # an architecture the tests do not compare fast = plain on compares itself on its first batch
+        self._fast_path_verified = backbone.architecture in VERIFIED_ARCHITECTURES
+        self._warned_unfrozen = False
         if not c.fast_path:
             self.fast_path_reason = "config.fast_path is False"
         elif not c.use_prompt:
@@ -132,6 +141,27 @@ class TimeLLM(nn.Module):
                 self._statistics_tokenizer = StatisticsTokenizer(tokenizer)
             else:
                 logger.info("%s takes the plain path: %s", backbone.name, self.fast_path_reason)
+
+    def _check_positions(self) -> None:
+        """The longest LLM input (prompt + patches) must fit the backbone's positions."""
+        c, limit = self.config, self.backbone.max_positions
+        if limit is None:
+            return
+        prefix = len(self.prefix_ids) if c.use_prompt else 0
+        stats = (
+            statistics_token_bound(self.backbone.tokenizer, c.seq_len, c.top_k_lags)
+            if c.use_prompt and c.prompt_statistics
+            else 0
+        )
+        needed = prefix + stats + c.num_patches
+        if needed > limit:
+            raise ValueError(
+                f"the LLM input needs up to {needed} positions ({prefix} prompt-prefix tokens + up to "
+                f"{stats} statistics tokens + {c.num_patches} patches) but backbone {self.backbone.name!r} "
+                f"has {limit} (max_position_embeddings): use fewer patches (a shorter seq_len, a larger "
+                "stride or patch_len), a shorter prompt (prompt_statistics=False, a shorter description) "
+                "or a backbone with more positions"
+            )
 
     @property
     def uses_fast_path(self) -> bool:
@@ -225,9 +255,48 @@ class TimeLLM(nn.Module):
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
         with attention_kernel(self.llm.config, self._attention_kernel(tokens.device)):
-            if self.uses_fast_path:
+            if self.uses_fast_path and self._llm_is_frozen():
+                if not self._fast_path_verified:
+                    return self._run_llm_checked(x, tokens)
                 return self._run_llm_fast(x, tokens)
             return self._run_llm_plain(x, tokens)
+
+    def _llm_is_frozen(self) -> bool:
+        """The prompt caches run without gradient: exact only while no LLM weight trains."""
+        if self.backbone.is_frozen:
+            return True
+        if not self._warned_unfrozen:
+            logger.warning(
+                "%s has weights that take a gradient: the fast path holds only for a frozen LLM, "
+                "taking the plain path while they do",
+                self.backbone.name,
+            )
+            self._warned_unfrozen = True
+        return False
+
+    def _run_llm_checked(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """First batch on an architecture without a test of fast = plain: run both, compare, and
+        keep the fast path only if it computes what the plain path computes."""
+        with torch.no_grad():
+            fast, plain = self._run_llm_fast(x, tokens), self._run_llm_plain(x, tokens)
+        agree, gap = fast_path_agrees(fast, plain)
+        architecture = self.backbone.architecture
+        if agree:
+            logger.info(
+                "%s (%s): the fast path matches the plain path on the first batch (gap %.1e); using it",
+                self.backbone.name,
+                architecture,
+                gap,
+            )
+            self._fast_path_verified = True
+            return self._run_llm_fast(x, tokens) if torch.is_grad_enabled() else fast
+        self.fast_path_reason = (
+            f"its fast path differs from the plain path on the first batch on architecture "
+            f"{architecture!r} (gap {gap:.1e} of the largest activation)"
+        )
+        self._prefix_cache = None
+        logger.warning("%s takes the plain path: %s", self.backbone.name, self.fast_path_reason)
+        return self._run_llm_plain(x, tokens) if torch.is_grad_enabled() else plain
 
     def _attention_kernel(self, device: torch.device) -> str | None:
         """The attention implementation to run the LLM with (None: as loaded); see ExecutionSettings."""
@@ -335,6 +404,31 @@ def check_weights(
                 f"{tuple(value.shape)}, this model expects {tuple(expected[key].shape)}"
             )
     return tensors
+
+
+def check_backbone_matches(config: TimeLLMConfig, backbone: Backbone) -> None:
+    """A given backbone must be the one the config names, with the layer count it asks for:
+    ``save_pretrained`` records the config, and ``from_pretrained`` rebuilds that backbone."""
+    if not _same_spec(backbone.name, config.backbone):
+        raise ValueError(
+            f"the backbone given ({backbone.name!r}) is not the config's backbone ({config.backbone!r}): "
+            "load the one the config names, or set backbone to the one you load"
+        )
+    wanted = config.llm_layers if config.llm_layers is not None else backbone.total_layers
+    if backbone.num_layers != wanted:
+        asked = f"llm_layers={config.llm_layers}" if config.llm_layers is not None else "all layers"
+        raise ValueError(
+            f"backbone {backbone.name!r} has {backbone.num_layers} of its {backbone.total_layers} layers but "
+            f"the config asks for {asked}: load it with llm_layers={config.llm_layers}, or set "
+            f"llm_layers={backbone.num_layers}"
+        )
+
+
+def _same_spec(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    path_a, path_b = Path(a).expanduser(), Path(b).expanduser()
+    return path_a.exists() and path_b.exists() and path_a.resolve() == path_b.resolve()
 
 
 def _load_backbone_for(config: TimeLLMConfig, layers: int | None) -> Backbone:

@@ -78,6 +78,23 @@ def statistics_texts(stats: InputStatistics) -> list[str]:
     ]
 
 
+def statistics_token_bound(tokenizer, seq_len: int, top_k: int) -> int:
+    """The most tokens a statistics text of a ``seq_len`` window can take with ``tokenizer``.
+
+    The longest texts have the longest numbers (three significant digits: "-1.23e-05" or
+    "-0.000123", nine characters), a downward trend and the largest lags (up to seq_len // 2);
+    several such texts are tokenised and the longest counts.
+    """
+    k = min(top_k, seq_len // 2)
+    lags = torch.arange(seq_len // 2, seq_len // 2 - k, -1, dtype=torch.long)[None]  # (1, k)
+    texts = []
+    for value in (-1.23e-05, -8.88e-07, -0.000123, -0.000987, -123.0, -99.9):
+        number = torch.tensor([value])
+        stats = InputStatistics(number, number, number, torch.tensor([False]), lags)
+        texts += statistics_texts(stats)
+    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
 class StatisticsTokenizer:
     """Token ids of statistics texts, each text tokenised once and then looked up.
 
