@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 FORECASTER_FILE = "forecaster.json"
 FORECASTER_FORMAT = "timellm-forecaster"
 FORECASTER_VERSION = 1
+# what forecaster.json holds (save_pretrained): any other key is an error on load, never dropped
+FORECASTER_KEYS = frozenset(
+    {"format", "version", "horizon", "seq_len", "columns", "interpolate", "val_size", "max_steps", "train"}
+)
 
 # Model settings for user data: the paper's architecture on the offline SmolLM2, truncated to two
 # layers with 100 text prototypes as in the project's CPU presets, so that a few hundred training
@@ -352,10 +356,18 @@ class TimeLLMForecaster:
                 record = json.loads((directory / FORECASTER_FILE).read_text())
             except json.JSONDecodeError as err:
                 raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not valid JSON: {err}") from None
-            if record.get("format") != FORECASTER_FORMAT:
+            if not isinstance(record, dict) or record.get("format") != FORECASTER_FORMAT:
                 raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not a timellm forecaster file")
-        known_train = {f.name for f in fields(TrainConfig)}
-        train = TrainConfig(**{k: v for k, v in record.get("train", {}).items() if k in known_train})
+            unknown = set(record) - FORECASTER_KEYS
+            if unknown:
+                raise AdapterLoadError(
+                    f"{directory / FORECASTER_FILE} has unknown key(s) {', '.join(sorted(unknown))}: it was "
+                    f"written by another version of timellm; known: {', '.join(sorted(FORECASTER_KEYS))}"
+                )
+        try:
+            train = TrainConfig.from_dict(record.get("train", {}))
+        except ValueError as err:
+            raise AdapterLoadError(f"{directory / FORECASTER_FILE}: {err}") from None
         forecaster = cls(
             config.pred_len,
             config=config,

@@ -193,6 +193,7 @@ def run_m4(
             "epochs_run": result.epochs_run,
             "steps": result.steps,
             "best_val_loss": result.best_val_loss,
+            "precision": result.precision,
             "train_windows": len(train_set),
             "train_seconds": round(result.train_seconds, 1),
             "test_seconds": round(forecast_seconds, 1),

@@ -30,7 +30,7 @@ from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
-from timellm.training.loop import TrainConfig, fit, make_accelerator, seed_everything
+from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precision, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def score_test_split(
 ) -> tuple[dict, tuple]:
     """MSE/MAE on the test split (every window unless ``limit``), naive references beside them.
 
-    With an ``accelerator`` of several processes the windows are shared out and gathered back,
-    each counted once.
+    With an ``accelerator`` the forecasts run under its autocast (the run's precision); with
+    several processes the windows are shared out and gathered back, each counted once.
     """
     past, pred, true = predict_windows(
         model,
@@ -68,6 +68,7 @@ def score_test_split(
         splits.seq_len,
         splits.pred_len,
         batch_size,
+        autocast=accelerator.autocast if accelerator is not None else None,
         max_windows=limit,
         accelerator=accelerator,
     )
@@ -123,6 +124,7 @@ def train_and_test(
         "model": model_config.to_dict(),
         "train": train_config.to_dict(),
         "run": preset.run,
+        "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
     }
     if main and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,7 @@ def train_and_test(
                 "trainable_params": model.num_parameters(True),
                 "total_params": model.num_parameters(),
                 "processes": result.processes,
+                "precision": result.precision,
                 "adapter_sha256": result.replica_sha256,
                 "command": command,
             }
@@ -215,13 +218,13 @@ def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[
     if find_checkpoint(run_dir / CHECKPOINT_DIR) is None:
         done = " (it has finished: see its metrics.json)" if (run_dir / METRICS).is_file() else ""
         raise CheckpointError(f"{run_dir} has no checkpoint to resume from{done}")
-    record = yaml.safe_load((run_dir / RUN_CONFIG).read_text())
+    record = read_run_record(run_dir)
     try:
         preset = Preset(
             record["preset"],
             record["dataset"],
             TimeLLMConfig.from_dict(record["model"]),
-            TrainConfig(**record["train"]),
+            TrainConfig.from_dict(record["train"]),
             dict(record.get("run") or {}),
         )
     except (KeyError, TypeError) as err:
@@ -242,8 +245,56 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
     run_dir = Path(run_dir)
     if not (run_dir / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
-    record = yaml.safe_load((run_dir / RUN_CONFIG).read_text())
-    return record, TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
+    return read_run_record(run_dir), TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
+
+
+# every key a run folder's config.yaml may hold (runs, M4 protocol runs, ablation folders)
+RUN_RECORD_KEYS = frozenset(
+    {
+        "protocol",
+        "preset",
+        "dataset",
+        "frequency",
+        "test_dataset",
+        "percent",
+        "command",
+        "model",
+        "train",
+        "run",
+        "precision",
+        "data",
+        "budget",
+        "variants",
+        "variant",
+        "test_windows",
+        "test_windows_total",
+        "environment",
+    }
+)
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's config.yaml, checked: an unknown key (a newer or foreign record) is an error,
+    never dropped; its training settings are checked as TrainConfig reads them."""
+    path = Path(run_dir) / RUN_CONFIG
+    try:
+        record = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a run record: expected a mapping, found {type(record).__name__}")
+    unknown = set(record) - RUN_RECORD_KEYS
+    if unknown:
+        raise ValueError(
+            f"{path} has unknown key(s) {', '.join(sorted(unknown))}: it was written by another "
+            f"version of timellm; known: {', '.join(sorted(RUN_RECORD_KEYS))}"
+        )
+    if "train" in record:
+        try:
+            TrainConfig.from_dict(record["train"])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return record
 
 
 def evaluate_run(
@@ -258,8 +309,11 @@ def evaluate_run(
             )
     record, model = load_run(run_dir)
     config: TimeLLMConfig = model.config
-    train = TrainConfig(**record["train"])
+    train = TrainConfig.from_dict(record["train"])
     splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)
     limit = None if full else record.get("run", {}).get("max_test_windows")
-    metrics, _ = score_test_split(model, splits, train.eval_batch_size, limit)
+    # the precision the run was tested in (what its auto resolved to there), not this machine's auto
+    accelerator = make_accelerator(train.replace(precision=record.get("precision", train.precision)))
+    metrics, _ = score_test_split(model, splits, train.eval_batch_size, limit, accelerator=accelerator)
+    metrics["precision"] = run_precision(accelerator)
     return metrics

@@ -37,10 +37,26 @@ import numpy as np
 import pandas as pd
 import torch
 
+from timellm.model.precision import resolve_precision
+
 logger = logging.getLogger(__name__)
 
 TRAIN_ROWS = 12 * 30 * 24  # ETTh1's training split: the first 8640 hourly rows standardise the data
 DTYPES = {"fp32": None, "bf16": "bfloat16"}
+
+
+def native_dtypes() -> tuple[list[str], dict[str, str]]:
+    """The dtypes this CPU runs natively (measured by default) and, for the others, why not.
+
+    An emulated bf16 matmul can run hundreds of times slower than fp32 (0.3 against 93-173
+    GFLOP/s on an AVX2 EPYC): measuring it by default would take hours and show nothing.
+    """
+    from timellm.model.precision import native_precisions
+
+    reasons = native_precisions("cpu")
+    return [d for d in DTYPES if reasons[d] is None], {
+        d: reasons[d] for d in DTYPES if reasons[d] is not None
+    }
 
 
 @dataclass(frozen=True)
@@ -375,13 +391,15 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     return row
 
 
-def _matmul_row(threads: int) -> dict:
+def _matmul_row(threads: int, dtypes: Sequence[str] = ("fp32", "bf16")) -> dict:
     torch.set_num_threads(threads)
     from timellm._malloc import allocator_setting
 
     row: dict = {"threads": threads, "malloc": allocator_setting()}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        row[name], row[f"{name}_per_cpu_s"] = matmul_peak(dtype)
+    for name in dtypes:
+        row[name], row[f"{name}_per_cpu_s"] = matmul_peak(
+            {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+        )
     return row
 
 
@@ -432,7 +450,7 @@ def speed_benchmark(
     steps: int = 3,
     infer_steps: int = 6,
     warmup: int = 2,
-    dtypes: Sequence[str] = ("fp32", "bf16"),
+    dtypes: Sequence[str] | None = None,
     paths: Sequence[str] = ("plain", "fast"),
     modes: Sequence[str] = ("train", "infer"),
     mallocs: Sequence[str] = ("default", "tuned"),
@@ -449,6 +467,10 @@ def speed_benchmark(
 ) -> pd.DataFrame:
     """Measure every (dtype, path, mode, malloc) configuration, each in a fresh process.
 
+    ``dtypes`` None measures the dtypes this CPU runs natively (:func:`native_dtypes`: fp32, and
+    bf16 where the CPU has AMX or AVX-512 BF16); the skipped ones and why are logged and kept in
+    ``frame.attrs["skipped_dtypes"]``. An explicitly asked-for emulated dtype runs, after a warning.
+
     The plain path runs as the released code does (``plain_attention`` eager, Adam's per-tensor
     loop), the fast path with SDPA and the fused Adam. Returns one row per configuration with at
     least ``backbone, layers, dtype, path, mode, series_per_s, peak_rss_mb, malloc``, plus the
@@ -463,9 +485,15 @@ def speed_benchmark(
     data = Path(data) if data is not None else default_etth1()
     if not data.is_file():
         raise FileNotFoundError(f"ETTh1 not found at {data}; give its file with --data (data= in Python)")
+    skipped: dict[str, str] = {}
+    if dtypes is None:
+        dtypes, skipped = native_dtypes()
+        for dtype, reason in skipped.items():
+            logger.warning("not measuring %s (ask for it with dtypes / --dtypes): %s", dtype, reason)
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+        resolve_precision(dtype, "cpu")  # warns once where the CPU emulates it
     base = RunSpec(
         backbone=backbone,
         layers=layers,
@@ -490,7 +518,7 @@ def speed_benchmark(
         changes = {**as_run[changes.get("path", base.path)], **changes}
         return replace(base, mode=mode, steps=steps if mode == "train" else infer_steps, **changes)
 
-    peak = _child("matmul", {"threads": threads}, "tuned")
+    peak = _child("matmul", {"threads": threads, "dtypes": list(dtypes)}, "tuned")
     rows = []
     # the allocator settings alternate innermost: load from other processes drifts over minutes,
     # so the rows that are compared run next to each other
@@ -525,6 +553,7 @@ def speed_benchmark(
     frame["matmul_peak_flop_per_cpu_s"] = frame["dtype"].map(lambda d: peak[f"{d}_per_cpu_s"])
     frame["fraction_of_peak"] = frame["flop_per_cpu_s"] / frame["matmul_peak_flop_per_cpu_s"]
     frame.attrs["matmul_peak"] = peak
+    frame.attrs["skipped_dtypes"] = skipped
     out = Path(out) if out is not None else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -543,6 +572,8 @@ def speed_benchmark(
             for label, changes, malloc in LADDER:
                 if mode != "train" and label == "+ fused Adam":
                     continue  # no optimiser at inference
+                if changes.get("dtype", "fp32") not in dtypes:
+                    continue  # a dtype not measured (emulated here, or left out)
                 logger.info("ladder (%s): %s", mode, label)
                 row = _child("run", asdict(spec_for(mode, label=label, **changes)), malloc)
                 steps_run.append(row)
@@ -599,11 +630,13 @@ def report(frame: pd.DataFrame) -> str:
     text = markdown_table(shown, columns)
     peak = frame.attrs.get("matmul_peak")
     if peak:
-        text += (
-            f"\n\nmatmul peak (2048x2048, {peak['threads']} threads, best of 8): "
-            f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s ({peak['fp32_per_cpu_s'] / 1e9:.0f} per CPU second), "
-            f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s ({peak['bf16_per_cpu_s'] / 1e9:.0f} per CPU second)"
+        measured = [d for d in DTYPES if d in peak]
+        text += f"\n\nmatmul peak (2048x2048, {peak['threads']} threads, best of 8): " + ", ".join(
+            f"{d} {peak[d] / 1e9:.0f} GFLOP/s ({peak[f'{d}_per_cpu_s'] / 1e9:.0f} per CPU second)"
+            for d in measured
         )
+    for dtype, reason in frame.attrs.get("skipped_dtypes", {}).items():
+        text += f"\n\n{dtype} not measured: {reason} (ask for it with --dtypes)"
     parts = frame.attrs.get("breakdown")
     if parts is not None and len(parts):
         cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
@@ -634,7 +667,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
     parser.add_argument("--infer-steps", type=int, default=6, help="timed inference steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma-separated: fp32, bf16 (default: those this CPU runs natively; bf16 needs AMX or AVX-512 BF16)",
+    )
     parser.add_argument("--paths", default="plain,fast")
     parser.add_argument("--modes", default="train,infer")
     parser.add_argument("--malloc", default="default,tuned", help="allocator settings to compare")
@@ -662,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker:  # a child of speed_benchmark: one measurement, one JSON line
         task, payload = args.worker[0], json.loads(args.worker[1])
         if task == "matmul":
-            row = _matmul_row(payload["threads"])
+            row = _matmul_row(payload["threads"], payload.get("dtypes", ("fp32", "bf16")))
         elif task == "breakdown":
             row = step_breakdown(RunSpec(**payload))
         else:
@@ -678,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         steps=args.steps,
         infer_steps=args.infer_steps,
         warmup=args.warmup,
-        dtypes=split(args.dtypes),
+        dtypes=split(args.dtypes) if args.dtypes is not None else None,
         paths=split(args.paths),
         modes=split(args.modes),
         mallocs=split(args.malloc),

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from timellm.model.config import ExecutionSettings
 
 Schedule = Literal["constant", "halving", "cosine", "onecycle"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# accelerate's mixed_precision of each resolved precision (auto resolves per device: model.precision)
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
@@ -26,7 +27,9 @@ class TrainConfig:
     patience: int = 3  # epochs without validation improvement before stopping
     loss: Literal["mse", "smape"] = "mse"  # smape for M4
     seed: int = 2021  # seeds python, numpy, torch and the data order
-    precision: Precision = "fp32"  # bf16 (CPU and GPU) or fp16 (GPU) autocast through accelerate
+    # autocast through accelerate: auto = bf16 where the device runs it natively (GPUs with bf16,
+    # CPUs with AMX / AVX-512 BF16), else fp32; bf16 or fp16 (GPU) explicitly; fp32 none
+    precision: Precision = "auto"
     grad_accum: int = 1  # optimiser step every k batches
     max_train_windows: int | None = None  # per-epoch cap: a fresh random subset each epoch (CPU budgets)
     max_val_windows: int | None = None  # evenly spaced fixed subset of validation windows; None = all
@@ -52,8 +55,8 @@ class TrainConfig:
             )
         if self.loss not in ("mse", "smape"):
             raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
-        if self.precision not in ACCELERATE_PRECISION:
-            raise ValueError(f"precision must be fp32, bf16 or fp16, found {self.precision!r}")
+        if self.precision not in ("auto", *ACCELERATE_PRECISION):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, found {self.precision!r}")
         for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
@@ -71,3 +74,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"unknown training setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)

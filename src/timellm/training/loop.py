@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
 from timellm.model.config import ExecutionSettings
+from timellm.model.precision import resolve_precision
 from timellm.training import checkpoint as ckpt
 from timellm.training.config import ACCELERATE_PRECISION, TrainConfig
 
@@ -57,6 +58,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     processes: int = 1  # data-parallel processes that trained
     replica_sha256: list[str] = field(default_factory=list)  # the final adapter's digest on each process
+    precision: str = "fp32"  # what the run computed in (config precision auto resolved on the device)
 
 
 @dataclass
@@ -143,23 +145,33 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 def make_accelerator(config: TrainConfig):
     """An ``Accelerator`` for ``config``: devices and processes from the launcher, precision from the run.
 
-    The run's ``precision`` is what config.yaml records, so a launcher that explicitly asks for
-    another mixed precision (``accelerate launch --mixed_precision bf16`` with an fp32 run) is an
+    The run's ``precision`` is what config.yaml records: ``auto`` resolves on the device
+    (:func:`timellm.model.precision.resolve_precision`; :func:`run_precision` says to what) or
+    takes the launcher's explicit mixed precision; a launcher that asks for another one than an
+    explicit run setting (``accelerate launch --mixed_precision bf16`` with an fp32 run) is an
     error rather than a silent override.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType
 
-    wanted = ACCELERATE_PRECISION[config.precision]
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if config.precision == "auto" and launched != "no":
+        precision = {"bf16": "bf16", "fp16": "fp16"}.get(launched)  # the launcher's explicit choice
+        if precision is None:
+            raise ValueError(f"accelerate was launched with an unknown mixed precision {launched!r}")
+        precision = resolve_precision(precision, PartialState().device)
+    else:
+        precision = resolve_precision(config.precision, PartialState().device)
+    wanted = ACCELERATE_PRECISION[precision]
     if launched not in ("no", wanted):
         raise ValueError(
             f"accelerate was launched with mixed precision {launched!r} but the run's precision is "
-            f"{config.precision!r}: set it in the run (--set precision=bf16, fp16 or fp32)"
+            f"{config.precision!r}: set the training setting precision (auto, bf16, fp16 or fp32)"
         )
+    _release_single_process_precision(wanted)
     accelerator = Accelerator(mixed_precision=wanted, gradient_accumulation_steps=config.grad_accum)
     if (
-        config.precision == "fp16"
+        precision == "fp16"
         and accelerator.scaler is None
         and accelerator.distributed_type != DistributedType.DEEPSPEED
     ):
@@ -168,6 +180,26 @@ def make_accelerator(config: TrainConfig):
             "use bf16 or fp32 here"
         )
     return accelerator
+
+
+def _release_single_process_precision(wanted: str) -> None:
+    """Let a single-process run choose its own precision after another run of the process chose
+    another one: accelerate keeps one precision per process (its AcceleratorState) and refuses a
+    second. Under a launcher (several processes) the launcher's state stays."""
+    from accelerate.state import AcceleratorState, DistributedType
+
+    state = AcceleratorState._shared_state
+    if not state or state.get("_mixed_precision") in (None, wanted):
+        return
+    if state.get("distributed_type") != DistributedType.NO:
+        return
+    logger.info("switching this process's mixed precision from %s to %s", state["_mixed_precision"], wanted)
+    AcceleratorState._reset_state()
+
+
+def run_precision(accelerator) -> str:
+    """The precision an accelerator runs: fp32, bf16 or fp16 (what ``auto`` resolved to)."""
+    return {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[str(accelerator.mixed_precision)]
 
 
 class EpochSampler(Sampler[int]):
@@ -282,6 +314,7 @@ def fit(
     seed_everything(config.seed)
     if accelerator is None:
         accelerator = make_accelerator(config)
+    logger.info("precision %s (setting: %s)", run_precision(accelerator), config.precision)
     checkpoint_dir = _checkpointing(accelerator, checkpoint_dir, config, resume)
 
     per_epoch = min(config.max_train_windows or len(train_set), len(train_set))
@@ -414,6 +447,9 @@ def fit(
     progress.train_seconds += time.perf_counter() - session_start
 
     unwrapped.load_state_dict(copy.deepcopy(best), strict=False)  # restore the best epoch's adapter
+    # prepare() wrapped the model's forward in the run's autocast: the model handed back computes
+    # in its own precision again, as the same adapter loaded from disk does
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     logger.info(
         "restored the adapter of epoch %d (validation loss %.4f)", progress.best_epoch, progress.best_loss
     )
@@ -434,6 +470,7 @@ def fit(
         progress.history,
         accelerator.num_processes,
         digests,
+        run_precision(accelerator),
     )
 
 

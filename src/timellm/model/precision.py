@@ -1,0 +1,121 @@
+"""Which precision a device runs natively, and what ``precision="auto"`` resolves to there.
+
+bf16 autocast pays off only where the hardware multiplies bf16 matrices itself: GPUs with bf16
+(Ampere and later), CPUs with AMX or AVX-512 BF16 (x86) or the BF16 extension (Arm). Elsewhere
+oneDNN emulates it: on a 2-core AVX2 EPYC a bf16 matmul runs at 0.3 GFLOP/s against 93-173 in
+fp32, about 300x slower. So ``auto`` is bf16 where it is native and fp32 everywhere else, and an
+explicit bf16 or fp16 where it is emulated still runs, after one warning naming the slowdown.
+
+CPU support is read from the CPU's flags (``/proc/cpuinfo``); where there are none to read, a
+small timed matmul decides (once per process).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOW_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# CPU flags of native bf16 matrix multiplies: AMX tiles, AVX-512 BF16 (x86), the Armv8.6 BF16 extension
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
+# CPU flags of native fp16 matrix multiplies (AMX-FP16, AVX-512 FP16)
+FP16_CPU_FLAGS = frozenset({"amx_fp16", "avx512_fp16"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+@functools.cache
+def cpu_matmul_slowdown(precision: str, size: int = 128, reps: int = 3) -> float:
+    """How many times longer a (size x size) matmul takes in ``precision`` than in fp32 on this
+    CPU (best of ``reps``; measured once per process: a few milliseconds where it is native)."""
+    dtype = LOW_PRECISIONS[precision]
+    a = torch.randn(size, size)
+    timings = {}
+    for name, x in (("fp32", a), (precision, a.to(dtype))):
+        torch.matmul(x, x)  # warm-up: kernel selection
+        best = float("inf")
+        for _ in range(reps):
+            start = time.perf_counter()
+            torch.matmul(x, x)
+            best = min(best, time.perf_counter() - start)
+        timings[name] = best
+    return timings[precision] / max(timings["fp32"], 1e-9)
+
+
+def emulation_reason(precision: str, device: torch.device | str) -> str | None:
+    """Why ``precision`` (bf16 or fp16) is emulated, not native, on ``device``; None if native."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if precision == "fp16":
+            return None  # every CUDA GPU torch supports multiplies fp16 itself
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        return f"GPU {torch.cuda.get_device_name(device)} has no native bf16 (it needs Ampere or later)"
+    if device.type != "cpu":
+        return f"timellm does not know whether {device.type} runs {precision} natively"
+    flags = cpu_flags()
+    wanted = BF16_CPU_FLAGS if precision == "bf16" else FP16_CPU_FLAGS
+    if flags is not None:
+        if flags & wanted:
+            return None
+        slowdown = cpu_matmul_slowdown(precision)
+        return (
+            f"this CPU has none of {', '.join(sorted(wanted))}: a {precision} matrix multiply is emulated, "
+            f"measured {slowdown:.0f}x slower than fp32 here"
+        )
+    slowdown = cpu_matmul_slowdown(precision)
+    if slowdown <= 1.0:
+        return None
+    return f"a {precision} matrix multiply measured {slowdown:.1f}x slower than fp32 on this CPU"
+
+
+def native_precisions(device: torch.device | str) -> dict[str, str | None]:
+    """fp32, bf16 and fp16 on ``device``: None for a native one, else why it is not."""
+    return {"fp32": None, **{name: emulation_reason(name, device) for name in LOW_PRECISIONS}}
+
+
+@functools.cache
+def _warn_once(precision: str, device: str, reason: str) -> None:
+    logger.warning(
+        "precision %s on %s runs, but slowly: %s; precision auto (or fp32) picks what this machine "
+        "runs natively",
+        precision,
+        device,
+        reason,
+    )
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision to run: ``auto`` -> bf16 where ``device`` multiplies bf16 natively, else fp32.
+
+    An explicit bf16 or fp16 is kept; where it is emulated, one warning per process says so.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; found {precision!r}")
+    device = torch.device(device)
+    if precision == "auto":
+        return "bf16" if emulation_reason("bf16", device) is None else "fp32"
+    if precision in LOW_PRECISIONS:
+        reason = emulation_reason(precision, device)
+        if reason is not None:
+            _warn_once(precision, device.type, reason)
+    return precision
