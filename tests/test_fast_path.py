@@ -308,3 +308,161 @@ def test_minilm_takes_the_plain_path():
 
     model = TimeLLM(TimeLLMConfig(backbone="minilm-l6", seq_len=96, pred_len=24, dataset="weather"))
     assert not model.uses_fast_path and "bidirectional" in model.fast_path_reason
+
+
+# --------------------------------------------------------------------------------------------
+# caches that cannot go stale, a fast path that proves itself
+
+
+def eval_forecast(model: TimeLLM, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def reference_forecast(model: TimeLLM, x: torch.Tensor) -> torch.Tensor:
+    """What the plain path gives with ``model``'s current weights (it caches nothing)."""
+    plain = TimeLLM(model.config.replace(fast_path=False), backbone=model.backbone)
+    plain.load_state_dict(model.state_dict())
+    return eval_forecast(plain, x)
+
+
+def test_a_fused_adam_step_between_two_inference_calls_refreshes_the_prototypes():
+    fast, _ = twins("tiny-random-llama")
+    x = varied_batch()
+    adam = torch.optim.Adam([p for p in fast.parameters() if p.requires_grad], lr=1e-2, fused=True)
+    eval_forecast(fast, x)
+    # a user's loop: a gradient step with the model left in eval mode (nothing calls train())
+    fast.zero_grad()
+    torch.nn.functional.mse_loss(fast(x), torch.ones(4, 12, 2)).backward()
+    version = fast.prototypes.mapping.weight._version
+    adam.step()
+    assert fast.prototypes.mapping.weight._version == version  # what fooled a version-keyed cache
+    torch.testing.assert_close(eval_forecast(fast, x), reference_forecast(fast, x), rtol=1e-5, atol=1e-6)
+    assert fast._prototype_cache.builds == 2
+
+
+def test_a_write_through_data_refreshes_the_prototypes():
+    fast, _ = twins("tiny-random-llama")
+    x = varied_batch()
+    eval_forecast(fast, x)
+    fast.prototypes.mapping.weight.data.mul_(0.5)  # EMA-style update: no version bump
+    torch.testing.assert_close(eval_forecast(fast, x), reference_forecast(fast, x), rtol=1e-5, atol=1e-6)
+    eval_forecast(fast, x)
+    builds = fast._prototype_cache.builds
+    eval_forecast(fast, x)
+    assert fast._prototype_cache.builds == builds  # unchanged weights keep the cache
+
+
+def test_the_content_fingerprint_sees_any_single_change():
+    from timellm.model.fastpath import content_fingerprint
+
+    layer = torch.nn.Linear(7, 5)
+    before = content_fingerprint(layer)
+    assert content_fingerprint(layer) == before
+    with torch.no_grad():
+        weight = layer.weight.data
+        weight[2, 3], weight[3, 2] = weight[3, 2].clone(), weight[2, 3].clone()  # a swap keeps the sum
+    assert content_fingerprint(layer) != before
+
+
+def test_the_verified_architectures_are_the_ones_tested_here():
+    from timellm.model.fastpath import VERIFIED_ARCHITECTURES
+
+    assert {load_backbone(name).architecture for name in DECODERS} == VERIFIED_ARCHITECTURES
+
+
+def tiny_qwen2():
+    """A causal decoder outside the verified list (Qwen2, full attention), built in memory."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    from timellm.backbones.loading import Backbone
+    from timellm.backbones.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(bert_style=False)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    model = Qwen2Model(config).requires_grad_(False).eval()
+    return Backbone(model, tokenizer, "tiny-qwen2", is_causal=True, total_layers=2)
+
+
+def test_an_unverified_architecture_checks_itself_on_its_first_batch(caplog):
+    backbone = tiny_qwen2()
+    config = tiny_config("tiny-qwen2", dropout=0.0, attention_dropout=0.0)
+    fast = TimeLLM(config, backbone=backbone)
+    plain = TimeLLM(config.replace(fast_path=False), backbone=backbone)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.uses_fast_path and not fast._fast_path_verified
+    x = varied_batch()
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    assert "matches the plain path on the first batch" in caplog.text
+    assert fast.uses_fast_path and fast._fast_path_verified
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+def test_a_fast_path_that_differs_falls_back_to_the_plain_path(monkeypatch, caplog):
+    import timellm.model.modeling as modeling
+
+    backbone = tiny_qwen2()
+    config = tiny_config("tiny-qwen2", dropout=0.0, attention_dropout=0.0)
+    fast = TimeLLM(config, backbone=backbone)
+    plain = TimeLLM(config.replace(fast_path=False), backbone=backbone)
+    plain.load_state_dict(fast.state_dict())
+    wrong = modeling.run_patch_tokens
+    monkeypatch.setattr(modeling, "run_patch_tokens", lambda *args: wrong(*args) + 1.0)  # a broken shortcut
+    x = varied_batch()
+    fast_out, fast_grads = step(fast, x)
+    plain_out, plain_grads = step(plain, x)
+    assert not fast.uses_fast_path and "differs from the plain path" in fast.fast_path_reason
+    assert "'qwen2'" in fast.fast_path_reason and "takes the plain path" in caplog.text
+    # the first batch ran the plain path with the fast path's eager attention kernel: rounding apart
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-5, atol=1e-6)
+    assert_same_gradients(fast_grads, plain_grads)
+
+
+def test_an_unfrozen_llm_takes_the_plain_path(caplog):
+    fast, plain = twins("tiny-random-llama")
+    fast.llm.layers[0].mlp.down_proj.weight.requires_grad_(True)
+    try:
+        fast_out, _ = step(fast, varied_batch())
+        assert fast.llm.layers[0].mlp.down_proj.weight.grad is not None  # the LLM weight did train
+        assert "frozen LLM" in caplog.text
+        plain_out, _ = step(plain, varied_batch())
+    finally:
+        fast.llm.requires_grad_(False)
+    assert fast._prefix_cache.builds == 0
+    assert fast_out.shape == plain_out.shape
+
+
+def test_the_kv_cache_goes_under_the_keyword_the_model_takes():
+    from timellm.model.fastpath import llm_cache_kwargs
+
+    class Current(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, **kwargs): ...
+
+    class Older(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, **kwargs): ...
+
+    assert llm_cache_kwargs(Current(), "kv") == {"cache": "kv"}
+    assert llm_cache_kwargs(Older(), "kv") == {"past_key_values": "kv"}
+
+
+@pytest.mark.parametrize("backbone", DECODERS)
+def test_the_fast_path_makes_no_deprecated_call(backbone):
+    import warnings
+
+    fast, _ = twins(backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        step(fast, varied_batch())
+        eval_forecast(fast, varied_batch())

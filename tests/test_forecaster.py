@@ -138,6 +138,18 @@ def test_save_and_load_give_the_same_forecasts(fitted, tmp_path):
         loaded.predict()
 
 
+def test_unknown_keys_in_a_saved_forecaster_are_refused_not_dropped(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    path = tmp_path / "adapter" / "forecaster.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "quantiles": [0.1, 0.9]}))
+    with pytest.raises(AdapterLoadError, match=r"forecaster.json has unknown key\(s\) quantiles"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    path.write_text(json.dumps({**record, "train": {**record["train"], "warmup_steps": 10}}))
+    with pytest.raises(AdapterLoadError, match=r"unknown training setting\(s\): warmup_steps"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+
+
 def test_an_adapter_for_another_horizon_or_look_back_is_refused(fitted, tmp_path):
     fitted.save_pretrained(tmp_path / "adapter")
     with pytest.raises(AdapterLoadError, match="trained for horizon 12 and look-back 48, not horizon 24"):

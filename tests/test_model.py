@@ -6,6 +6,7 @@ from conftest import tiny_config
 from timellm import AdapterLoadError, TimeLLM, TimeLLMConfig
 from timellm.backbones.loading import load_backbone
 from timellm.model.modeling import ADAPTER_FILE
+from timellm.model.prompt import dataset_description, prompt_prefix
 
 BACKBONES = ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert"]
 
@@ -133,6 +134,48 @@ def test_a_given_backbone_is_reused():
     backbone = load_backbone("tiny-random-gpt2")
     model = TimeLLM(tiny_config("tiny-random-gpt2"), backbone=backbone)
     assert model.llm is backbone.model
+
+
+def test_a_backbone_that_is_not_the_configs_is_refused():
+    with pytest.raises(
+        ValueError, match=r"backbone given \('tiny-random-gpt2'\) is not the config's backbone"
+    ):
+        TimeLLM(tiny_config("tiny-random-llama"), backbone=load_backbone("tiny-random-gpt2"))
+    one_layer = load_backbone("tiny-random-llama", llm_layers=1)
+    # without the check, save_pretrained would record all layers and from_pretrained rebuild 2
+    with pytest.raises(ValueError, match=r"has 1 of its 2 layers but the config asks for all layers"):
+        TimeLLM(tiny_config(), backbone=one_layer)
+    with pytest.raises(ValueError, match=r"asks for llm_layers=2: load it with llm_layers=2"):
+        TimeLLM(tiny_config(llm_layers=2), backbone=one_layer)
+    model = TimeLLM(tiny_config(llm_layers=1), backbone=one_layer)
+    assert model.backbone.num_layers == 1
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_prompt_and_patches_beyond_the_position_limit_are_refused_at_construction(backbone):
+    # tiny backbones have 2048 positions: 2049 patches alone pass them
+    config = tiny_config(backbone, seq_len=2048, patch_len=1, stride=1, top_k_lags=5)
+    with pytest.raises(ValueError) as err:
+        TimeLLM(config)
+    message = str(err.value)
+    text = prompt_prefix(dataset_description("ETTh1"), 2048, 12)
+    prefix = len(load_backbone(backbone).tokenizer(text)["input_ids"])
+    assert f"{prefix} prompt-prefix tokens" in message and "2049 patches" in message
+    assert f"backbone {backbone!r} has 2048 (max_position_embeddings)" in message
+    assert "seq_len" in message and "prompt_statistics=False" in message
+    # the bound counts the longest statistics text: a character tokenizer takes it character by character
+    stats = int(message.split("up to ")[2].split(" statistics")[0])
+    longest = " Input statistics: min -1.23e-05, max -1.23e-05, median -1.23e-05, trend downward,"
+    assert stats == len(longest + " top 5 lags 1024, 1023, 1022, 1021, 1020.")
+    TimeLLM(tiny_config(backbone, seq_len=1024, patch_len=2, stride=2))  # 513 patches + the prompt fit
+
+
+@pytest.mark.real_backbone
+@pytest.mark.slow
+def test_minilm_with_one_step_patches_over_512_steps_is_refused_up_front():
+    config = TimeLLMConfig(backbone="minilm-l6", seq_len=512, pred_len=96, patch_len=1, stride=1)
+    with pytest.raises(ValueError, match=r"513 patches\) but backbone 'minilm-l6' has 512"):
+        TimeLLM(config)
 
 
 @pytest.mark.parametrize("variant", ["random", "attention", "transformer", "none"])

@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import tiny_config
 from timellm import TimeLLM
 from timellm.data import WindowDataset, load_splits
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import get_preset
-from timellm.experiments.runs import evaluate_run, score_test_split, train_and_test
+from timellm.experiments.runs import evaluate_run, load_run, score_test_split, train_and_test
 from timellm.training.loop import TrainConfig, fit, make_adam, make_scheduler
 
 
@@ -144,6 +145,31 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
     again = evaluate_run(tmp_path / "run", full=False)
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
     assert set(metrics["baselines"]["seasonal_naive"]) == {"mse", "mae"}
+    # the run folder says what precision auto resolved to, and re-testing uses it
+    record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert record["train"]["precision"] == "auto" and record["precision"] in ("fp32", "bf16")
+    assert metrics["precision"] == again["precision"] == record["precision"]
+    # a key this version does not know is an error, not dropped
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**record, "calibration": "conformal"}))
+    with pytest.raises(ValueError, match=r"config.yaml has unknown key\(s\) calibration"):
+        load_run(tmp_path / "run")
+    bad_train = {**record, "train": {**record["train"], "warmup": 3}}
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(bad_train))
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\): warmup"):
+        evaluate_run(tmp_path / "run")
+
+
+def test_fit_hands_back_the_model_in_its_own_precision():
+    data = synthetic(rows=400)
+    model = small_model()
+    config = TrainConfig(epochs=1, batch_size=8, max_train_windows=16, precision="bf16")
+    result = fit(model, WindowDataset(data, 48, 12), WindowDataset(data[:100], 48, 12), config)
+    assert result.precision == "bf16"
+    twin = small_model()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(2, 48, data.shape[1])
+    with torch.no_grad():  # no autocast wrapper left behind by accelerate: fp32, as when loaded
+        torch.testing.assert_close(model.eval()(x), twin.eval()(x), rtol=0, atol=0)
 
 
 def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():

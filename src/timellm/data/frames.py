@@ -442,7 +442,7 @@ def season_length(freq: Any) -> int:
 
     Integer steps have no known calendar: 1 (the naive forecast).
     """
-    if not isinstance(freq, pd.DateOffset):
+    if not isinstance(freq, pd.offsets.BaseOffset):
         return 1
     code = freq.rule_code.split("-")[0].upper()
     n = max(int(freq.n), 1)
