@@ -151,7 +151,7 @@ def make_accelerator(config: TrainConfig):
     explicit run setting (``accelerate launch --mixed_precision bf16`` with an fp32 run) is an
     error rather than a silent override.
     """
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
@@ -159,9 +159,9 @@ def make_accelerator(config: TrainConfig):
         precision = {"bf16": "bf16", "fp16": "fp16"}.get(launched)  # the launcher's explicit choice
         if precision is None:
             raise ValueError(f"accelerate was launched with an unknown mixed precision {launched!r}")
-        precision = resolve_precision(precision, PartialState().device)
+        precision = resolve_precision(precision, _accelerator_device())
     else:
-        precision = resolve_precision(config.precision, PartialState().device)
+        precision = resolve_precision(config.precision, _accelerator_device())
     wanted = ACCELERATE_PRECISION[precision]
     if launched not in ("no", wanted):
         raise ValueError(
@@ -180,6 +180,24 @@ def make_accelerator(config: TrainConfig):
             "use bf16 or fp32 here"
         )
     return accelerator
+
+
+def _accelerator_device() -> torch.device:
+    """The device kind the Accelerator about to be made will use, without making it: creating
+    accelerate's process state here, before the Accelerator reads the launcher's settings
+    (ACCELERATE_USE_CPU), would set it up without them."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    if PartialState._shared_state:  # already set up (a launcher script, an earlier run)
+        return PartialState().device
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def _release_single_process_precision(wanted: str) -> None:
