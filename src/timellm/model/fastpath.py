@@ -124,7 +124,9 @@ def content_fingerprint(module: nn.Module) -> tuple[float, ...]:
     and columns (one matrix-vector product, a read of the weights: far cheaper than using them).
 
     Unlike version counters it sees every kind of update: fused optimiser steps, writes to
-    ``.data``, EMA copies. Distinct weights agree on it only by a coincidence of measure zero.
+    ``.data``, EMA copies, swapped values. Only a change below the float32 rounding of a row's
+    weighted sum (about 1e-7 of its size) could pass unseen. On SmolLM2's mapping (1000 x 49152)
+    it takes 20 ms where computing E' takes 500 ms (2 busy CPU cores).
     """
     prints = []
     for p in module.parameters():

@@ -67,7 +67,11 @@ def emulation_reason(precision: str, device: torch.device | str) -> str | None:
     if device.type == "cuda":
         if precision == "fp16":
             return None  # every CUDA GPU torch supports multiplies fp16 itself
-        if torch.cuda.is_bf16_supported(including_emulation=False):
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 has no including_emulation: Ampere (8.0) and later
+            native = torch.cuda.get_device_capability(device) >= (8, 0)
+        if native:
             return None
         return f"GPU {torch.cuda.get_device_name(device)} has no native bf16 (it needs Ampere or later)"
     if device.type != "cpu":
