@@ -291,3 +291,16 @@ def test_a_backbone_folder_without_safetensors_is_refused(tmp_path):
     (folder / "pytorch_model.bin").write_bytes(b"not to be unpickled")
     with pytest.raises(BackboneError, match="safetensors"):
         load_backbone(str(folder))
+
+
+def test_resuming_in_another_precision_than_the_checkpoint_says_so(tmp_path, caplog):
+    config = TrainConfig(epochs=1, batch_size=8, max_train_windows=16)
+    fit(new_model(), TRAIN, VAL, config, checkpoint_dir=tmp_path / "checkpoint")
+    saved = ckpt.read_checkpoint(tmp_path / "checkpoint")
+    state_file = saved.path / ckpt.STATE_FILE
+    state = json.loads(state_file.read_text())
+    assert state["precision"] in ("fp32", "bf16")  # what auto resolved to on this machine
+    other = "fp16" if state["precision"] == "bf16" else "bf16"
+    state_file.write_text(json.dumps({**state, "precision": other}))  # as if written on another machine
+    fit(new_model(), TRAIN, VAL, config, checkpoint_dir=tmp_path / "checkpoint", resume=True)
+    assert f"was trained in {other}; this machine continues in {state['precision']}" in caplog.text

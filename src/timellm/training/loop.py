@@ -599,6 +599,7 @@ def _save(
         "processes": accelerator.num_processes,
         "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
         "train_config": config.to_dict(),
+        "precision": run_precision(accelerator),  # what precision auto resolved to
         "scheduler": scheduler.state_dict(),
         "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         "optimizer": optimizer_structure,
@@ -640,6 +641,14 @@ def _restore(
         raise ckpt.CheckpointError(
             f"checkpoint {where} was written with other training settings: "
             f"{_differences(state['train_config'], config.to_dict())}"
+        )
+    if state.get("precision", run_precision(accelerator)) != run_precision(accelerator):
+        logger.warning(
+            "checkpoint %s was trained in %s; this machine continues in %s (precision %s resolves per device)",
+            where,
+            state["precision"],
+            run_precision(accelerator),
+            config.precision,
         )
     expected = trainable_state(model)
     adapter = ckpt.check_weights(saved.path / ckpt.ADAPTER, saved.tensors[ckpt.ADAPTER], expected)
