@@ -102,8 +102,9 @@ def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(m
     cv = forecaster().cross_validation(df, n_windows=2, step_size=6)
     assert list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y"]
     assert len(cv) == 2 * 2 * 12
-    # before the first cutoff: 120 - 18 and 90 - 18 rows, minus 12 for validation
-    assert trained_on["train"] == (90 - 60 + 1) + (60 - 60 + 1)
+    # before the first cutoff: 120 - 18 and 90 - 18 rows, minus the default validation of 12 + 19
+    # steps: s1's 41 training rows are too few for a window of 48 + 12
+    assert trained_on["train"] == (102 - 31 - 60 + 1) + 0
     s0 = cv[cv.unique_id == "s0"]
     assert sorted(s0.cutoff.unique()) == [
         pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h) for h in (101, 107)

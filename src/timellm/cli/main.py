@@ -416,14 +416,16 @@ def _add_user_data_commands(sub) -> None:
     p.add_argument(
         "--plot", help="also draw the recent history and the forecast of (up to six) series to this PNG"
     )
+    _add_level_option(p, "add conformal prediction intervals: TimeLLM-lo-80, TimeLLM-hi-80, ... columns")
     p.add_argument("--save", help="save the trained adapter to this folder (reuse it with --model)")
 
     p = sub.add_parser(
         "backtest",
-        help="forecast the last windows of your series and score them beside seasonal naive",
+        help="forecast the last windows of your series and score them beside statistical baselines",
         description="Cross-validate on the end of every series: train on the data before the first "
         "cutoff (unless --model), forecast --windows windows of --horizon steps, and print MSE, MAE and "
-        "MASE per series and overall beside the seasonal naive forecast.",
+        "MASE per series and overall beside AutoETS, AutoTheta, AutoARIMA, SeasonalNaive and Naive of "
+        "statsforecast, fitted on the same history before each cutoff.",
     )
     _add_user_data_options(p)
     p.add_argument("--windows", type=int, default=1, help="windows per series (default 1)")
@@ -431,7 +433,18 @@ def _add_user_data_commands(sub) -> None:
     p.add_argument(
         "--season",
         type=int,
-        help="seasonal period of the naive reference and MASE (default: from the frequency)",
+        help="seasonal period of the statistical models and MASE (default: from the frequency)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="all",
+        help="statistical baselines: all (default), none, or a comma-separated list of "
+        "AutoETS, AutoTheta, AutoARIMA, SeasonalNaive, Naive",
+    )
+    _add_level_option(p, "score prediction intervals: coverage and mean width of every model at each level")
+    p.add_argument(
+        "--plot",
+        help="draw history, truth, Time-LLM and the best baseline of (up to four) series to this PNG",
     )
     p.add_argument("--out", help="also write the forecasts beside the truth to this .csv/.parquet file")
 
@@ -462,7 +475,13 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backbone", help="the frozen LLM: alias, folder, .gguf file or hub id (default smollm2-135m)"
     )
-    p.add_argument("--seq-len", type=int, help="look-back steps (default 512)")
+    p.add_argument(
+        "--seq-len",
+        type=_seq_len,
+        default="auto",
+        help="look-back steps, or auto (default): the longest <= 512 that leaves at least as many "
+        "training windows as look-back steps in the shortest series",
+    )
     p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
     p.add_argument(
         "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
@@ -477,6 +496,45 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
     p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _seq_len(text: str):
+    """--seq-len: a positive integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, found {text!r}") from None
+
+
+def _add_level_option(p: argparse.ArgumentParser, purpose: str) -> None:
+    p.add_argument(
+        "--level",
+        nargs="+",
+        metavar="LEVEL",
+        help=f"{purpose}; coverages in percent, strictly between 0 and 100, e.g. --level 80 95",
+    )
+
+
+def _levels(args) -> tuple:
+    """--level as numbers (checked by the API: strictly between 0 and 100)."""
+    from timellm.evaluation.statistical import check_levels
+
+    if not args.level:
+        return ()
+    numbers = []
+    for text in args.level:
+        try:
+            numbers.append(float(text))
+        except ValueError:
+            raise CLIError(
+                f"--level takes coverages in percent between 0 and 100 (e.g. --level 80 95), found {text!r}"
+            ) from None
+    try:
+        return check_levels(numbers)
+    except ValueError as err:
+        raise CLIError(f"--level: {err}") from None
 
 
 def _forecaster(args):
@@ -505,7 +563,8 @@ def _forecaster(args):
                 f"{', '.join(given)} would train a new adapter: leave {'it' if len(given) == 1 else 'them'} "
                 f"out to forecast with --model {args.model}, or leave out --model to train"
             )
-        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=args.seq_len)
+        seq_len = None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
+        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=seq_len)
         forecaster.format = replace(forecaster.format, **columns)
         if args.interpolate:
             forecaster.interpolate = True
@@ -522,7 +581,8 @@ def _forecaster(args):
             raise CLIError(f"--set {key}: not a model or training setting (the horizon is --horizon)")
     return TimeLLMForecaster(
         args.horizon,
-        seq_len=args.seq_len,
+        # --set seq_len=N is a look-back given explicitly too: then the config's is kept
+        seq_len=None if args.seq_len == "auto" and "seq_len" in model else args.seq_len,
         backbone=args.backbone,
         description=args.description,
         config=DEFAULT_MODEL.replace(**model),
@@ -546,9 +606,12 @@ def _write(frame, path: str) -> None:
 def cmd_forecast(args) -> int:
     from timellm.data.frames import read_table
 
+    levels = _levels(args)
     forecaster = _forecaster(args)  # option errors before any file is read
     frame = read_table(args.data)
-    forecasts = forecaster.predict(frame) if args.model else forecaster.fit(frame).predict()
+    if not args.model:
+        forecaster.fit(frame)
+    forecasts = forecaster.predict(frame if args.model else None, level=levels)
     if args.save:
         try:
             forecaster.save_pretrained(args.save)
@@ -589,7 +652,10 @@ def cmd_backtest(args) -> int:
     import math
 
     from timellm.data.frames import read_table
+    from timellm.evaluation.statistical import parse_baselines
 
+    levels = _levels(args)
+    baselines = parse_baselines(args.baselines)
     forecaster = _forecaster(args)
     frame = read_table(args.data)
     if args.model:
@@ -597,28 +663,71 @@ def cmd_backtest(args) -> int:
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
         )
     cv, scores = forecaster.backtest(
-        frame, args.windows, args.step_size, refit=not args.model, season=args.season
+        frame,
+        args.windows,
+        args.step_size,
+        refit=not args.model,
+        season=args.season,
+        baselines=baselines,
+        level=levels,
     )
     fmt = forecaster.format
     seasons = sorted(set(scores.attrs["season"].values()))
     cutoffs = cv["cutoff"]
     print(
-        f"backtest: {args.windows} window(s) x horizon {forecaster.horizon} per series, cutoffs "
-        f"{cutoffs.min()} to {cutoffs.max()}; seasonal naive period {', '.join(map(str, seasons))}; "
-        "MSE and MAE on the data's own scale"
+        f"backtest: {args.windows} window(s) x horizon {forecaster.horizon} per series, look-back "
+        f"{forecaster.seq_len}, cutoffs {cutoffs.min()} to {cutoffs.max()}; seasonal period "
+        f"{', '.join(map(str, seasons))} (statistical models and MASE); MSE and MAE on the data's own "
+        "scale; seconds: fit + forecast of every window; * best MASE of the series"
     )
     width = max(12, *(len(str(v)) + 2 for v in scores[fmt.id_col]))
-    print(f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}")
+    interval_columns = [c for lv in levels for c in (f"coverage-{lv:g}", f"width-{lv:g}")]
+    header = f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}"
+    header += "".join(f"{c.replace('coverage', 'cover'):>12}" for c in interval_columns)
+    print(header + f"{'seconds':>9}")
     previous = None
     for row in scores.to_dict("records"):
         sid = row[fmt.id_col]
         label, previous = (str(sid) if sid != previous else ""), sid
         mase = "n/a" if math.isnan(row["MASE"]) else f"{row['MASE']:.3f}"
-        print(f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}")
+        line = f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}"
+        line += "".join(f"{row[c]:>12.3g}" for c in interval_columns)
+        seconds = "" if math.isnan(row["seconds"]) else f"{row['seconds']:.1f}"
+        print(line + f"{seconds:>9}" + (" *" if row["best"] else ""))
     if args.out:
         _write(cv, args.out)
         print(f"forecasts beside the truth: {args.out}")
+    if args.plot:
+        from timellm.plotting import plot_backtest
+
+        history = forecaster.history.to_frame()
+        best = _best_baselines(scores, fmt.id_col, baselines)
+        try:
+            plot_backtest(
+                history,
+                cv,
+                args.plot,
+                best,
+                id_col=fmt.id_col,
+                time_col=fmt.time_col,
+                target_col="y" if fmt.wide else fmt.target_col,
+                model_col=forecaster.alias,
+                level=max(levels) if levels else None,
+            )
+        except OSError as err:
+            raise CLIError(f"cannot write {args.plot}: {err.strerror or err}") from None
+        print(f"plot: {args.plot}")
     return 0
+
+
+def _best_baselines(scores, id_col: str, baselines: tuple) -> dict:
+    """The baseline of lowest MASE (MAE where MASE is undefined) of every series."""
+    best = {}
+    for sid, group in scores[scores["model"].isin(baselines)].groupby(id_col, sort=False):
+        key = "MASE" if group["MASE"].notna().any() else "MAE"
+        if sid != "overall" and group[key].notna().any():
+            best[sid] = group.loc[group[key].idxmin(), "model"]
+    return best
 
 
 def cmd_example_data(args) -> int:

@@ -484,3 +484,21 @@ def example_frame(rows: int = 1000) -> pd.DataFrame:
             pd.DataFrame({"unique_id": name, "ds": part["date"].to_numpy(), "y": part[name].to_numpy()})
         )
     return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the automatic look-back (seq_len="auto")
+
+AUTO_SEQ_LEN_MAX = 512  # the paper's look-back for long-term forecasting: never more
+
+
+def auto_seq_len(length: int, horizon: int, val_size: int, maximum: int = AUTO_SEQ_LEN_MAX) -> int:
+    """The look-back ``seq_len="auto"`` picks for a series of ``length`` rows (the shortest one).
+
+    The rule: the longest look-back T <= ``maximum`` that leaves at least T training windows. The
+    training part has P = length - val_size rows and gives P - T - horizon + 1 windows, so
+    T = min(maximum, (P - horizon + 1) // 2). A long series gets the paper's 512; a short one a
+    look-back of about half its training part, so that it still yields as many windows as steps
+    in its look-back. The result may be below what a model allows; the caller checks it.
+    """
+    return min(maximum, (length - val_size - horizon + 1) // 2)
