@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -6,6 +7,7 @@ import pytest
 
 import timellm.forecaster as forecaster_module
 from timellm.data.frames import InputDataError
+from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
 from timellm.model.modeling import AdapterLoadError
 from timellm.training.loop import TrainConfig
@@ -117,7 +119,7 @@ def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(m
 def test_backtest_scores_beside_seasonal_naive(fitted):
     df = frame((120, 90))
     df = pd.concat([df, df[df.unique_id == "s0"].assign(unique_id="flat", y=2.0)])
-    cv, scores = fitted.backtest(df, n_windows=2, refit=False, season=24)
+    cv, scores = fitted.backtest(df, n_windows=2, refit=False, season=24, baselines=["SeasonalNaive"])
     assert "SeasonalNaive" in cv.columns
     table = scores.set_index(["unique_id", "model"])
     # a sine of period 24 plus a slow trend: seasonal naive is off by the trend only
@@ -126,6 +128,145 @@ def test_backtest_scores_beside_seasonal_naive(fitted):
     assert table.loc[("flat", "TimeLLM"), "MSE"] == 0.0
     assert {"overall"} <= set(scores.unique_id)
     assert np.isfinite(table.loc[("overall", "TimeLLM"), "MASE"])
+    # one best model per series, by MASE (by MAE for the flat series, whose MASE is undefined)
+    assert scores.groupby("unique_id").best.sum().eq(1).all()
+    assert table.loc[("s0", "SeasonalNaive"), "best"] == (
+        table.loc[("s0", "SeasonalNaive"), "MASE"] < table.loc[("s0", "TimeLLM"), "MASE"]
+    )
+    assert np.isfinite(table.loc[("overall", "SeasonalNaive"), "seconds"])
+
+
+def test_baselines_forecast_the_same_cutoffs_and_timestamps_from_the_same_history(fitted):
+    df = frame((120, 90))
+    models = ("AutoETS", "AutoTheta", "SeasonalNaive", "Naive")
+    cv, scores = fitted.backtest(df, n_windows=3, step_size=4, refit=False, baselines=models, level=[80])
+    alone = fitted.cross_validation(df, n_windows=3, step_size=4, refit=False)
+    pd.testing.assert_frame_equal(cv[alone.columns], alone)  # Time-LLM's rows, cutoffs and times unchanged
+    data = fitted.prepare(df)
+    for s in data:
+        rows = cv[cv.unique_id == s.id]
+        for cutoff, window in rows.groupby("cutoff"):
+            c = int(np.searchsorted(s.timestamps, cutoff)) + 1  # rows of history the window saw
+            assert list(window.ds) == list(s.timestamps[c : c + 12])
+            season = 24 if s.id == "s0" else 7  # hourly and daily
+            expected = forecast_windows([s.values[:c]], 12, [season], models, levels=[80])
+            for m in models:
+                np.testing.assert_allclose(window[m], expected[m].mean[0], rtol=1e-6)
+                np.testing.assert_allclose(window[f"{m}-hi-80"], expected[m].upper[80][0], rtol=1e-6)
+    assert scores.attrs["season"] == {"s0": 24, "s1": 7}
+    assert set(scores.model) == {"TimeLLM", *models}
+    assert len(scores) == 3 * 5  # two series and overall, five models
+    covered = scores.set_index(["unique_id", "model"]).loc[("overall", "AutoETS"), "coverage-80"]
+    assert 0 <= covered <= 1 and scores["width-80"].ge(0).all()  # AutoETS may fit the noiseless sine exactly
+    assert scores.loc[scores.model == "TimeLLM", "width-80"].gt(0).all()
+
+
+def test_intervals_nest_contain_the_forecast_and_are_named_as_in_statsforecast(fitted):
+    out = fitted.predict(level=[95, 80])
+    assert list(out.columns) == [
+        "unique_id",
+        "ds",
+        "TimeLLM",
+        "TimeLLM-lo-95",
+        "TimeLLM-lo-80",
+        "TimeLLM-hi-80",
+        "TimeLLM-hi-95",
+    ]
+    assert (out["TimeLLM-lo-95"] <= out["TimeLLM-lo-80"]).all()
+    assert (out["TimeLLM-lo-80"] <= out.TimeLLM).all() and (out.TimeLLM <= out["TimeLLM-hi-80"]).all()
+    assert (out["TimeLLM-hi-80"] <= out["TimeLLM-hi-95"]).all()
+    assert (out["TimeLLM-hi-95"] - out["TimeLLM-lo-95"] > out["TimeLLM-hi-80"] - out["TimeLLM-lo-80"]).all()
+    np.testing.assert_array_equal(out.TimeLLM, fitted.predict().TimeLLM)  # the forecast is unchanged
+    # the larger series (about 10 times the other's scale) gets bands about 10 times as wide
+    width = (out["TimeLLM-hi-80"] - out["TimeLLM-lo-80"]).groupby(out.unique_id).mean()
+    assert 5 < width["s1"] / width["s0"] < 20
+
+
+@pytest.mark.parametrize("level", [0, 100, "abc", -1])
+def test_bad_levels_are_refused(fitted, level):
+    with pytest.raises(ValueError, match="level must be"):
+        fitted.predict(level=[80, level])
+
+
+def test_intervals_need_enough_held_out_windows():
+    few = forecaster(val_size=12).fit(frame())  # one validation window per series: 2 scores
+    assert few.calibration.shape == (2, 12)
+    with pytest.raises(
+        InputDataError, match="a 80 % interval needs at least 4 held-out validation windows.*val_size"
+    ):
+        few.predict(level=[80])
+
+
+def test_conformal_intervals_reach_their_nominal_coverage_on_a_noisy_sine():
+    """A sine of period 24 plus Gaussian noise (sd 0.5): 400 test windows the model never saw."""
+    n, h = 2400, 12
+    t = np.arange(n)
+    y = 3 * np.sin(2 * np.pi * t / 24) + np.random.default_rng(7).normal(0, 0.5, n)
+    df = pd.DataFrame({"unique_id": "noisy", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": y})
+    fc = forecaster(horizon=h, max_steps=60, val_size=h + 299)  # 300 calibration windows
+    fc.fit(df.iloc[:1200])
+    cv = fc.cross_validation(df, n_windows=400, step_size=3, refit=False, level=[80, 95])
+    for level, tolerance in ((80, 0.04), (95, 0.025)):
+        inside = (cv[f"TimeLLM-lo-{level}"] <= cv.y) & (cv.y <= cv[f"TimeLLM-hi-{level}"])
+        assert abs(inside.mean() - level / 100) < tolerance, (level, inside.mean())
+
+
+def test_calibration_is_saved_with_the_adapter(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    loaded = TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    np.testing.assert_array_equal(loaded.calibration, fitted.calibration)
+    df = frame()
+    pd.testing.assert_frame_equal(loaded.predict(df, level=[80]), fitted.predict(df, level=[80]))
+
+
+def fake_training(monkeypatch):
+    """Skip the optimiser: these tests check which windows and look-back a fit would use."""
+    seen = {}
+
+    def fake_fit(model, train_set, val_set, config):
+        seen.update(train=len(train_set), val=len(val_set))
+
+    monkeypatch.setattr(forecaster_module, "fit", fake_fit)
+    return seen
+
+
+AUTO = {k: v for k, v in TINY.items() if k != "seq_len"}
+
+
+@pytest.mark.parametrize(
+    ("lengths", "horizon", "expected_seq_len", "expected_val"),
+    [
+        ((2000, 1500), 12, 512, 31),  # long: the paper's 512
+        ((400, 300), 12, (300 - 31 - 12 + 1) // 2, 31),  # the shortest series decides: 129
+        ((60,), 6, (60 - 25 - 6 + 1) // 2, 25),  # short: look-back 15
+        ((45,), 6, (45 - 6 - 6 + 1) // 2, 6),  # too short for 20 validation windows: one, look-back 17
+    ],
+)
+def test_seq_len_auto_is_the_longest_look_back_leaving_as_many_training_windows(
+    monkeypatch, caplog, lengths, horizon, expected_seq_len, expected_val
+):
+    seen = fake_training(monkeypatch)
+    fc = TimeLLMForecaster(horizon, llm="none", **AUTO)
+    assert fc.auto_seq_len and "seq_len='auto'" in repr(fc)
+    with caplog.at_level(logging.INFO, logger="timellm"):
+        fc.fit(frame(lengths, ("h",) * len(lengths)))
+    assert fc.seq_len == expected_seq_len
+    assert f"seq_len auto: look-back {expected_seq_len}" in caplog.text
+    shortest = min(lengths) - expected_val
+    assert seen["train"] >= expected_seq_len or expected_seq_len == 512
+    assert shortest - expected_seq_len - horizon + 1 >= expected_seq_len or expected_seq_len == 512
+    assert seen["val"] == len(lengths) * (expected_val - horizon + 1)
+
+
+def test_an_explicit_seq_len_is_used_exactly_and_too_short_series_name_the_need(monkeypatch):
+    fake_training(monkeypatch)
+    fc = TimeLLMForecaster(12, seq_len=40, llm="none", **AUTO).fit(frame((400, 300), ("h", "h")))
+    assert fc.seq_len == 40 and not fc.auto_seq_len
+    with pytest.raises(
+        InputDataError,
+        match=r"series 's0' is too short for an automatic look-back: 40 rows.*at least 10 steps.*needs 43",
+    ):
+        TimeLLMForecaster(12, llm="none", **AUTO).fit(frame((40,), ("h",)))
 
 
 def test_save_and_load_give_the_same_forecasts(fitted, tmp_path):

@@ -352,9 +352,10 @@ class TimeLLMForecaster:
             histories, self.horizon, seasons, models, levels, labels
         ).items():
             cv[name] = result.mean.reshape(-1)
+            for lv in sorted(levels, reverse=True):  # the column order of TimeLLM's intervals
+                cv[interval_names(name, lv)[0]] = result.lower[lv].reshape(-1)
             for lv in levels:
-                lo, hi = interval_names(name, lv)
-                cv[lo], cv[hi] = result.lower[lv].reshape(-1), result.upper[lv].reshape(-1)
+                cv[interval_names(name, lv)[1]] = result.upper[lv].reshape(-1)
             seconds[name] = result.seconds
         scales = {}
         for i, cutoffs in windows.items():
