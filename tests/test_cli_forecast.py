@@ -26,6 +26,8 @@ README = [
     "timellm backtest etth1.csv --horizon 24 --windows 3",
 ]
 README_TINY = shlex.split("--backbone tiny-random-llama --max-steps 2 --set d_ff=16 --set num_prototypes=20")
+# statsforecast's AutoARIMA takes minutes on these hourly series (season 24): the test keeps the fast ones
+README_FAST_BASELINES = ["--baselines", "AutoETS,AutoTheta,SeasonalNaive,Naive"]
 
 
 def write_csv(path, changes=None, lengths=(80, 70)):
@@ -68,6 +70,8 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
         args = shlex.split(command)[1:]
         if args[0] != "example-data":
             args += README_TINY
+        if args[0] == "backtest":
+            args += README_FAST_BASELINES
         code, out, err = run(capsys, *args)
         assert code == 0, err
     forecasts = pd.read_csv(tmp_path / "forecasts.csv")
@@ -75,6 +79,9 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert forecasts.groupby("unique_id").size().to_dict() == {"HUFL": 24, "OT": 24}
     assert (tmp_path / "forecasts.png").stat().st_size > 10_000
     assert "SeasonalNaive" in out and "overall" in out and "MASE" in out
+    assert (
+        "AutoETS" in out and "AutoTheta" in out and "look-back 342" in out
+    )  # seq_len auto: (750 - 43 - 23) // 2
 
 
 def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
@@ -99,7 +106,19 @@ def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "a.csv"), pd.read_parquet(tmp_path / "b.parquet").astype({"ds": str})
     )
-    code, out, err = run(capsys, "backtest", data, "--horizon", 6, "--windows", 2, "--model", tmp_path / "m")
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--model",
+        tmp_path / "m",
+        "--baselines",
+        "SeasonalNaive",
+    )
     assert code == 0 and "SeasonalNaive" in out, err
     message = one_line_error(capsys, "forecast", data, "--horizon", 12, "--model", tmp_path / "m")
     assert "trained for horizon 6 and look-back 48, not horizon 12" in message
@@ -193,13 +212,25 @@ def test_missing_or_empty_files(tmp_path, capsys):
 def test_backtest_prints_scores_per_series_and_overall(tmp_path, capsys):
     data = write_csv(tmp_path / "data.csv", lengths=(120, 100))
     code, out, err = run(
-        capsys, "backtest", data, "--horizon", 6, "--windows", 2, "--out", tmp_path / "cv.csv", *SMALL
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--out",
+        tmp_path / "cv.csv",
+        "--baselines",
+        "SeasonalNaive",
+        *SMALL,
     )
     assert code == 0, err
-    assert "2 window(s) x horizon 6" in out and "seasonal naive period 24" in out
+    assert "2 window(s) x horizon 6" in out and "seasonal period 24" in out
     rows = [line.split() for line in out.splitlines()]
     assert rows[2][:2] == ["s0", "TimeLLM"] and rows[3][0] == "SeasonalNaive"
     assert any(r[:1] == ["overall"] for r in rows)
+    assert sum(r[-1:] == ["*"] for r in rows) == 3  # the best model of each series and overall
     cv = pd.read_csv(tmp_path / "cv.csv")
     assert (
         list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y", "SeasonalNaive"] and len(cv) == 24
@@ -222,3 +253,75 @@ def test_errors_have_no_traceback_in_a_real_process(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("timellm forecast: error: series 's0'")
+
+
+@pytest.mark.parametrize("level", ["0", "100", "abc", "-5"])
+def test_bad_levels_are_one_line_errors(tmp_path, capsys, level):
+    data = write_csv(tmp_path / "data.csv")
+    for command in ("forecast", "backtest"):
+        message = one_line_error(capsys, command, data, "--horizon", 6, "--level", "80", level, *SMALL)
+        assert "--level" in message and "between 0 and 100" in message and repr(level)[1:-1] in message
+
+
+def test_bad_baselines_and_seq_len_are_one_line_errors(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    message = one_line_error(capsys, "backtest", data, "--horizon", 6, "--baselines", "AutoETS,Prophet")
+    assert "unknown baseline(s) 'Prophet'" in message
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and the error, status 2
+        main(["forecast", str(data), "--horizon", "6", "--seq-len", "long"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer or auto, found 'long'" in capsys.readouterr().err
+
+
+def test_forecast_with_intervals_and_a_backtest_plot_with_coverage(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv", lengths=(160, 140))
+    small = [a for a in SMALL if a not in ("--seq-len", "48")]  # the default: --seq-len auto
+    code, out, err = run(
+        capsys,
+        "forecast",
+        data,
+        "--horizon",
+        6,
+        "--level",
+        95,
+        80,
+        "--out",
+        tmp_path / "f.csv",
+        "--plot",
+        tmp_path / "f.png",
+        *small,
+    )
+    assert code == 0, err
+    assert "seq_len auto: look-back 55" in err  # (140 - 25 - 6 + 1) // 2
+    forecasts = pd.read_csv(tmp_path / "f.csv")
+    assert list(forecasts.columns)[2:] == [
+        "TimeLLM",
+        "TimeLLM-lo-95",
+        "TimeLLM-lo-80",
+        "TimeLLM-hi-80",
+        "TimeLLM-hi-95",
+    ]
+    assert (forecasts["TimeLLM-lo-95"] <= forecasts["TimeLLM-lo-80"]).all()
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--level",
+        80,
+        "--baselines",
+        "AutoETS,SeasonalNaive",
+        "--plot",
+        tmp_path / "bt.png",
+        *small,
+    )
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("series"))
+    assert header.split() == ["series", "model", "MSE", "MAE", "MASE", "cover-80", "width-80", "seconds"]
+    overall = [line.split() for line in out.splitlines() if line.startswith("overall")][0]
+    assert overall[1] == "TimeLLM" and 0 <= float(overall[5]) <= 1 and float(overall[6]) > 0
+    assert (tmp_path / "bt.png").stat().st_size > 10_000
