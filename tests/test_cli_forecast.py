@@ -79,9 +79,8 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert forecasts.groupby("unique_id").size().to_dict() == {"HUFL": 24, "OT": 24}
     assert (tmp_path / "forecasts.png").stat().st_size > 10_000
     assert "SeasonalNaive" in out and "overall" in out and "MASE" in out
-    assert (
-        "AutoETS" in out and "AutoTheta" in out and "look-back 342" in out
-    )  # seq_len auto: (750 - 43 - 23) // 2
+    # seq_len auto on the 750 - 3 x 24 rows of HUFL before the first cutoff: (678 - 43 - 24 + 1) // 2
+    assert "AutoETS" in out and "AutoTheta" in out and "look-back 306" in out
 
 
 def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
