@@ -21,13 +21,16 @@ SMALL = shlex.split(
 # the README's example, word for word (the test adds a tiny backbone and budget)
 README = [
     "timellm example-data etth1.csv",
-    "timellm forecast etth1.csv --horizon 24 --out forecasts.csv --plot forecasts.png "
+    "timellm forecast etth1.csv --horizon 24 --level 80 95 --out forecasts.csv --plot forecasts.png "
     '--description "Hourly oil temperature and loads of an electricity transformer."',
-    "timellm backtest etth1.csv --horizon 24 --windows 3",
+    "timellm backtest etth1.csv --horizon 24 --windows 3 --level 80 95 --plot backtest.png",
 ]
 README_TINY = shlex.split("--backbone tiny-random-llama --max-steps 2 --set d_ff=16 --set num_prototypes=20")
 # statsforecast's AutoARIMA takes minutes on these hourly series (season 24): the test keeps the fast ones
 README_FAST_BASELINES = ["--baselines", "AutoETS,AutoTheta,SeasonalNaive,Naive"]
+
+
+INTERVALS = ["TimeLLM-lo-95", "TimeLLM-lo-80", "TimeLLM-hi-80", "TimeLLM-hi-95"]
 
 
 def write_csv(path, changes=None, lengths=(80, 70)):
@@ -75,9 +78,11 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
         code, out, err = run(capsys, *args)
         assert code == 0, err
     forecasts = pd.read_csv(tmp_path / "forecasts.csv")
-    assert list(forecasts.columns) == ["unique_id", "ds", "TimeLLM"]
+    assert list(forecasts.columns) == ["unique_id", "ds", "TimeLLM", *INTERVALS]
     assert forecasts.groupby("unique_id").size().to_dict() == {"HUFL": 24, "OT": 24}
     assert (tmp_path / "forecasts.png").stat().st_size > 10_000
+    assert (tmp_path / "backtest.png").stat().st_size > 10_000
+    assert "cover-80" in out and "width-95" in out
     assert "SeasonalNaive" in out and "overall" in out and "MASE" in out
     # seq_len auto on the 750 - 3 x 24 rows of HUFL before the first cutoff: (678 - 43 - 24 + 1) // 2
     assert "AutoETS" in out and "AutoTheta" in out and "look-back 306" in out

@@ -608,7 +608,7 @@ class TimeLLMForecaster:
                 f"series {shortest.id!r} is too short{context} for an automatic look-back: {len(shortest)} "
                 f"rows, but a look-back of at least {least} steps with horizon {c.pred_len} and validation "
                 f"{val} needs {needed} (2 x {least} + {c.pred_len} - 1 + {val}); give longer series, or "
-                "lower val_size (--val-size) or patch_len, or set seq_len explicitly"
+                "lower val_size or patch_len, or set seq_len explicitly"
             )
         self.config = c.replace(seq_len=look_back)
         logger.info(
