@@ -129,5 +129,6 @@ def forecast_windows(
                 result.lower[level][i] = np.asarray(out[f"lo-{level}"], dtype=np.float64)
                 result.upper[level][i] = np.asarray(out[f"hi-{level}"], dtype=np.float64)
         result.seconds = time.perf_counter() - start
+        logger.info("%s: %d window(s) fitted and forecast in %.1f s", name, len(histories), result.seconds)
         results[name] = result
     return results
