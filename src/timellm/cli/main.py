@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants",
         help="comma-separated subset (default: all): time-llm, random-llm, no-prompt, no-statistics, "
-        "no-llm, llm2attn, llm2trsf, dlinear, patchtst, last-value, seasonal-naive",
+        "no-llm, llm2attn, llm2trsf, dlinear, patchtst, last-value, seasonal-naive; on request also "
+        "statsforecast's autoets, autotheta, autoarima (fitted on every test window's look-back: slow)",
     )
     p.add_argument("--csv", help="your own data instead of the preset's benchmark: a wide or long CSV file")
     p.add_argument("--time-col", help="CSV column of time stamps (sorts rows, gives the period)")

@@ -37,6 +37,7 @@ from timellm.data.windows import WindowDataset
 from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
+from timellm.evaluation.statistical import forecast_windows
 from timellm.experiments.presets import Preset
 from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
 from timellm.model.config import TimeLLMConfig
@@ -117,6 +118,44 @@ VARIANTS: dict[str, Variant] = {
     ]
 }
 
+
+def _statistical(model: str) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """A statsforecast model as a reference: fitted on each window's look-back, channel by channel."""
+
+    def forecast(past: torch.Tensor, pred_len: int, period: int) -> torch.Tensor:
+        w, t, n = past.shape
+        histories = list(past.permute(0, 2, 1).reshape(w * n, t).double().numpy())  # (W*N) x (T,)
+        labels = [f"test window {i // n}, channel {i % n}" for i in range(w * n)]
+        result = forecast_windows(histories, pred_len, [period] * (w * n), (model,), labels=labels)[model]
+        return torch.as_tensor(result.mean).reshape(w, n, pred_len).permute(0, 2, 1)  # (W, H, N)
+
+    return forecast
+
+
+# statsforecast's models on the same test windows (each fitted on the window's look-back only, as
+# every variant sees it): on request only (--variants autoets,...), since one fit per window and
+# channel takes from a tenth of a second (AutoTheta) to minutes (AutoARIMA at a daily season of hours)
+STATISTICAL_VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant(
+            "autoets", "AutoETS", "statsforecast AutoETS on each look-back", naive=_statistical("AutoETS")
+        ),
+        Variant(
+            "autotheta",
+            "AutoTheta",
+            "statsforecast AutoTheta on each look-back",
+            naive=_statistical("AutoTheta"),
+        ),
+        Variant(
+            "autoarima",
+            "AutoARIMA",
+            "statsforecast AutoARIMA on each look-back",
+            naive=_statistical("AutoARIMA"),
+        ),
+    ]
+}
+
 # Named training budgets: TrainConfig overrides on top of the preset's settings. "WxE" (e.g.
 # 1500x2) means W training series-windows per epoch for E epochs. Test windows are not a budget:
 # the test split is evaluated whole unless the preset's run setting max_test_windows says otherwise.
@@ -142,17 +181,22 @@ def resolve_budget(train: TrainConfig, budget: str | None) -> TrainConfig:
 
 
 def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
-    """Variants by name (a list or a comma-separated string), in the table's order; None: all."""
+    """Variants by name (a list or a comma-separated string), in the table's order.
+
+    None: every variant of :data:`VARIANTS`; the statistical ones (:data:`STATISTICAL_VARIANTS`)
+    run when named.
+    """
     if names is None:
         return list(VARIANTS.values())
     if isinstance(names, str):
         names = names.split(",")
+    known = {**VARIANTS, **STATISTICAL_VARIANTS}
     wanted = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in wanted if n not in VARIANTS]
+    unknown = [n for n in wanted if n not in known]
     if unknown or not wanted:
         found = f"unknown variant(s) {unknown}" if unknown else "no variant named"
-        raise ValueError(f"{found}; known: {', '.join(VARIANTS)}")
-    return [v for v in VARIANTS.values() if v.name in wanted]
+        raise ValueError(f"{found}; known: {', '.join(known)}")
+    return [v for v in known.values() if v.name in wanted]
 
 
 @dataclass
