@@ -55,6 +55,7 @@ from torch.utils.data import ConcatDataset
 
 from timellm.backbones.loading import Backbone
 from timellm.data.frames import (
+    AUTO_SEQ_LEN_MAX,
     FrameFormat,
     InputDataError,
     Series,
@@ -612,9 +613,10 @@ class TimeLLMForecaster:
             )
         self.config = c.replace(seq_len=look_back)
         logger.info(
-            "seq_len auto: look-back %d, the longest <= 512 leaving at least as many training windows "
+            "seq_len auto: look-back %d, the longest <= %d leaving at least as many training windows "
             "(%d rows - validation %d - horizon %d + 1, halved) in the shortest series %r%s",
             look_back,
+            AUTO_SEQ_LEN_MAX,
             len(shortest),
             val,
             c.pred_len,
