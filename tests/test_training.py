@@ -7,7 +7,7 @@ from timellm import TimeLLM
 from timellm.data import WindowDataset, load_splits
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import get_preset
-from timellm.experiments.runs import evaluate_run, score_test_split, train_and_test
+from timellm.experiments.runs import evaluate_run, score_splits, train_and_test
 from timellm.training.loop import TrainConfig, fit, make_adam, make_scheduler
 
 
@@ -106,7 +106,7 @@ def test_the_test_split_is_evaluated_whole():
     model = TimeLLM(tiny_config(llm="none"))  # the window bookkeeping does not depend on the LLM
     _, pred, _ = predict_windows(model, splits.test, 48, 12, batch_size=1000)  # one partial batch
     assert pred.shape[0] == len(splits.test) - 48 - 12 + 1 == 2880 - 12 + 1
-    metrics, _ = score_test_split(model, splits, batch_size=64)
+    metrics, _ = score_splits(model, splits, batch_size=64)
     assert metrics["test_windows"] == metrics["test_windows_total"] == 2869
     assert set(metrics["baselines"]) == {"last_value", "seasonal_naive"}
 

@@ -637,7 +637,7 @@ USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "examp
 
 def cmd_ablate(args) -> int:
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import TABLE_CSV, markdown_table, run_ablation
+    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation
 
     preset = _resolve_preset(args)
     source = None
@@ -669,7 +669,7 @@ def cmd_ablate(args) -> int:
     )
     windows = int(table["test_windows"].max())
     print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
-    print(markdown_table(table))
+    print(ablation_markdown(table))
     print(f"table: {run_dir / TABLE_CSV}")
     return 0
 

@@ -39,6 +39,7 @@ from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import Preset
 from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
+from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig, fit, seed_everything
@@ -283,25 +284,41 @@ def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table.reindex(columns=COLUMNS)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+ABLATION_HEADERS = {
+    "label": "variant",
+    "mse": "MSE",
+    "mae": "MAE",
+    "mse_vs_full_pct": "ΔMSE vs Time-LLM",
+    "mae_vs_full_pct": "ΔMAE vs Time-LLM",
+    "trainable_params": "trainable params",
+    "train_seconds": "train s",
+    "infer_seconds": "infer s",
+}
+
+
+def _ablation_cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if column.endswith("_pct"):
+        return f"{value:+.1f}%"
+    if column == "trainable_params":
+        return f"{int(value):,}"
+    if column == "train_seconds":
+        return f"{value:.1f}"
+    if column == "infer_seconds":
+        return f"{value:.2f}"
+    return plain_cell(value, column)
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
     """The table as GitHub Markdown: one row per variant, the difference to full Time-LLM in %."""
-
-    def pct(value: float) -> str:
-        return "" if not math.isfinite(value) else f"{value:+.1f}%"
-
-    def count(value: float) -> str:
-        return "" if pd.isna(value) else f"{int(value):,}"
-
-    lines = [
-        "| variant | MSE | MAE | ΔMSE vs Time-LLM | ΔMAE vs Time-LLM | trainable params | train s | infer s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in table.itertuples(index=False):
-        lines.append(
-            f"| {r.label} | {r.mse:.4f} | {r.mae:.4f} | {pct(r.mse_vs_full_pct)} | {pct(r.mae_vs_full_pct)} "
-            f"| {count(r.trainable_params)} | {r.train_seconds:.1f} | {r.infer_seconds:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        table,
+        list(ABLATION_HEADERS),
+        headers=ABLATION_HEADERS,
+        cell=_ablation_cell,
+        right=[c for c in ABLATION_HEADERS if c != "label"],
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -388,5 +405,5 @@ def run_ablation(
             rows.append(row)
             table = _table(rows)
             table.to_csv(out_dir / TABLE_CSV, index=False)
-            (out_dir / TABLE_MD).write_text(markdown_table(table) + "\n")
+            (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
     return table

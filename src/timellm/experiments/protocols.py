@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from timellm.data.benchmarks import DATA_ENV, DataError, benchmark, default_data_dir
@@ -41,6 +40,7 @@ from timellm.evaluation.metrics import owa
 from timellm.experiments.presets import Preset, get_preset
 from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
 from timellm.model.modeling import TimeLLM
+from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
 from timellm.training.loop import fit, seed_everything
 
@@ -75,18 +75,6 @@ def check_m4_files(frequency: str, data_dir: str | Path | None) -> Path:
 
 
 @torch.no_grad()
-def forecast_series(model: nn.Module, inputs: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Forecasts of univariate inputs in batches: (n, seq_len, 1) -> (n, horizon, 1), float32."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outputs = [
-        model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(outputs)
-
-
 def _scores(table: pd.DataFrame, name: str) -> dict[str, float]:
     row = table.loc[name]
     return {"smape": float(row.SMAPE), "mase": float(row.MASE), "owa": float(row.OWA)}
@@ -166,7 +154,7 @@ def run_m4(
 
         started = time.perf_counter()
         inputs = data.forecast_inputs(seq_len)  # (n, seq_len, 1)
-        pred = forecast_series(model, inputs, train_config.eval_batch_size)  # (n, horizon, 1)
+        pred = predict(model, inputs, batch_size=train_config.eval_batch_size)  # (n, horizon, 1)
         forecast_seconds = time.perf_counter() - started
         columns = [f"V{i + 1}" for i in range(f.horizon)]
         frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from timellm.experiments.runs import METRICS, RUN_CONFIG
+from timellm.experiments.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -402,17 +403,9 @@ MARKDOWN_COLUMNS = {
 }  # fmt: skip
 
 
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
-    columns = [c for c in columns if c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for record in frame.to_dict("records"):
-        lines.append("| " + " | ".join(_cell(record.get(c), c) for c in columns) + " |")
-    return "\n".join(lines)
-
-
 def render_markdown(protocol: str, table: pd.DataFrame) -> str:
     """The Markdown section of one protocol: the table, the commands and the notes."""
-    parts = [f"## {TITLES[protocol]}", "", markdown_table(table, MARKDOWN_COLUMNS[protocol]), ""]
+    parts = [f"## {TITLES[protocol]}", "", markdown_table(table, MARKDOWN_COLUMNS[protocol], cell=_cell), ""]
     if protocol in ("long_term", "few_shot", "zero_shot"):
         parts.append(
             "MSE/MAE on the standardised scale over every test window and channel; the naive columns "

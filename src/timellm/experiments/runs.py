@@ -23,8 +23,7 @@ import yaml
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
-from timellm.evaluation.metrics import mae, mse
-from timellm.evaluation.scoring import naive_references, predict_windows
+from timellm.evaluation.scoring import evaluate
 from timellm.experiments.presets import Preset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
@@ -54,33 +53,18 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def score_test_split(
-    model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None
-) -> tuple[dict, tuple]:
-    """MSE/MAE on the test split (every window unless ``limit``), naive references beside them.
-
-    With an ``accelerator`` of several processes the windows are shared out and gathered back,
-    each counted once.
-    """
-    past, pred, true = predict_windows(
+def score_splits(model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None):
+    """:func:`~timellm.evaluation.scoring.evaluate` on the test split of a benchmark's ``splits``."""
+    return evaluate(
         model,
         splits.test,
         splits.seq_len,
         splits.pred_len,
+        splits.period,
         batch_size,
         max_windows=limit,
         accelerator=accelerator,
     )
-    total = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
-    metrics = {
-        "mse": mse(pred, true),
-        "mae": mae(pred, true),
-        "test_windows": int(pred.shape[0]),
-        "test_windows_total": int(total),
-        "channels": int(pred.shape[2]),
-        "baselines": naive_references(past, true, splits.period),
-    }
-    return metrics, (past, pred, true)
 
 
 def train_and_test(
@@ -159,7 +143,7 @@ def train_and_test(
             model.save_pretrained(run_dir / ADAPTER_DIR)
 
         started = time.perf_counter()
-        metrics, (past, pred, true) = score_test_split(
+        metrics, (past, pred, true) = score_splits(
             model,
             test_splits,
             train_config.eval_batch_size,
@@ -261,5 +245,5 @@ def evaluate_run(
     train = TrainConfig(**record["train"])
     splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)
     limit = None if full else record.get("run", {}).get("max_test_windows")
-    metrics, _ = score_test_split(model, splits, train.eval_batch_size, limit)
+    metrics, _ = score_splits(model, splits, train.eval_batch_size, limit)
     return metrics
