@@ -12,7 +12,6 @@ overrides, a baseline a factory of a module with the same ``forward(past_values 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 from timellm.backbones.loading import Backbone, load_backbone
@@ -37,8 +34,8 @@ from timellm.data.windows import WindowDataset
 from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
+from timellm.experiments.folders import RunFolder
 from timellm.experiments.presets import Preset
-from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
@@ -240,19 +237,15 @@ def _run_variant(variant: Variant, ctx: _Context) -> dict[str, Any]:
         mae=mae(pred, true),
         test_windows=int(pred.shape[0]),
     )
-    folder = ctx.out_dir / variant.name
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result.history).to_csv(folder / "history.csv", index=False)
+    folder = RunFolder(ctx.out_dir / variant.name)
     if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
-        model.save_pretrained(folder / ADAPTER_DIR)
-        record = {**ctx.record, "variant": variant.name, "model": model.config.to_dict()}
-        (folder / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    (folder / METRICS).write_text(json.dumps(_jsonable(row), indent=2) + "\n")
+        folder.create({**ctx.record, "variant": variant.name, "model": model.config.to_dict()})
+        model.save_pretrained(folder.adapter_dir)
+    else:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_history(result.history)
+    row["commit"] = folder.write_metrics(row)["commit"]
     return row
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
 
 
 COLUMNS = [
@@ -272,6 +265,7 @@ COLUMNS = [
     "steps",
     "best_val_loss",
     "test_windows",
+    "commit",
 ]
 
 
@@ -359,7 +353,7 @@ def run_ablation(
         model_config = model_config.replace(dataset=None)  # a user's data: not the benchmark's text
     splits = source.load(model_config.seq_len, model_config.pred_len, data_dir)  # fail before writing
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
     total_test = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
     record = {
@@ -377,10 +371,10 @@ def run_ablation(
         "test_windows_total": total_test,
         "environment": environment(),
     }
-    (out_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    folder.create(record)
     ctx = _Context(splits, model_config, train, max_test, out_dir, record)
     rows: list[dict[str, Any]] = []
-    with log_to(out_dir / "ablation.log"):
+    with folder.log("ablation.log"):
         logger.info(
             "ablation of %s on %s: %d variants, budget %s (%s series-windows x %d epochs), %d of %d test windows",
             preset.name,

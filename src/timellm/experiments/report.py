@@ -11,7 +11,6 @@ note says so rather than quoting a number from memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -20,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from timellm.experiments.runs import METRICS, RUN_CONFIG
+from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
 from timellm.experiments.tables import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -117,14 +115,10 @@ def collect_runs(root: str | Path) -> list[Run]:
     runs = []
     for config in sorted(root.rglob(RUN_CONFIG)):
         folder = config.parent
-        if not (folder / METRICS).is_file():
+        record, metrics = read_run_files(folder)
+        if metrics is None:
             logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
             continue
-        try:
-            record = yaml.safe_load(config.read_text()) or {}
-            metrics = json.loads((folder / METRICS).read_text())
-        except (yaml.YAMLError, json.JSONDecodeError) as err:
-            raise ValueError(f"{folder} is not a readable run folder: {err}") from None
         runs.append(Run(folder, record, metrics))
     return runs
 

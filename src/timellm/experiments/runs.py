@@ -8,22 +8,19 @@ Under several processes (``accelerate launch``) only the main process writes.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.scoring import evaluate
+from timellm.experiments.folders import ADAPTER_DIR, CHECKPOINT_DIR, METRICS, RUN_CONFIG, RunFolder
 from timellm.experiments.presets import Preset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
@@ -32,25 +29,6 @@ from timellm.training.checkpoint import CheckpointError, find_checkpoint
 from timellm.training.loop import TrainConfig, fit, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
-
-RUN_CONFIG = "config.yaml"
-METRICS = "metrics.json"
-ADAPTER_DIR = "adapter"
-CHECKPOINT_DIR = "checkpoint"
-
-
-@contextlib.contextmanager
-def log_to(path: Path) -> Iterator[None]:
-    """Also write the package's log records to ``path`` while the block runs."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("timellm")
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 def score_splits(model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None):
@@ -98,6 +76,7 @@ def train_and_test(
         )
     accelerator = make_accelerator(train_config)
     main = accelerator.is_main_process
+    folder = RunFolder(run_dir, main)
     record = {
         "preset": preset.name,
         "dataset": preset.dataset,
@@ -108,10 +87,9 @@ def train_and_test(
         "train": train_config.to_dict(),
         "run": preset.run,
     }
-    if main and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    with log_to(run_dir / "train.log") if main else contextlib.nullcontext():
+    if not resume:
+        folder.create(record)
+    with folder.log():
         logger.info("run %s: %s (allocator: %s)", run_dir, command or preset.name, allocator_setting())
         if accelerator.num_processes > 1:
             logger.info(
@@ -138,9 +116,9 @@ def train_and_test(
         result = fit(
             model, train_set, val_set, train_config, accelerator, checkpoint_dir=checkpoint_dir, resume=resume
         )
+        folder.write_history(result.history)
         if main:
-            pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
-            model.save_pretrained(run_dir / ADAPTER_DIR)
+            model.save_pretrained(folder.adapter_dir)
 
         started = time.perf_counter()
         metrics, (past, pred, true) = score_splits(
@@ -154,7 +132,6 @@ def train_and_test(
             {
                 "dataset": preset.dataset,
                 "test_dataset": test_splits.name,
-                "malloc": allocator_setting(),
                 "pred_len": model_config.pred_len,
                 "backbone": model_config.backbone,
                 "llm_layers": model_config.llm_layers,
@@ -172,9 +149,9 @@ def train_and_test(
                 "command": command,
             }
         )
+        metrics = folder.write_metrics(metrics)
         if not main:
             return metrics
-        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         plot_forecasts(
             past,
             pred,
