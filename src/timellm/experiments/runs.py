@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
+from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
@@ -166,6 +168,51 @@ def train_and_test(
     for suffix in ("", ".previous", ".partial"):
         shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
     return metrics
+
+
+SEEDS_TABLE = "seeds.csv"
+
+
+def train_seeds(
+    preset: Preset,
+    run_dir: str | Path,
+    seeds: list[int],
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`train_and_test` once per seed (into ``run_dir/seed-<seed>``): repeats of one experiment.
+
+    Returns (and writes to ``run_dir/seeds.csv``) one row per seed with test MSE/MAE and the naive
+    references, then a ``mean`` and a ``std`` row (sample standard deviation, ddof 1).
+    """
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    run_dir = Path(run_dir)
+    rows = []
+    for seed in seeds:
+        metrics = train_and_test(preset.with_overrides({"seed": seed}), run_dir / f"seed-{seed}", **kwargs)
+        rows.append(
+            {
+                "seed": str(seed),
+                "mse": metrics["mse"],
+                "mae": metrics["mae"],
+                **{
+                    f"{name}_{metric}": values[metric]
+                    for name, values in metrics["baselines"].items()
+                    for metric in ("mse", "mae")
+                },
+            }
+        )
+    table = pd.DataFrame(rows)
+    numbers = table.drop(columns="seed")
+    spread = numbers.std(ddof=1) if len(rows) > 1 else numbers.iloc[0] * float("nan")
+    table = pd.concat(
+        [table, pd.DataFrame([{"seed": "mean", **numbers.mean()}, {"seed": "std", **spread}])],
+        ignore_index=True,
+    )
+    if PartialState().is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(run_dir / SEEDS_TABLE, index=False)
+    return table
 
 
 def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
