@@ -4,6 +4,7 @@ import pytest
 
 from test_ablation import write_hourly_csv
 from timellm.data.benchmarks import DataError
+from timellm.data.errors import ColumnError, InputDataError, TimestampError
 from timellm.data.sources import DataSource, csv_splits, infer_period
 
 
@@ -36,15 +37,22 @@ def test_period_inference_and_csv_errors(tmp_path):
     assert infer_period(pd.Series(pd.date_range("2024", periods=5, freq="7min"))) is None
     path = tmp_path / "plain.csv"
     pd.DataFrame({"y": np.arange(200.0)}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="pass --period"):
+    with pytest.raises(DataError, match="pass period="):
         csv_splits(path, 24, 6)
     assert csv_splits(path, 24, 6, period=5).period == 5
-    with pytest.raises(DataError, match=r"no column\(s\) \['z'\]"):
+    with pytest.raises(ColumnError, match=r"no column\(s\) \['z'\]"):
         csv_splits(path, 24, 6, target_cols=["z"], period=5)
     with pytest.raises(DataError, match="fewer than seq_len"):
         csv_splits(path, 96, 24, period=5)
-    gappy = pd.DataFrame({"t": ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 00:00"], "id": [1, 1, 2]})
+    hours = [
+        "2024-01-01 00:00",
+        "2024-01-01 01:00",
+        "2024-01-01 02:00",
+        "2024-01-01 00:00",
+        "2024-01-01 01:00",
+    ]
+    gappy = pd.DataFrame({"t": hours, "id": [1, 1, 1, 2, 2]})
     gappy["v"] = 1.0
     gappy.to_csv(tmp_path / "gappy.csv", index=False)
-    with pytest.raises(DataError, match="lack values"):
+    with pytest.raises(TimestampError, match=r"series \['2'\] .* lack values"):
         csv_splits(tmp_path / "gappy.csv", 1, 1, time_col="t", id_col="id", period=1)

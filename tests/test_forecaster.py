@@ -157,7 +157,7 @@ def test_series_too_short_say_the_minimum_and_the_look_back_option(fitted):
         "series 's1' is too short: 50 rows" in message
         and "at least 60 = look-back 48 + horizon 12" in message
     )
-    assert "--seq-len" in message and "at most 38" in message
+    assert "seq_len=" in message and "at most 38" in message
     with pytest.raises(InputDataError, match="forecasting needs at least 48"):
         fitted.predict(frame((120, 40)))
 

@@ -66,12 +66,12 @@ def test_integer_steps_are_a_frequency():
     [
         (
             lambda f: f.rename(columns={"ds": "time"}),
-            ["no time column 'ds'", "found columns: unique_id, time, y", "--time-col"],
+            ["no time column 'ds'", "found columns: unique_id, time, y", "time_col="],
         ),
-        (lambda f: f.rename(columns={"y": "value"}), ["no value column 'y'", "--target-col", "--wide"]),
+        (lambda f: f.rename(columns={"y": "value"}), ["no value column 'y'", "target_col=", "wide=True"]),
         (
             lambda f: f.assign(extra=1).rename(columns={"unique_id": "id"}),
-            ["no id column 'unique_id'", "--id-col"],
+            ["no id column 'unique_id'", "id_col="],
         ),
     ],
 )
@@ -96,7 +96,7 @@ def test_missing_values_are_refused_or_interpolated_on_request():
         prepare_series(frame)
     message = str(err.value)
     assert "series 's1': 2 missing value(s) at 2024-01-01 04:00:00" in message
-    assert "rows 14, 15" in message and "--interpolate" in message
+    assert "rows 14, 15" in message and "interpolate=True" in message
     filled = prepare_series(frame, interpolate=True).series[1].values
     np.testing.assert_allclose(filled, np.arange(10) + 100.0)  # a straight line is restored exactly
 
@@ -104,7 +104,7 @@ def test_missing_values_are_refused_or_interpolated_on_request():
 def test_missing_timestamps_are_refused_or_filled_on_request():
     frame = long_frame((10,)).drop(index=[4, 5])
     with pytest.raises(
-        InputDataError, match=r"2 timestamp\(s\) missing .* 2024-01-01 04:00:00.*--interpolate"
+        InputDataError, match=r"2 timestamp\(s\) missing .* 2024-01-01 04:00:00.*interpolate=True"
     ):
         prepare_series(frame)
     series = prepare_series(frame, interpolate=True).series[0]
