@@ -284,7 +284,7 @@ class TimeLLMForecaster:
                 raise SeriesLengthError(
                     f"season={season} is not shorter than the history before the first cutoff of any series "
                     f"(at most {max(history)} rows): the seasonal naive forecast and MASE need more than one "
-                    "season of history; lower season, or give longer series"
+                    "season of history; lower season=..., or give longer series"
                 )
         cv = self.cross_validation(df, n_windows, step_size, val_size, refit)
         data = self.history

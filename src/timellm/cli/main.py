@@ -550,9 +550,7 @@ def _check_outputs(args) -> None:
     if getattr(args, "out", None):
         check_table_path(args.out, "--out file")
     if getattr(args, "save", None):
-        if Path(args.save).is_file():
-            raise CLIError(f"--save {args.save}: that is a file; the adapter is saved to a folder")
-        check_output_path(Path(args.save) / "config.json", "--save folder")
+        check_output_path(args.save, "--save folder", folder=True)
     if getattr(args, "plot", None):
         if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
             raise CLIError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")

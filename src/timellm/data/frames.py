@@ -228,23 +228,29 @@ def parquet_available() -> bool:
     return any(importlib.util.find_spec(name) is not None for name in ("pyarrow", "fastparquet"))
 
 
-def check_output_path(path: str | Path, what: str = "output") -> Path:
+def check_output_path(path: str | Path, what: str = "output", folder: bool = False) -> Path:
     """Refuse, before any work is done, a path that cannot be written: its folder or itself.
 
     A missing folder is fine when it can be made (``write_table`` and ``save_pretrained`` make
-    it); the nearest existing folder above must then be writable.
+    it); the nearest existing folder above must then be writable. ``folder``: the path is a
+    folder to write files into (an adapter folder), not a file.
     """
     path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise DataFileError(f"cannot write the {what} {path}: it is {kind}")
     if path.exists() and not os.access(path, os.W_OK):
         raise DataFileError(f"cannot write the {what} {path}: it exists and is not writable")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DataFileError(f"cannot write the {what} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if folder and path.is_dir():
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataFileError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise DataFileError(
-            f"cannot write the {what} {path}: the folder {folder} is not writable; choose another place"
+            f"cannot write the {what} {path}: the folder {parent} is not writable; choose another place"
         )
     return path
 
