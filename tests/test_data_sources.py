@@ -56,3 +56,27 @@ def test_period_inference_and_csv_errors(tmp_path):
     gappy.to_csv(tmp_path / "gappy.csv", index=False)
     with pytest.raises(TimestampError, match=r"series \['2'\] .* lack values"):
         csv_splits(tmp_path / "gappy.csv", 1, 1, time_col="t", id_col="id", period=1)
+
+
+def test_csv_sources_follow_the_rules_of_the_one_reader(tmp_path):
+    wide = pd.read_csv(write_hourly_csv(tmp_path / "wide.csv", rows=300, channels=2))
+    long = wide.melt(id_vars="date", var_name="series", value_name="y")
+    long["series"] = long["series"].map({"load0": "007", "load1": "0070"})
+    long.to_csv(tmp_path / "ids.csv", index=False)
+    splits = csv_splits(tmp_path / "ids.csv", 24, 6, time_col="date", id_col="series", target_cols=["y"])
+    assert splits.columns == ["007", "0070"]  # ids as written, not 7 and 70
+    duplicated = long.copy()
+    duplicated.loc[1, "date"] = duplicated.loc[0, "date"]
+    duplicated.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(TimestampError, match="series '007': duplicated timestamps"):
+        csv_splits(tmp_path / "dup.csv", 24, 6, time_col="date", id_col="series", target_cols=["y"])
+    huge = wide.copy()
+    huge.loc[7, "load1"] = 1e300
+    huge.to_csv(tmp_path / "huge.csv", index=False)
+    with pytest.raises(InputDataError, match="series 'load1': .* values as large as 1e\\+300 in rows 7"):
+        csv_splits(tmp_path / "huge.csv", 24, 6, time_col="date")
+    wide.drop(columns="date").to_csv(tmp_path / "steps.csv", index=False)  # no time column: rows in order
+    steps = csv_splits(tmp_path / "steps.csv", 24, 6, period=24)
+    np.testing.assert_array_equal(
+        steps.train, csv_splits(tmp_path / "wide.csv", 24, 6, time_col="date").train
+    )
