@@ -534,6 +534,8 @@ class TimeLLMForecaster:
             raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
+        seed_everything(train_config.seed)
+        model = TimeLLM(c)  # loads the backbone and checks the prompt fits it: before training is announced
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",
@@ -544,8 +546,6 @@ class TimeLLMForecaster:
             train_config.epochs,
             f" of <= {train_config.max_train_windows} windows" if train_config.max_train_windows else "",
         )
-        seed_everything(train_config.seed)
-        model = TimeLLM(c)
         self.fit_result = fit(model, train_set, val_set, train_config)
         self.model = model
 
