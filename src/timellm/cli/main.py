@@ -552,10 +552,12 @@ def _check_outputs(args) -> None:
     if getattr(args, "save", None):
         check_output_path(args.save, "--save folder", folder=True)
     if getattr(args, "plot", None):
-        if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
-            raise CLIError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")
+        if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise CLIError(f"--plot {args.plot}: expected a file name ending in {', '.join(PLOT_SUFFIXES)}")
         check_output_path(args.plot, "--plot file")
 
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib writes without extras
 
 # API settings as error messages below the CLI name them, and the options that set them here
 SETTING_FLAGS = {
