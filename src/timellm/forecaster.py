@@ -384,7 +384,7 @@ class TimeLLMForecaster:
             raise AdapterLoadError(
                 f"the adapter in {directory} was trained for horizon {config.pred_len} and look-back "
                 f"{config.seq_len}, not {' and '.join(wrong)}: an adapter forecasts only its own horizon from "
-                f"its own look-back; ask for horizon {config.pred_len} (--horizon {config.pred_len}) and "
+                f"its own look-back; ask for horizon={config.pred_len} and "
                 "leave the look-back out, or train a new adapter"
             )
         record: dict[str, Any] = {}
