@@ -48,6 +48,7 @@ from timellm.data.frames import (
 from timellm.data.windows import WindowDataset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
+from timellm.model.predict import predict
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -559,15 +560,8 @@ class TimeLLMForecaster:
         std = pasts.std(axis=1, keepdims=True)  # forecast depends on the last seq_len rows only
         std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
-        device = next(model.parameters()).device
-        batch = self.train_config.eval_batch_size
-        was_training = model.training
-        model.eval()
-        outputs = [
-            model(scaled[i : i + batch].to(device)).float().cpu() for i in range(0, len(scaled), batch)
-        ]
-        model.train(was_training)
-        preds = torch.cat(outputs)[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
+        outputs = predict(model, scaled, batch_size=self.train_config.eval_batch_size)  # (n, H, 1)
+        preds = outputs[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
         constant = np.ptp(pasts, axis=1) == 0
         preds[constant] = pasts[constant, -1:]  # a constant look-back forecasts that constant, exactly
         return list(preds)

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint, with the settings it recorded",
     )
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="train once per seed, into <out>/seed-<S>, and report the mean and standard deviation",
+    )
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="re-test a run folder's adapter on its whole test split")
@@ -186,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 2021,2022,2023; found {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integer seeds, e.g. 2021,2022,2023; found {text!r}"
+        )
+    return seeds
+
+
 def _resolve_preset(args):
     from timellm.experiments.presets import get_preset, parse_overrides
 
@@ -219,7 +239,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 def cmd_train(args) -> int:
     from accelerate import PartialState
 
-    from timellm.experiments.runs import resume_run, train_and_test
+    from timellm.experiments.runs import resume_run, train_and_test, train_seeds
     from timellm.training.loop import NonFiniteLossError
 
     if args.resume:
@@ -231,6 +251,7 @@ def cmd_train(args) -> int:
                 ("--set", args.overrides),
                 ("--out", args.out),
                 ("--percent", args.percent != 100),
+                ("--seeds", args.seeds),
             )
             if value
         ]
@@ -248,15 +269,25 @@ def cmd_train(args) -> int:
             preset = _resolve_preset(args)
             run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
             command = _command_line(args)
-            metrics = train_and_test(
-                preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
-            )
+            if args.seeds:
+                summary = train_seeds(
+                    preset, run_dir, args.seeds, data_dir=args.data_dir, percent=args.percent, command=command
+                )
+            else:
+                metrics = train_and_test(
+                    preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
+                )
     except NonFiniteLossError as err:
         print(f"timellm train: error: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    if PartialState().is_main_process:
+    if not PartialState().is_main_process:
+        return 0
+    if args.seeds:
+        print(f"\n{preset.name} over {len(args.seeds)} seeds (standardised scale; std: sample, ddof 1)")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
         _print_metrics(metrics, f"{metrics['dataset']}, horizon {metrics['pred_len']}")
-        print(f"run folder: {run_dir}")
+    print(f"run folder: {run_dir}")
     return 0
 
 
@@ -700,7 +731,7 @@ FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands
 
 def cmd_ablate(args) -> int:
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import TABLE_CSV, markdown_table, run_ablation
+    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation
 
     preset = _resolve_preset(args)
     source = None
@@ -732,7 +763,7 @@ def cmd_ablate(args) -> int:
     )
     windows = int(table["test_windows"].max())
     print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
-    print(markdown_table(table))
+    print(ablation_markdown(table))
     print(f"table: {run_dir / TABLE_CSV}")
     return 0
 
