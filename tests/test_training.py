@@ -197,3 +197,15 @@ def test_execution_settings_come_from_the_training_config():
         TrainConfig(attention="flash")
     with pytest.raises(ValueError, match="gradient_checkpointing must be"):
         TrainConfig(gradient_checkpointing="yes")
+
+
+def test_a_non_finite_validation_loss_stops_training_like_a_non_finite_training_loss():
+    from timellm.training.loop import NonFiniteLossError
+
+    data = synthetic()
+    broken = data[250:].copy()
+    broken[-1] = np.inf  # an overflowing validation window: its loss is inf
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(broken, 48, 12)
+    config = TrainConfig(epochs=2, batch_size=16, schedule="constant", seed=1, max_train_windows=32)
+    with pytest.raises(NonFiniteLossError, match="non-finite validation loss .* after epoch 1"):
+        fit(small_model(), train, val, config)  # never "restored the adapter of epoch 0"

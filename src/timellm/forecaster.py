@@ -34,7 +34,17 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from timellm.backbones.loading import Backbone
-from timellm.data.frames import FrameFormat, InputDataError, Series, SeriesSet, prepare_series, season_length
+from timellm.data.frames import (
+    ColumnError,
+    FrameFormat,
+    InputDataError,
+    Series,
+    SeriesLengthError,
+    SeriesSet,
+    max_seq_len,
+    prepare_series,
+    season_length,
+)
 from timellm.data.windows import WindowDataset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
@@ -77,6 +87,8 @@ class TimeLLMForecaster:
     """
 
     alias = "TimeLLM"  # the forecast column, one column per model as in neuralforecast
+    # columns the forecasts add beside the id, time and target columns: no input column may be named so
+    output_columns = (alias, "cutoff", "SeasonalNaive")
 
     def __init__(
         self,
@@ -117,6 +129,7 @@ class TimeLLMForecaster:
         self.max_steps = max_steps
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
+        self._check_format()
         self.interpolate = interpolate
         self.model: TimeLLM | None = None
         self.fit_result: FitResult | None = None
@@ -150,13 +163,17 @@ class TimeLLMForecaster:
         (default: the horizon) are its validation part.
         """
         data = self.prepare(df)
+        val = self._val_size(val_size)
+        largest = max_seq_len([len(s) for s in data], self.horizon, val)
         self._require_length(
             data,
             self.seq_len + self.horizon,
             "training",
             f"look-back {self.seq_len} + horizon {self.horizon}",
+            largest,
         )
-        self._fit_series(data, val_size)
+        self._require_training_rows(data, [len(s) for s in data], val, largest)
+        self._fit_series(data, val)
         self.history = data
         return self
 
@@ -177,7 +194,13 @@ class TimeLLMForecaster:
             data = self.history
         else:
             data = self.prepare(df)
-        self._require_length(data, self.seq_len, "forecasting", f"the look-back {self.seq_len}")
+        self._require_length(
+            data,
+            self.seq_len,
+            "forecasting",
+            f"the look-back {self.seq_len}",
+            max_seq_len([len(s) for s in data], 0),
+        )
         ends = [len(s) for s in data]
         forecasts = self._forecast(data, ends)
         parts = [
@@ -215,7 +238,8 @@ class TimeLLMForecaster:
         if not refit:
             self._require_model()
         data = self.prepare(df)
-        windows = self._windows(data, n_windows, step_size)
+        val = self._val_size(val_size) if refit else None
+        windows = self._windows(data, n_windows, step_size, val)
         if refit:
             first = {i: cutoffs[0] for i, cutoffs in windows.items()}
             before = SeriesSet(
@@ -225,7 +249,7 @@ class TimeLLMForecaster:
                 ],
                 data.format,
             )
-            self._fit_series(before, val_size, context="before the first cutoff")
+            self._fit_series(before, val, context="before the first cutoff")
         self.history = data
         order = [(i, c) for i, cutoffs in windows.items() for c in cutoffs]
         forecasts = self._forecast([data.series[i] for i, _ in order], [c for _, c in order])
@@ -255,6 +279,14 @@ class TimeLLMForecaster:
         """
         if season is not None:
             _check_positive("season", season)
+            data = self.prepare(df)
+            history = [c[0] for c in self._windows(data, n_windows, step_size).values()]
+            if season >= max(history):
+                raise SeriesLengthError(
+                    f"season={season} is not shorter than the history before the first cutoff of any series "
+                    f"(at most {max(history)} rows): the seasonal naive forecast and MASE need more than one "
+                    "season of history; lower season=..., or give longer series"
+                )
         cv = self.cross_validation(df, n_windows, step_size, val_size, refit)
         data = self.history
         windows = self._windows(data, n_windows, step_size)
@@ -263,6 +295,14 @@ class TimeLLMForecaster:
             s = data.series[i]
             period = season or season_length(s.freq)
             periods[s.id] = period
+            if cutoffs[0] <= period:
+                logger.warning(
+                    "series %r: %d rows before the first cutoff, not more than one season (%d): its MASE "
+                    "is n/a, and so is the seasonal naive forecast of a window with under a season of history",
+                    s.id,
+                    cutoffs[0],
+                    period,
+                )
             insample = s.values[: cutoffs[0]]
             diffs = np.abs(insample[period:] - insample[:-period]) if len(insample) > period else np.array([])
             scale = float(diffs.mean()) if len(diffs) else math.nan
@@ -281,6 +321,7 @@ class TimeLLMForecaster:
 
     def prepare(self, df: pd.DataFrame) -> SeriesSet:
         """Validate ``df`` with this forecaster's column names and interpolation choice."""
+        self._check_format()
         return prepare_series(df, self.format, interpolate=self.interpolate)
 
     # -------------------------------------------------------------------------------------------
@@ -344,7 +385,7 @@ class TimeLLMForecaster:
             raise AdapterLoadError(
                 f"the adapter in {directory} was trained for horizon {config.pred_len} and look-back "
                 f"{config.seq_len}, not {' and '.join(wrong)}: an adapter forecasts only its own horizon from "
-                f"its own look-back; ask for horizon {config.pred_len} (--horizon {config.pred_len}) and "
+                f"its own look-back; ask for horizon={config.pred_len} and "
                 "leave the look-back out, or train a new adapter"
             )
         record: dict[str, Any] = {}
@@ -384,24 +425,77 @@ class TimeLLMForecaster:
                 f"ask for h={self.horizon}, or fit a new one with horizon={h}"
             )
 
-    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str) -> None:
-        """Refuse series shorter than ``needed`` rows, naming the shortest and the way out."""
+    def _check_format(self) -> None:
+        """Refuse column names that clash with each other or with the columns forecasts add."""
+        f = self.format
+        inputs = {"id_col": f.id_col, "time_col": f.time_col}
+        inputs["target_col" if not f.wide else "the target column of the output"] = (
+            "y" if f.wide else f.target_col
+        )
+        names = list(inputs.values())
+        for setting, name in inputs.items():
+            if name in self.output_columns:
+                raise ColumnError(
+                    f"{setting}={name!r} clashes with the column {name!r} that forecasts are written to "
+                    f"({', '.join(self.output_columns)}); rename that column of the data"
+                )
+            if names.count(name) > 1:
+                clash = [k for k, v in inputs.items() if v == name]
+                raise ColumnError(
+                    f"{' and '.join(clash)} are both {name!r}; the id, time and target columns must differ"
+                )
+
+    def _val_size(self, val_size: int | None) -> int:
+        """The validation steps per series: the argument, else the forecaster's, else the horizon."""
+        h = self.horizon
+        val = val_size if val_size is not None else (self.val_size or h)
+        if not _is_int(val) or val < h:
+            raise InputDataError(
+                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
+                "validation forecasts the last val_size steps of every series"
+            )
+        return val
+
+    def _advice(self, largest: int) -> str:
+        advice = "lower the look-back with seq_len=..."
+        if largest >= self.config.patch_len:
+            advice += f": at most {largest} for these series"
+        return advice
+
+    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str, largest: int) -> None:
+        """Refuse series shorter than ``needed`` rows, naming the shortest and the longest look-back that fits."""
         short = [s for s in data if len(s) < needed]
         if not short:
             return
         shortest = min(short, key=len)
-        advice = "lower the look-back with seq_len=... (--seq-len)"
-        largest = len(shortest) - (needed - self.seq_len)  # the longest look-back this series allows
-        if largest >= self.config.patch_len:
-            advice += f": at most {largest} for this series"
         more = f" (and {len(short) - 1} more series)" if len(short) > 1 else ""
-        raise InputDataError(
+        raise SeriesLengthError(
             f"series {shortest.id!r}{more} is too short: {len(shortest)} rows, but {task} needs at least "
-            f"{needed} = {breakdown}; {advice}"
+            f"{needed} = {breakdown}; {self._advice(largest)}"
         )
 
-    def _windows(self, data: SeriesSet, n_windows: int, step_size: int | None) -> dict[int, list[int]]:
-        """Cross-validation cutoffs (rows of history) of every series, earliest first."""
+    def _require_training_rows(
+        self, data: SeriesSet, lengths: list[int], val: int, largest: int, context: str = ""
+    ) -> None:
+        """Refuse data in which no series has a training window before its validation steps."""
+        t, h = self.seq_len, self.horizon
+        if t <= largest:
+            return
+        where = f" {context}" if context else ""
+        raise SeriesLengthError(
+            f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
+            f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {max(lengths)}; "
+            f"{self._advice(largest)}, or lower val_size=..."
+        )
+
+    def _windows(
+        self, data: SeriesSet, n_windows: int, step_size: int | None, val: int | None = None
+    ) -> dict[int, list[int]]:
+        """Cross-validation cutoffs (rows of history) of every series, earliest first.
+
+        With ``val`` (the data before the first cutoff is trained on) one series must also have a
+        training window and ``val`` validation steps before its first cutoff.
+        """
         _check_positive("n_windows", n_windows)
         step = self.horizon if step_size is None else step_size
         _check_positive("step_size", step)
@@ -409,20 +503,19 @@ class TimeLLMForecaster:
         breakdown = f"look-back {self.seq_len} + horizon {self.horizon}"
         if n_windows > 1:
             breakdown += f" + {n_windows - 1} x step {step}"
+        lengths = [len(s) for s in data]
+        largest = max_seq_len(lengths, self.horizon, val, n_windows=n_windows, step_size=step)
         self._require_length(
-            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown
+            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown, largest
         )
+        if val is not None:
+            before = [n - span for n in lengths]
+            self._require_training_rows(data, before, val, largest, "before the first cutoff")
         return {i: [len(s) - span + k * step for k in range(n_windows)] for i, s in enumerate(data)}
 
-    def _fit_series(self, data: SeriesSet, val_size: int | None, context: str = "") -> None:
+    def _fit_series(self, data: SeriesSet, val: int, context: str = "") -> None:
         c = self.config
         t, h = c.seq_len, c.pred_len
-        val = val_size if val_size is not None else (self.val_size or h)
-        if not _is_int(val) or val < h:
-            raise InputDataError(
-                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
-                "validation forecasts the last val_size steps of every series"
-            )
         train_sets, val_sets = [], []
         for s in data:
             if len(s) < t + h:
@@ -438,16 +531,12 @@ class TimeLLMForecaster:
             else:
                 logger.info("series %r: too short for training windows; used for validation only", s.id)
             val_sets.append(WindowDataset(scaled[-(t + val) :], t, h))
-        if not train_sets:
-            longest = max(len(s) for s in data)
-            where = f" {context}" if context else ""
-            raise InputDataError(
-                f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
-                f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {longest}; "
-                "lower the look-back with seq_len=... (--seq-len) or val_size (--val-size)"
-            )
+        if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
+            raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
+        seed_everything(train_config.seed)
+        model = TimeLLM(c)  # loads the backbone and checks the prompt fits it: before training is announced
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",
@@ -458,8 +547,6 @@ class TimeLLMForecaster:
             train_config.epochs,
             f" of <= {train_config.max_train_windows} windows" if train_config.max_train_windows else "",
         )
-        seed_everything(train_config.seed)
-        model = TimeLLM(c)
         self.fit_result = fit(model, train_set, val_set, train_config)
         self.model = model
 

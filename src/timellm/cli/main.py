@@ -574,25 +574,86 @@ def _write(frame, path: str) -> None:
         raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
 
 
+def _check_outputs(args) -> None:
+    """Every output writable, in a format that can be written here, before any training."""
+    from timellm.data.frames import check_output_path, check_table_path
+
+    if getattr(args, "out", None):
+        check_table_path(args.out, "--out file")
+    if getattr(args, "save", None):
+        check_output_path(args.save, "--save folder", folder=True)
+    if getattr(args, "plot", None):
+        if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise CLIError(f"--plot {args.plot}: expected a file name ending in {', '.join(PLOT_SUFFIXES)}")
+        check_output_path(args.plot, "--plot file")
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib writes without extras
+
+# API settings as error messages below the CLI name them, and the options that set them here
+SETTING_FLAGS = {
+    "seq_len": "--seq-len",
+    "val_size": "--val-size",
+    "max_steps": "--max-steps",
+    "id_col": "--id-col",
+    "time_col": "--time-col",
+    "target_col": "--target-col",
+    "description": "--description",
+    "backbone": "--backbone",
+    "horizon": "--horizon",
+    "h": "--horizon",
+    "n_windows": "--windows",
+    "step_size": "--step-size",
+    "season": "--season",
+    "period": "--period",
+}
+SWITCHES = {"interpolate=True": "--interpolate", "wide=True": "--wide"}
+
+
+def with_flags(message: str) -> str:
+    """An error message with the API settings it names (``seq_len=...``) written as this CLI's options.
+
+    Settings that have no option of their own are model or training settings: ``--set name=...``.
+    """
+    import re
+    from dataclasses import fields
+
+    from timellm.model.config import TimeLLMConfig
+    from timellm.training.config import TrainConfig
+
+    for setting, switch in SWITCHES.items():
+        message = re.sub(rf"\b{re.escape(setting)}", switch, message)
+    settings = {f.name for f in fields(TimeLLMConfig)} | {f.name for f in fields(TrainConfig)}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if name in SETTING_FLAGS:
+            return f"{SETTING_FLAGS[name]} "
+        return f"--set {name}=" if name in settings else match.group(0)
+
+    return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=", flag, message)
+
+
 def cmd_forecast(args) -> int:
     from timellm.data.frames import read_table
 
     forecaster = _forecaster(args)  # option errors before any file is read
-    frame = read_table(args.data)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
     forecasts = forecaster.predict(frame) if args.model else forecaster.fit(frame).predict()
-    if args.save:
-        try:
-            forecaster.save_pretrained(args.save)
-        except OSError as err:
-            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
     series = forecasts[forecaster.format.id_col].nunique()
-    if args.out:
+    if args.out:  # the forecasts first: a failing --save must not lose them
         _write(forecasts, args.out)
         print(
             f"wrote {len(forecasts)} forecasts ({series} series x {forecaster.horizon} steps) to {args.out}"
         )
     else:
         forecasts.to_csv(sys.stdout, index=False)
+    if args.save:
+        try:
+            forecaster.save_pretrained(args.save)
+        except OSError as err:
+            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
     if args.plot:
         from timellm.plotting import plot_series_forecasts
 
@@ -622,7 +683,8 @@ def cmd_backtest(args) -> int:
     from timellm.data.frames import read_table
 
     forecaster = _forecaster(args)
-    frame = read_table(args.data)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
     if args.model:
         logger.warning(
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
@@ -664,6 +726,7 @@ def cmd_example_data(args) -> int:
 
 
 USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "example-data": cmd_example_data}
+FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands' options, not API settings
 
 
 def cmd_ablate(args) -> int:
@@ -770,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     from timellm.data.benchmarks import DataError
     from timellm.experiments.presets import PresetError
     from timellm.model.modeling import AdapterLoadError
+    from timellm.training.loop import NonFiniteLossError
 
     try:
         code = COMMANDS[args.command](args)
@@ -784,8 +848,12 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        message = str(err) if args.command not in FLAG_COMMANDS else with_flags(str(err))
+        print(f"timellm {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as err:  # training diverged: not a usage error
+        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:  # e.g. `timellm presets | head`
         sys.stderr.close()
         return 0

@@ -360,6 +360,16 @@ def fit(
         if accelerator.num_processes > 1:
             _check_replicas(unwrapped, accelerator, progress)
         val_loss = mean_loss(model, val_subset, config, accelerator)
+        if not math.isfinite(val_loss):  # as a non-finite training loss: never select such an epoch
+            message = (
+                f"non-finite validation loss ({val_loss:g}) after epoch {epoch} (step {progress.global_step}); "
+                f"training stopped ({f'the last good checkpoint is {last_good}' if last_good else 'no checkpoint kept'}): "
+                "the adapter diverged, or the data's scale overflows"
+            )
+            logger.error(message)
+            raise NonFiniteLossError(
+                message, progress.global_step, epoch, checkpoint_dir if last_good else None
+            )
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
