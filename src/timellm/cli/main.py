@@ -44,19 +44,24 @@ def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True)
     _add_preset_overrides(parser)
 
 
-def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
-    """--backbone, --set and --out: what every command that runs a preset takes."""
-    parser.add_argument(
-        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
-    )
+def _add_set(parser: argparse.ArgumentParser, what: str = "a model, training or run setting") -> None:
+    """--set KEY=VALUE, the one way every command takes settings beyond its own options."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
+        help=f"override {what}, e.g. --set llm_layers=4 --set train.learning_rate=0.001",
     )
+
+
+def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --set and --out: what every command that runs a preset takes."""
+    parser.add_argument(
+        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
+    )
+    _add_set(parser)
     parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
 
 
@@ -143,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameter counts of a model built from a preset")
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(p)
     _add_user_data_commands(sub)
 
     p = sub.add_parser(
@@ -206,13 +211,14 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _resolve_preset(args):
+def _resolve_preset(args, preset=None):
+    """``preset`` (default: the one --preset names) with --backbone and --set applied."""
     from timellm.experiments.presets import get_preset, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if getattr(args, "backbone", None):
         overrides["backbone"] = args.backbone
-    return get_preset(args.preset).with_overrides(overrides)
+    return (preset if preset is not None else get_preset(args.preset)).with_overrides(overrides)
 
 
 def _default_run_dir(name: str) -> Path:
@@ -296,15 +302,6 @@ def _command_line(args) -> str:
     return "timellm " + " ".join(shlex.quote(a) for a in args.argv)
 
 
-def _with_cli_overrides(preset, args):
-    from timellm.experiments.presets import parse_overrides
-
-    overrides = parse_overrides(args.overrides)
-    if args.backbone:
-        overrides["backbone"] = args.backbone
-    return preset.with_overrides(overrides)
-
-
 def cmd_m4(args) -> int:
     from timellm.data.m4 import get_frequency
     from timellm.experiments.presets import get_m4_preset
@@ -313,7 +310,7 @@ def cmd_m4(args) -> int:
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
         raise CLIError(f"--frequency names a frequency twice: {' '.join(args.frequency)}")
-    presets = [_with_cli_overrides(get_m4_preset(f, args.variant), args) for f in frequencies]
+    presets = [_resolve_preset(args, get_m4_preset(f, args.variant)) for f in frequencies]
     for frequency in frequencies:  # every file first: no frequency trains before a missing one fails
         check_m4_files(frequency, args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -340,7 +337,7 @@ def cmd_m4(args) -> int:
 def cmd_transfer(args) -> int:
     from timellm.experiments.protocols import transfer, transfer_preset
 
-    preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
+    preset = _resolve_preset(args, transfer_preset(args.source, args.pred_len, args.variant))
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
     metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line(args))
     _print_metrics(
@@ -498,25 +495,17 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another model or training setting, e.g. --set llm_layers=4 --set train.learning_rate=0.01",
-    )
+    _add_set(p, "a model or training setting")
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
     p.add_argument("--verbose", action="store_true", help="debug logging")
 
 
 def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from timellm.experiments.presets import parse_overrides
+    from timellm.experiments.presets import parse_overrides, split_settings
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
-    from timellm.training.loop import TrainConfig
 
     names = {
         "id_col": args.id_col,
@@ -541,16 +530,9 @@ def _forecaster(args):
         if args.interpolate:
             forecaster.interpolate = True
         return forecaster
-    model, train = {}, {}
-    train_keys = {f.name for f in fields(TrainConfig)}
-    for key, value in parse_overrides(args.overrides).items():
-        section, _, name = key.rpartition(".")
-        if section in ("", "train") and name in train_keys:
-            train[name] = value
-        elif section in ("", "model") and name != "pred_len":
-            model[name] = value
-        else:
-            raise CLIError(f"--set {key}: not a model or training setting (the horizon is --horizon)")
+    model, train, _ = split_settings(parse_overrides(args.overrides), sections=("model", "train"))
+    if "pred_len" in model:
+        raise CLIError("--set pred_len: the horizon is --horizon")
     return TimeLLMForecaster(
         args.horizon,
         seq_len=args.seq_len,
