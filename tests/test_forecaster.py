@@ -1,11 +1,13 @@
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import timellm.forecaster as forecaster_module
+from timellm.data.errors import ColumnError, SeriesLengthError, ValueDataError
 from timellm.data.frames import InputDataError
 from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
@@ -299,7 +301,7 @@ def test_series_too_short_say_the_minimum_and_the_look_back_option(fitted):
         "series 's1' is too short: 50 rows" in message
         and "at least 60 = look-back 48 + horizon 12" in message
     )
-    assert "--seq-len" in message and "at most 38" in message
+    assert "seq_len=" in message and "at most 38" in message
     with pytest.raises(InputDataError, match="forecasting needs at least 48"):
         fitted.predict(frame((120, 40)))
 
@@ -333,3 +335,86 @@ def test_the_users_description_goes_into_the_prompt():
 def test_predict_before_fit_is_a_clear_error():
     with pytest.raises(InputDataError, match="call fit"):
         forecaster().predict(frame())
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 17: no silently wrong answer, and every check before training
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make training fail loudly: the checks under test must come before it."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(forecaster_module, "fit", fail)
+
+
+def test_a_huge_value_outside_the_look_back_is_refused_before_training(no_training):
+    df = frame((120, 90))
+    df.loc[5, "y"] = 1e200  # far outside the look-back: it would only break the training scaling
+    with pytest.raises(
+        ValueDataError, match="series 's0': column 'y' has values as large as 1e\\+200 in rows 5"
+    ):
+        forecaster().fit(df)
+
+
+@pytest.mark.parametrize(
+    "columns, expected",
+    [
+        (dict(target_col="TimeLLM"), "target_col='TimeLLM' clashes with the column 'TimeLLM'"),
+        (dict(id_col="cutoff"), "id_col='cutoff' clashes"),
+        (dict(time_col="SeasonalNaive"), "time_col='SeasonalNaive' clashes"),
+        (dict(id_col="ds"), "id_col and time_col are both 'ds'"),
+        (dict(time_col="y", wide=True), "time_col and the target column of the output are both 'y'"),
+    ],
+)
+def test_column_names_that_clash_with_the_output_are_refused(columns, expected):
+    with pytest.raises(ColumnError, match=expected):
+        forecaster(**columns)
+    fc = forecaster()
+    fc.format = replace(fc.format, **columns)  # as the CLI sets the columns of a loaded forecaster
+    with pytest.raises(ColumnError, match=expected):
+        fc.prepare(frame())
+
+
+def test_the_advised_look_back_counts_validation_and_fits(no_training, monkeypatch):
+    df = frame((59,), ("h",))
+    with pytest.raises(SeriesLengthError) as err:
+        forecaster(seq_len=48).fit(df)
+    assert "59 rows, but training needs at least 60" in str(err.value)
+    assert "at most 35" in str(err.value)  # not 47: the last 12 steps are held out for validation
+    with pytest.raises(SeriesLengthError) as err:
+        forecaster(seq_len=40).fit(df)  # one window fits, but not before the validation steps
+    assert "look-back 40 + horizon 12 + validation 12 = 64 rows" in str(err.value)
+    assert "at most 35" in str(err.value) and "val_size=" in str(err.value)
+    monkeypatch.undo()
+    out = forecaster(seq_len=35, max_steps=1).fit(df).predict()
+    assert len(out) == 12 and np.isfinite(out.TimeLLM).all()
+    with pytest.raises(SeriesLengthError, match="before the first cutoff.*at most 23"):
+        forecaster(seq_len=35).cross_validation(df)  # 59 - 12 (window) - 12 - 12
+
+
+def test_a_season_longer_than_every_series_is_refused_and_a_short_one_said(fitted, caplog):
+    with pytest.raises(SeriesLengthError, match="season=200 is not shorter than the history"):
+        fitted.backtest(frame(), refit=False, season=200)
+    with caplog.at_level("WARNING", logger="timellm.forecaster"):
+        _, scores = fitted.backtest(frame(), refit=False, season=100)  # s1 has 78 rows before its cutoff
+    assert "series 's1': 78 rows before the first cutoff, not more than one season (100)" in caplog.text
+    assert np.isnan(scores.loc[scores.unique_id == "s1", "MASE"]).all()
+    assert np.isfinite(scores.loc[scores.unique_id == "s0", "MASE"]).all()
+
+
+def test_a_prompt_longer_than_the_backbones_context_is_refused_before_training(no_training):
+    fc = forecaster(llm="pretrained", backbone="tiny-random-llama", description="word " * 9600)
+    with pytest.raises(
+        ValueError, match="prompt is too long for 'tiny-random-llama'.*at most 2048 positions"
+    ):
+        fc.fit(frame((80,), ("h",)))
+
+
+def test_a_d_ff_wider_than_the_backbone_names_the_setting():
+    fc = TimeLLMForecaster(12, backbone="tiny-random-llama", **{**TINY, "d_ff": 128})
+    with pytest.raises(ValueError, match="use d_ff=32 or less"):
+        fc.fit(frame((80,), ("h",)))

@@ -21,7 +21,7 @@ from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
 from timellm.experiments.protocols import transfer_preset, weighted_m4
-from timellm.experiments.report import PAPER_M4_AVERAGE, classify
+from timellm.experiments.report import PAPER_M4_AVERAGE, build_tables, classify, collect_runs
 
 TINY = [
     "--backbone",
@@ -361,3 +361,26 @@ def test_report_of_a_folder_without_runs(tmp_path, capsys):
     assert "no run folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_merges_runs_that_differ_only_in_their_seed(tmp_path):
+    root = tmp_path / "runs"
+    for seed, mse, mae in ((2021, 0.40, 0.42), (2022, 0.42, 0.43), (2023, 0.44, 0.47)):
+        record, metrics = _long_term("ETTh1", 96, mse, mae)
+        record["train"]["seed"] = seed
+        metrics["commit"] = "abc123"
+        _fake_run(root / f"s{seed}", record, metrics)
+    other, other_metrics = _long_term("ETTh1", 96, 0.5, 0.5)
+    other["train"] = {**other["train"], "seed": 2021, "epochs": 8}  # another budget: its own row
+    _fake_run(root / "longer", other, other_metrics)
+
+    table = build_tables(collect_runs(root), root)["long_term"]
+    merged = table[table["seeds"] == "2021,2022,2023"].iloc[0]
+    assert merged.mse == pytest.approx(0.42) and merged.mae == pytest.approx(0.44)
+    assert merged.mse_std == pytest.approx(0.02) and merged.mae_std == pytest.approx(
+        np.std([0.42, 0.43, 0.47], ddof=1)
+    )
+    assert merged.rel_mse == pytest.approx((0.42 - 0.362) / 0.362) and merged.commit == "abc123"
+    single = table[table["run"] == "longer"].iloc[0]
+    assert single.mse == 0.5 and pd.isna(single.mse_std) and pd.isna(single.seeds)
+    assert len(table) == 2

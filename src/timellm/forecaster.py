@@ -56,11 +56,14 @@ from torch.utils.data import ConcatDataset
 from timellm.backbones.loading import Backbone
 from timellm.data.frames import (
     AUTO_SEQ_LEN_MAX,
+    ColumnError,
     FrameFormat,
     InputDataError,
     Series,
+    SeriesLengthError,
     SeriesSet,
     auto_seq_len,
+    max_seq_len,
     prepare_series,
     season_length,
 )
@@ -75,6 +78,7 @@ from timellm.evaluation.statistical import (
 )
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
+from timellm.model.predict import predict
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -119,6 +123,8 @@ class TimeLLMForecaster:
     """
 
     alias = "TimeLLM"  # the forecast column, one column per model as in neuralforecast
+    # columns the forecasts add beside the id, time and target columns: no input column may be named so
+    output_columns = (alias, "cutoff", "SeasonalNaive")
 
     def __init__(
         self,
@@ -163,6 +169,7 @@ class TimeLLMForecaster:
         self.max_steps = max_steps
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
+        self._check_format()
         self.interpolate = interpolate
         self.model: TimeLLM | None = None
         self.fit_result: FitResult | None = None
@@ -199,15 +206,18 @@ class TimeLLMForecaster:
         (default: the horizon) are its validation part.
         """
         data = self.prepare(df)
-        val_size = self._choose_val(data, val_size)
-        self._resolve_seq_len(data, val_size)
+        val = self._val_size(val_size, data)
+        self._resolve_seq_len(data, val)
+        largest = max_seq_len([len(s) for s in data], self.horizon, val)
         self._require_length(
             data,
             self.seq_len + self.horizon,
             "training",
             f"look-back {self.seq_len} + horizon {self.horizon}",
+            largest,
         )
-        self._fit_series(data, val_size)
+        self._require_training_rows(data, [len(s) for s in data], val, largest)
+        self._fit_series(data, val)
         self.history = data
         return self
 
@@ -233,7 +243,13 @@ class TimeLLMForecaster:
             data = self.history
         else:
             data = self.prepare(df)
-        self._require_length(data, self.seq_len, "forecasting", f"the look-back {self.seq_len}")
+        self._require_length(
+            data,
+            self.seq_len,
+            "forecasting",
+            f"the look-back {self.seq_len}",
+            max_seq_len([len(s) for s in data], 0),
+        )
         ends = [len(s) for s in data]
         forecasts = self._forecast(data, ends)
         bands = self._intervals(list(data), ends, forecasts, levels)
@@ -279,17 +295,15 @@ class TimeLLMForecaster:
             self._require_model()
         levels = check_levels(level)
         data = self.prepare(df)
+        val = None
         if refit:  # the data before each series' first cutoff (len - span rows) is all training sees
-            _check_positive("n_windows", n_windows)
-            step = self.horizon if step_size is None else step_size
-            _check_positive("step_size", step)
-            span = self.horizon + (n_windows - 1) * step
+            span = self._span(n_windows, step_size)
             before = SeriesSet([_head(s, max(len(s) - span, 0)) for s in data], data.format)
-            val_size = self._choose_val(before, val_size)
-            self._resolve_seq_len(before, val_size, " before the first cutoff")
-        windows = self._windows(data, n_windows, step_size)
+            val = self._val_size(val_size, before)
+            self._resolve_seq_len(before, val, " before the first cutoff")
+        windows = self._windows(data, n_windows, step_size, val)
         if refit:
-            self._fit_series(before, val_size, context="before the first cutoff")
+            self._fit_series(before, val, context="before the first cutoff")
         self.history = data
         order = [(i, c) for i, cutoffs in windows.items() for c in cutoffs]
         series, ends = [data.series[i] for i, _ in order], [c for _, c in order]
@@ -334,6 +348,14 @@ class TimeLLMForecaster:
         """
         if season is not None:
             _check_positive("season", season)
+            data = self.prepare(df)
+            history = [len(s) - self._span(n_windows, step_size) for s in data]  # before the first cutoff
+            if season >= max(history):
+                raise SeriesLengthError(
+                    f"season={season} is not shorter than the history before the first cutoff of any series "
+                    f"(at most {max(history)} rows): the seasonal naive forecast and MASE need more than one "
+                    "season of history; lower season=..., or give longer series"
+                )
         models = parse_baselines(baselines)
         levels = check_levels(level)
         start = time.perf_counter()
@@ -345,6 +367,14 @@ class TimeLLMForecaster:
         histories, seasons, labels = [], [], []
         for i, cutoffs in windows.items():
             s = data.series[i]
+            if cutoffs[0] <= periods[s.id]:
+                logger.warning(
+                    "series %r: %d rows before the first cutoff, not more than one season (%d): its MASE "
+                    "is n/a, and so is the seasonal naive forecast of a window with under a season of history",
+                    s.id,
+                    cutoffs[0],
+                    periods[s.id],
+                )
             for c in cutoffs:  # the order of the cross-validation frame's windows
                 histories.append(s.values[:c])
                 seasons.append(periods[s.id])
@@ -368,6 +398,7 @@ class TimeLLMForecaster:
 
     def prepare(self, df: pd.DataFrame) -> SeriesSet:
         """Validate ``df`` with this forecaster's column names and interpolation choice."""
+        self._check_format()
         return prepare_series(df, self.format, interpolate=self.interpolate)
 
     # -------------------------------------------------------------------------------------------
@@ -433,7 +464,7 @@ class TimeLLMForecaster:
             raise AdapterLoadError(
                 f"the adapter in {directory} was trained for horizon {config.pred_len} and look-back "
                 f"{config.seq_len}, not {' and '.join(wrong)}: an adapter forecasts only its own horizon from "
-                f"its own look-back; ask for horizon {config.pred_len} (--horizon {config.pred_len}) and "
+                f"its own look-back; ask for horizon={config.pred_len} and "
                 "leave the look-back out, or train a new adapter"
             )
         record: dict[str, Any] = {}
@@ -477,24 +508,86 @@ class TimeLLMForecaster:
                 f"ask for h={self.horizon}, or fit a new one with horizon={h}"
             )
 
-    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str) -> None:
-        """Refuse series shorter than ``needed`` rows, naming the shortest and the way out."""
+    def _check_format(self) -> None:
+        """Refuse column names that clash with each other or with the columns forecasts add."""
+        f = self.format
+        inputs = {"id_col": f.id_col, "time_col": f.time_col}
+        inputs["target_col" if not f.wide else "the target column of the output"] = (
+            "y" if f.wide else f.target_col
+        )
+        names = list(inputs.values())
+        for setting, name in inputs.items():
+            if name in self.output_columns:
+                raise ColumnError(
+                    f"{setting}={name!r} clashes with the column {name!r} that forecasts are written to "
+                    f"({', '.join(self.output_columns)}); rename that column of the data"
+                )
+            if names.count(name) > 1:
+                clash = [k for k, v in inputs.items() if v == name]
+                raise ColumnError(
+                    f"{' and '.join(clash)} are both {name!r}; the id, time and target columns must differ"
+                )
+
+    def _val_size(self, val_size: int | None, data: SeriesSet | None = None) -> int:
+        """The validation steps per series: the argument, else the forecaster's, else the default.
+
+        The default (:meth:`_default_val`) depends on the series to be trained on, ``data``;
+        without them it is the horizon.
+        """
+        h = self.horizon
+        if val_size is not None:
+            val = val_size
+        elif self.val_size:
+            val = self.val_size
+        else:
+            val = self._default_val(data) if data is not None and len(data) else h
+        if not _is_int(val) or val < h:
+            raise InputDataError(
+                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
+                "validation forecasts the last val_size steps of every series"
+            )
+        return val
+
+    def _advice(self, largest: int) -> str:
+        advice = "lower the look-back with seq_len=..."
+        if largest >= self.config.patch_len:
+            advice += f": at most {largest} for these series"
+        return advice
+
+    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str, largest: int) -> None:
+        """Refuse series shorter than ``needed`` rows, naming the shortest and the longest look-back that fits."""
         short = [s for s in data if len(s) < needed]
         if not short:
             return
         shortest = min(short, key=len)
-        advice = "lower the look-back with seq_len=... (--seq-len)"
-        largest = len(shortest) - (needed - self.seq_len)  # the longest look-back this series allows
-        if largest >= self.config.patch_len:
-            advice += f": at most {largest} for this series"
         more = f" (and {len(short) - 1} more series)" if len(short) > 1 else ""
-        raise InputDataError(
+        raise SeriesLengthError(
             f"series {shortest.id!r}{more} is too short: {len(shortest)} rows, but {task} needs at least "
-            f"{needed} = {breakdown}; {advice}"
+            f"{needed} = {breakdown}; {self._advice(largest)}"
         )
 
-    def _windows(self, data: SeriesSet, n_windows: int, step_size: int | None) -> dict[int, list[int]]:
-        """Cross-validation cutoffs (rows of history) of every series, earliest first."""
+    def _require_training_rows(
+        self, data: SeriesSet, lengths: list[int], val: int, largest: int, context: str = ""
+    ) -> None:
+        """Refuse data in which no series has a training window before its validation steps."""
+        t, h = self.seq_len, self.horizon
+        if t <= largest:
+            return
+        where = f" {context}" if context else ""
+        raise SeriesLengthError(
+            f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
+            f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {max(lengths)}; "
+            f"{self._advice(largest)}, or lower val_size=..."
+        )
+
+    def _windows(
+        self, data: SeriesSet, n_windows: int, step_size: int | None, val: int | None = None
+    ) -> dict[int, list[int]]:
+        """Cross-validation cutoffs (rows of history) of every series, earliest first.
+
+        With ``val`` (the data before the first cutoff is trained on) one series must also have a
+        training window and ``val`` validation steps before its first cutoff.
+        """
         _check_positive("n_windows", n_windows)
         step = self.horizon if step_size is None else step_size
         _check_positive("step_size", step)
@@ -502,20 +595,19 @@ class TimeLLMForecaster:
         breakdown = f"look-back {self.seq_len} + horizon {self.horizon}"
         if n_windows > 1:
             breakdown += f" + {n_windows - 1} x step {step}"
+        lengths = [len(s) for s in data]
+        largest = max_seq_len(lengths, self.horizon, val, n_windows=n_windows, step_size=step)
         self._require_length(
-            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown
+            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown, largest
         )
+        if val is not None:
+            before = [n - span for n in lengths]
+            self._require_training_rows(data, before, val, largest, "before the first cutoff")
         return {i: [len(s) - span + k * step for k in range(n_windows)] for i, s in enumerate(data)}
 
-    def _fit_series(self, data: SeriesSet, val_size: int | None, context: str = "") -> None:
+    def _fit_series(self, data: SeriesSet, val: int, context: str = "") -> None:
         c = self.config
         t, h = c.seq_len, c.pred_len
-        val = self._choose_val(data, val_size)
-        if not _is_int(val) or val < h:
-            raise InputDataError(
-                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
-                "validation forecasts the last val_size steps of every series"
-            )
         train_sets, val_sets, held_out = [], [], []
         for s in data:
             if len(s) < t + h:
@@ -532,16 +624,12 @@ class TimeLLMForecaster:
                 logger.info("series %r: too short for training windows; used for validation only", s.id)
             val_sets.append(WindowDataset(scaled[-(t + val) :], t, h))
             held_out.append(s)
-        if not train_sets:
-            longest = max(len(s) for s in data)
-            where = f" {context}" if context else ""
-            raise InputDataError(
-                f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
-                f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {longest}; "
-                "lower the look-back with seq_len=... (--seq-len) or val_size (--val-size)"
-            )
+        if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
+            raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
+        seed_everything(train_config.seed)
+        model = TimeLLM(c)  # loads the backbone and checks the prompt fits it: before training is announced
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",
@@ -552,8 +640,6 @@ class TimeLLMForecaster:
             train_config.epochs,
             f" of <= {train_config.max_train_windows} windows" if train_config.max_train_windows else "",
         )
-        seed_everything(train_config.seed)
-        model = TimeLLM(c)
         self.fit_result = fit(model, train_set, val_set, train_config)
         self.model = model
         self.calibration = self._conformity_scores(held_out, val)
@@ -563,18 +649,21 @@ class TimeLLMForecaster:
             len(held_out),
         )
 
-    def _choose_val(self, data: SeriesSet, val_size: int | None) -> Any:
-        """The validation steps of a fit: the argument, the constructor's, or the default.
+    def _span(self, n_windows: int, step_size: int | None) -> int:
+        """Rows of every series that cross-validation forecasts: its windows, ``step_size`` apart."""
+        _check_positive("n_windows", n_windows)
+        step = self.horizon if step_size is None else step_size
+        _check_positive("step_size", step)
+        return self.horizon + (n_windows - 1) * step
+
+    def _default_val(self, data: SeriesSet) -> int:
+        """The default validation steps of a fit on ``data``.
 
         The default is horizon + 19 (20 validation windows per series, enough to calibrate 95 %
         intervals) where the series leave room for it: with ``seq_len="auto"`` a look-back the
         model accepts in the shortest series, else a training window in the longest. Otherwise it
         is one horizon (one window per series, as few as validation can take), and the log says so.
         """
-        if val_size is not None:
-            return val_size
-        if self.val_size:
-            return self.val_size
         c = self.config
         wide = c.pred_len + DEFAULT_VALIDATION_WINDOWS - 1
         if self.auto_seq_len:
@@ -597,15 +686,13 @@ class TimeLLMForecaster:
         """With ``seq_len="auto"``: set the look-back by the rule of :func:`auto_seq_len`."""
         if not self.auto_seq_len:
             return
-        if not _is_int(val):
-            return  # _fit_series names the bad val_size
         c = self.config
         shortest = min(data, key=len)
         look_back = auto_seq_len(len(shortest), c.pred_len, val)
         least = _least_seq_len(c)
         if look_back < least:
             needed = 2 * least + c.pred_len - 1 + val
-            raise InputDataError(
+            raise SeriesLengthError(
                 f"series {shortest.id!r} is too short{context} for an automatic look-back: {len(shortest)} "
                 f"rows, but a look-back of at least {least} steps with horizon {c.pred_len} and validation "
                 f"{val} needs {needed} (2 x {least} + {c.pred_len} - 1 + {val}); give longer series, or "
@@ -674,15 +761,8 @@ class TimeLLMForecaster:
         std = pasts.std(axis=1, keepdims=True)  # forecast depends on the last seq_len rows only
         std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
-        device = next(model.parameters()).device
-        batch = self.train_config.eval_batch_size
-        was_training = model.training
-        model.eval()
-        outputs = [
-            model(scaled[i : i + batch].to(device)).float().cpu() for i in range(0, len(scaled), batch)
-        ]
-        model.train(was_training)
-        preds = torch.cat(outputs)[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
+        outputs = predict(model, scaled, batch_size=self.train_config.eval_batch_size)  # (n, H, 1)
+        preds = outputs[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
         constant = np.ptp(pasts, axis=1) == 0
         preds[constant] = pasts[constant, -1:]  # a constant look-back forecasts that constant, exactly
         return list(preds)

@@ -44,19 +44,24 @@ def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True)
     _add_preset_overrides(parser)
 
 
-def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
-    """--backbone, --set and --out: what every command that runs a preset takes."""
-    parser.add_argument(
-        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
-    )
+def _add_set(parser: argparse.ArgumentParser, what: str = "a model, training or run setting") -> None:
+    """--set KEY=VALUE, the one way every command takes settings beyond its own options."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
+        help=f"override {what}, e.g. --set llm_layers=4 --set train.learning_rate=0.001",
     )
+
+
+def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --set and --out: what every command that runs a preset takes."""
+    parser.add_argument(
+        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
+    )
+    _add_set(parser)
     parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
 
 
@@ -85,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint, with the settings it recorded",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="train once per seed, into <out>/seed-<S>, and report the mean and standard deviation",
     )
     _add_common(p)
 
@@ -137,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameter counts of a model built from a preset")
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(p)
     _add_user_data_commands(sub)
 
     p = sub.add_parser(
@@ -187,13 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_preset(args):
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 2021,2022,2023; found {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integer seeds, e.g. 2021,2022,2023; found {text!r}"
+        )
+    return seeds
+
+
+def _resolve_preset(args, preset=None):
+    """``preset`` (default: the one --preset names) with --backbone and --set applied."""
     from timellm.experiments.presets import get_preset, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if getattr(args, "backbone", None):
         overrides["backbone"] = args.backbone
-    return get_preset(args.preset).with_overrides(overrides)
+    return (preset if preset is not None else get_preset(args.preset)).with_overrides(overrides)
 
 
 def _default_run_dir(name: str) -> Path:
@@ -220,7 +246,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 def cmd_train(args) -> int:
     from accelerate import PartialState
 
-    from timellm.experiments.runs import resume_run, train_and_test
+    from timellm.experiments.runs import resume_run, train_and_test, train_seeds
     from timellm.training.loop import NonFiniteLossError
 
     if args.resume:
@@ -232,6 +258,7 @@ def cmd_train(args) -> int:
                 ("--set", args.overrides),
                 ("--out", args.out),
                 ("--percent", args.percent != 100),
+                ("--seeds", args.seeds),
             )
             if value
         ]
@@ -249,30 +276,31 @@ def cmd_train(args) -> int:
             preset = _resolve_preset(args)
             run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
             command = _command_line(args)
-            metrics = train_and_test(
-                preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
-            )
+            if args.seeds:
+                summary = train_seeds(
+                    preset, run_dir, args.seeds, data_dir=args.data_dir, percent=args.percent, command=command
+                )
+            else:
+                metrics = train_and_test(
+                    preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
+                )
     except NonFiniteLossError as err:
         print(f"timellm train: error: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    if PartialState().is_main_process:
+    if not PartialState().is_main_process:
+        return 0
+    if args.seeds:
+        print(f"\n{preset.name} over {len(args.seeds)} seeds (standardised scale; std: sample, ddof 1)")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
         _print_metrics(metrics, f"{metrics['dataset']}, horizon {metrics['pred_len']}")
-        print(f"run folder: {run_dir}")
+    print(f"run folder: {run_dir}")
     return 0
 
 
 def _command_line(args) -> str:
     """The command as typed (recorded in the run folder), from main()'s argv."""
     return "timellm " + " ".join(shlex.quote(a) for a in args.argv)
-
-
-def _with_cli_overrides(preset, args):
-    from timellm.experiments.presets import parse_overrides
-
-    overrides = parse_overrides(args.overrides)
-    if args.backbone:
-        overrides["backbone"] = args.backbone
-    return preset.with_overrides(overrides)
 
 
 def cmd_m4(args) -> int:
@@ -283,7 +311,7 @@ def cmd_m4(args) -> int:
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
         raise CLIError(f"--frequency names a frequency twice: {' '.join(args.frequency)}")
-    presets = [_with_cli_overrides(get_m4_preset(f, args.variant), args) for f in frequencies]
+    presets = [_resolve_preset(args, get_m4_preset(f, args.variant)) for f in frequencies]
     for frequency in frequencies:  # every file first: no frequency trains before a missing one fails
         check_m4_files(frequency, args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -310,7 +338,7 @@ def cmd_m4(args) -> int:
 def cmd_transfer(args) -> int:
     from timellm.experiments.protocols import transfer, transfer_preset
 
-    preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
+    preset = _resolve_preset(args, transfer_preset(args.source, args.pred_len, args.variant))
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
     metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line(args))
     _print_metrics(
@@ -487,14 +515,7 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another model or training setting, e.g. --set llm_layers=4 --set train.learning_rate=0.01",
-    )
+    _add_set(p, "a model or training setting")
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
     p.add_argument("--verbose", action="store_true", help="debug logging")
 
@@ -540,11 +561,10 @@ def _levels(args) -> tuple:
 
 def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from timellm.experiments.presets import parse_overrides
+    from timellm.experiments.presets import parse_overrides, split_settings
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
-    from timellm.training.loop import TrainConfig
 
     names = {
         "id_col": args.id_col,
@@ -570,16 +590,9 @@ def _forecaster(args):
         if args.interpolate:
             forecaster.interpolate = True
         return forecaster
-    model, train = {}, {}
-    train_keys = {f.name for f in fields(TrainConfig)}
-    for key, value in parse_overrides(args.overrides).items():
-        section, _, name = key.rpartition(".")
-        if section in ("", "train") and name in train_keys:
-            train[name] = value
-        elif section in ("", "model") and name != "pred_len":
-            model[name] = value
-        else:
-            raise CLIError(f"--set {key}: not a model or training setting (the horizon is --horizon)")
+    model, train, _ = split_settings(parse_overrides(args.overrides), sections=("model", "train"))
+    if "pred_len" in model:
+        raise CLIError("--set pred_len: the horizon is --horizon")
     return TimeLLMForecaster(
         args.horizon,
         # --set seq_len=N is a look-back given explicitly too: then the config's is kept
@@ -604,28 +617,89 @@ def _write(frame, path: str) -> None:
         raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
 
 
+def _check_outputs(args) -> None:
+    """Every output writable, in a format that can be written here, before any training."""
+    from timellm.data.frames import check_output_path, check_table_path
+
+    if getattr(args, "out", None):
+        check_table_path(args.out, "--out file")
+    if getattr(args, "save", None):
+        check_output_path(args.save, "--save folder", folder=True)
+    if getattr(args, "plot", None):
+        if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise CLIError(f"--plot {args.plot}: expected a file name ending in {', '.join(PLOT_SUFFIXES)}")
+        check_output_path(args.plot, "--plot file")
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib writes without extras
+
+# API settings as error messages below the CLI name them, and the options that set them here
+SETTING_FLAGS = {
+    "seq_len": "--seq-len",
+    "val_size": "--val-size",
+    "max_steps": "--max-steps",
+    "id_col": "--id-col",
+    "time_col": "--time-col",
+    "target_col": "--target-col",
+    "description": "--description",
+    "backbone": "--backbone",
+    "horizon": "--horizon",
+    "h": "--horizon",
+    "n_windows": "--windows",
+    "step_size": "--step-size",
+    "season": "--season",
+    "period": "--period",
+}
+SWITCHES = {"interpolate=True": "--interpolate", "wide=True": "--wide"}
+
+
+def with_flags(message: str) -> str:
+    """An error message with the API settings it names (``seq_len=...``) written as this CLI's options.
+
+    Settings that have no option of their own are model or training settings: ``--set name=...``.
+    """
+    import re
+    from dataclasses import fields
+
+    from timellm.model.config import TimeLLMConfig
+    from timellm.training.config import TrainConfig
+
+    for setting, switch in SWITCHES.items():
+        message = re.sub(rf"\b{re.escape(setting)}", switch, message)
+    settings = {f.name for f in fields(TimeLLMConfig)} | {f.name for f in fields(TrainConfig)}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if name in SETTING_FLAGS:
+            return f"{SETTING_FLAGS[name]} "
+        return f"--set {name}=" if name in settings else match.group(0)
+
+    return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=", flag, message)
+
+
 def cmd_forecast(args) -> int:
     from timellm.data.frames import read_table
 
     levels = _levels(args)
     forecaster = _forecaster(args)  # option errors before any file is read
-    frame = read_table(args.data)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
     if not args.model:
         forecaster.fit(frame)
     forecasts = forecaster.predict(frame if args.model else None, level=levels)
-    if args.save:
-        try:
-            forecaster.save_pretrained(args.save)
-        except OSError as err:
-            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
     series = forecasts[forecaster.format.id_col].nunique()
-    if args.out:
+    if args.out:  # the forecasts first: a failing --save must not lose them
         _write(forecasts, args.out)
         print(
             f"wrote {len(forecasts)} forecasts ({series} series x {forecaster.horizon} steps) to {args.out}"
         )
     else:
         forecasts.to_csv(sys.stdout, index=False)
+    if args.save:
+        try:
+            forecaster.save_pretrained(args.save)
+        except OSError as err:
+            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
     if args.plot:
         from timellm.plotting import plot_series_forecasts
 
@@ -658,7 +732,8 @@ def cmd_backtest(args) -> int:
     levels = _levels(args)
     baselines = parse_baselines(args.baselines)
     forecaster = _forecaster(args)
-    frame = read_table(args.data)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
     if args.model:
         logger.warning(
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
@@ -743,11 +818,12 @@ def cmd_example_data(args) -> int:
 
 
 USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "example-data": cmd_example_data}
+FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands' options, not API settings
 
 
 def cmd_ablate(args) -> int:
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import TABLE_CSV, markdown_table, run_ablation
+    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation
 
     preset = _resolve_preset(args)
     source = None
@@ -779,7 +855,7 @@ def cmd_ablate(args) -> int:
     )
     windows = int(table["test_windows"].max())
     print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
-    print(markdown_table(table))
+    print(ablation_markdown(table))
     print(f"table: {run_dir / TABLE_CSV}")
     return 0
 
@@ -849,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     from timellm.data.benchmarks import DataError
     from timellm.experiments.presets import PresetError
     from timellm.model.modeling import AdapterLoadError
+    from timellm.training.loop import NonFiniteLossError
 
     try:
         code = COMMANDS[args.command](args)
@@ -863,8 +940,12 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        message = str(err) if args.command not in FLAG_COMMANDS else with_flags(str(err))
+        print(f"timellm {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as err:  # training diverged: not a usage error
+        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:  # e.g. `timellm presets | head`
         sys.stderr.close()
         return 0

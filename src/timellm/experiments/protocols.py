@@ -11,7 +11,6 @@ report`` (:mod:`timellm.experiments.report`) gathers them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -22,8 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from timellm.data.benchmarks import DATA_ENV, DataError, benchmark, default_data_dir
@@ -38,9 +35,11 @@ from timellm.data.m4 import (
 from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.m4 import score_m4
 from timellm.evaluation.metrics import owa
+from timellm.experiments.folders import RunFolder
 from timellm.experiments.presets import Preset, get_preset
-from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
+from timellm.experiments.runs import train_and_test
 from timellm.model.modeling import TimeLLM
+from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
 from timellm.training.loop import fit, seed_everything
 
@@ -75,18 +74,6 @@ def check_m4_files(frequency: str, data_dir: str | Path | None) -> Path:
 
 
 @torch.no_grad()
-def forecast_series(model: nn.Module, inputs: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Forecasts of univariate inputs in batches: (n, seq_len, 1) -> (n, horizon, 1), float32."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outputs = [
-        model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(outputs)
-
-
 def _scores(table: pd.DataFrame, name: str) -> dict[str, float]:
     row = table.loc[name]
     return {"smape": float(row.SMAPE), "mase": float(row.MASE), "owa": float(row.OWA)}
@@ -133,7 +120,7 @@ def run_m4(
     seq_len = model_config.seq_len
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     record = {
         "protocol": "m4",
         "preset": preset.name,
@@ -146,8 +133,8 @@ def run_m4(
         "train": train_config.to_dict(),
         "run": preset.run,
     }
-    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    with log_to(run_dir / "train.log"):
+    folder.create(record)
+    with folder.log():
         logger.info("run %s: %s", run_dir, command or preset.name)
         seed_everything(train_config.seed)
         model = TimeLLM(model_config)
@@ -161,12 +148,12 @@ def run_m4(
             f.horizon,
         )
         result = fit(model, train_set, val_set, train_config)
-        pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
-        model.save_pretrained(run_dir / ADAPTER_DIR)
+        folder.write_history(result.history)
+        model.save_pretrained(folder.adapter_dir)
 
         started = time.perf_counter()
         inputs = data.forecast_inputs(seq_len)  # (n, seq_len, 1)
-        pred = forecast_series(model, inputs, train_config.eval_batch_size)  # (n, horizon, 1)
+        pred = predict(model, inputs, batch_size=train_config.eval_batch_size)  # (n, horizon, 1)
         forecast_seconds = time.perf_counter() - started
         columns = [f"V{i + 1}" for i in range(f.horizon)]
         frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)
@@ -200,7 +187,7 @@ def run_m4(
             "total_params": model.num_parameters(),
             "command": command,
         }
-        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics = folder.write_metrics(metrics)
         assert data.test is not None
         plot_forecasts(
             inputs.numpy(),

@@ -108,7 +108,8 @@ class TimeLLM(nn.Module):
         d_llm = backbone.hidden_size
         if c.d_ff > d_llm:
             raise ValueError(
-                f"d_ff ({c.d_ff}) must not exceed the backbone's hidden size ({d_llm}, read from {backbone.name!r})"
+                f"d_ff ({c.d_ff}) must not exceed the backbone's hidden size ({d_llm}, read from {backbone.name!r}); "
+                f"use d_ff={d_llm} or less"
             )
         self.prototypes = TextPrototypes(backbone.vocab_size, c.num_prototypes)
         self.reprogramming = Reprogramming(c.d_model, c.n_heads, c.head_dim, d_llm, c.attention_dropout)
@@ -121,6 +122,7 @@ class TimeLLM(nn.Module):
             prompt_prefix(dataset_description(c.dataset, c.description), c.seq_len, c.pred_len)
         )["input_ids"]
         self.pad_id = int(tokenizer.pad_token_id)
+        check_prompt_fits(self, tokenizer)
         if not c.fast_path:
             self.fast_path_reason = "config.fast_path is False"
         elif not c.use_prompt:
@@ -314,6 +316,36 @@ class TimeLLM(nn.Module):
             raise AdapterLoadError(f"adapter file {path} is truncated or corrupted: {err}") from None
         check_weights(f"adapter file {path}", tensors, self.adapter_state_dict(), AdapterLoadError)
         self.load_state_dict(tensors, strict=False)
+
+
+def check_prompt_fits(model: TimeLLM, tokenizer) -> None:
+    """Refuse a prompt that, with the patch tokens, exceeds the positions the backbone was trained for.
+
+    The longest statistics text is bounded (numbers of three significant digits, ``top_k_lags``
+    lags below ``seq_len``), so the check is exact enough before any series is seen.
+    """
+    c = model.config
+    if not c.use_prompt:
+        return
+    llm_config = model.llm.config
+    context = getattr(llm_config, "max_position_embeddings", None) or getattr(llm_config, "n_positions", None)
+    if not context:
+        return
+    statistics = 0
+    if c.prompt_statistics:
+        longest = (
+            " Input statistics: min -1.23e-45, max -1.23e-45, median -1.23e-45, trend downward, "
+            f"top {c.top_k_lags} lags {', '.join([str(c.seq_len - 1)] * c.top_k_lags)}."
+        )
+        statistics = len(tokenizer(longest, add_special_tokens=False)["input_ids"])
+    needed = len(model.prefix_ids) + statistics + c.num_patches
+    if needed > context:
+        raise ValueError(
+            f"the prompt is too long for {model.backbone.name!r}: {len(model.prefix_ids)} tokens of description "
+            f"and task, up to {statistics} of statistics and {c.num_patches} patch tokens make {needed}, "
+            f"but the backbone reads at most {context} positions; shorten description=... (it has "
+            f"{len(c.description or '')} characters) or lower seq_len=..."
+        )
 
 
 def check_weights(
