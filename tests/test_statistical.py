@@ -80,3 +80,12 @@ def test_a_history_a_model_cannot_fit_is_nan_with_a_warning(caplog):
     assert np.isnan(result.mean[0]).all() and np.isfinite(result.mean[1]).all()
     assert result.failures == 1
     assert "AutoETS could not fit tiny (5 rows)" in caplog.text
+
+
+def test_importing_timellm_does_not_import_statsforecast():
+    import subprocess
+    import sys
+
+    code = "import sys, timellm, timellm.forecaster, timellm.cli.main; print('statsforecast' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
