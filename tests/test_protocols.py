@@ -17,10 +17,11 @@ from timellm.cli import main
 from timellm.data.benchmarks import load_splits
 from timellm.data.m4 import load_m4
 from timellm.data.windows import WindowDataset
+from timellm.evaluation.m4 import weighted_m4
 from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
-from timellm.experiments.protocols import transfer_preset, weighted_m4
+from timellm.experiments.protocols import transfer_preset
 from timellm.experiments.report import PAPER_M4_AVERAGE, build_tables, classify, collect_runs
 
 TINY = [
@@ -131,6 +132,20 @@ def test_m4_run_end_to_end_on_a_tiny_folder(weekly_m4, tmp_path, capsys):
     assert metrics["series"] == 4 and metrics["command"].startswith("timellm m4 --frequency W")
     assert main(["evaluate", str(out)]) == 2
     assert "is an M4 run" in capsys.readouterr().err
+    assert metrics["variant"] == "time-llm" and metrics["commit"] is not None
+
+
+def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path, capsys):
+    common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY]
+    assert main([*common, "--out", str(tmp_path / "runs" / "dlinear"), "--reference", "dlinear"]) == 0
+    assert main([*common, "--out", str(tmp_path / "runs" / "no-llm"), "--set", "llm=none"]) == 0
+    dlinear = json.loads((tmp_path / "runs" / "dlinear" / "metrics.json").read_text())
+    no_llm = json.loads((tmp_path / "runs" / "no-llm" / "metrics.json").read_text())
+    assert dlinear["variant"] == "dlinear" and no_llm["variant"] == "llm=none"
+    assert dlinear["series"] == no_llm["series"] == 4 and np.isfinite(dlinear["owa"])
+    assert not (tmp_path / "runs" / "dlinear" / "adapter").exists()  # no Time-LLM adapter to save
+    tables = build_tables(collect_runs(tmp_path / "runs"), tmp_path / "runs")
+    assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
 
 
 def run_cli(*args):

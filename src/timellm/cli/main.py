@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="one or more of Yearly, Quarterly, Monthly, Weekly, Daily, Hourly (or Y Q M W D H)",
     )
+    p.add_argument(
+        "--reference",
+        choices=["dlinear"],
+        help="train this reference model in the same pipeline and budget instead of Time-LLM",
+    )
     _add_protocol_options(p, "m4-<Frequency>")
     _add_common(p)
 
@@ -305,8 +310,9 @@ def _command_line(args) -> str:
 
 def cmd_m4(args) -> int:
     from timellm.data.m4 import get_frequency
+    from timellm.evaluation.m4 import weighted_m4
     from timellm.experiments.presets import get_m4_preset
-    from timellm.experiments.protocols import check_m4_files, run_m4, weighted_m4
+    from timellm.experiments.protocols import check_m4_files, run_m4
 
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
@@ -320,11 +326,19 @@ def cmd_m4(args) -> int:
     for frequency, preset in zip(frequencies, presets, strict=True):
         run_dir = root / frequency if len(frequencies) > 1 else root
         results.append(
-            run_m4(preset, frequency, run_dir, data_dir=args.data_dir, command=_command_line(args))
+            run_m4(
+                preset,
+                frequency,
+                run_dir,
+                data_dir=args.data_dir,
+                command=_command_line(args),
+                reference=args.reference,
+            )
         )
     if len(results) > 1:
         results.append({"frequency": "Average", **weighted_m4(results)})
-    print(f"\nM4, {presets[0].model.backbone}: every series forecast from the end of its training series")
+    what = args.reference or presets[0].model.backbone
+    print(f"\nM4, {what}: every series forecast from the end of its training series")
     print(f"{'frequency':<12}{'series':>8}{'SMAPE':>9}{'MASE':>9}{'OWA':>8}{'Naive2 SMAPE':>14}{'MASE':>8}")
     for r in results:
         print(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from timellm.evaluation.m4 import weighted_m4
 from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
 from timellm.experiments.tables import markdown_table
 
@@ -305,6 +306,7 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
     return {
         "run": _name(run, root),
         "frequency": m.get("frequency", r.get("frequency")),
+        "variant": m.get("variant", "time-llm"),
         "series": m.get("series"),
         "backbone": m.get("backbone", r.get("model", {}).get("backbone")),
         "llm_layers": m.get("llm_layers"),
@@ -329,12 +331,12 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
 
 def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The series-weighted overall row of each backbone and budget, over the frequencies present."""
-    from timellm.experiments.protocols import weighted_m4
-
     out = []
     frame = pd.DataFrame(rows)
-    for (backbone, layers, budget), group in frame.groupby(
-        ["backbone", "llm_layers", "budget"], dropna=False
+    if "variant" not in frame:
+        frame["variant"] = "time-llm"
+    for (variant, backbone, layers, budget), group in frame.groupby(
+        ["variant", "backbone", "llm_layers", "budget"], dropna=False, sort=False
     ):
         group = group.drop_duplicates("frequency", keep="last")
         records = group.to_dict("records")
@@ -355,6 +357,7 @@ def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "run": "(weighted average)",
                 "frequency": f"Average ({frequencies})",
+                "variant": variant,
                 "series": total["series"],
                 "backbone": backbone,
                 "llm_layers": layers,
@@ -462,7 +465,7 @@ MARKDOWN_COLUMNS = {
         "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
     ],
     "m4": [
-        "frequency", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
+        "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
         "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
         "paper_owa", "rel_smape", "rel_mase", "rel_owa",
         "budget", "train_seconds",
