@@ -269,6 +269,11 @@ def test_bad_levels_are_one_line_errors(tmp_path, capsys, level):
 
 def test_bad_baselines_and_seq_len_are_one_line_errors(tmp_path, capsys):
     data = write_csv(tmp_path / "data.csv")
+    message = one_line_error(capsys, "forecast", data, "--horizon", 6, "--val-size", 6, "--level", 95, *SMALL)
+    assert "a 95 % interval needs at least 19 held-out validation windows" in message
+    assert (
+        "this forecaster has 2: fit it with a larger --val-size ..." in message
+    )  # the option, not val_size=
     message = one_line_error(capsys, "backtest", data, "--horizon", 6, "--baselines", "AutoETS,Prophet")
     assert "unknown baseline(s) 'Prophet'" in message
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and the error, status 2

@@ -695,8 +695,8 @@ class TimeLLMForecaster:
             raise SeriesLengthError(
                 f"series {shortest.id!r} is too short{context} for an automatic look-back: {len(shortest)} "
                 f"rows, but a look-back of at least {least} steps with horizon {c.pred_len} and validation "
-                f"{val} needs {needed} (2 x {least} + {c.pred_len} - 1 + {val}); give longer series, or "
-                "lower val_size or patch_len, or set seq_len explicitly"
+                f"{val} needs {needed} (2 x {least} + {c.pred_len} - 1 + {val}); give longer series, "
+                "a lower val_size=... or patch_len=..., or an explicit seq_len=..."
             )
         self.config = c.replace(seq_len=look_back)
         logger.info(
@@ -807,8 +807,8 @@ def conformal_quantiles(scores: np.ndarray | None, level: float) -> np.ndarray:
         needed = math.ceil(level / (100 - level) - 1e-9)
         raise InputDataError(
             f"a {level:g} % interval needs at least {needed} held-out validation windows to calibrate on, "
-            f"this forecaster has {n}: raise val_size (every step beyond the horizon adds one window "
-            "per series) or ask for a lower level"
+            f"this forecaster has {n}: fit it with a larger val_size=... (every step beyond the horizon "
+            "adds one window per series), or ask for a lower level"
         )
     return np.sort(scores, axis=0)[rank - 1]
 
