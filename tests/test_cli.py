@@ -107,3 +107,19 @@ def test_train_end_to_end_on_a_tiny_backbone(tmp_path, capsys):
     # the command recorded is the one main() was given, not the test runner's sys.argv
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["command"]
     assert recorded.startswith("timellm train --preset ETTh1-96-cpu --backbone tiny-random-gpt2")
+
+
+def test_a_dataset_tunes_its_cpu_variant_without_touching_the_paper_preset():
+    from timellm.experiments.presets import get_preset
+
+    ili_cpu, ili_paper, etth1_cpu = (
+        get_preset("illness-24-cpu"),
+        get_preset("illness-24"),
+        get_preset("ETTh1-96-cpu"),
+    )
+    assert (ili_cpu.train.learning_rate, ili_cpu.train.epochs, ili_cpu.train.patience) == (0.001, 10, 3)
+    assert (
+        ili_cpu.model.llm_layers == 2 and ili_cpu.model.seq_len == 104
+    )  # the common cpu variant still applies
+    assert (ili_paper.train.learning_rate, ili_paper.train.epochs) == (0.01, 100)
+    assert etth1_cpu.train.learning_rate == 0.0002 and etth1_cpu.train.epochs == 3

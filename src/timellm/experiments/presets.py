@@ -94,9 +94,9 @@ def all_presets() -> dict[str, Preset]:
                 name = f"{dataset}-{horizon}"
                 presets[name] = _build(name, dataset, settings)
                 for variant, extra in data.get("variants", {}).items():
-                    presets[f"{name}-{variant}"] = _build(
-                        f"{name}-{variant}", dataset, _merge(settings, extra)
-                    )
+                    # a dataset may tune a variant: "variants: {cpu: {train: {...}}}" under it
+                    tuned = _merge(_merge(settings, extra), spec.get("variants", {}).get(variant))
+                    presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", dataset, tuned)
     return presets
 
 
