@@ -154,3 +154,28 @@ def test_ablate_cli_errors_are_one_line(tmp_path, capsys):
     )
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    pd.DataFrame({"load": np.arange(300.0)}).to_csv(tmp_path / "steps.csv", index=False)
+    assert main(["ablate", "--preset", "ETTh1-96-cpu", "--csv", str(tmp_path / "steps.csv")]) == 2
+    assert "pass --period ... (e.g. 24 for hourly rows)" in capsys.readouterr().err  # the option, not period=
+    frame = pd.read_csv(write_hourly_csv(tmp_path / "dup.csv", rows=300))
+    frame.loc[3, "date"] = frame.loc[2, "date"]
+    frame.to_csv(tmp_path / "dup.csv", index=False)
+    args = ["ablate", "--preset", "ETTh1-96-cpu", "--csv", str(tmp_path / "dup.csv"), "--time-col", "date"]
+    assert main(args) == 2
+    assert "duplicated timestamps (first: 2024-01-01 02:00:00) in rows 2, 3" in capsys.readouterr().err
+
+
+def test_statsforecast_models_score_the_same_test_windows_on_request(tmp_path, hourly_csv):
+    assert "autoets" not in [v.name for v in resolve_variants(None)]  # slow: only when named
+    table = run_ablation(
+        tiny_preset(seq_len=96),  # four days of hours: enough for a seasonal ETS or Theta
+        tmp_path / "sf",
+        variants="seasonal-naive,autotheta,autoets",
+        budget="tiny",
+        source=hourly_csv,
+    )
+    assert list(table["variant"]) == ["seasonal-naive", "autoets", "autotheta"]
+    assert (table["test_windows"] == 12).all() and table["mse"].notna().all()
+    assert (table["trainable_params"] == 0).all() and (table["infer_seconds"] > 0).all()
+    # a sine of period 24 with noise: the seasonal models beat a MSE of the series' variance (1 after scaling)
+    assert (table["mse"] < 1).all()

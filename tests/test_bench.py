@@ -13,7 +13,6 @@ from timellm.experiments.speed import (
     RunSpec,
     etth1_windows,
     fast_path_flops,
-    markdown_table,
     plain_path_flops,
     run_one,
 )
@@ -117,13 +116,3 @@ def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
     assert row["malloc"] in ("default", "tuned", "custom")
     assert row["attn_implementation"] == attention and row["fused_adam"] == fused_adam
     assert row["flops"] > 0 and row["flop_per_s"] > 0
-
-
-def test_markdown_table():
-    frame = pd.DataFrame({"path": ["plain", "fast"], "series_per_s": [1.0, 2.345], "x": [np.nan, 1.0]})
-    assert markdown_table(frame, ["path", "series_per_s", "x"]).splitlines() == [
-        "| path | series_per_s | x |",
-        "|---|---|---|",
-        "| plain | 1.00 |  |",
-        "| fast | 2.35 | 1.00 |",
-    ]

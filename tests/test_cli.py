@@ -107,3 +107,26 @@ def test_train_end_to_end_on_a_tiny_backbone(tmp_path, capsys):
     # the command recorded is the one main() was given, not the test runner's sys.argv
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["command"]
     assert recorded.startswith("timellm train --preset ETTh1-96-cpu --backbone tiny-random-gpt2")
+
+
+def test_a_dataset_tunes_its_cpu_variant_without_touching_the_paper_preset(monkeypatch):
+    from timellm.experiments import presets
+
+    data = {
+        "defaults": {
+            "model": {"backbone": "tiny-random-llama", "seq_len": 48},
+            "train": {"learning_rate": 0.01},
+        },
+        "variants": {"cpu": {"model": {"llm_layers": 1}, "train": {"learning_rate": 0.0002, "epochs": 3}}},
+        "datasets": {
+            "ETTh1": {"horizons": [96]},
+            "illness": {"horizons": [24], "variants": {"cpu": {"train": {"learning_rate": 0.001}}}},
+        },
+    }
+    monkeypatch.setattr(presets, "_files", lambda: [data])
+    ili_cpu, ili_paper, etth1_cpu = (
+        presets.all_presets()[n] for n in ("illness-24-cpu", "illness-24", "ETTh1-96-cpu")
+    )
+    assert (ili_cpu.train.learning_rate, ili_cpu.train.epochs, ili_cpu.model.llm_layers) == (0.001, 3, 1)
+    assert ili_paper.train.learning_rate == 0.01 and ili_paper.model.llm_layers is None
+    assert etth1_cpu.train.learning_rate == 0.0002

@@ -21,11 +21,16 @@ SMALL = shlex.split(
 # the README's example, word for word (the test adds a tiny backbone and budget)
 README = [
     "timellm example-data etth1.csv",
-    "timellm forecast etth1.csv --horizon 24 --out forecasts.csv --plot forecasts.png "
+    "timellm forecast etth1.csv --horizon 24 --level 80 95 --out forecasts.csv --plot forecasts.png "
     '--description "Hourly oil temperature and loads of an electricity transformer."',
-    "timellm backtest etth1.csv --horizon 24 --windows 3",
+    "timellm backtest etth1.csv --horizon 24 --windows 3 --level 80 95 --plot backtest.png",
 ]
 README_TINY = shlex.split("--backbone tiny-random-llama --max-steps 2 --set d_ff=16 --set num_prototypes=20")
+# statsforecast's AutoARIMA takes minutes on these hourly series (season 24): the test keeps the fast ones
+README_FAST_BASELINES = ["--baselines", "AutoETS,AutoTheta,SeasonalNaive,Naive"]
+
+
+INTERVALS = ["TimeLLM-lo-95", "TimeLLM-lo-80", "TimeLLM-hi-80", "TimeLLM-hi-95"]
 
 
 def write_csv(path, changes=None, lengths=(80, 70)):
@@ -68,13 +73,19 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
         args = shlex.split(command)[1:]
         if args[0] != "example-data":
             args += README_TINY
+        if args[0] == "backtest":
+            args += README_FAST_BASELINES
         code, out, err = run(capsys, *args)
         assert code == 0, err
     forecasts = pd.read_csv(tmp_path / "forecasts.csv")
-    assert list(forecasts.columns) == ["unique_id", "ds", "TimeLLM"]
+    assert list(forecasts.columns) == ["unique_id", "ds", "TimeLLM", *INTERVALS]
     assert forecasts.groupby("unique_id").size().to_dict() == {"HUFL": 24, "OT": 24}
     assert (tmp_path / "forecasts.png").stat().st_size > 10_000
+    assert (tmp_path / "backtest.png").stat().st_size > 10_000
+    assert "cover-80" in out and "width-95" in out
     assert "SeasonalNaive" in out and "overall" in out and "MASE" in out
+    # seq_len auto on the 750 - 3 x 24 rows of HUFL before the first cutoff: (678 - 43 - 24 + 1) // 2
+    assert "AutoETS" in out and "AutoTheta" in out and "look-back 306" in out
 
 
 def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
@@ -99,7 +110,19 @@ def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "a.csv"), pd.read_parquet(tmp_path / "b.parquet").astype({"ds": str})
     )
-    code, out, err = run(capsys, "backtest", data, "--horizon", 6, "--windows", 2, "--model", tmp_path / "m")
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--model",
+        tmp_path / "m",
+        "--baselines",
+        "SeasonalNaive",
+    )
     assert code == 0 and "SeasonalNaive" in out, err
     message = one_line_error(capsys, "forecast", data, "--horizon", 12, "--model", tmp_path / "m")
     assert "trained for horizon 6 and look-back 48, not horizon 12" in message
@@ -193,13 +216,25 @@ def test_missing_or_empty_files(tmp_path, capsys):
 def test_backtest_prints_scores_per_series_and_overall(tmp_path, capsys):
     data = write_csv(tmp_path / "data.csv", lengths=(120, 100))
     code, out, err = run(
-        capsys, "backtest", data, "--horizon", 6, "--windows", 2, "--out", tmp_path / "cv.csv", *SMALL
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--out",
+        tmp_path / "cv.csv",
+        "--baselines",
+        "SeasonalNaive",
+        *SMALL,
     )
     assert code == 0, err
-    assert "2 window(s) x horizon 6" in out and "seasonal naive period 24" in out
+    assert "2 window(s) x horizon 6" in out and "seasonal period 24" in out
     rows = [line.split() for line in out.splitlines()]
     assert rows[2][:2] == ["s0", "TimeLLM"] and rows[3][0] == "SeasonalNaive"
     assert any(r[:1] == ["overall"] for r in rows)
+    assert sum(r[-1:] == ["*"] for r in rows) == 3  # the best model of each series and overall
     cv = pd.read_csv(tmp_path / "cv.csv")
     assert (
         list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y", "SeasonalNaive"] and len(cv) == 24
@@ -222,3 +257,278 @@ def test_errors_have_no_traceback_in_a_real_process(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("timellm forecast: error: series 's0'")
+
+
+@pytest.mark.parametrize("level", ["0", "100", "abc", "-5"])
+def test_bad_levels_are_one_line_errors(tmp_path, capsys, level):
+    data = write_csv(tmp_path / "data.csv")
+    for command in ("forecast", "backtest"):
+        message = one_line_error(capsys, command, data, "--horizon", 6, "--level", "80", level, *SMALL)
+        assert "--level" in message and "between 0 and 100" in message and repr(level)[1:-1] in message
+
+
+def test_bad_baselines_and_seq_len_are_one_line_errors(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    message = one_line_error(capsys, "forecast", data, "--horizon", 6, "--val-size", 6, "--level", 95, *SMALL)
+    assert "a 95 % interval needs at least 19 held-out validation windows" in message
+    assert (
+        "this forecaster has 2: fit it with a larger --val-size ..." in message
+    )  # the option, not val_size=
+    message = one_line_error(capsys, "backtest", data, "--horizon", 6, "--baselines", "AutoETS,Prophet")
+    assert "unknown baseline(s) 'Prophet'" in message
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and the error, status 2
+        main(["forecast", str(data), "--horizon", "6", "--seq-len", "long"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer or auto, found 'long'" in capsys.readouterr().err
+
+
+def test_forecast_with_intervals_and_a_backtest_plot_with_coverage(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv", lengths=(160, 140))
+    small = [a for a in SMALL if a not in ("--seq-len", "48")]  # the default: --seq-len auto
+    code, out, err = run(
+        capsys,
+        "forecast",
+        data,
+        "--horizon",
+        6,
+        "--level",
+        95,
+        80,
+        "--out",
+        tmp_path / "f.csv",
+        "--plot",
+        tmp_path / "f.png",
+        *small,
+    )
+    assert code == 0, err
+    assert "seq_len auto: look-back 55" in err  # (140 - 25 - 6 + 1) // 2
+    forecasts = pd.read_csv(tmp_path / "f.csv")
+    assert list(forecasts.columns)[2:] == [
+        "TimeLLM",
+        "TimeLLM-lo-95",
+        "TimeLLM-lo-80",
+        "TimeLLM-hi-80",
+        "TimeLLM-hi-95",
+    ]
+    assert (forecasts["TimeLLM-lo-95"] <= forecasts["TimeLLM-lo-80"]).all()
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--level",
+        80,
+        "--baselines",
+        "AutoETS,SeasonalNaive",
+        "--plot",
+        tmp_path / "bt.png",
+        *small,
+    )
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("series"))
+    assert header.split() == ["series", "model", "MSE", "MAE", "MASE", "cover-80", "width-80", "seconds"]
+    overall = [line.split() for line in out.splitlines() if line.startswith("overall")][0]
+    assert overall[1] == "TimeLLM" and 0 <= float(overall[5]) <= 1 and float(overall[6]) > 0
+    assert (tmp_path / "bt.png").stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 17: a user's data never gets a silently wrong answer; every check before training
+
+
+def refused_before_training(capsys, *args) -> str:
+    """The one error line of a command that must fail before any training step."""
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "Traceback" not in err, err
+    assert "training on" not in err, err  # refused before training started
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def scaled(path, factor):
+    frame = pd.read_csv(write_csv(path))
+    frame["y"] *= factor
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("command", ["forecast", "backtest"])
+def test_values_that_cannot_be_standardised_are_refused(tmp_path, capsys, command):
+    data = write_csv(tmp_path / "one.csv", {(3, "y"): 1e308})
+    message = refused_before_training(capsys, command, data, "--horizon", 6, *SMALL)
+    assert "series 's0': column 'y' has values as large as 1e+308 in rows 3" in message
+    message = refused_before_training(
+        capsys, command, scaled(tmp_path / "all.csv", 1e300), "--horizon", 6, *SMALL
+    )
+    assert "at most 1e+150" in message and "rescale the series" in message
+
+
+def test_ids_with_leading_zeros_come_back_as_written(tmp_path, capsys):
+    frame = pd.read_csv(write_csv(tmp_path / "data.csv"))
+    frame["unique_id"] = frame["unique_id"].map({"s0": "007", "s1": "0070"})
+    frame.to_csv(tmp_path / "zeros.csv", index=False)
+    code, out, err = run(capsys, "forecast", tmp_path / "zeros.csv", "--horizon", 6, *SMALL)
+    assert code == 0, err
+    assert pd.read_csv(io.StringIO(out), dtype={"unique_id": str}).unique_id.unique().tolist() == [
+        "007",
+        "0070",
+    ]
+    frame["unique_id"] = frame["unique_id"].map({"007": "1", "0070": "1.0"})
+    frame.loc[frame.index[-30:], "unique_id"] = "NA"  # an id, not a missing value
+    frame.to_csv(tmp_path / "ones.csv", index=False)
+    code, out, err = run(
+        capsys, "forecast", tmp_path / "ones.csv", "--horizon", 6, "--seq-len", 16, *SMALL[2:]
+    )
+    assert code == 0, err
+    ids = pd.read_csv(io.StringIO(out), dtype={"unique_id": str}, keep_default_na=False).unique_id.unique()
+    assert ids.tolist() == ["1", "1.0", "NA"]
+
+
+def test_a_saved_pandas_index_in_a_wide_table_is_refused(tmp_path, capsys):
+    ds = pd.date_range("2024-01-01", periods=80, freq="h")
+    pd.DataFrame({"ds": ds, "HUFL": np.sin(np.arange(80) / 4), "OT": np.cos(np.arange(80) / 4)}).to_csv(
+        tmp_path / "wide.csv"  # with pandas' default index=True
+    )
+    message = refused_before_training(
+        capsys, "forecast", tmp_path / "wide.csv", "--wide", "--horizon", 6, *SMALL
+    )
+    assert "column 0 of the data has no name in the header (read as 'Unnamed: 0')" in message
+    assert "index=False" in message
+
+
+@pytest.mark.parametrize(
+    "option", [["--target-col", "TimeLLM"], ["--id-col", "cutoff"], ["--time-col", "SeasonalNaive"]]
+)
+def test_input_columns_named_like_an_output_column_are_refused(tmp_path, capsys, option):
+    frame = pd.read_csv(write_csv(tmp_path / "data.csv"))
+    names = {"--target-col": "y", "--id-col": "unique_id", "--time-col": "ds"}
+    frame.rename(columns={names[option[0]]: option[1]}).to_csv(tmp_path / "clash.csv", index=False)
+    for command in ("forecast", "backtest"):
+        message = refused_before_training(
+            capsys, command, tmp_path / "clash.csv", "--horizon", 6, *option, *SMALL
+        )
+        assert f"{option[0]} '{option[1]}' clashes with the column '{option[1]}'" in message
+
+
+def test_a_description_too_long_for_the_backbone_is_refused_before_training(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    tiny = [
+        "--backbone",
+        "tiny-random-llama",
+        "--seq-len",
+        48,
+        "--set",
+        "d_ff=16",
+        "--set",
+        "num_prototypes=20",
+    ]
+    message = refused_before_training(
+        capsys, "forecast", data, "--horizon", 6, *tiny, "--description", "word " * 9600
+    )
+    assert "the LLM input needs up to" in message and "backbone 'tiny-random-llama' has 2048" in message
+    assert "a shorter --description" in message and "48000 characters" in message
+
+
+def test_a_d_ff_too_wide_for_the_backbone_names_the_option(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    message = refused_before_training(
+        capsys, "forecast", data, "--horizon", 6, "--backbone", "tiny-random-llama", "--seq-len", 48
+    )
+    assert (
+        "d_ff (128) must not exceed the backbone's hidden size (32" in message and "--set d_ff=32" in message
+    )
+
+
+def test_outputs_are_checked_before_training(tmp_path, capsys, monkeypatch):
+    import timellm.data.frames as frames
+
+    data = write_csv(tmp_path / "data.csv")
+    message = refused_before_training(
+        capsys, "forecast", data, "--horizon", 6, "--out", tmp_path / "f.xlsx", *SMALL
+    )
+    assert "unknown format '.xlsx'" in message and not (tmp_path / "f.xlsx").exists()
+    assert "unknown format" in one_line_error(capsys, "example-data", tmp_path / "e.xlsx")
+    (tmp_path / "file").write_text("")
+    message = refused_before_training(
+        capsys,
+        "forecast",
+        data,
+        "--horizon",
+        6,
+        "--out",
+        tmp_path / "f.csv",
+        "--save",
+        tmp_path / "file" / "m",
+        *SMALL,
+    )
+    assert "cannot write the --save folder" in message and "is a file, not a folder" in message
+    assert not (tmp_path / "f.csv").exists()
+    monkeypatch.setattr(frames, "parquet_available", lambda: False)  # as without pyarrow
+    for command in ("forecast", "backtest"):
+        message = refused_before_training(
+            capsys, command, data, "--horizon", 6, "--out", tmp_path / "x.parquet", *SMALL
+        )
+        assert "writing the --out file" in message and "needs pyarrow" in message
+
+
+def test_the_advised_look_back_is_one_that_fits(tmp_path, capsys):
+    data = write_csv(tmp_path / "short.csv", lengths=(59,))
+    message = refused_before_training(capsys, "forecast", data, "--horizon", 12, *SMALL)
+    assert "lower the look-back with --seq-len ...: at most 35" in message
+    code, out, err = run(capsys, "forecast", data, "--horizon", 12, "--seq-len", 35, *SMALL[2:])
+    assert code == 0, err
+    assert len(pd.read_csv(io.StringIO(out))) == 12
+
+
+def test_awkward_but_valid_input_gives_the_right_answer(tmp_path, capsys):
+    months = pd.date_range("2015-01-01", periods=80, freq="MS").delete(30)  # one month missing
+    frame = pd.DataFrame({"ds": months, "y": np.sin(np.arange(79) / 3)})
+    frame.to_csv(tmp_path / "monthly.csv", index=False)
+    message = refused_before_training(capsys, "forecast", tmp_path / "monthly.csv", "--horizon", 6, *SMALL)
+    assert (
+        "1 timestamp(s) missing from its grid of step MS (first: 2017-07-01" in message
+        and "--interpolate" in message
+    )
+    code, out, err = run(
+        capsys, "forecast", tmp_path / "monthly.csv", "--horizon", 6, "--interpolate", *SMALL
+    )
+    assert code == 0, err
+    assert pd.read_csv(io.StringIO(out)).ds.iloc[0] == "2021-09-01"  # 80 months from 2015-01, then the next
+
+    berlin = pd.date_range("2024-03-30", periods=80, freq="h", tz="Europe/Berlin")  # across the DST change
+    frame = pd.DataFrame({"ds": berlin.strftime("%Y-%m-%d %H:%M%z"), "y": np.sin(np.arange(80) / 4)})
+    frame.to_csv(tmp_path / "dst.csv", index=False)
+    code, out, err = run(capsys, "forecast", tmp_path / "dst.csv", "--horizon", 6, *SMALL)
+    assert code == 0, err
+    assert pd.read_csv(io.StringIO(out)).ds.iloc[0] == str(
+        berlin[-1].tz_convert("UTC") + pd.Timedelta(hours=1)
+    )
+
+    write_csv(tmp_path / "plain.csv")
+    (tmp_path / "packed.csv").write_bytes(__import__("gzip").compress((tmp_path / "plain.csv").read_bytes()))
+    code, out, err = run(capsys, "forecast", tmp_path / "packed.csv", "--horizon", 6, *SMALL)
+    assert code == 0, err
+    _, plain, _ = run(capsys, "forecast", tmp_path / "plain.csv", "--horizon", 6, *SMALL)
+    assert out == plain
+
+
+def test_misleading_answers_are_now_clear(tmp_path, capsys):
+    dates = pd.date_range("2024-01-01", periods=80, freq="D").strftime("%d/%m/%Y")
+    pd.DataFrame({"ds": dates, "y": np.arange(80.0)}).to_csv(tmp_path / "dayfirst.csv", index=False)
+    message = refused_before_training(capsys, "forecast", tmp_path / "dayfirst.csv", "--horizon", 6, *SMALL)
+    assert "('13/01/2024'" in message and "day-first" in message
+    rows = "\n".join(f"a, 2024-01-01 {h:02d}:00, {h}" for h in range(24))
+    (tmp_path / "spaces.csv").write_text("unique_id, ds, y\n" + rows + "\n")
+    message = refused_before_training(capsys, "forecast", tmp_path / "spaces.csv", "--horizon", 6, *SMALL)
+    assert "found columns: unique_id, ' ds', ' y'" in message and "spaces around its name" in message
+    data = write_csv(tmp_path / "data.csv")
+    message = refused_before_training(capsys, "backtest", data, "--horizon", 6, "--season", 100, *SMALL)
+    assert "--season 100 is not shorter than the history before the first cutoff of any series" in message
+    code, out, err = run(capsys, "backtest", data, "--horizon", 6, "--season", 70, *SMALL)
+    assert code == 0, err
+    assert "series 's1': 64 rows before the first cutoff, not more than one season (70)" in err

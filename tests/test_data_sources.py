@@ -4,6 +4,7 @@ import pytest
 
 from test_ablation import write_hourly_csv
 from timellm.data.benchmarks import DataError
+from timellm.data.errors import ColumnError, InputDataError, TimestampError
 from timellm.data.sources import DataSource, csv_splits, infer_period
 
 
@@ -36,15 +37,46 @@ def test_period_inference_and_csv_errors(tmp_path):
     assert infer_period(pd.Series(pd.date_range("2024", periods=5, freq="7min"))) is None
     path = tmp_path / "plain.csv"
     pd.DataFrame({"y": np.arange(200.0)}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="pass --period"):
+    with pytest.raises(DataError, match="pass period="):
         csv_splits(path, 24, 6)
     assert csv_splits(path, 24, 6, period=5).period == 5
-    with pytest.raises(DataError, match=r"no column\(s\) \['z'\]"):
+    with pytest.raises(ColumnError, match=r"no column\(s\) \['z'\]"):
         csv_splits(path, 24, 6, target_cols=["z"], period=5)
     with pytest.raises(DataError, match="fewer than seq_len"):
         csv_splits(path, 96, 24, period=5)
-    gappy = pd.DataFrame({"t": ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 00:00"], "id": [1, 1, 2]})
+    hours = [
+        "2024-01-01 00:00",
+        "2024-01-01 01:00",
+        "2024-01-01 02:00",
+        "2024-01-01 00:00",
+        "2024-01-01 01:00",
+    ]
+    gappy = pd.DataFrame({"t": hours, "id": [1, 1, 1, 2, 2]})
     gappy["v"] = 1.0
     gappy.to_csv(tmp_path / "gappy.csv", index=False)
-    with pytest.raises(DataError, match="lack values"):
+    with pytest.raises(TimestampError, match=r"series \['2'\] .* lack values"):
         csv_splits(tmp_path / "gappy.csv", 1, 1, time_col="t", id_col="id", period=1)
+
+
+def test_csv_sources_follow_the_rules_of_the_one_reader(tmp_path):
+    wide = pd.read_csv(write_hourly_csv(tmp_path / "wide.csv", rows=300, channels=2))
+    long = wide.melt(id_vars="date", var_name="series", value_name="y")
+    long["series"] = long["series"].map({"load0": "007", "load1": "0070"})
+    long.to_csv(tmp_path / "ids.csv", index=False)
+    splits = csv_splits(tmp_path / "ids.csv", 24, 6, time_col="date", id_col="series", target_cols=["y"])
+    assert splits.columns == ["007", "0070"]  # ids as written, not 7 and 70
+    duplicated = long.copy()
+    duplicated.loc[1, "date"] = duplicated.loc[0, "date"]
+    duplicated.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(TimestampError, match="series '007': duplicated timestamps"):
+        csv_splits(tmp_path / "dup.csv", 24, 6, time_col="date", id_col="series", target_cols=["y"])
+    huge = wide.copy()
+    huge.loc[7, "load1"] = 1e300
+    huge.to_csv(tmp_path / "huge.csv", index=False)
+    with pytest.raises(InputDataError, match="series 'load1': .* values as large as 1e\\+300 in rows 7"):
+        csv_splits(tmp_path / "huge.csv", 24, 6, time_col="date")
+    wide.drop(columns="date").to_csv(tmp_path / "steps.csv", index=False)  # no time column: rows in order
+    steps = csv_splits(tmp_path / "steps.csv", 24, 6, period=24)
+    np.testing.assert_array_equal(
+        steps.train, csv_splits(tmp_path / "wide.csv", 24, 6, time_col="date").train
+    )

@@ -7,7 +7,7 @@ from conftest import tiny_config
 from test_ablation import write_hourly_csv
 from timellm.cli import main
 from timellm.experiments.explain import closest_words, explain_run, explain_window, text_prototypes
-from timellm.experiments.runs import ADAPTER_DIR, RUN_CONFIG
+from timellm.experiments.folders import ADAPTER_DIR, RUN_CONFIG
 from timellm.model.modeling import TimeLLM
 from timellm.model.prompt import prompt_text
 

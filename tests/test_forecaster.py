@@ -1,11 +1,15 @@
 import json
+import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import timellm.forecaster as forecaster_module
+from timellm.data.errors import ColumnError, SeriesLengthError, ValueDataError
 from timellm.data.frames import InputDataError
+from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
 from timellm.model.modeling import AdapterLoadError
 from timellm.training.loop import TrainConfig
@@ -102,8 +106,9 @@ def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(m
     cv = forecaster().cross_validation(df, n_windows=2, step_size=6)
     assert list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y"]
     assert len(cv) == 2 * 2 * 12
-    # before the first cutoff: 120 - 18 and 90 - 18 rows, minus 12 for validation
-    assert trained_on["train"] == (90 - 60 + 1) + (60 - 60 + 1)
+    # before the first cutoff: 120 - 18 and 90 - 18 rows, minus the default validation of 12 + 19
+    # steps: s1's 41 training rows are too few for a window of 48 + 12
+    assert trained_on["train"] == (102 - 31 - 60 + 1) + 0
     s0 = cv[cv.unique_id == "s0"]
     assert sorted(s0.cutoff.unique()) == [
         pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h) for h in (101, 107)
@@ -116,7 +121,7 @@ def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(m
 def test_backtest_scores_beside_seasonal_naive(fitted):
     df = frame((120, 90))
     df = pd.concat([df, df[df.unique_id == "s0"].assign(unique_id="flat", y=2.0)])
-    cv, scores = fitted.backtest(df, n_windows=2, refit=False, season=24)
+    cv, scores = fitted.backtest(df, n_windows=2, refit=False, season=24, baselines=["SeasonalNaive"])
     assert "SeasonalNaive" in cv.columns
     table = scores.set_index(["unique_id", "model"])
     # a sine of period 24 plus a slow trend: seasonal naive is off by the trend only
@@ -125,6 +130,145 @@ def test_backtest_scores_beside_seasonal_naive(fitted):
     assert table.loc[("flat", "TimeLLM"), "MSE"] == 0.0
     assert {"overall"} <= set(scores.unique_id)
     assert np.isfinite(table.loc[("overall", "TimeLLM"), "MASE"])
+    # one best model per series, by MASE (by MAE for the flat series, whose MASE is undefined)
+    assert scores.groupby("unique_id").best.sum().eq(1).all()
+    assert table.loc[("s0", "SeasonalNaive"), "best"] == (
+        table.loc[("s0", "SeasonalNaive"), "MASE"] < table.loc[("s0", "TimeLLM"), "MASE"]
+    )
+    assert np.isfinite(table.loc[("overall", "SeasonalNaive"), "seconds"])
+
+
+def test_baselines_forecast_the_same_cutoffs_and_timestamps_from_the_same_history(fitted):
+    df = frame((120, 90))
+    models = ("AutoETS", "AutoTheta", "SeasonalNaive", "Naive")
+    cv, scores = fitted.backtest(df, n_windows=3, step_size=4, refit=False, baselines=models, level=[80])
+    alone = fitted.cross_validation(df, n_windows=3, step_size=4, refit=False)
+    pd.testing.assert_frame_equal(cv[alone.columns], alone)  # Time-LLM's rows, cutoffs and times unchanged
+    data = fitted.prepare(df)
+    for s in data:
+        rows = cv[cv.unique_id == s.id]
+        for cutoff, window in rows.groupby("cutoff"):
+            c = int(np.searchsorted(s.timestamps, cutoff)) + 1  # rows of history the window saw
+            assert list(window.ds) == list(s.timestamps[c : c + 12])
+            season = 24 if s.id == "s0" else 7  # hourly and daily
+            expected = forecast_windows([s.values[:c]], 12, [season], models, levels=[80])
+            for m in models:
+                np.testing.assert_allclose(window[m], expected[m].mean[0], rtol=1e-6)
+                np.testing.assert_allclose(window[f"{m}-hi-80"], expected[m].upper[80][0], rtol=1e-6)
+    assert scores.attrs["season"] == {"s0": 24, "s1": 7}
+    assert set(scores.model) == {"TimeLLM", *models}
+    assert len(scores) == 3 * 5  # two series and overall, five models
+    covered = scores.set_index(["unique_id", "model"]).loc[("overall", "AutoETS"), "coverage-80"]
+    assert 0 <= covered <= 1 and scores["width-80"].ge(0).all()  # AutoETS may fit the noiseless sine exactly
+    assert scores.loc[scores.model == "TimeLLM", "width-80"].gt(0).all()
+
+
+def test_intervals_nest_contain_the_forecast_and_are_named_as_in_statsforecast(fitted):
+    out = fitted.predict(level=[95, 80])
+    assert list(out.columns) == [
+        "unique_id",
+        "ds",
+        "TimeLLM",
+        "TimeLLM-lo-95",
+        "TimeLLM-lo-80",
+        "TimeLLM-hi-80",
+        "TimeLLM-hi-95",
+    ]
+    assert (out["TimeLLM-lo-95"] <= out["TimeLLM-lo-80"]).all()
+    assert (out["TimeLLM-lo-80"] <= out.TimeLLM).all() and (out.TimeLLM <= out["TimeLLM-hi-80"]).all()
+    assert (out["TimeLLM-hi-80"] <= out["TimeLLM-hi-95"]).all()
+    assert (out["TimeLLM-hi-95"] - out["TimeLLM-lo-95"] > out["TimeLLM-hi-80"] - out["TimeLLM-lo-80"]).all()
+    np.testing.assert_array_equal(out.TimeLLM, fitted.predict().TimeLLM)  # the forecast is unchanged
+    # the larger series (about 10 times the other's scale) gets bands about 10 times as wide
+    width = (out["TimeLLM-hi-80"] - out["TimeLLM-lo-80"]).groupby(out.unique_id).mean()
+    assert 5 < width["s1"] / width["s0"] < 20
+
+
+@pytest.mark.parametrize("level", [0, 100, "abc", -1])
+def test_bad_levels_are_refused(fitted, level):
+    with pytest.raises(ValueError, match="level must be"):
+        fitted.predict(level=[80, level])
+
+
+def test_intervals_need_enough_held_out_windows():
+    few = forecaster(val_size=12).fit(frame())  # one validation window per series: 2 scores
+    assert few.calibration.shape == (2, 12)
+    with pytest.raises(
+        InputDataError, match="a 80 % interval needs at least 4 held-out validation windows.*val_size"
+    ):
+        few.predict(level=[80])
+
+
+def test_conformal_intervals_reach_their_nominal_coverage_on_a_noisy_sine():
+    """A sine of period 24 plus Gaussian noise (sd 0.5): 400 test windows the model never saw."""
+    n, h = 2400, 12
+    t = np.arange(n)
+    y = 3 * np.sin(2 * np.pi * t / 24) + np.random.default_rng(7).normal(0, 0.5, n)
+    df = pd.DataFrame({"unique_id": "noisy", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": y})
+    fc = forecaster(horizon=h, max_steps=60, val_size=h + 299)  # 300 calibration windows
+    fc.fit(df.iloc[:1200])
+    cv = fc.cross_validation(df, n_windows=400, step_size=3, refit=False, level=[80, 95])
+    for level, tolerance in ((80, 0.04), (95, 0.025)):
+        inside = (cv[f"TimeLLM-lo-{level}"] <= cv.y) & (cv.y <= cv[f"TimeLLM-hi-{level}"])
+        assert abs(inside.mean() - level / 100) < tolerance, (level, inside.mean())
+
+
+def test_calibration_is_saved_with_the_adapter(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    loaded = TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    np.testing.assert_array_equal(loaded.calibration, fitted.calibration)
+    df = frame()
+    pd.testing.assert_frame_equal(loaded.predict(df, level=[80]), fitted.predict(df, level=[80]))
+
+
+def fake_training(monkeypatch):
+    """Skip the optimiser: these tests check which windows and look-back a fit would use."""
+    seen = {}
+
+    def fake_fit(model, train_set, val_set, config):
+        seen.update(train=len(train_set), val=len(val_set))
+
+    monkeypatch.setattr(forecaster_module, "fit", fake_fit)
+    return seen
+
+
+AUTO = {k: v for k, v in TINY.items() if k != "seq_len"}
+
+
+@pytest.mark.parametrize(
+    ("lengths", "horizon", "expected_seq_len", "expected_val"),
+    [
+        ((2000, 1500), 12, 512, 31),  # long: the paper's 512
+        ((400, 300), 12, (300 - 31 - 12 + 1) // 2, 31),  # the shortest series decides: 129
+        ((60,), 6, (60 - 25 - 6 + 1) // 2, 25),  # short: look-back 15
+        ((45,), 6, (45 - 6 - 6 + 1) // 2, 6),  # too short for 20 validation windows: one, look-back 17
+    ],
+)
+def test_seq_len_auto_is_the_longest_look_back_leaving_as_many_training_windows(
+    monkeypatch, caplog, lengths, horizon, expected_seq_len, expected_val
+):
+    seen = fake_training(monkeypatch)
+    fc = TimeLLMForecaster(horizon, llm="none", **AUTO)
+    assert fc.auto_seq_len and "seq_len='auto'" in repr(fc)
+    with caplog.at_level(logging.INFO, logger="timellm"):
+        fc.fit(frame(lengths, ("h",) * len(lengths)))
+    assert fc.seq_len == expected_seq_len
+    assert f"seq_len auto: look-back {expected_seq_len}" in caplog.text
+    shortest = min(lengths) - expected_val
+    assert seen["train"] >= expected_seq_len or expected_seq_len == 512
+    assert shortest - expected_seq_len - horizon + 1 >= expected_seq_len or expected_seq_len == 512
+    assert seen["val"] == len(lengths) * (expected_val - horizon + 1)
+
+
+def test_an_explicit_seq_len_is_used_exactly_and_too_short_series_name_the_need(monkeypatch):
+    fake_training(monkeypatch)
+    fc = TimeLLMForecaster(12, seq_len=40, llm="none", **AUTO).fit(frame((400, 300), ("h", "h")))
+    assert fc.seq_len == 40 and not fc.auto_seq_len
+    with pytest.raises(
+        InputDataError,
+        match=r"series 's0' is too short for an automatic look-back: 40 rows.*at least 10 steps.*needs 43",
+    ):
+        TimeLLMForecaster(12, llm="none", **AUTO).fit(frame((40,), ("h",)))
 
 
 def test_save_and_load_give_the_same_forecasts(fitted, tmp_path):
@@ -169,7 +313,7 @@ def test_series_too_short_say_the_minimum_and_the_look_back_option(fitted):
         "series 's1' is too short: 50 rows" in message
         and "at least 60 = look-back 48 + horizon 12" in message
     )
-    assert "--seq-len" in message and "at most 38" in message
+    assert "seq_len=" in message and "at most 38" in message
     with pytest.raises(InputDataError, match="forecasting needs at least 48"):
         fitted.predict(frame((120, 40)))
 
@@ -203,3 +347,84 @@ def test_the_users_description_goes_into_the_prompt():
 def test_predict_before_fit_is_a_clear_error():
     with pytest.raises(InputDataError, match="call fit"):
         forecaster().predict(frame())
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 17: no silently wrong answer, and every check before training
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make training fail loudly: the checks under test must come before it."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(forecaster_module, "fit", fail)
+
+
+def test_a_huge_value_outside_the_look_back_is_refused_before_training(no_training):
+    df = frame((120, 90))
+    df.loc[5, "y"] = 1e200  # far outside the look-back: it would only break the training scaling
+    with pytest.raises(
+        ValueDataError, match="series 's0': column 'y' has values as large as 1e\\+200 in rows 5"
+    ):
+        forecaster().fit(df)
+
+
+@pytest.mark.parametrize(
+    "columns, expected",
+    [
+        (dict(target_col="TimeLLM"), "target_col='TimeLLM' clashes with the column 'TimeLLM'"),
+        (dict(id_col="cutoff"), "id_col='cutoff' clashes"),
+        (dict(time_col="SeasonalNaive"), "time_col='SeasonalNaive' clashes"),
+        (dict(id_col="ds"), "id_col and time_col are both 'ds'"),
+        (dict(time_col="y", wide=True), "time_col and the target column of the output are both 'y'"),
+    ],
+)
+def test_column_names_that_clash_with_the_output_are_refused(columns, expected):
+    with pytest.raises(ColumnError, match=expected):
+        forecaster(**columns)
+    fc = forecaster()
+    fc.format = replace(fc.format, **columns)  # as the CLI sets the columns of a loaded forecaster
+    with pytest.raises(ColumnError, match=expected):
+        fc.prepare(frame())
+
+
+def test_the_advised_look_back_counts_validation_and_fits(no_training, monkeypatch):
+    df = frame((59,), ("h",))
+    with pytest.raises(SeriesLengthError) as err:
+        forecaster(seq_len=48).fit(df)
+    assert "59 rows, but training needs at least 60" in str(err.value)
+    assert "at most 35" in str(err.value)  # not 47: the last 12 steps are held out for validation
+    with pytest.raises(SeriesLengthError) as err:
+        forecaster(seq_len=40).fit(df)  # one window fits, but not before the validation steps
+    assert "look-back 40 + horizon 12 + validation 12 = 64 rows" in str(err.value)
+    assert "at most 35" in str(err.value) and "val_size=" in str(err.value)
+    monkeypatch.undo()
+    out = forecaster(seq_len=35, max_steps=1).fit(df).predict()
+    assert len(out) == 12 and np.isfinite(out.TimeLLM).all()
+    with pytest.raises(SeriesLengthError, match="before the first cutoff.*at most 23"):
+        forecaster(seq_len=35).cross_validation(df)  # 59 - 12 (window) - 12 - 12
+
+
+def test_a_season_longer_than_every_series_is_refused_and_a_short_one_said(fitted, caplog):
+    with pytest.raises(SeriesLengthError, match="season=200 is not shorter than the history"):
+        fitted.backtest(frame(), refit=False, season=200)
+    with caplog.at_level("WARNING", logger="timellm.forecaster"):
+        _, scores = fitted.backtest(frame(), refit=False, season=100)  # s1 has 78 rows before its cutoff
+    assert "series 's1': 78 rows before the first cutoff, not more than one season (100)" in caplog.text
+    assert np.isnan(scores.loc[scores.unique_id == "s1", "MASE"]).all()
+    assert np.isfinite(scores.loc[scores.unique_id == "s0", "MASE"]).all()
+
+
+def test_a_prompt_longer_than_the_backbones_context_is_refused_before_training(no_training):
+    fc = forecaster(llm="pretrained", backbone="tiny-random-llama", description="word " * 9600)
+    with pytest.raises(ValueError, match="LLM input needs up to .* backbone 'tiny-random-llama' has 2048"):
+        fc.fit(frame((80,), ("h",)))
+
+
+def test_a_d_ff_wider_than_the_backbone_names_the_setting():
+    fc = TimeLLMForecaster(12, backbone="tiny-random-llama", **{**TINY, "d_ff": 128})
+    with pytest.raises(ValueError, match="use d_ff=32 or less"):
+        fc.fit(frame((80,), ("h",)))

@@ -2,10 +2,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import timellm
+import timellm.data.frames as frames
+from timellm.data.errors import (
+    ColumnError,
+    DataError,
+    DataFileError,
+    SeriesLengthError,
+    TimestampError,
+    ValueDataError,
+)
 from timellm.data.frames import (
     FrameFormat,
     InputDataError,
+    check_output_path,
+    check_table_path,
     example_frame,
+    max_seq_len,
     prepare_series,
     read_table,
     season_length,
@@ -66,12 +79,12 @@ def test_integer_steps_are_a_frequency():
     [
         (
             lambda f: f.rename(columns={"ds": "time"}),
-            ["no time column 'ds'", "found columns: unique_id, time, y", "--time-col"],
+            ["no time column 'ds'", "found columns: unique_id, time, y", "time_col="],
         ),
-        (lambda f: f.rename(columns={"y": "value"}), ["no value column 'y'", "--target-col", "--wide"]),
+        (lambda f: f.rename(columns={"y": "value"}), ["no value column 'y'", "target_col=", "wide=True"]),
         (
             lambda f: f.assign(extra=1).rename(columns={"unique_id": "id"}),
-            ["no id column 'unique_id'", "--id-col"],
+            ["no id column 'unique_id'", "id_col="],
         ),
     ],
 )
@@ -96,7 +109,7 @@ def test_missing_values_are_refused_or_interpolated_on_request():
         prepare_series(frame)
     message = str(err.value)
     assert "series 's1': 2 missing value(s) at 2024-01-01 04:00:00" in message
-    assert "rows 14, 15" in message and "--interpolate" in message
+    assert "rows 14, 15" in message and "interpolate=True" in message
     filled = prepare_series(frame, interpolate=True).series[1].values
     np.testing.assert_allclose(filled, np.arange(10) + 100.0)  # a straight line is restored exactly
 
@@ -104,7 +117,7 @@ def test_missing_values_are_refused_or_interpolated_on_request():
 def test_missing_timestamps_are_refused_or_filled_on_request():
     frame = long_frame((10,)).drop(index=[4, 5])
     with pytest.raises(
-        InputDataError, match=r"2 timestamp\(s\) missing .* 2024-01-01 04:00:00.*--interpolate"
+        InputDataError, match=r"2 timestamp\(s\) missing .* 2024-01-01 04:00:00.*interpolate=True"
     ):
         prepare_series(frame)
     series = prepare_series(frame, interpolate=True).series[0]
@@ -176,3 +189,135 @@ def test_example_frame_is_two_hourly_series_of_etth1():
     data = prepare_series(frame)
     assert data.ids == ["OT", "HUFL"] and [len(s) for s in data] == [100, 75]
     assert all(s.freq_name == "h" for s in data)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 17: no silently wrong answer
+
+
+def test_one_error_hierarchy_for_bad_data():
+    assert timellm.InputDataError is InputDataError
+    for error in (ColumnError, DataError, DataFileError, SeriesLengthError, TimestampError, ValueDataError):
+        assert issubclass(error, InputDataError) and issubclass(error, ValueError)
+
+
+def test_ids_are_text_exactly_as_written(tmp_path):
+    ids = ["007", "0070", "1", "1.0", "NA"]
+    frame = pd.concat([long_frame((6,)).assign(unique_id=i) for i in ids], ignore_index=True)
+    frame.to_csv(tmp_path / "ids.csv", index=False)
+    data = prepare_series(read_table(tmp_path / "ids.csv", FrameFormat()))
+    assert data.ids == ids  # not 7, 70, a merged 1.0 and a missing id
+    (tmp_path / "empty_id.csv").write_text("unique_id,ds,y\na,1,1.0\n,2,2.0\n")
+    with pytest.raises(ColumnError, match="id column 'unique_id' is empty in rows 1"):
+        prepare_series(read_table(tmp_path / "empty_id.csv", FrameFormat()))
+    (tmp_path / "na_value.csv").write_text("unique_id,ds,y\na,1,1.0\na,2,NA\n")
+    with pytest.raises(ValueDataError, match="1 missing value"):  # NA is still missing as a value
+        prepare_series(read_table(tmp_path / "na_value.csv", FrameFormat()))
+
+
+def test_a_compressed_or_parquet_file_is_read_whatever_its_name(tmp_path):
+    frame = long_frame()
+    frame.to_csv(tmp_path / "real.csv.gz", index=False)
+    (tmp_path / "named.csv").write_bytes((tmp_path / "real.csv.gz").read_bytes())
+    pd.testing.assert_frame_equal(read_table(tmp_path / "named.csv"), read_table(tmp_path / "real.csv.gz"))
+    frame.to_parquet(tmp_path / "table.parquet", index=False)
+    (tmp_path / "parquet.csv").write_bytes((tmp_path / "table.parquet").read_bytes())
+    pd.testing.assert_frame_equal(read_table(tmp_path / "parquet.csv"), frame)
+    (tmp_path / "latin1.csv").write_bytes("unique_id,ds,y\n\xe9t\xe9,1,2\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match="expected UTF-8 text"):
+        read_table(tmp_path / "latin1.csv")
+
+
+def test_header_names_with_spaces_are_shown_with_their_spaces(tmp_path):
+    (tmp_path / "spaces.csv").write_text("unique_id, ds, y\na, 2024-01-01, 1\n")
+    with pytest.raises(ColumnError) as err:
+        prepare_series(read_table(tmp_path / "spaces.csv", FrameFormat()))
+    assert "found columns: unique_id, ' ds', ' y'" in str(err.value)
+    assert "column ' ds' has spaces around its name" in str(err.value)
+
+
+def test_a_saved_index_column_of_a_wide_table_is_refused(tmp_path):
+    wide = pd.DataFrame({"ds": pd.date_range("2024", periods=30, freq="h"), "HUFL": 1.0, "OT": 2.0})
+    wide.to_csv(tmp_path / "indexed.csv")  # pandas' default: the index as an unnamed first column
+    with pytest.raises(ColumnError, match="column 0 .* no name .*'Unnamed: 0'.* index=False"):
+        prepare_series(read_table(tmp_path / "indexed.csv"), FrameFormat(wide=True))
+    wide.to_csv(tmp_path / "plain.csv", index=False)
+    assert prepare_series(read_table(tmp_path / "plain.csv"), FrameFormat(wide=True)).ids == ["HUFL", "OT"]
+
+
+@pytest.mark.parametrize("scale, value", [(1.0, 1e308), (1.0, -1e200), (1e300, None)])
+def test_values_too_large_to_standardise_are_refused(scale, value):
+    frame = long_frame()
+    frame["y"] = (frame["y"] + 1) * scale
+    if value is not None:
+        frame.loc[35, "y"] = value
+    with pytest.raises(ValueDataError, match="values as large as .* at most 1e\\+150.* rescale"):
+        prepare_series(frame)
+    frame["y"] = (long_frame()["y"] + 1) * 1e140  # large, but its statistics stay finite
+    assert np.isfinite(np.std(prepare_series(frame).series[0].values))
+
+
+def test_several_utc_offsets_are_converted_to_utc():
+    # the change to daylight saving time in Berlin: +01:00, then +02:00; hourly throughout
+    times = [
+        "2024-03-31 00:00+01:00",
+        "2024-03-31 01:00+01:00",
+        "2024-03-31 03:00+02:00",
+        "2024-03-31 04:00+02:00",
+    ]
+    series = prepare_series(pd.DataFrame({"ds": times, "y": [1.0, 2, 3, 4]})).series[0]
+    assert series.freq_name == "h" and str(series.timestamps.tz) == "UTC"
+    assert series.timestamps[2] == pd.Timestamp("2024-03-31 01:00", tz="UTC")
+    with pytest.raises(TimestampError, match="mixes timestamps with a UTC offset and without one"):
+        prepare_series(pd.DataFrame({"ds": [*times[:2], "2024-03-31 03:00"], "y": [1.0, 2, 3]}))
+
+
+def test_day_first_dates_are_not_guessed_but_named():
+    frame = pd.DataFrame({"ds": ["01/02/2024", "02/02/2024", "31/01/2024"], "y": [1.0, 2, 3]})
+    with pytest.raises(TimestampError) as err:
+        prepare_series(frame)
+    assert "('31/01/2024')" in str(err.value) and "day-first" in str(err.value)
+
+
+def test_missing_months_are_refused_or_filled_on_request():
+    ds = pd.date_range("2020-01-01", periods=24, freq="MS").delete(10)
+    frame = pd.DataFrame({"ds": ds, "y": np.arange(23.0)})
+    with pytest.raises(TimestampError, match="1 timestamp.* missing .* MS .*2020-11-01"):
+        prepare_series(frame)
+    series = prepare_series(frame, interpolate=True).series[0]
+    assert len(series) == 24 and series.timestamps[10] == pd.Timestamp("2020-11-01")
+    assert 9 < series.values[10] < 10 and season_length(series.freq) == 12
+
+
+def test_a_single_row_series_is_refused():
+    frame = pd.concat([long_frame((5,)), long_frame((1,)).assign(unique_id="lonely")], ignore_index=True)
+    with pytest.raises(SeriesLengthError, match="series 'lonely' has a single row in rows 5"):
+        prepare_series(frame)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
+    assert check_table_path(tmp_path / "new" / "f.csv") == tmp_path / "new" / "f.csv"
+    assert check_table_path(tmp_path / "f.csv.gz") and check_table_path(tmp_path / "f.parquet")
+    with pytest.raises(DataFileError, match="unknown format '.xlsx'"):
+        check_table_path(tmp_path / "f.xlsx")
+    with pytest.raises(DataFileError, match="unknown format"):
+        write_table(long_frame(), tmp_path / "f.xlsx")  # nothing written as CSV text into an .xlsx
+    assert not (tmp_path / "f.xlsx").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataFileError, match="is a file, not a folder"):
+        check_table_path(tmp_path / "file" / "f.csv")
+    with pytest.raises(DataFileError, match="it is a file"):
+        check_output_path(tmp_path / "file", "adapter folder", folder=True)
+    monkeypatch.setattr(frames, "parquet_available", lambda: False)
+    with pytest.raises(DataFileError, match="needs pyarrow"):
+        check_table_path(tmp_path / "f.parquet")
+
+
+def test_max_seq_len_counts_validation_and_windows():
+    assert max_seq_len([59], 12, 12) == 35  # 35 + 12 + 12 = 59: one training window before validation
+    assert max_seq_len([59], 12) == 59  # forecasting only reads the look-back
+    assert max_seq_len([200, 59], 12, 12) == 47  # the long series trains; the short one validates
+    assert max_seq_len([120, 100], 6, None, n_windows=2) == 88  # 100 - (6 + 6)
+    # every series holds 3 windows (span 6 + 2 x 1); before the first cutoff one trains with 30 validation steps
+    assert max_seq_len([120, 100], 6, 6, n_windows=3, step_size=1) == 100 - 8
+    assert max_seq_len([120, 100], 6, 30, n_windows=3, step_size=1) == 120 - 8 - 30 - 6

@@ -17,11 +17,12 @@ from timellm.cli import main
 from timellm.data.benchmarks import load_splits
 from timellm.data.m4 import load_m4
 from timellm.data.windows import WindowDataset
+from timellm.evaluation.m4 import weighted_m4
 from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
-from timellm.experiments.protocols import transfer_preset, weighted_m4
-from timellm.experiments.report import PAPER_M4_AVERAGE, classify
+from timellm.experiments.protocols import transfer_preset
+from timellm.experiments.report import PAPER_M4_AVERAGE, build_tables, classify, collect_runs
 
 TINY = [
     "--backbone",
@@ -131,6 +132,20 @@ def test_m4_run_end_to_end_on_a_tiny_folder(weekly_m4, tmp_path, capsys):
     assert metrics["series"] == 4 and metrics["command"].startswith("timellm m4 --frequency W")
     assert main(["evaluate", str(out)]) == 2
     assert "is an M4 run" in capsys.readouterr().err
+    assert metrics["variant"] == "time-llm" and metrics["commit"] is not None
+
+
+def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path, capsys):
+    common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY]
+    assert main([*common, "--out", str(tmp_path / "runs" / "dlinear"), "--reference", "dlinear"]) == 0
+    assert main([*common, "--out", str(tmp_path / "runs" / "no-llm"), "--set", "llm=none"]) == 0
+    dlinear = json.loads((tmp_path / "runs" / "dlinear" / "metrics.json").read_text())
+    no_llm = json.loads((tmp_path / "runs" / "no-llm" / "metrics.json").read_text())
+    assert dlinear["variant"] == "dlinear" and no_llm["variant"] == "llm=none"
+    assert dlinear["series"] == no_llm["series"] == 4 and np.isfinite(dlinear["owa"])
+    assert not (tmp_path / "runs" / "dlinear" / "adapter").exists()  # no Time-LLM adapter to save
+    tables = build_tables(collect_runs(tmp_path / "runs"), tmp_path / "runs")
+    assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
 
 
 def run_cli(*args):
@@ -361,3 +376,26 @@ def test_report_of_a_folder_without_runs(tmp_path, capsys):
     assert "no run folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_merges_runs_that_differ_only_in_their_seed(tmp_path):
+    root = tmp_path / "runs"
+    for seed, mse, mae in ((2021, 0.40, 0.42), (2022, 0.42, 0.43), (2023, 0.44, 0.47)):
+        record, metrics = _long_term("ETTh1", 96, mse, mae)
+        record["train"]["seed"] = seed
+        metrics["commit"] = "abc123"
+        _fake_run(root / f"s{seed}", record, metrics)
+    other, other_metrics = _long_term("ETTh1", 96, 0.5, 0.5)
+    other["train"] = {**other["train"], "seed": 2021, "epochs": 8}  # another budget: its own row
+    _fake_run(root / "longer", other, other_metrics)
+
+    table = build_tables(collect_runs(root), root)["long_term"]
+    merged = table[table["seeds"] == "2021,2022,2023"].iloc[0]
+    assert merged.mse == pytest.approx(0.42) and merged.mae == pytest.approx(0.44)
+    assert merged.mse_std == pytest.approx(0.02) and merged.mae_std == pytest.approx(
+        np.std([0.42, 0.43, 0.47], ddof=1)
+    )
+    assert merged.rel_mse == pytest.approx((0.42 - 0.362) / 0.362) and merged.commit == "abc123"
+    single = table[table["run"] == "longer"].iloc[0]
+    assert single.mse == 0.5 and pd.isna(single.mse_std) and pd.isna(single.seeds)
+    assert len(table) == 2

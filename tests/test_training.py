@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from timellm import TimeLLM
 from timellm.data import WindowDataset, load_splits
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import get_preset
-from timellm.experiments.runs import evaluate_run, load_run, score_test_split, train_and_test
+from timellm.experiments.runs import evaluate_run, load_run, score_splits, train_and_test, train_seeds
 from timellm.training.loop import TrainConfig, fit, make_adam, make_scheduler
 
 
@@ -107,30 +109,31 @@ def test_the_test_split_is_evaluated_whole():
     model = TimeLLM(tiny_config(llm="none"))  # the window bookkeeping does not depend on the LLM
     _, pred, _ = predict_windows(model, splits.test, 48, 12, batch_size=1000)  # one partial batch
     assert pred.shape[0] == len(splits.test) - 48 - 12 + 1 == 2880 - 12 + 1
-    metrics, _ = score_test_split(model, splits, batch_size=64)
+    metrics, _ = score_splits(model, splits, batch_size=64)
     assert metrics["test_windows"] == metrics["test_windows_total"] == 2869
     assert set(metrics["baselines"]) == {"last_value", "seasonal_naive"}
 
 
+TINY_RUN = {
+    "backbone": "tiny-random-llama",
+    "llm_layers": None,
+    "seq_len": 48,
+    "pred_len": 12,
+    "patch_len": 8,
+    "stride": 4,
+    "d_model": 8,
+    "d_ff": 16,
+    "n_heads": 2,
+    "num_prototypes": 10,
+    "epochs": 1,
+    "max_train_windows": 64,
+    "max_val_windows": 32,
+    "max_test_windows": 50,
+}
+
+
 def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
-    preset = get_preset("ETTh1-96").with_overrides(
-        {
-            "backbone": "tiny-random-llama",
-            "llm_layers": None,
-            "seq_len": 48,
-            "pred_len": 12,
-            "patch_len": 8,
-            "stride": 4,
-            "d_model": 8,
-            "d_ff": 16,
-            "n_heads": 2,
-            "num_prototypes": 10,
-            "epochs": 1,
-            "max_train_windows": 64,
-            "max_val_windows": 32,
-            "max_test_windows": 50,
-        }
-    )
+    preset = get_preset("ETTh1-96").with_overrides(TINY_RUN)
     metrics = train_and_test(preset, tmp_path / "run", command="test")
     for name in (
         "config.yaml",
@@ -145,6 +148,7 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
     again = evaluate_run(tmp_path / "run", full=False)
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
     assert set(metrics["baselines"]["seasonal_naive"]) == {"mse", "mae"}
+    assert "commit" in json.loads((tmp_path / "run" / "metrics.json").read_text())
     # the run folder says what precision auto resolved to, and re-testing uses it
     record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert record["train"]["precision"] == "auto" and record["precision"] in ("fp32", "bf16")
@@ -170,6 +174,22 @@ def test_fit_hands_back_the_model_in_its_own_precision():
     x = torch.randn(2, 48, data.shape[1])
     with torch.no_grad():  # no autocast wrapper left behind by accelerate: fp32, as when loaded
         torch.testing.assert_close(model.eval()(x), twin.eval()(x), rtol=0, atol=0)
+
+
+def test_several_seeds_give_a_mean_and_a_spread(tmp_path):
+    preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "max_test_windows": 20})
+    table = train_seeds(preset, tmp_path / "runs", [1, 2], command="test")
+    per_seed = table[table["seed"].isin(["1", "2"])]
+    assert list(table["seed"]) == ["1", "2", "mean", "std"]
+    assert per_seed["mse"].nunique() == 2  # the seed changes the run
+    mean, std = table.set_index("seed").loc["mean"], table.set_index("seed").loc["std"]
+    assert mean.mse == pytest.approx(per_seed["mse"].mean()) and std.mse == pytest.approx(
+        per_seed["mse"].std(ddof=1)
+    )
+    for seed in (1, 2):
+        record = yaml.safe_load((tmp_path / "runs" / f"seed-{seed}" / "config.yaml").read_text())
+        assert record["train"]["seed"] == seed
+    assert (tmp_path / "runs" / "seeds.csv").is_file()
 
 
 def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():
@@ -202,3 +222,15 @@ def test_execution_settings_come_from_the_training_config():
         TrainConfig(attention="flash")
     with pytest.raises(ValueError, match="gradient_checkpointing must be"):
         TrainConfig(gradient_checkpointing="yes")
+
+
+def test_a_non_finite_validation_loss_stops_training_like_a_non_finite_training_loss():
+    from timellm.training.loop import NonFiniteLossError
+
+    data = synthetic()
+    broken = data[250:].copy()
+    broken[-1] = np.inf  # an overflowing validation window: its loss is inf
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(broken, 48, 12)
+    config = TrainConfig(epochs=2, batch_size=16, schedule="constant", seed=1, max_train_windows=32)
+    with pytest.raises(NonFiniteLossError, match="non-finite validation loss .* after epoch 1"):
+        fit(small_model(), train, val, config)  # never "restored the adapter of epoch 0"

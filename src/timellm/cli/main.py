@@ -44,19 +44,24 @@ def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True)
     _add_preset_overrides(parser)
 
 
-def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
-    """--backbone, --set and --out: what every command that runs a preset takes."""
-    parser.add_argument(
-        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
-    )
+def _add_set(parser: argparse.ArgumentParser, what: str = "a model, training or run setting") -> None:
+    """--set KEY=VALUE, the one way every command takes settings beyond its own options."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model, training or run setting, e.g. --set llm_layers=4 --set train.epochs=2",
+        help=f"override {what}, e.g. --set llm_layers=4 --set train.learning_rate=0.001",
     )
+
+
+def _add_preset_overrides(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --set and --out: what every command that runs a preset takes."""
+    parser.add_argument(
+        "--backbone", help="backbone alias, folder, .gguf file or hub id (overrides the preset)"
+    )
+    _add_set(parser)
     parser.add_argument("--out", help="run folder to write (default: runs/<preset>-<time>)")
 
 
@@ -85,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint, with the settings it recorded",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="train once per seed, into <out>/seed-<S>, and report the mean and standard deviation",
     )
     _add_common(p)
 
@@ -116,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="one or more of Yearly, Quarterly, Monthly, Weekly, Daily, Hourly (or Y Q M W D H)",
     )
+    p.add_argument(
+        "--reference",
+        choices=["dlinear"],
+        help="train this reference model in the same pipeline and budget instead of Time-LLM",
+    )
     _add_protocol_options(p, "m4-<Frequency>")
     _add_common(p)
 
@@ -137,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameter counts of a model built from a preset")
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(p)
     _add_user_data_commands(sub)
 
     p = sub.add_parser(
@@ -153,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants",
         help="comma-separated subset (default: all): time-llm, random-llm, no-prompt, no-statistics, "
-        "no-llm, llm2attn, llm2trsf, dlinear, patchtst, last-value, seasonal-naive",
+        "no-llm, llm2attn, llm2trsf, dlinear, patchtst, last-value, seasonal-naive; on request also "
+        "statsforecast's autoets, autotheta, autoarima (fitted on every test window's look-back: slow)",
     )
     p.add_argument("--csv", help="your own data instead of the preset's benchmark: a wide or long CSV file")
     p.add_argument("--time-col", help="CSV column of time stamps (sorts rows, gives the period)")
@@ -186,13 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_preset(args):
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 2021,2022,2023; found {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integer seeds, e.g. 2021,2022,2023; found {text!r}"
+        )
+    return seeds
+
+
+def _resolve_preset(args, preset=None):
+    """``preset`` (default: the one --preset names) with --backbone and --set applied."""
     from timellm.experiments.presets import get_preset, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if getattr(args, "backbone", None):
         overrides["backbone"] = args.backbone
-    return get_preset(args.preset).with_overrides(overrides)
+    return (preset if preset is not None else get_preset(args.preset)).with_overrides(overrides)
 
 
 def _default_run_dir(name: str) -> Path:
@@ -219,7 +251,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 def cmd_train(args) -> int:
     from accelerate import PartialState
 
-    from timellm.experiments.runs import resume_run, train_and_test
+    from timellm.experiments.runs import resume_run, train_and_test, train_seeds
     from timellm.training.loop import NonFiniteLossError
 
     if args.resume:
@@ -231,6 +263,7 @@ def cmd_train(args) -> int:
                 ("--set", args.overrides),
                 ("--out", args.out),
                 ("--percent", args.percent != 100),
+                ("--seeds", args.seeds),
             )
             if value
         ]
@@ -248,15 +281,25 @@ def cmd_train(args) -> int:
             preset = _resolve_preset(args)
             run_dir = Path(args.out) if args.out else _default_run_dir(preset.name)
             command = _command_line(args)
-            metrics = train_and_test(
-                preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
-            )
+            if args.seeds:
+                summary = train_seeds(
+                    preset, run_dir, args.seeds, data_dir=args.data_dir, percent=args.percent, command=command
+                )
+            else:
+                metrics = train_and_test(
+                    preset, run_dir, data_dir=args.data_dir, percent=args.percent, command=command
+                )
     except NonFiniteLossError as err:
         print(f"timellm train: error: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    if PartialState().is_main_process:
+    if not PartialState().is_main_process:
+        return 0
+    if args.seeds:
+        print(f"\n{preset.name} over {len(args.seeds)} seeds (standardised scale; std: sample, ddof 1)")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
         _print_metrics(metrics, f"{metrics['dataset']}, horizon {metrics['pred_len']}")
-        print(f"run folder: {run_dir}")
+    print(f"run folder: {run_dir}")
     return 0
 
 
@@ -265,24 +308,16 @@ def _command_line(args) -> str:
     return "timellm " + " ".join(shlex.quote(a) for a in args.argv)
 
 
-def _with_cli_overrides(preset, args):
-    from timellm.experiments.presets import parse_overrides
-
-    overrides = parse_overrides(args.overrides)
-    if args.backbone:
-        overrides["backbone"] = args.backbone
-    return preset.with_overrides(overrides)
-
-
 def cmd_m4(args) -> int:
     from timellm.data.m4 import get_frequency
+    from timellm.evaluation.m4 import weighted_m4
     from timellm.experiments.presets import get_m4_preset
-    from timellm.experiments.protocols import check_m4_files, run_m4, weighted_m4
+    from timellm.experiments.protocols import check_m4_files, run_m4
 
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
         raise CLIError(f"--frequency names a frequency twice: {' '.join(args.frequency)}")
-    presets = [_with_cli_overrides(get_m4_preset(f, args.variant), args) for f in frequencies]
+    presets = [_resolve_preset(args, get_m4_preset(f, args.variant)) for f in frequencies]
     for frequency in frequencies:  # every file first: no frequency trains before a missing one fails
         check_m4_files(frequency, args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -291,11 +326,19 @@ def cmd_m4(args) -> int:
     for frequency, preset in zip(frequencies, presets, strict=True):
         run_dir = root / frequency if len(frequencies) > 1 else root
         results.append(
-            run_m4(preset, frequency, run_dir, data_dir=args.data_dir, command=_command_line(args))
+            run_m4(
+                preset,
+                frequency,
+                run_dir,
+                data_dir=args.data_dir,
+                command=_command_line(args),
+                reference=args.reference,
+            )
         )
     if len(results) > 1:
         results.append({"frequency": "Average", **weighted_m4(results)})
-    print(f"\nM4, {presets[0].model.backbone}: every series forecast from the end of its training series")
+    what = args.reference or presets[0].model.backbone
+    print(f"\nM4, {what}: every series forecast from the end of its training series")
     print(f"{'frequency':<12}{'series':>8}{'SMAPE':>9}{'MASE':>9}{'OWA':>8}{'Naive2 SMAPE':>14}{'MASE':>8}")
     for r in results:
         print(
@@ -309,7 +352,7 @@ def cmd_m4(args) -> int:
 def cmd_transfer(args) -> int:
     from timellm.experiments.protocols import transfer, transfer_preset
 
-    preset = _with_cli_overrides(transfer_preset(args.source, args.pred_len, args.variant), args)
+    preset = _resolve_preset(args, transfer_preset(args.source, args.pred_len, args.variant))
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
     metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=_command_line(args))
     _print_metrics(
@@ -416,14 +459,16 @@ def _add_user_data_commands(sub) -> None:
     p.add_argument(
         "--plot", help="also draw the recent history and the forecast of (up to six) series to this PNG"
     )
+    _add_level_option(p, "add conformal prediction intervals: TimeLLM-lo-80, TimeLLM-hi-80, ... columns")
     p.add_argument("--save", help="save the trained adapter to this folder (reuse it with --model)")
 
     p = sub.add_parser(
         "backtest",
-        help="forecast the last windows of your series and score them beside seasonal naive",
+        help="forecast the last windows of your series and score them beside statistical baselines",
         description="Cross-validate on the end of every series: train on the data before the first "
         "cutoff (unless --model), forecast --windows windows of --horizon steps, and print MSE, MAE and "
-        "MASE per series and overall beside the seasonal naive forecast.",
+        "MASE per series and overall beside AutoETS, AutoTheta, AutoARIMA, SeasonalNaive and Naive of "
+        "statsforecast, fitted on the same history before each cutoff.",
     )
     _add_user_data_options(p)
     p.add_argument("--windows", type=int, default=1, help="windows per series (default 1)")
@@ -431,7 +476,18 @@ def _add_user_data_commands(sub) -> None:
     p.add_argument(
         "--season",
         type=int,
-        help="seasonal period of the naive reference and MASE (default: from the frequency)",
+        help="seasonal period of the statistical models and MASE (default: from the frequency)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="all",
+        help="statistical baselines: all (default), none, or a comma-separated list of "
+        "AutoETS, AutoTheta, AutoARIMA, SeasonalNaive, Naive",
+    )
+    _add_level_option(p, "score prediction intervals: coverage and mean width of every model at each level")
+    p.add_argument(
+        "--plot",
+        help="draw history, truth, Time-LLM and the best baseline of (up to four) series to this PNG",
     )
     p.add_argument("--out", help="also write the forecasts beside the truth to this .csv/.parquet file")
 
@@ -462,30 +518,67 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backbone", help="the frozen LLM: alias, folder, .gguf file or hub id (default smollm2-135m)"
     )
-    p.add_argument("--seq-len", type=int, help="look-back steps (default 512)")
+    p.add_argument(
+        "--seq-len",
+        type=_seq_len,
+        default="auto",
+        help="look-back steps, or auto (default): the longest <= 512 that leaves at least as many "
+        "training windows as look-back steps in the shortest series",
+    )
     p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
     p.add_argument(
         "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another model or training setting, e.g. --set llm_layers=4 --set train.learning_rate=0.01",
-    )
+    _add_set(p, "a model or training setting")
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
     p.add_argument("--verbose", action="store_true", help="debug logging")
 
 
+def _seq_len(text: str):
+    """--seq-len: a positive integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, found {text!r}") from None
+
+
+def _add_level_option(p: argparse.ArgumentParser, purpose: str) -> None:
+    p.add_argument(
+        "--level",
+        nargs="+",
+        metavar="LEVEL",
+        help=f"{purpose}; coverages in percent, strictly between 0 and 100, e.g. --level 80 95",
+    )
+
+
+def _levels(args) -> tuple:
+    """--level as numbers (checked by the API: strictly between 0 and 100)."""
+    from timellm.evaluation.statistical import check_levels
+
+    if not args.level:
+        return ()
+    numbers = []
+    for text in args.level:
+        try:
+            numbers.append(float(text))
+        except ValueError:
+            raise CLIError(
+                f"--level takes coverages in percent between 0 and 100 (e.g. --level 80 95), found {text!r}"
+            ) from None
+    try:
+        return check_levels(numbers)
+    except ValueError as err:
+        raise CLIError(f"--level: {err}") from None
+
+
 def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from timellm.experiments.presets import parse_overrides
+    from timellm.experiments.presets import parse_overrides, split_settings
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
-    from timellm.training.loop import TrainConfig
 
     names = {
         "id_col": args.id_col,
@@ -505,24 +598,19 @@ def _forecaster(args):
                 f"{', '.join(given)} would train a new adapter: leave {'it' if len(given) == 1 else 'them'} "
                 f"out to forecast with --model {args.model}, or leave out --model to train"
             )
-        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=args.seq_len)
+        seq_len = None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
+        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=seq_len)
         forecaster.format = replace(forecaster.format, **columns)
         if args.interpolate:
             forecaster.interpolate = True
         return forecaster
-    model, train = {}, {}
-    train_keys = {f.name for f in fields(TrainConfig)}
-    for key, value in parse_overrides(args.overrides).items():
-        section, _, name = key.rpartition(".")
-        if section in ("", "train") and name in train_keys:
-            train[name] = value
-        elif section in ("", "model") and name != "pred_len":
-            model[name] = value
-        else:
-            raise CLIError(f"--set {key}: not a model or training setting (the horizon is --horizon)")
+    model, train, _ = split_settings(parse_overrides(args.overrides), sections=("model", "train"))
+    if "pred_len" in model:
+        raise CLIError("--set pred_len: the horizon is --horizon")
     return TimeLLMForecaster(
         args.horizon,
-        seq_len=args.seq_len,
+        # --set seq_len=N is a look-back given explicitly too: then the config's is kept
+        seq_len=None if args.seq_len == "auto" and "seq_len" in model else args.seq_len,
         backbone=args.backbone,
         description=args.description,
         config=DEFAULT_MODEL.replace(**model),
@@ -543,25 +631,89 @@ def _write(frame, path: str) -> None:
         raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
 
 
+def _check_outputs(args) -> None:
+    """Every output writable, in a format that can be written here, before any training."""
+    from timellm.data.frames import check_output_path, check_table_path
+
+    if getattr(args, "out", None):
+        check_table_path(args.out, "--out file")
+    if getattr(args, "save", None):
+        check_output_path(args.save, "--save folder", folder=True)
+    if getattr(args, "plot", None):
+        if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise CLIError(f"--plot {args.plot}: expected a file name ending in {', '.join(PLOT_SUFFIXES)}")
+        check_output_path(args.plot, "--plot file")
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib writes without extras
+
+# API settings as error messages below the CLI name them, and the options that set them here
+SETTING_FLAGS = {
+    "seq_len": "--seq-len",
+    "val_size": "--val-size",
+    "max_steps": "--max-steps",
+    "id_col": "--id-col",
+    "time_col": "--time-col",
+    "target_col": "--target-col",
+    "description": "--description",
+    "backbone": "--backbone",
+    "horizon": "--horizon",
+    "h": "--horizon",
+    "n_windows": "--windows",
+    "step_size": "--step-size",
+    "season": "--season",
+    "period": "--period",
+}
+SWITCHES = {"interpolate=True": "--interpolate", "wide=True": "--wide"}
+
+
+def with_flags(message: str) -> str:
+    """An error message with the API settings it names (``seq_len=...``) written as this CLI's options.
+
+    Settings that have no option of their own are model or training settings: ``--set name=...``.
+    """
+    import re
+    from dataclasses import fields
+
+    from timellm.model.config import TimeLLMConfig
+    from timellm.training.config import TrainConfig
+
+    for setting, switch in SWITCHES.items():
+        message = re.sub(rf"\b{re.escape(setting)}", switch, message)
+    settings = {f.name for f in fields(TimeLLMConfig)} | {f.name for f in fields(TrainConfig)}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if name in SETTING_FLAGS:
+            return f"{SETTING_FLAGS[name]} "
+        return f"--set {name}=" if name in settings else match.group(0)
+
+    return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=", flag, message)
+
+
 def cmd_forecast(args) -> int:
     from timellm.data.frames import read_table
 
+    levels = _levels(args)
     forecaster = _forecaster(args)  # option errors before any file is read
-    frame = read_table(args.data)
-    forecasts = forecaster.predict(frame) if args.model else forecaster.fit(frame).predict()
-    if args.save:
-        try:
-            forecaster.save_pretrained(args.save)
-        except OSError as err:
-            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
+    if not args.model:
+        forecaster.fit(frame)
+    forecasts = forecaster.predict(frame if args.model else None, level=levels)
     series = forecasts[forecaster.format.id_col].nunique()
-    if args.out:
+    if args.out:  # the forecasts first: a failing --save must not lose them
         _write(forecasts, args.out)
         print(
             f"wrote {len(forecasts)} forecasts ({series} series x {forecaster.horizon} steps) to {args.out}"
         )
     else:
         forecasts.to_csv(sys.stdout, index=False)
+    if args.save:
+        try:
+            forecaster.save_pretrained(args.save)
+        except OSError as err:
+            raise CLIError(f"cannot save the adapter to {args.save}: {err.strerror or err}") from None
     if args.plot:
         from timellm.plotting import plot_series_forecasts
 
@@ -589,36 +741,83 @@ def cmd_backtest(args) -> int:
     import math
 
     from timellm.data.frames import read_table
+    from timellm.evaluation.statistical import parse_baselines
 
+    levels = _levels(args)
+    baselines = parse_baselines(args.baselines)
     forecaster = _forecaster(args)
-    frame = read_table(args.data)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
     if args.model:
         logger.warning(
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
         )
     cv, scores = forecaster.backtest(
-        frame, args.windows, args.step_size, refit=not args.model, season=args.season
+        frame,
+        args.windows,
+        args.step_size,
+        refit=not args.model,
+        season=args.season,
+        baselines=baselines,
+        level=levels,
     )
     fmt = forecaster.format
     seasons = sorted(set(scores.attrs["season"].values()))
     cutoffs = cv["cutoff"]
     print(
-        f"backtest: {args.windows} window(s) x horizon {forecaster.horizon} per series, cutoffs "
-        f"{cutoffs.min()} to {cutoffs.max()}; seasonal naive period {', '.join(map(str, seasons))}; "
-        "MSE and MAE on the data's own scale"
+        f"backtest: {args.windows} window(s) x horizon {forecaster.horizon} per series, look-back "
+        f"{forecaster.seq_len}, cutoffs {cutoffs.min()} to {cutoffs.max()}; seasonal period "
+        f"{', '.join(map(str, seasons))} (statistical models and MASE); MSE and MAE on the data's own "
+        "scale; seconds: fit + forecast of every window; * best MASE of the series"
     )
     width = max(12, *(len(str(v)) + 2 for v in scores[fmt.id_col]))
-    print(f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}")
+    interval_columns = [c for lv in levels for c in (f"coverage-{lv:g}", f"width-{lv:g}")]
+    header = f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}"
+    header += "".join(f"{c.replace('coverage', 'cover'):>12}" for c in interval_columns)
+    print(header + f"{'seconds':>9}")
     previous = None
     for row in scores.to_dict("records"):
         sid = row[fmt.id_col]
         label, previous = (str(sid) if sid != previous else ""), sid
         mase = "n/a" if math.isnan(row["MASE"]) else f"{row['MASE']:.3f}"
-        print(f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}")
+        line = f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}"
+        line += "".join(f"{row[c]:>12.3g}" for c in interval_columns)
+        seconds = "" if math.isnan(row["seconds"]) else f"{row['seconds']:.1f}"
+        print(line + f"{seconds:>9}" + (" *" if row["best"] else ""))
     if args.out:
         _write(cv, args.out)
         print(f"forecasts beside the truth: {args.out}")
+    if args.plot:
+        from timellm.plotting import plot_backtest
+
+        history = forecaster.history.to_frame()
+        best = _best_baselines(scores, fmt.id_col, baselines)
+        try:
+            plot_backtest(
+                history,
+                cv,
+                args.plot,
+                best,
+                id_col=fmt.id_col,
+                time_col=fmt.time_col,
+                target_col="y" if fmt.wide else fmt.target_col,
+                model_col=forecaster.alias,
+                level=max(levels) if levels else None,
+            )
+        except OSError as err:
+            raise CLIError(f"cannot write {args.plot}: {err.strerror or err}") from None
+        print(f"plot: {args.plot}")
     return 0
+
+
+def _best_baselines(scores, id_col: str, baselines: tuple) -> dict:
+    """The baseline of lowest MASE (MAE where MASE is undefined) of every series."""
+    best = {}
+    for sid, group in scores[scores["model"].isin(baselines)].groupby(id_col, sort=False):
+        key = "MASE" if group["MASE"].notna().any() else "MAE"
+        if sid != "overall" and group[key].notna().any():
+            best[sid] = group.loc[group[key].idxmin(), "model"]
+    return best
 
 
 def cmd_example_data(args) -> int:
@@ -633,11 +832,12 @@ def cmd_example_data(args) -> int:
 
 
 USER_DATA_COMMANDS = {"forecast": cmd_forecast, "backtest": cmd_backtest, "example-data": cmd_example_data}
+FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands' options, not API settings
 
 
 def cmd_ablate(args) -> int:
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import TABLE_CSV, markdown_table, run_ablation
+    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation
 
     preset = _resolve_preset(args)
     source = None
@@ -669,7 +869,7 @@ def cmd_ablate(args) -> int:
     )
     windows = int(table["test_windows"].max())
     print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
-    print(markdown_table(table))
+    print(ablation_markdown(table))
     print(f"table: {run_dir / TABLE_CSV}")
     return 0
 
@@ -739,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     from timellm.data.benchmarks import DataError
     from timellm.experiments.presets import PresetError
     from timellm.model.modeling import AdapterLoadError
+    from timellm.training.loop import NonFiniteLossError
 
     try:
         code = COMMANDS[args.command](args)
@@ -753,8 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        message = str(err) if args.command not in FLAG_COMMANDS else with_flags(str(err))
+        print(f"timellm {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as err:  # training diverged: not a usage error
+        print(f"timellm {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:  # e.g. `timellm presets | head`
         sys.stderr.close()
         return 0

@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from timellm.data.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "TIMELLM_DATA"
-
-
-class DataError(ValueError):
-    """Benchmark data is missing or not what it should be; the message says what to do."""
 
 
 @dataclass(frozen=True)

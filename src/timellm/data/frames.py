@@ -6,16 +6,23 @@ column and a value column; by default ``unique_id``, ``ds`` and ``y`` as in neur
 :class:`SeriesSet`: one float array per series on a regular time grid, with the grid's frequency,
 so that forecasts can be given future timestamps.
 
-Nothing is dropped or repaired silently. Every problem raises :class:`InputDataError` with one
-line saying what was found and what is expected: missing columns, non-numeric or missing values
-(naming the series and rows), duplicated timestamps, timestamps without a frequency. Rows are
-sorted by time within each series (that loses nothing); gaps and missing values are only filled
-when the caller asks for it (``interpolate=True``), linearly in time.
+Nothing is dropped or repaired silently. Every problem raises an :class:`InputDataError` (see
+:mod:`timellm.data.errors`) with one line saying what was found and what is expected: missing or
+unnamed columns, non-numeric, missing or too large values (naming the series and rows),
+duplicated timestamps, timestamps without a frequency. Rows are sorted by time within each series
+(that loses nothing); gaps and missing values are only filled when the caller asks for it
+(``interpolate=True``), linearly in time. Series ids are kept exactly as written: a CSV's id
+column is read as text, so ``007`` stays ``007`` and ``NA`` is an id, not a missing value.
+
+This is the one reader of user data: :mod:`timellm.data.sources` builds its splits on it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,14 +33,58 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+from timellm.data.errors import (
+    ColumnError,
+    DataFileError,
+    InputDataError,
+    SeriesLengthError,
+    TimestampError,
+    ValueDataError,
+)
+
+__all__ = [
+    "ColumnError",
+    "DataFileError",
+    "FrameFormat",
+    "InputDataError",
+    "Series",
+    "SeriesLengthError",
+    "SeriesSet",
+    "TimestampError",
+    "ValueDataError",
+    "check_output_path",
+    "check_table_path",
+    "max_seq_len",
+    "prepare_series",
+    "read_table",
+    "season_length",
+    "write_table",
+]
+
 logger = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
+# how compressed files and Parquet begin, to read a file whose name does not say what it holds
+MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bz2",
+    b"PK\x03\x04": "zip",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PAR1": "parquet",
+}
 MAX_LISTED = 5  # rows or values quoted in one error message
-
-
-class InputDataError(ValueError):
-    """The user's data cannot be used as given; the message says what was wrong and what is expected."""
+# Each series is standardised with its mean and standard deviation in float64: the squared
+# deviations must stay finite (float64 ends at 1.8e308) for series of up to 1e8 rows.
+MAX_ABS_VALUE = 1e150
+# pandas' default markers of a missing cell (read_csv's documentation), kept for every column but ids
+MISSING_MARKERS = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
+OFFSET_SUFFIX = r"(?:Z|[+-]\d\d:?\d\d)$"  # a timestamp's UTC offset, as ISO 8601 writes it
+UNNAMED = re.compile(r"^Unnamed: \d+$")  # pandas' name for a CSV column without a header
 
 
 @dataclass(frozen=True)
@@ -102,38 +153,135 @@ class SeriesSet:
 # reading files
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (plain or compressed) or Parquet file into a DataFrame, with one-line errors."""
+def read_table(path: str | Path, fmt: FrameFormat | None = None) -> pd.DataFrame:
+    """Read a CSV (plain or compressed) or Parquet file into a DataFrame, with one-line errors.
+
+    With ``fmt`` (a long table's column names) the id column of a CSV is read as text, exactly as
+    written: ``007`` stays ``007``, ``1`` and ``1.0`` stay two ids, ``NA`` is an id. A file whose
+    content is compressed or Parquet is read as such whatever its name says.
+    """
     path = Path(path)
     if not path.exists():
-        raise InputDataError(f"data file {path} does not exist; expected a CSV or Parquet file")
+        raise DataFileError(f"data file {path} does not exist; expected a CSV or Parquet file")
     if not path.is_file():
-        raise InputDataError(f"{path} is not a file; expected a CSV or Parquet file")
+        raise DataFileError(f"{path} is not a file; expected a CSV or Parquet file")
     if path.stat().st_size == 0:
-        raise InputDataError(f"data file {path} is empty; expected a header line and rows of data")
-    parquet = path.suffix.lower() in PARQUET_SUFFIXES
+        raise DataFileError(f"data file {path} is empty; expected a header line and rows of data")
+    content = _sniff(path)
+    named = "parquet" if path.suffix.lower() in PARQUET_SUFFIXES else COMPRESSIONS.get(path.suffix.lower())
+    if content != named and content is not None:
+        logger.info("%s holds %s data although its name does not say so; read it as such", path, content)
+    parquet = content == "parquet" or (content is None and named == "parquet")
     try:
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        if parquet:
+            if not parquet_available():
+                raise ImportError
+            frame = pd.read_parquet(path)
+        else:
+            frame = _read_csv(path, content or "infer", fmt)
     except ImportError:
-        raise InputDataError(
+        raise DataFileError(
             f"reading {path} needs pyarrow: pip install 'timellm[parquet]' (or save the data as CSV)"
         ) from None
     except pd.errors.EmptyDataError:
-        raise InputDataError(f"data file {path} is empty; expected a header line and rows of data") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise DataFileError(f"data file {path} is empty; expected a header line and rows of data") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError, EOFError) as err:
         kind = "Parquet" if parquet else "CSV"
         message = " ".join(str(err).split())
-        raise InputDataError(f"{path} is not a readable {kind} file: {message}") from None
+        hint = ""
+        if isinstance(err, UnicodeDecodeError):
+            hint = "; expected UTF-8 text (save the file as UTF-8 CSV, or gzip-compress it as .csv.gz)"
+        raise DataFileError(f"{path} is not a readable {kind} file: {message}{hint}") from None
     if frame.empty:
-        raise InputDataError(
+        raise DataFileError(
             f"data file {path} has no data rows (columns: {_names(frame.columns)}); expected rows of data"
         )
     return frame
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (anything else)."""
+def _sniff(path: Path) -> str | None:
+    """What a file's first bytes say it holds: a compression, 'parquet', or None (plain text)."""
+    with path.open("rb") as file:
+        head = file.read(8)
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
+
+
+def _read_csv(path: Path, compression: str, fmt: FrameFormat | None) -> pd.DataFrame:
+    """pandas' CSV reader; a long table's id column as text, empty or not (never 'missing')."""
+    id_col = None if fmt is None or fmt.wide else fmt.id_col
+    if id_col is None:
+        return pd.read_csv(path, compression=compression)
+    columns = pd.read_csv(path, compression=compression, nrows=0).columns
+    if id_col not in columns:
+        return pd.read_csv(path, compression=compression)
+    return pd.read_csv(
+        path,
+        compression=compression,
+        dtype={id_col: str},
+        keep_default_na=False,
+        na_values={c: list(MISSING_MARKERS) for c in columns if c != id_col},
+    )
+
+
+def parquet_available() -> bool:
+    """Whether pandas can read and write Parquet here (it needs pyarrow or fastparquet)."""
+    return any(importlib.util.find_spec(name) is not None for name in ("pyarrow", "fastparquet"))
+
+
+def check_output_path(path: str | Path, what: str = "output", folder: bool = False) -> Path:
+    """Refuse, before any work is done, a path that cannot be written: its folder or itself.
+
+    A missing folder is fine when it can be made (``write_table`` and ``save_pretrained`` make
+    it); the nearest existing folder above must then be writable. ``folder``: the path is a
+    folder to write files into (an adapter folder), not a file.
+    """
     path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise DataFileError(f"cannot write the {what} {path}: it is {kind}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise DataFileError(f"cannot write the {what} {path}: it exists and is not writable")
+    if folder and path.is_dir():
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataFileError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataFileError(
+            f"cannot write the {what} {path}: the folder {parent} is not writable; choose another place"
+        )
+    return path
+
+
+def check_table_path(path: str | Path, what: str = "output file") -> Path:
+    """Refuse an output table path whose format is unknown or unavailable, or that cannot be written."""
+    path = Path(path)
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind not in (".csv", *PARQUET_SUFFIXES):
+        raise DataFileError(
+            f"cannot write the {what} {path}: unknown format {path.suffix or '(no suffix)'!r}; "
+            "expected a name ending in .csv (or .csv.gz, .csv.bz2, .csv.zip, .csv.xz) or .parquet"
+        )
+    if kind in PARQUET_SUFFIXES:
+        if len(path.suffixes) > 1 and path.suffixes[-1].lower() in COMPRESSIONS:
+            raise DataFileError(
+                f"cannot write the {what} {path}: Parquet compresses itself; drop the {path.suffixes[-1]}"
+            )
+        if not parquet_available():
+            raise DataFileError(
+                f"writing the {what} {path} needs pyarrow: pip install 'timellm[parquet]' (or name it .csv)"
+            )
+    return check_output_path(path, what)
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (``.csv``, optionally compressed)."""
+    path = check_table_path(path)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in PARQUET_SUFFIXES:
@@ -175,39 +323,62 @@ def prepare_series(
 
 
 def _names(columns: Sequence[Any]) -> str:
-    names = [str(c) for c in columns]
+    """Column names for a message; quoted when a name has spaces around it (they are invisible)."""
+    names = [repr(c) if isinstance(c, str) and c != c.strip() else str(c) for c in columns]
     shown = ", ".join(names[:12])
     return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+
+
+def _no_column(role: str, name: str, columns: Sequence[Any], expected: str) -> ColumnError:
+    """The error for a missing column, with a hint when it exists with spaces around its name."""
+    spaced = [c for c in columns if isinstance(c, str) and c != name and c.strip() == name]
+    hint = (
+        f" (column {spaced[0]!r} has spaces around its name: remove them from the header, "
+        "e.g. the spaces after its commas)"
+        if spaced
+        else ""
+    )
+    return ColumnError(
+        f"no {role} column {name!r} in the data; found columns: {_names(columns)}{hint}. {expected}"
+    )
+
+
+def _refuse_unnamed(columns: Sequence[Any], used: Sequence[Any]) -> None:
+    """A used column without a header name is most often a DataFrame index saved with to_csv."""
+    unnamed = [c for c in used if isinstance(c, str) and UNNAMED.match(c)]
+    if unnamed:
+        position = list(columns).index(unnamed[0])
+        raise ColumnError(
+            f"column {position} of the data has no name in the header (read as {unnamed[0]!r}): "
+            "it is most likely a DataFrame index saved with to_csv; save the table with index=False, "
+            "or drop that column"
+        )
 
 
 def _select_long(frame: pd.DataFrame, fmt: FrameFormat) -> pd.DataFrame:
     """The id, time and value columns of a long frame, renamed to unique_id, ds and y."""
     columns = list(frame.columns)
     hint = (
-        "set the column names with id_col/time_col/target_col (--id-col/--time-col/--target-col), "
-        "or pass wide=True (--wide) for a time column and one column per series"
+        "name the columns with id_col=..., time_col=... and target_col=..., "
+        "or pass wide=True for a time column and one column per series"
     )
+    expected = f"Expected a long table ({fmt.id_col}, {fmt.time_col}, {fmt.target_col}): {hint}"
     for role, name in (("time", fmt.time_col), ("value", fmt.target_col)):
         if name not in columns:
-            raise InputDataError(
-                f"no {role} column {name!r} in the data; found columns: {_names(columns)}. "
-                f"Expected a long table ({fmt.id_col}, {fmt.time_col}, {fmt.target_col}): {hint}"
-            )
+            raise _no_column(role, name, columns, expected)
     if fmt.id_col in columns:
         ids = frame[fmt.id_col]
-        if ids.isna().any():
-            rows = _row_list(np.flatnonzero(ids.isna().to_numpy()))
-            raise InputDataError(
+        empty = (ids.isna() | ids.map(lambda v: isinstance(v, str) and not v.strip())).to_numpy()
+        if empty.any():
+            rows = _row_list(np.flatnonzero(empty))
+            raise ColumnError(
                 f"id column {fmt.id_col!r} is empty in rows {rows}; every row needs a series id"
             )
     elif len(columns) == 2:  # just a time and a value column: one series, named after its values
         ids = pd.Series(fmt.target_col, index=frame.index)
         logger.info("no id column %r: the data is one series, named %r", fmt.id_col, fmt.target_col)
     else:
-        raise InputDataError(
-            f"no id column {fmt.id_col!r} in the data; found columns: {_names(columns)}. "
-            f"Expected a long table ({fmt.id_col}, {fmt.time_col}, {fmt.target_col}): {hint}"
-        )
+        raise _no_column("id", fmt.id_col, columns, expected)
     ignored = [c for c in columns if c not in (fmt.id_col, fmt.time_col, fmt.target_col)]
     if ignored:
         logger.warning("ignoring column(s) %s: only %r is forecast", _names(ignored), fmt.target_col)
@@ -225,13 +396,14 @@ def _wide_to_long(frame: pd.DataFrame, fmt: FrameFormat) -> pd.DataFrame:
     """
     columns = list(frame.columns)
     if fmt.time_col not in columns:
-        raise InputDataError(
-            f"no time column {fmt.time_col!r} in the data; found columns: {_names(columns)}. "
-            "Expected a wide table: a time column (time_col / --time-col) and one column per series"
+        expected = (
+            "Expected a wide table: a time column (name it with time_col=...) and one column per series"
         )
+        raise _no_column("time", fmt.time_col, columns, expected)
     value_columns = [c for c in columns if c != fmt.time_col]
+    _refuse_unnamed(columns, value_columns)
     if not value_columns:
-        raise InputDataError(
+        raise ColumnError(
             f"the data has only the time column {fmt.time_col!r}; a wide table needs one column per series"
         )
     parts = []
@@ -239,7 +411,7 @@ def _wide_to_long(frame: pd.DataFrame, fmt: FrameFormat) -> pd.DataFrame:
         cells = frame[column]
         present = np.flatnonzero(cells.notna().to_numpy())
         if len(present) == 0:
-            raise InputDataError(f"series {column!r} (a column of the wide table) has no values")
+            raise ValueDataError(f"series {column!r} (a column of the wide table) has no values")
         keep = slice(present[0], present[-1] + 1)
         parts.append(
             pd.DataFrame(
@@ -272,11 +444,11 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
     """Timestamps of one series: datetimes, or integer steps; unparseable ones are an error."""
     column = f"time column {fmt.time_col!r}"
     if ds.isna().any():
-        raise InputDataError(
+        raise TimestampError(
             f"series {sid!r}: empty {column} {_rows(rows[ds.isna().to_numpy()])}; every row needs a timestamp"
         )
     if pd.api.types.is_bool_dtype(ds):
-        raise InputDataError(f"{column} holds booleans; expected dates/times or integer steps")
+        raise TimestampError(f"{column} holds booleans; expected dates/times or integer steps")
     if pd.api.types.is_integer_dtype(ds):
         return pd.Index(ds.to_numpy(dtype=np.int64))
     if pd.api.types.is_float_dtype(ds):
@@ -284,47 +456,94 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
         fractional = values != np.round(values)
         if not fractional.any():
             return pd.Index(values.astype(np.int64))
-        raise InputDataError(
+        raise TimestampError(
             f"series {sid!r}: {column} holds non-integer numbers ({values[fractional][0]!r}) "
             f"{_rows(rows[fractional])}; expected dates/times or integer steps"
         )
     if pd.api.types.is_datetime64_any_dtype(ds):
         return pd.DatetimeIndex(ds)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "could not infer format": every value is checked below
-        times = pd.to_datetime(ds, errors="coerce")  # the format of the first value, for all
-        if (
-            times.isna().any()
-        ):  # ISO 8601 of several precisions ("2024-01-31", "2024-01-31 13:00"); never guessed
-            times = pd.to_datetime(ds, errors="coerce", format="ISO8601")
+    try:
+        times = _to_datetime(ds)
+        # pandas 2 (statsforecast needs pandas < 3) returns timestamps of several offsets as objects,
+        # and reads timestamps without an offset beside ones with an offset in that offset
+        with_offset = ds.astype(str).str.strip().str.contains(OFFSET_SUFFIX)
+        mixed = times.dtype == object or (with_offset.any() and not with_offset.all())
+    except ValueError as err:  # pandas 3 refuses timestamps of several UTC offsets (a DST change)
+        if "mixed timezones" not in str(err).lower():
+            raise
+        mixed = True
+    if mixed:
+        text = ds.astype(str).str.strip()
+        naive = ~text.str.contains(OFFSET_SUFFIX).to_numpy()
+        if naive.any():
+            raise TimestampError(
+                f"series {sid!r}: {column} mixes timestamps with a UTC offset and without one "
+                f"(such as {ds.to_numpy()[naive][0]!r}) {_rows(rows[naive])}; give every timestamp an "
+                "offset, or none"
+            ) from None
+        times = _to_datetime(ds, utc=True)
+        offsets = ", ".join(sorted(set(text.str.extract(f"({OFFSET_SUFFIX})", expand=False).dropna()))[:4])
+        logger.info(
+            "series %r: timestamps have several UTC offsets (%s); converted them to UTC", sid, offsets
+        )
     bad = times.isna().to_numpy()
     if bad.any():
         examples = ", ".join(repr(v) for v in ds.to_numpy()[bad][:3])
-        raise InputDataError(
+        hint = ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if pd.to_datetime(ds, errors="coerce", dayfirst=True, format="mixed").notna().all():
+                hint = (
+                    " (they read as day-first dates, such as 31/01/2024; dates are never guessed day-first: "
+                    "write them as 2024-01-31, or parse them with pandas.to_datetime(..., dayfirst=True))"
+                )
+        raise TimestampError(
             f"series {sid!r}: {column} has values that are not dates or times ({examples}) "
-            f"{_rows(rows[bad])}; expected dates/times such as 2024-01-31 or 2024-01-31 13:00, or integer steps"
+            f"{_rows(rows[bad])}{hint}; expected dates/times such as 2024-01-31 or 2024-01-31 13:00, "
+            "or integer steps"
         )
     return pd.DatetimeIndex(times)
+
+
+def _to_datetime(ds: pd.Series, utc: bool = False) -> pd.Series:
+    """Parse in the format of the first value, else as ISO 8601 of several precisions; NaT if neither."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": every value is checked by the caller
+        times = pd.to_datetime(ds, errors="coerce", utc=utc)
+        if times.isna().any():  # ISO 8601 of several precisions ("2024-01-31", "2024-01-31 13:00")
+            iso = pd.to_datetime(ds, errors="coerce", format="ISO8601", utc=utc)
+            if iso.isna().sum() <= times.isna().sum():  # else the first value's format names fewer
+                times = iso
+    return times
 
 
 def _parse_values(y: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) -> np.ndarray:
     """Values of one series as floats; text that is not a number is an error (empty cells are NaN)."""
     column = "its column" if fmt.wide else f"column {fmt.target_col!r}"
     if pd.api.types.is_bool_dtype(y):
-        raise InputDataError(f"series {sid!r}: {column} holds booleans; expected numbers")
+        raise ValueDataError(f"series {sid!r}: {column} holds booleans; expected numbers")
     numbers = pd.to_numeric(y, errors="coerce")
     bad = (numbers.isna() & y.notna()).to_numpy()
     if bad.any():
         examples = ", ".join(repr(v) for v in y.to_numpy()[bad][:3])
-        raise InputDataError(
+        raise ValueDataError(
             f"series {sid!r}: {column} has values that are not numbers ({examples}) {_rows(rows[bad])}; "
             "expected numbers (with a dot as the decimal mark)"
         )
     values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     infinite = np.isinf(values)
     if infinite.any():
-        raise InputDataError(
+        raise ValueDataError(
             f"series {sid!r}: {column} has infinite values {_rows(rows[infinite])}; expected finite numbers"
+        )
+    huge = np.abs(values) > MAX_ABS_VALUE
+    if huge.any():
+        largest = float(np.nanmax(np.abs(values)))
+        raise ValueDataError(
+            f"series {sid!r}: {column} has values as large as {largest:.3g} {_rows(rows[huge])}; "
+            f"expected magnitudes of at most {MAX_ABS_VALUE:.0e}, beyond which the mean and standard "
+            "deviation that standardise a series overflow: rescale the series (divide it by a power "
+            "of ten), or correct the values if they are errors"
         )
     return values
 
@@ -336,9 +555,14 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
         logger.info("series %r: rows were not in time order; sorted them", sid)
     times, y, rows = times[order], y[order], rows[order]
 
+    if len(times) < 2:
+        raise SeriesLengthError(
+            f"series {sid!r} has a single row {_rows(rows)}; a series needs at least two time steps "
+            "(and look-back + horizon rows to be forecast)"
+        )
     duplicated = np.asarray(times.duplicated(keep=False))
     if duplicated.any():
-        raise InputDataError(
+        raise TimestampError(
             f"series {sid!r}: duplicated timestamps (first: {times[duplicated][0]}) {_rows(rows[duplicated])}; "
             "expected one row per series and time step (aggregate the duplicates, or give each series its own id)"
         )
@@ -349,16 +573,16 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
         if grid is None:
             diffs = pd.Series(np.diff(np.asarray(times))).value_counts().index[:3]
             shown = ", ".join(_step_text(d) if isinstance(times, pd.DatetimeIndex) else str(d) for d in diffs)
-            raise InputDataError(
+            raise TimestampError(
                 f"series {sid!r}: irregular timestamps (steps of {shown}, ...): no frequency can be inferred; "
                 "expected regularly spaced timestamps (hourly, daily, monthly, ...), one row per step"
             )
         missing = grid.difference(times)
         if not interpolate:
             shown = ", ".join(str(t) for t in missing[:3])
-            raise InputDataError(
+            raise TimestampError(
                 f"series {sid!r}: {len(missing)} timestamp(s) missing from its grid of step {getattr(step, 'freqstr', step)} "
-                f"(first: {shown}); add the rows, or pass interpolate=True (--interpolate) to fill them linearly"
+                f"(first: {shown}); add the rows, or pass interpolate=True to fill them linearly"
             )
         logger.warning("series %r: filled %d missing timestamp(s) by interpolation", sid, len(missing))
         position = grid.get_indexer(times)
@@ -370,12 +594,12 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
     if nan.any():
         if not interpolate:
             where = ", ".join(str(t) for t in times[nan][:3]) + (" ..." if nan.sum() > 3 else "")
-            raise InputDataError(
+            raise ValueDataError(
                 f"series {sid!r}: {int(nan.sum())} missing value(s) at {where} {_rows(rows[nan])}; "
-                "fill them, or pass interpolate=True (--interpolate) to interpolate linearly"
+                "fill them, or pass interpolate=True to interpolate linearly"
             )
         if nan.all():
-            raise InputDataError(f"series {sid!r} has no values; nothing to interpolate from")
+            raise ValueDataError(f"series {sid!r} has no values; nothing to interpolate from")
         method = "time" if isinstance(times, pd.DatetimeIndex) else "index"
         y = pd.Series(y, index=times).interpolate(method=method, limit_direction="both").to_numpy()
         logger.warning("series %r: interpolated %d missing value(s)", sid, int(nan.sum()))
@@ -410,8 +634,9 @@ def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
     """For timestamps on a fixed step with some steps missing: (step, the full grid); else (None, None).
 
     The step is the smallest difference between neighbours; every timestamp must lie on the grid
-    it spans (calendar frequencies such as months have no fixed step and are not gap-filled), and
-    at least half of the grid must be present: more gaps than observations are not a regular series.
+    it spans; calendar frequencies without a fixed step (months, quarters, years, business days)
+    are tried next, coarsest first. At least half of the grid must be present: more gaps than
+    observations are not a regular series.
     """
     diffs = np.diff(np.asarray(times))
     if len(diffs) == 0:
@@ -422,15 +647,64 @@ def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
         if step <= pd.Timedelta(0):
             return None, None
         offsets = (times - times[0]) / step
-        if not np.all(offsets == np.round(offsets)) or offsets[-1] + 1 > 2 * len(times):
-            return None, None
-        grid = pd.date_range(times[0], times[-1], freq=step)
-        return to_offset(step), grid
+        if np.all(offsets == np.round(offsets)) and offsets[-1] + 1 <= 2 * len(times):
+            return to_offset(step), pd.date_range(times[0], times[-1], freq=step)
+        return _calendar_grid(times)
     step = int(step)
     offsets = np.asarray(times) - times[0]
     if step <= 0 or np.any(offsets % step) or offsets[-1] // step + 1 > 2 * len(times):
         return None, None
     return step, pd.Index(np.arange(times[0], times[-1] + step, step))
+
+
+CALENDAR_STEPS = ("YS", "YE", "QS", "QE", "MS", "ME", "SMS", "SME", "B")  # coarsest first
+
+
+def _calendar_grid(times: pd.DatetimeIndex) -> tuple[Any, pd.Index | None]:
+    """The coarsest calendar grid holding every timestamp with at most as many gaps as observations."""
+    for name in CALENDAR_STEPS:
+        offset = to_offset(name)
+        if not all(offset.is_on_offset(t) for t in times[:: max(len(times) // 64, 1)]):
+            continue
+        grid = pd.date_range(times[0], times[-1], freq=offset)
+        if len(grid) <= 2 * len(times) and times.isin(grid).all():
+            return offset, grid
+    return None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# how long a look-back the series allow
+
+
+def max_seq_len(
+    lengths: Sequence[int],
+    horizon: int,
+    val_size: int | None = None,
+    *,
+    n_windows: int | None = None,
+    step_size: int | None = None,
+) -> int:
+    """The longest look-back (``seq_len``) that series of these lengths allow; 0 or less: none.
+
+    Forecasting (``val_size`` None, ``n_windows`` None) needs ``seq_len`` rows in every series.
+    Training (``val_size`` given) needs ``seq_len + horizon`` rows in every series and
+    ``seq_len + horizon + val_size`` in at least one: its training windows end before the last
+    ``val_size`` steps, which are held out for validation. Cross-validation (``n_windows``) needs
+    ``seq_len + horizon + (n_windows - 1) * step_size`` rows in every series, and with ``val_size``
+    it trains on the rows before the first cutoff, which one series must have enough of.
+    """
+    if not lengths:
+        return 0
+    shortest, longest = min(lengths), max(lengths)
+    span = (
+        0 if n_windows is None else horizon + (n_windows - 1) * (horizon if step_size is None else step_size)
+    )
+    if n_windows is None and val_size is None:
+        return shortest
+    largest = shortest - (span or horizon)  # every series: the windows (or one training window)
+    if val_size is not None:
+        largest = min(largest, longest - span - val_size - horizon)  # one series trains
+    return largest
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,3 +758,21 @@ def example_frame(rows: int = 1000) -> pd.DataFrame:
             pd.DataFrame({"unique_id": name, "ds": part["date"].to_numpy(), "y": part[name].to_numpy()})
         )
     return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the automatic look-back (seq_len="auto")
+
+AUTO_SEQ_LEN_MAX = 512  # the paper's look-back for long-term forecasting: never more
+
+
+def auto_seq_len(length: int, horizon: int, val_size: int, maximum: int = AUTO_SEQ_LEN_MAX) -> int:
+    """The look-back ``seq_len="auto"`` picks for a series of ``length`` rows (the shortest one).
+
+    The rule: the longest look-back T <= ``maximum`` that leaves at least T training windows. The
+    training part has P = length - val_size rows and gives P - T - horizon + 1 windows, so
+    T = min(maximum, (P - horizon + 1) // 2). A long series gets the paper's 512; a short one a
+    look-back of about half its training part, so that it still yields as many windows as steps
+    in its look-back. The result may be below what a model allows; the caller checks it.
+    """
+    return min(maximum, (length - val_size - horizon + 1) // 2)

@@ -1,10 +1,13 @@
 """Where a run's data comes from: a benchmark by name or a user's CSV, both as :class:`Splits`.
 
 :class:`Splits` (standardised train/validation/test arrays and a seasonal period) is the dataset
-abstraction every harness works on. A user's CSV is read in one of two layouts:
-- wide: one row per time step, one numeric column per series (``time_col`` optional);
-- long: one row per (series id, time step) with ``id_col``, ``time_col`` and one target column,
-  pivoted to wide (every series must have a value at every time step).
+abstraction every harness works on. A user's file (CSV or Parquet) is read and validated by
+:mod:`timellm.data.frames`, the one reader of user data, with its rules and its errors
+(:class:`~timellm.data.errors.InputDataError`), in one of two layouts:
+- wide: one row per time step, one column per series (``time_col`` optional: without it the rows
+  are integer steps in file order);
+- long: one row per (series id, time step) with ``id_col``, ``time_col`` and one target column.
+Every series must then have a value at every time step of the others: the splits are one array.
 
 The rows are split chronologically 70/10/20 like the non-ETT benchmarks, the validation and test
 splits starting ``seq_len`` rows early, and standardised with the training rows' statistics.
@@ -19,7 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.data.benchmarks import DataError, Splits, load_splits, standardised_splits
+from timellm.data.benchmarks import Splits, load_splits, standardised_splits
+from timellm.data.errors import ColumnError, DataError, TimestampError
+from timellm.data.frames import FrameFormat, prepare_series, read_table
 
 
 @dataclass(frozen=True)
@@ -93,55 +98,55 @@ def infer_period(times: pd.Series) -> int | None:
     return None
 
 
+ROW_STEP = "__row__"  # the time column of a wide file without one: the rows' positions
+
+
 def read_csv_frame(
     path: str | Path,
     time_col: str | None = None,
     id_col: str | None = None,
     target_cols: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series | None]:
-    """The wide numeric table (rows in time order) and its time stamps (None without ``time_col``)."""
+    """The wide numeric table (rows in time order) and its time stamps (None without ``time_col``).
+
+    The file is read and every series validated by :func:`~timellm.data.frames.prepare_series`;
+    the series must share one time grid.
+    """
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"CSV file {path} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path} is not a readable CSV file: {err}") from None
+    if id_col is not None and time_col is None:
+        raise DataError("a long table (id_col=...) also needs time_col=... to align its series")
+    fmt = FrameFormat(id_col or "unique_id", time_col or ROW_STEP, wide=id_col is None)
+    frame = read_table(path, fmt)
     named = [c for c in [time_col, id_col, *(target_cols or [])] if c is not None]
     missing = [c for c in named if c not in frame.columns]
     if missing:
-        raise DataError(f"{path} has no column(s) {missing}; found {list(frame.columns)}")
-    times = None
-    if time_col is not None:
-        try:
-            frame[time_col] = pd.to_datetime(frame[time_col])
-        except (ValueError, TypeError) as err:
-            raise DataError(f"column {time_col!r} of {path} is not a time stamp: {err}") from None
+        raise ColumnError(f"{path} has no column(s) {missing}; found {list(frame.columns)}")
     if id_col is not None:
-        if time_col is None:
-            raise DataError("a long CSV (--id-col) also needs --time-col to align its series")
         values = target_cols or [c for c in frame.columns if c not in (time_col, id_col)]
         if len(values) != 1:
-            raise DataError(f"a long CSV needs exactly one target column (--target-col); found {values}")
-        if frame.duplicated([id_col, time_col]).any():
-            raise DataError(f"{path} repeats some ({id_col}, {time_col}) pairs")
-        wide = frame.pivot(index=time_col, columns=id_col, values=values[0]).sort_index()
-        gaps = wide.columns[wide.isna().any()].tolist()
-        if gaps:
-            raise DataError(
-                f"series {gaps[:5]} of {path} lack values at some time stamps; every series must cover every time step"
+            raise ColumnError(
+                f"a long table needs exactly one target column (target_cols=[...]); found {values}"
             )
-        wide.columns = [str(c) for c in wide.columns]
-        return wide.reset_index(drop=True), pd.Series(wide.index)
-    if time_col is not None:
-        frame = frame.sort_values(time_col, kind="stable").reset_index(drop=True)
-        times = frame[time_col]
-    columns = target_cols or [
-        c for c in frame.columns if c != time_col and pd.api.types.is_numeric_dtype(frame[c])
-    ]
-    if not columns:
-        raise DataError(f"{path} has no numeric column to forecast; found {list(frame.columns)}")
-    return frame[columns], times
+        fmt = FrameFormat(id_col, time_col, values[0])
+        frame = frame[[id_col, time_col, values[0]]]
+    else:
+        if time_col is None:
+            frame = frame.assign(**{ROW_STEP: np.arange(len(frame))})
+        columns = target_cols or [c for c in frame.columns if c != fmt.time_col]
+        frame = frame[[fmt.time_col, *columns]]
+    data = prepare_series(frame, fmt)
+    if id_col is not None:  # the series of a long table in the order of their ids, as a pivot gives them
+        data.series.sort(key=lambda s: str(s.id))
+    grid = data.series[0].timestamps
+    uneven = [str(s.id) for s in data if not s.timestamps.equals(grid)]
+    if uneven:
+        raise TimestampError(
+            f"series {uneven[:5]} of {path} lack values at some time stamps of series {str(data.ids[0])!r} "
+            f"(or have others); every series must cover every time step ({len(grid)} from {grid[0]} to {grid[-1]})"
+        )
+    wide = pd.DataFrame({str(s.id): s.values for s in data})
+    times = None if time_col is None else pd.Series(grid)
+    return wide, times
 
 
 def csv_splits(
@@ -156,17 +161,13 @@ def csv_splits(
 ) -> Splits:
     """Read a wide or long CSV into standardised 70/10/20 splits (see the module docstring)."""
     wide, times = read_csv_frame(path, time_col, id_col, target_cols)
-    try:
-        values = wide.to_numpy(dtype=np.float64)
-    except (ValueError, TypeError) as err:
-        raise DataError(f"the columns of {path} to forecast are not all numeric: {err}") from None
-    if not np.isfinite(values).all():
-        raise DataError(f"{path} has missing or non-numeric values in {list(wide.columns)}")
+    values = wide.to_numpy(dtype=np.float64)  # validated: finite numbers
     if period is None:
         period = infer_period(times) if times is not None else None
         if period is None:
             raise DataError(
-                f"cannot tell the seasonal period of {path} from its time stamps; pass --period (e.g. 24 for hourly rows)"
+                f"cannot tell the seasonal period of {path} from its time stamps; pass period=... "
+                "(e.g. 24 for hourly rows)"
             )
     return standardised_splits(
         values,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,3 +95,32 @@ def score_m4(forecasts: Mapping[str, np.ndarray], data_dir: str | Path) -> pd.Da
     table["series"] = table["series"].astype(int)
     table.index.name = "frequency"
     return table[["series", "SMAPE", "MASE", "OWA"]]
+
+
+def weighted_m4(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """The M4 overall scores of per-frequency results, weighted by their series counts.
+
+    Each row needs ``series``, ``smape``, ``mase``, ``naive2_smape`` and ``naive2_mase``; OWA is
+    recomputed from the weighted averages (as the competition does), not averaged.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("weighted_m4 needs at least one frequency's result")
+    names = [r.get("frequency") for r in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a frequency appears twice among {names}: average distinct frequencies")
+    series = np.array([r["series"] for r in rows], dtype=np.float64)
+    weights = series / series.sum()
+    out: dict[str, float] = {"series": int(series.sum())}
+    for key in ("smape", "mase", "naive2_smape", "naive2_mase"):
+        out[key] = float(weights @ np.array([r[key] for r in rows], dtype=np.float64))
+    out["owa"] = (
+        owa(out["smape"], out["mase"], out["naive2_smape"], out["naive2_mase"])
+        if all(math.isfinite(out[k]) for k in ("smape", "mase", "naive2_smape", "naive2_mase"))
+        else math.nan
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# zero-shot transfer

@@ -11,16 +11,16 @@ from tqdm.auto import tqdm
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.metrics import mae, mse
+from timellm.model.predict import predict
 
 
-@torch.no_grad()
 def predict_windows(
     model: nn.Module,
     array: np.ndarray,
     seq_len: int,
     pred_len: int,
     batch_size: int = 32,
-    device=None,
+    *,
     autocast=None,
     desc: str = "test",
     max_windows: int | None = None,
@@ -37,25 +37,18 @@ def predict_windows(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
-        device = accelerator.device
-    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
     pasts, preds, trues = [], [], []
     # disable=None: no bar when not writing to a terminal (CI logs, tests)
     for past, future in tqdm(loader, desc=desc, leave=False, disable=None):
-        if autocast is not None:
-            with autocast():
-                pred = model(past.to(device))
-        else:
-            pred = model(past.to(device))
+        pred = predict(model, past, batch_size=len(past), autocast=autocast)
         if accelerator is not None:
-            past, pred, future = accelerator.gather_for_metrics((past, pred, future))
-            past, future = past.cpu(), future.cpu()
+            past, pred, future = accelerator.gather_for_metrics(
+                (past.to(accelerator.device), pred.to(accelerator.device), future.to(accelerator.device))
+            )
+            past, pred, future = past.cpu(), pred.cpu(), future.cpu()
         pasts.append(past.numpy())
-        preds.append(pred.float().cpu().numpy())
+        preds.append(pred.numpy())
         trues.append(future.numpy())
-    model.train(was_training)
     if not preds:
         raise ValueError(
             f"no complete window of seq_len {seq_len} + pred_len {pred_len} in {len(array)} rows"
@@ -81,15 +74,33 @@ def evaluate(
     pred_len: int,
     period: int,
     batch_size: int = 32,
-    device=None,
+    *,
     autocast=None,
-) -> dict:
-    """Metrics of ``model`` on every window of ``array`` with the naive references beside them."""
-    past, pred, true = predict_windows(model, array, seq_len, pred_len, batch_size, device, autocast)
-    return {
+    max_windows: int | None = None,
+    accelerator=None,
+) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """MSE/MAE of ``model`` on every window of ``array`` (or ``max_windows`` evenly spaced ones),
+    with the last-value and seasonal-naive references on the same windows beside them.
+
+    Returns the metrics and the (past, pred, true) arrays they came from. With an ``accelerator``
+    of several processes the windows are shared out and gathered back, each counted once.
+    """
+    past, pred, true = predict_windows(
+        model,
+        array,
+        seq_len,
+        pred_len,
+        batch_size,
+        autocast=autocast,
+        max_windows=max_windows,
+        accelerator=accelerator,
+    )
+    metrics = {
         "mse": mse(pred, true),
         "mae": mae(pred, true),
-        "windows": int(pred.shape[0]),
+        "test_windows": int(pred.shape[0]),
+        "test_windows_total": int(array.shape[0] - seq_len - pred_len + 1),
         "channels": int(pred.shape[2]),
         "baselines": naive_references(past, true, period),
     }
+    return metrics, (past, pred, true)

@@ -12,7 +12,6 @@ overrides, a baseline a factory of a module with the same ``forward(past_values 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 from timellm.backbones.loading import Backbone, load_backbone
@@ -37,8 +34,10 @@ from timellm.data.windows import WindowDataset
 from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
+from timellm.evaluation.statistical import forecast_windows
+from timellm.experiments.folders import RunFolder
 from timellm.experiments.presets import Preset
-from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to
+from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig, fit, seed_everything
@@ -117,6 +116,44 @@ VARIANTS: dict[str, Variant] = {
     ]
 }
 
+
+def _statistical(model: str) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """A statsforecast model as a reference: fitted on each window's look-back, channel by channel."""
+
+    def forecast(past: torch.Tensor, pred_len: int, period: int) -> torch.Tensor:
+        w, t, n = past.shape
+        histories = list(past.permute(0, 2, 1).reshape(w * n, t).double().numpy())  # (W*N) x (T,)
+        labels = [f"test window {i // n}, channel {i % n}" for i in range(w * n)]
+        result = forecast_windows(histories, pred_len, [period] * (w * n), (model,), labels=labels)[model]
+        return torch.as_tensor(result.mean).reshape(w, n, pred_len).permute(0, 2, 1)  # (W, H, N)
+
+    return forecast
+
+
+# statsforecast's models on the same test windows (each fitted on the window's look-back only, as
+# every variant sees it): on request only (--variants autoets,...), since one fit per window and
+# channel takes from a tenth of a second (AutoTheta) to minutes (AutoARIMA at a daily season of hours)
+STATISTICAL_VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant(
+            "autoets", "AutoETS", "statsforecast AutoETS on each look-back", naive=_statistical("AutoETS")
+        ),
+        Variant(
+            "autotheta",
+            "AutoTheta",
+            "statsforecast AutoTheta on each look-back",
+            naive=_statistical("AutoTheta"),
+        ),
+        Variant(
+            "autoarima",
+            "AutoARIMA",
+            "statsforecast AutoARIMA on each look-back",
+            naive=_statistical("AutoARIMA"),
+        ),
+    ]
+}
+
 # Named training budgets: TrainConfig overrides on top of the preset's settings. "WxE" (e.g.
 # 1500x2) means W training series-windows per epoch for E epochs. Test windows are not a budget:
 # the test split is evaluated whole unless the preset's run setting max_test_windows says otherwise.
@@ -142,17 +179,22 @@ def resolve_budget(train: TrainConfig, budget: str | None) -> TrainConfig:
 
 
 def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
-    """Variants by name (a list or a comma-separated string), in the table's order; None: all."""
+    """Variants by name (a list or a comma-separated string), in the table's order.
+
+    None: every variant of :data:`VARIANTS`; the statistical ones (:data:`STATISTICAL_VARIANTS`)
+    run when named.
+    """
     if names is None:
         return list(VARIANTS.values())
     if isinstance(names, str):
         names = names.split(",")
+    known = {**VARIANTS, **STATISTICAL_VARIANTS}
     wanted = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in wanted if n not in VARIANTS]
+    unknown = [n for n in wanted if n not in known]
     if unknown or not wanted:
         found = f"unknown variant(s) {unknown}" if unknown else "no variant named"
-        raise ValueError(f"{found}; known: {', '.join(VARIANTS)}")
-    return [v for v in VARIANTS.values() if v.name in wanted]
+        raise ValueError(f"{found}; known: {', '.join(known)}")
+    return [v for v in known.values() if v.name in wanted]
 
 
 @dataclass
@@ -239,19 +281,15 @@ def _run_variant(variant: Variant, ctx: _Context) -> dict[str, Any]:
         mae=mae(pred, true),
         test_windows=int(pred.shape[0]),
     )
-    folder = ctx.out_dir / variant.name
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result.history).to_csv(folder / "history.csv", index=False)
+    folder = RunFolder(ctx.out_dir / variant.name)
     if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
-        model.save_pretrained(folder / ADAPTER_DIR)
-        record = {**ctx.record, "variant": variant.name, "model": model.config.to_dict()}
-        (folder / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    (folder / METRICS).write_text(json.dumps(_jsonable(row), indent=2) + "\n")
+        folder.create({**ctx.record, "variant": variant.name, "model": model.config.to_dict()})
+        model.save_pretrained(folder.adapter_dir)
+    else:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_history(result.history)
+    row["commit"] = folder.write_metrics(row)["commit"]
     return row
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
 
 
 COLUMNS = [
@@ -271,6 +309,7 @@ COLUMNS = [
     "steps",
     "best_val_loss",
     "test_windows",
+    "commit",
 ]
 
 
@@ -283,25 +322,41 @@ def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table.reindex(columns=COLUMNS)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+ABLATION_HEADERS = {
+    "label": "variant",
+    "mse": "MSE",
+    "mae": "MAE",
+    "mse_vs_full_pct": "ΔMSE vs Time-LLM",
+    "mae_vs_full_pct": "ΔMAE vs Time-LLM",
+    "trainable_params": "trainable params",
+    "train_seconds": "train s",
+    "infer_seconds": "infer s",
+}
+
+
+def _ablation_cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if column.endswith("_pct"):
+        return f"{value:+.1f}%"
+    if column == "trainable_params":
+        return f"{int(value):,}"
+    if column == "train_seconds":
+        return f"{value:.1f}"
+    if column == "infer_seconds":
+        return f"{value:.2f}"
+    return plain_cell(value, column)
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
     """The table as GitHub Markdown: one row per variant, the difference to full Time-LLM in %."""
-
-    def pct(value: float) -> str:
-        return "" if not math.isfinite(value) else f"{value:+.1f}%"
-
-    def count(value: float) -> str:
-        return "" if pd.isna(value) else f"{int(value):,}"
-
-    lines = [
-        "| variant | MSE | MAE | ΔMSE vs Time-LLM | ΔMAE vs Time-LLM | trainable params | train s | infer s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in table.itertuples(index=False):
-        lines.append(
-            f"| {r.label} | {r.mse:.4f} | {r.mae:.4f} | {pct(r.mse_vs_full_pct)} | {pct(r.mae_vs_full_pct)} "
-            f"| {count(r.trainable_params)} | {r.train_seconds:.1f} | {r.infer_seconds:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        table,
+        list(ABLATION_HEADERS),
+        headers=ABLATION_HEADERS,
+        cell=_ablation_cell,
+        right=[c for c in ABLATION_HEADERS if c != "label"],
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -342,7 +397,7 @@ def run_ablation(
         model_config = model_config.replace(dataset=None)  # a user's data: not the benchmark's text
     splits = source.load(model_config.seq_len, model_config.pred_len, data_dir)  # fail before writing
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
     total_test = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
     record = {
@@ -360,10 +415,10 @@ def run_ablation(
         "test_windows_total": total_test,
         "environment": environment(),
     }
-    (out_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    folder.create(record)
     ctx = _Context(splits, model_config, train, max_test, out_dir, record)
     rows: list[dict[str, Any]] = []
-    with log_to(out_dir / "ablation.log"):
+    with folder.log("ablation.log"):
         logger.info(
             "ablation of %s on %s: %d variants, budget %s (%s series-windows x %d epochs), %d of %d test windows",
             preset.name,
@@ -388,5 +443,5 @@ def run_ablation(
             rows.append(row)
             table = _table(rows)
             table.to_csv(out_dir / TABLE_CSV, index=False)
-            (out_dir / TABLE_MD).write_text(markdown_table(table) + "\n")
+            (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
     return table

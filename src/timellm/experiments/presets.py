@@ -30,21 +30,39 @@ class Preset:
 
     def with_overrides(self, overrides: dict[str, Any]) -> Preset:
         """Apply ``{"llm_layers": 4, "train.epochs": 2, ...}``; a bare key is looked up in model, train, run."""
-        model, train, run = {}, {}, dict(self.run)
-        model_keys = {f.name for f in fields(TimeLLMConfig)}
-        train_keys = {f.name for f in fields(TrainConfig)}
-        for key, value in overrides.items():
-            section, _, name = key.rpartition(".")
-            if section in ("", "model") and name in model_keys:
-                model[name] = value
-            elif section in ("", "train") and name in train_keys:
-                train[name] = value
-            elif section in ("", "run") and name in RUN_FIELDS:
-                run[name] = value
-            else:
-                known = sorted(model_keys | train_keys | set(RUN_FIELDS))
-                raise PresetError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
-        return Preset(self.name, self.dataset, self.model.replace(**model), self.train.replace(**train), run)
+        model, train, run = split_settings(overrides)
+        return Preset(
+            self.name,
+            self.dataset,
+            self.model.replace(**model),
+            self.train.replace(**train),
+            {**self.run, **run},
+        )
+
+
+def split_settings(overrides: dict[str, Any], sections: tuple[str, ...] = ("model", "train", "run")):
+    """``{"llm_layers": 4, "train.epochs": 2}`` -> (model, train, run) settings; unknown keys are an error.
+
+    A bare key is looked up in the model's, then the training's, then the run's settings; a dotted
+    key names its section. ``sections`` limits where a key may go.
+    """
+    known = {
+        "model": {f.name for f in fields(TimeLLMConfig)},
+        "train": {f.name for f in fields(TrainConfig)},
+        "run": set(RUN_FIELDS),
+    }
+    out: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "run": {}}
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        target = next(
+            (s for s in sections if section in ("", s) and name in known[s]),
+            None,
+        )
+        if target is None:
+            names = sorted(set().union(*(known[s] for s in sections)))
+            raise PresetError(f"unknown setting {key!r}; known settings: {', '.join(names)}")
+        out[target][name] = value
+    return out["model"], out["train"], out["run"]
 
 
 def _merge(base: dict, extra: dict | None) -> dict:
@@ -76,9 +94,9 @@ def all_presets() -> dict[str, Preset]:
                 name = f"{dataset}-{horizon}"
                 presets[name] = _build(name, dataset, settings)
                 for variant, extra in data.get("variants", {}).items():
-                    presets[f"{name}-{variant}"] = _build(
-                        f"{name}-{variant}", dataset, _merge(settings, extra)
-                    )
+                    # a dataset may tune a variant: "variants: {cpu: {train: {...}}}" under it
+                    tuned = _merge(_merge(settings, extra), spec.get("variants", {}).get(variant))
+                    presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", dataset, tuned)
     return presets
 
 

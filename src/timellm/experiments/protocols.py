@@ -11,18 +11,13 @@ report`` (:mod:`timellm.experiments.report`) gathers them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -35,12 +30,14 @@ from timellm.data.m4 import (
     load_naive2,
     m4_file,
 )
-from timellm.evaluation.baselines import last_value_forecast, seasonal_naive_forecast
+from timellm.evaluation.baselines import DLinear, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.m4 import score_m4
-from timellm.evaluation.metrics import owa
+from timellm.experiments.folders import RunFolder
 from timellm.experiments.presets import Preset, get_preset
-from timellm.experiments.runs import ADAPTER_DIR, METRICS, RUN_CONFIG, log_to, train_and_test
+from timellm.experiments.runs import train_and_test
+from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
+from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
 from timellm.training.loop import fit, seed_everything
 
@@ -75,18 +72,6 @@ def check_m4_files(frequency: str, data_dir: str | Path | None) -> Path:
 
 
 @torch.no_grad()
-def forecast_series(model: nn.Module, inputs: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Forecasts of univariate inputs in batches: (n, seq_len, 1) -> (n, horizon, 1), float32."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outputs = [
-        model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(outputs)
-
-
 def _scores(table: pd.DataFrame, name: str) -> dict[str, float]:
     row = table.loc[name]
     return {"smape": float(row.SMAPE), "mase": float(row.MASE), "owa": float(row.OWA)}
@@ -104,6 +89,27 @@ def m4_references(data: M4Data, inputs: torch.Tensor, data_dir: Path) -> dict[st
     return {name: _scores(score_m4({f.name: pred}, data_dir), f.name) for name, pred in forecasts.items()}
 
 
+M4_REFERENCES = ("dlinear",)
+
+
+def _m4_model(config: TimeLLMConfig, reference: str | None) -> nn.Module:
+    if reference is None:
+        return TimeLLM(config)
+    if reference == "dlinear":
+        # the series' moving average window cannot be longer than the look-back
+        return DLinear(
+            config.seq_len, config.pred_len, kernel_size=min(25, config.seq_len - 1) | 1, revin=True
+        )
+    raise ValueError(f"reference must be one of {', '.join(M4_REFERENCES)} or None, found {reference!r}")
+
+
+def _variant(config: TimeLLMConfig, reference: str | None) -> str:
+    """What trained: time-llm, w/o LLM (llm=none), another LLM setting, or a reference model."""
+    if reference is not None:
+        return reference
+    return "time-llm" if config.llm == "pretrained" else f"llm={config.llm}"
+
+
 def run_m4(
     preset: Preset,
     frequency: str,
@@ -111,8 +117,12 @@ def run_m4(
     *,
     data_dir: str | Path | None = None,
     command: str | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Train ``preset`` on one M4 frequency, forecast every series, score it, write the run folder.
+
+    ``reference="dlinear"`` trains DLinear (with instance normalisation, as M4's scales need) in
+    the same pipeline, on the same windows, budget and loss, instead of Time-LLM: a reference row.
 
     Training windows come from the training series without their last horizon, which is the
     validation target of model selection (early stopping); the forecast is made from the last
@@ -133,7 +143,7 @@ def run_m4(
     seq_len = model_config.seq_len
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     record = {
         "protocol": "m4",
         "preset": preset.name,
@@ -146,11 +156,11 @@ def run_m4(
         "train": train_config.to_dict(),
         "run": preset.run,
     }
-    (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    with log_to(run_dir / "train.log"):
+    folder.create(record)
+    with folder.log():
         logger.info("run %s: %s", run_dir, command or preset.name)
         seed_everything(train_config.seed)
-        model = TimeLLM(model_config)
+        model = _m4_model(model_config, reference)
         train_set = data.training_windows(seq_len, holdout=True)
         val_set = TensorDataset(*data.validation_set(seq_len))
         logger.info(
@@ -161,12 +171,13 @@ def run_m4(
             f.horizon,
         )
         result = fit(model, train_set, val_set, train_config)
-        pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
-        model.save_pretrained(run_dir / ADAPTER_DIR)
+        folder.write_history(result.history)
+        if isinstance(model, TimeLLM):
+            model.save_pretrained(folder.adapter_dir)
 
         started = time.perf_counter()
         inputs = data.forecast_inputs(seq_len)  # (n, seq_len, 1)
-        pred = forecast_series(model, inputs, train_config.eval_batch_size)  # (n, horizon, 1)
+        pred = predict(model, inputs, batch_size=train_config.eval_batch_size)  # (n, horizon, 1)
         forecast_seconds = time.perf_counter() - started
         columns = [f"V{i + 1}" for i in range(f.horizon)]
         frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)
@@ -197,11 +208,12 @@ def run_m4(
             "train_windows": len(train_set),
             "train_seconds": round(result.train_seconds, 1),
             "test_seconds": round(forecast_seconds, 1),
-            "trainable_params": model.num_parameters(True),
-            "total_params": model.num_parameters(),
+            "variant": _variant(model_config, reference),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
             "command": command,
         }
-        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics = folder.write_metrics(metrics)
         assert data.test is not None
         plot_forecasts(
             inputs.numpy(),
@@ -222,35 +234,6 @@ def run_m4(
             metrics["naive2_mase"],
         )
     return metrics
-
-
-def weighted_m4(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """The M4 overall scores of per-frequency results, weighted by their series counts.
-
-    Each row needs ``series``, ``smape``, ``mase``, ``naive2_smape`` and ``naive2_mase``; OWA is
-    recomputed from the weighted averages (as the competition does), not averaged.
-    """
-    rows = list(rows)
-    if not rows:
-        raise ValueError("weighted_m4 needs at least one frequency's result")
-    names = [r.get("frequency") for r in rows]
-    if len(set(names)) != len(names):
-        raise ValueError(f"a frequency appears twice among {names}: average distinct frequencies")
-    series = np.array([r["series"] for r in rows], dtype=np.float64)
-    weights = series / series.sum()
-    out: dict[str, float] = {"series": int(series.sum())}
-    for key in ("smape", "mase", "naive2_smape", "naive2_mase"):
-        out[key] = float(weights @ np.array([r[key] for r in rows], dtype=np.float64))
-    out["owa"] = (
-        owa(out["smape"], out["mase"], out["naive2_smape"], out["naive2_mase"])
-        if all(math.isfinite(out[k]) for k in ("smape", "mase", "naive2_smape", "naive2_mase"))
-        else math.nan
-    )
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# zero-shot transfer
 
 
 def transfer_preset(source: str, pred_len: int, variant: str | None = TRANSFER_VARIANT) -> Preset:

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import yaml
 
-from timellm.experiments.runs import METRICS, RUN_CONFIG
+from timellm.evaluation.m4 import weighted_m4
+from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
+from timellm.experiments.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +118,10 @@ def collect_runs(root: str | Path) -> list[Run]:
     runs = []
     for config in sorted(root.rglob(RUN_CONFIG)):
         folder = config.parent
-        if not (folder / METRICS).is_file():
+        record, metrics = read_run_files(folder)
+        if metrics is None:
             logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
             continue
-        try:
-            record = yaml.safe_load(config.read_text()) or {}
-            metrics = json.loads((folder / METRICS).read_text())
-        except (yaml.YAMLError, json.JSONDecodeError) as err:
-            raise ValueError(f"{folder} is not a readable run folder: {err}") from None
         runs.append(Run(folder, record, metrics))
     return runs
 
@@ -155,7 +153,47 @@ def _provenance(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, An
         "steps": metrics.get("steps"),
         "train_seconds": metrics.get("train_seconds"),
         "command": metrics.get("command") or record.get("command"),
+        "commit": metrics.get("commit"),
     }
+
+
+def _same_but_seed(record: dict[str, Any]) -> str:
+    """What makes runs repeats of one experiment: every recorded setting except the seed."""
+    settings = {k: v for k, v in record.items() if k not in ("command", "train")}
+    settings["train"] = {k: v for k, v in (record.get("train") or {}).items() if k != "seed"}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs that differ only in their seed become one row: the mean of mse/mae and their spread.
+
+    ``mse_std``/``mae_std`` are sample standard deviations (ddof 1) over the seeds; ``seeds`` lists
+    them. A single run keeps its row (no spread columns filled).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["_same_but_seed"], []).append(row)
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        merged = dict(group[0])
+        for metric in ("mse", "mae"):
+            values = np.array([g[metric] for g in group], dtype=np.float64)
+            merged[metric] = float(values.mean())
+            merged[f"{metric}_std"] = float(values.std(ddof=1))
+        for metric in ("mse", "mae"):
+            paper = merged.get(f"paper_{metric}")
+            merged[f"rel_{metric}"] = relative(merged[metric], paper)
+        merged["seeds"] = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"] or 0))
+        merged["run"] = " + ".join(g["run"] for g in group)
+        seconds = [g["train_seconds"] for g in group if g.get("train_seconds") is not None]
+        merged["train_seconds"] = float(np.mean(seconds)) if seconds else None
+        merged["commit"] = ",".join(sorted({str(g.get("commit")) for g in group}))
+        merged["command"] = group[0]["command"]
+        out.append(merged)
+    return out
 
 
 def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
@@ -199,6 +237,8 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "test_windows": m.get("test_windows"),
         "test_windows_total": m.get("test_windows_total"),
         **_provenance(r, m),
+        "seed": r.get("train", {}).get("seed"),
+        "_same_but_seed": _same_but_seed(r),
     }
 
 
@@ -232,10 +272,30 @@ def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rel_mse": relative(mse, paper[0] if paper else None),
                 "rel_mae": relative(mae, paper[1] if paper else None),
                 "paper_note": f"paper: {dataset} average over 4 horizons" if paper else NOT_IN_SPEC,
+                **{
+                    f"paper_{name}_avg_{metric}": table.get(dataset, (None, None))[i]
+                    for name, table in PAPER_BASELINES_AVERAGE.items()
+                    for i, metric in enumerate(("mse", "mae"))
+                },
+                **{
+                    f"{ref}_{metric}": float(group[f"{ref}_{metric}"].mean())
+                    for ref in ("last_value", "seasonal_naive")
+                    for metric in ("mse", "mae")
+                },
                 "budget": budget,
+                "seeds": _common_seeds(group),
+                "commit": ",".join(sorted({str(c) for c in group["commit"]})),
             }
         )
     return out
+
+
+def _common_seeds(group: pd.DataFrame) -> str | None:
+    """The seeds every horizon of an average ran with, when they are the same for all."""
+    seeds = set(group["seeds"].dropna()) if "seeds" in group else set()
+    if len(seeds) == 1 and group["seeds"].notna().all():
+        return seeds.pop()
+    return None
 
 
 def _m4_row(run: Run, root: Path) -> dict[str, Any]:
@@ -246,6 +306,7 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
     return {
         "run": _name(run, root),
         "frequency": m.get("frequency", r.get("frequency")),
+        "variant": m.get("variant", "time-llm"),
         "series": m.get("series"),
         "backbone": m.get("backbone", r.get("model", {}).get("backbone")),
         "llm_layers": m.get("llm_layers"),
@@ -270,12 +331,12 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
 
 def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The series-weighted overall row of each backbone and budget, over the frequencies present."""
-    from timellm.experiments.protocols import weighted_m4
-
     out = []
     frame = pd.DataFrame(rows)
-    for (backbone, layers, budget), group in frame.groupby(
-        ["backbone", "llm_layers", "budget"], dropna=False
+    if "variant" not in frame:
+        frame["variant"] = "time-llm"
+    for (variant, backbone, layers, budget), group in frame.groupby(
+        ["variant", "backbone", "llm_layers", "budget"], dropna=False, sort=False
     ):
         group = group.drop_duplicates("frequency", keep="last")
         records = group.to_dict("records")
@@ -296,6 +357,7 @@ def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "run": "(weighted average)",
                 "frequency": f"Average ({frequencies})",
+                "variant": variant,
                 "series": total["series"],
                 "backbone": backbone,
                 "llm_layers": layers,
@@ -336,6 +398,8 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
     for protocol, items in rows.items():
         if not items:
             continue
+        if protocol != "m4":
+            items = [{k: v for k, v in r.items() if k != "_same_but_seed"} for r in _merge_seeds(items)]
         if protocol != "m4":  # datasets in name order, horizons in numeric order
             items = sorted(
                 items,
@@ -351,6 +415,10 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
         elif protocol == "m4":
             items = items + _m4_averages(items)
         table = pd.DataFrame(items)
+        if protocol != "m4":
+            for column in ("seeds", "mse_std", "mae_std"):
+                if column not in table:
+                    table[column] = None
         for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
             if (
                 column in table
@@ -376,14 +444,17 @@ def _cell(value: Any, column: str) -> str:
         return f"{value:.3f}" if column.endswith("smape") else f"{value:.4f}"
     if column == "command":
         return f"`{value}`"
+    if column == "commit":
+        return ",".join(c[:8] + ("-dirty" if c.endswith("-dirty") else "") for c in str(value).split(","))
     return str(value).replace("|", "\\|")
 
 
 MARKDOWN_COLUMNS = {
     "long_term": [
-        "dataset", "pred_len", "backbone", "llm_layers", "mse", "mae", "paper_mse", "paper_mae",
-        "rel_mse", "rel_mae", "paper_patchtst_avg_mse", "paper_dlinear_avg_mse", "seasonal_naive_mse",
-        "seasonal_naive_mae", "budget", "train_seconds",
+        "dataset", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std", "seeds",
+        "paper_mse", "paper_mae", "rel_mse", "rel_mae", "paper_patchtst_avg_mse", "paper_dlinear_avg_mse",
+        "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
+        "train_seconds", "commit",
     ],
     "few_shot": [
         "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mae", "paper_mse",
@@ -394,7 +465,7 @@ MARKDOWN_COLUMNS = {
         "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
     ],
     "m4": [
-        "frequency", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
+        "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
         "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
         "paper_owa", "rel_smape", "rel_mase", "rel_owa",
         "budget", "train_seconds",
@@ -402,17 +473,9 @@ MARKDOWN_COLUMNS = {
 }  # fmt: skip
 
 
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
-    columns = [c for c in columns if c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for record in frame.to_dict("records"):
-        lines.append("| " + " | ".join(_cell(record.get(c), c) for c in columns) + " |")
-    return "\n".join(lines)
-
-
 def render_markdown(protocol: str, table: pd.DataFrame) -> str:
     """The Markdown section of one protocol: the table, the commands and the notes."""
-    parts = [f"## {TITLES[protocol]}", "", markdown_table(table, MARKDOWN_COLUMNS[protocol]), ""]
+    parts = [f"## {TITLES[protocol]}", "", markdown_table(table, MARKDOWN_COLUMNS[protocol], cell=_cell), ""]
     if protocol in ("long_term", "few_shot", "zero_shot"):
         parts.append(
             "MSE/MAE on the standardised scale over every test window and channel; the naive columns "

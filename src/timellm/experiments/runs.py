@@ -8,23 +8,21 @@ Under several processes (``accelerate launch``) only the main process writes.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
-from timellm.evaluation.metrics import mae, mse
-from timellm.evaluation.scoring import naive_references, predict_windows
+from timellm.evaluation.scoring import evaluate
+from timellm.experiments.folders import ADAPTER_DIR, CHECKPOINT_DIR, METRICS, RUN_CONFIG, RunFolder
 from timellm.experiments.presets import Preset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
@@ -34,54 +32,20 @@ from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precis
 
 logger = logging.getLogger(__name__)
 
-RUN_CONFIG = "config.yaml"
-METRICS = "metrics.json"
-ADAPTER_DIR = "adapter"
-CHECKPOINT_DIR = "checkpoint"
 
-
-@contextlib.contextmanager
-def log_to(path: Path) -> Iterator[None]:
-    """Also write the package's log records to ``path`` while the block runs."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("timellm")
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def score_test_split(
-    model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None
-) -> tuple[dict, tuple]:
-    """MSE/MAE on the test split (every window unless ``limit``), naive references beside them.
-
-    With an ``accelerator`` the forecasts run under its autocast (the run's precision); with
-    several processes the windows are shared out and gathered back, each counted once.
-    """
-    past, pred, true = predict_windows(
+def score_splits(model, splits: Splits, batch_size: int, limit: int | None = None, accelerator=None):
+    """:func:`~timellm.evaluation.scoring.evaluate` on the test split of a benchmark's ``splits``."""
+    return evaluate(
         model,
         splits.test,
         splits.seq_len,
         splits.pred_len,
+        splits.period,
         batch_size,
         autocast=accelerator.autocast if accelerator is not None else None,
         max_windows=limit,
         accelerator=accelerator,
     )
-    total = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
-    metrics = {
-        "mse": mse(pred, true),
-        "mae": mae(pred, true),
-        "test_windows": int(pred.shape[0]),
-        "test_windows_total": int(total),
-        "channels": int(pred.shape[2]),
-        "baselines": naive_references(past, true, splits.period),
-    }
-    return metrics, (past, pred, true)
 
 
 def train_and_test(
@@ -115,6 +79,7 @@ def train_and_test(
         )
     accelerator = make_accelerator(train_config)
     main = accelerator.is_main_process
+    folder = RunFolder(run_dir, main)
     record = {
         "preset": preset.name,
         "dataset": preset.dataset,
@@ -126,10 +91,9 @@ def train_and_test(
         "run": preset.run,
         "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
     }
-    if main and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
-    with log_to(run_dir / "train.log") if main else contextlib.nullcontext():
+    if not resume:
+        folder.create(record)
+    with folder.log():
         logger.info("run %s: %s (allocator: %s)", run_dir, command or preset.name, allocator_setting())
         if accelerator.num_processes > 1:
             logger.info(
@@ -156,12 +120,12 @@ def train_and_test(
         result = fit(
             model, train_set, val_set, train_config, accelerator, checkpoint_dir=checkpoint_dir, resume=resume
         )
+        folder.write_history(result.history)
         if main:
-            pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
-            model.save_pretrained(run_dir / ADAPTER_DIR)
+            model.save_pretrained(folder.adapter_dir)
 
         started = time.perf_counter()
-        metrics, (past, pred, true) = score_test_split(
+        metrics, (past, pred, true) = score_splits(
             model,
             test_splits,
             train_config.eval_batch_size,
@@ -172,7 +136,6 @@ def train_and_test(
             {
                 "dataset": preset.dataset,
                 "test_dataset": test_splits.name,
-                "malloc": allocator_setting(),
                 "pred_len": model_config.pred_len,
                 "backbone": model_config.backbone,
                 "llm_layers": model_config.llm_layers,
@@ -191,9 +154,9 @@ def train_and_test(
                 "command": command,
             }
         )
+        metrics = folder.write_metrics(metrics)
         if not main:
             return metrics
-        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         plot_forecasts(
             past,
             pred,
@@ -208,6 +171,51 @@ def train_and_test(
     for suffix in ("", ".previous", ".partial"):
         shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
     return metrics
+
+
+SEEDS_TABLE = "seeds.csv"
+
+
+def train_seeds(
+    preset: Preset,
+    run_dir: str | Path,
+    seeds: list[int],
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`train_and_test` once per seed (into ``run_dir/seed-<seed>``): repeats of one experiment.
+
+    Returns (and writes to ``run_dir/seeds.csv``) one row per seed with test MSE/MAE and the naive
+    references, then a ``mean`` and a ``std`` row (sample standard deviation, ddof 1).
+    """
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    run_dir = Path(run_dir)
+    rows = []
+    for seed in seeds:
+        metrics = train_and_test(preset.with_overrides({"seed": seed}), run_dir / f"seed-{seed}", **kwargs)
+        rows.append(
+            {
+                "seed": str(seed),
+                "mse": metrics["mse"],
+                "mae": metrics["mae"],
+                **{
+                    f"{name}_{metric}": values[metric]
+                    for name, values in metrics["baselines"].items()
+                    for metric in ("mse", "mae")
+                },
+            }
+        )
+    table = pd.DataFrame(rows)
+    numbers = table.drop(columns="seed")
+    spread = numbers.std(ddof=1) if len(rows) > 1 else numbers.iloc[0] * float("nan")
+    table = pd.concat(
+        [table, pd.DataFrame([{"seed": "mean", **numbers.mean()}, {"seed": "std", **spread}])],
+        ignore_index=True,
+    )
+    if PartialState().is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(run_dir / SEEDS_TABLE, index=False)
+    return table
 
 
 def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -314,6 +322,6 @@ def evaluate_run(
     limit = None if full else record.get("run", {}).get("max_test_windows")
     # the precision the run was tested in (what its auto resolved to there), not this machine's auto
     accelerator = make_accelerator(train.replace(precision=record.get("precision", train.precision)))
-    metrics, _ = score_test_split(model, splits, train.eval_batch_size, limit, accelerator=accelerator)
+    metrics, _ = score_splits(model, splits, train.eval_batch_size, limit, accelerator=accelerator)
     metrics["precision"] = run_precision(accelerator)
     return metrics

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ def run_one(spec: RunSpec) -> dict:
     """Measure one configuration in this process; return a result row."""
     from timellm._malloc import allocator_setting
     from timellm.model.layers import revin_normalize
+    from timellm.model.predict import predict
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -245,9 +247,7 @@ def run_one(spec: RunSpec) -> dict:
 
     def infer_step(i: int) -> None:
         x, _ = batch(i)
-        model.eval()
-        with torch.no_grad():
-            model(x)
+        predict(model, x, batch_size=spec.batch)  # what evaluation and forecasting run
 
     step = train_step if spec.mode == "train" else infer_step
     times, cpu_times = [], []
@@ -587,19 +587,8 @@ def speed_benchmark(
     return frame
 
 
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str], digits: int = 2) -> str:
-    """A GitHub Markdown table of ``columns`` (pandas' to_markdown needs the tabulate package)."""
-
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame[list(columns)].itertuples(index=False)
-    ]
-    return "\n".join(lines)
+def _table(frame: pd.DataFrame, columns: Sequence[str], digits: int = 2) -> str:
+    return markdown_table(frame, columns, cell=lambda value, column: plain_cell(value, column, digits))
 
 
 def report(frame: pd.DataFrame) -> str:
@@ -627,7 +616,7 @@ def report(frame: pd.DataFrame) -> str:
         "gflop_per_s",
         "fraction_of_peak",
     ]
-    text = markdown_table(shown, columns)
+    text = _table(shown, columns)
     peak = frame.attrs.get("matmul_peak")
     if peak:
         measured = [d for d in DTYPES if d in peak]
@@ -641,7 +630,7 @@ def report(frame: pd.DataFrame) -> str:
     if parts is not None and len(parts):
         cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
         cols += ["prompt_pct", "llm_pct", "mapping_pct", "adam_pct", "rest_pct"]
-        text += "\n\nwhere a training step's time goes (%):\n\n" + markdown_table(parts, cols, digits=3)
+        text += "\n\nwhere a training step's time goes (%):\n\n" + _table(parts, cols, digits=3)
     ladder = frame.attrs.get("ladder")
     if ladder is not None and len(ladder):
         cols = [
@@ -653,9 +642,7 @@ def report(frame: pd.DataFrame) -> str:
             "speedup_vs_released",
             "peak_rss_mb",
         ]
-        text += "\n\neach speed-up in turn, from the released configuration:\n\n" + markdown_table(
-            ladder, cols
-        )
+        text += "\n\neach speed-up in turn, from the released configuration:\n\n" + _table(ladder, cols)
     return text
 
 

@@ -114,7 +114,8 @@ class TimeLLM(nn.Module):
         d_llm = backbone.hidden_size
         if c.d_ff > d_llm:
             raise ValueError(
-                f"d_ff ({c.d_ff}) must not exceed the backbone's hidden size ({d_llm}, read from {backbone.name!r})"
+                f"d_ff ({c.d_ff}) must not exceed the backbone's hidden size ({d_llm}, read from {backbone.name!r}); "
+                f"use d_ff={d_llm} or less"
             )
         self.prototypes = TextPrototypes(backbone.vocab_size, c.num_prototypes)
         self.reprogramming = Reprogramming(c.d_model, c.n_heads, c.head_dim, d_llm, c.attention_dropout)
@@ -159,9 +160,9 @@ class TimeLLM(nn.Module):
             raise ValueError(
                 f"the LLM input needs up to {needed} positions ({prefix} prompt-prefix tokens + up to "
                 f"{stats} statistics tokens + {c.num_patches} patches) but backbone {self.backbone.name!r} "
-                f"has {limit} (max_position_embeddings): use fewer patches (a shorter seq_len, a larger "
-                "stride or patch_len), a shorter prompt (prompt_statistics=False, a shorter description) "
-                "or a backbone with more positions"
+                f"has {limit} (max_position_embeddings): use fewer patches (a shorter seq_len=..., a larger "
+                "stride or patch_len), a shorter prompt (prompt_statistics=False, or a shorter description=..., "
+                f"which has {len(c.description or '')} characters) or a backbone with more positions"
             )
 
     @property

@@ -20,10 +20,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
+import math
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from torch import nn
 
 from timellm.model.modeling import check_weights as model_weights_check
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "timellm-checkpoint"
 VERSION = 1
@@ -257,3 +262,167 @@ def set_rng_state(as_json: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
     cuda = [tensors[k] for k in cuda_keys]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+# ------------------------------------------------------------------------------------------------
+# the training state in a checkpoint: progress, adapter, best adapter, optimiser, scheduler, generators
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint must hold besides weights and generator states."""
+
+    epoch: int = 1  # the epoch in progress, or the next one to run
+    batch: int = 0  # batches of that epoch already trained (on this process)
+    global_step: int = 0  # optimiser steps so far
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
+    stopped: bool = False  # early stopping has fired
+    running: float = 0.0  # this epoch's summed training loss (this process)
+    seen: int = 0  # series behind `running`
+    train_seconds: float = 0.0  # training time of earlier sessions of a resumed run
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of everything but the frozen backbone (registered as ``llm``)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("llm.")}
+
+
+def describe(checkpoint_dir: Path, progress: Progress) -> str:
+    where = (
+        f"epoch {progress.epoch}, batch {progress.batch}"
+        if progress.batch
+        else f"end of epoch {progress.epoch - 1}"
+    )
+    return f"{checkpoint_dir} (step {progress.global_step}, {where})"
+
+
+def run_precision(accelerator) -> str:
+    """The precision an accelerator runs: fp32, bf16 or fp16 (what ``auto`` resolved to)."""
+    return {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[str(accelerator.mixed_precision)]
+
+
+def save_training_state(
+    directory: Path,
+    model: nn.Module,
+    adam: torch.optim.Optimizer,
+    scheduler,
+    accelerator,
+    config,
+    progress: Progress,
+    best: dict[str, torch.Tensor],
+) -> None:
+    """Write the training state as a checkpoint (main process); every process takes part in the collectives first."""
+    current = trainable_state(model)
+    sums = torch.tensor([[progress.running, progress.seen]], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        sums = accelerator.gather(sums)
+    if not accelerator.is_main_process:
+        return
+    optimizer_tensors, optimizer_structure = flatten_optimizer(adam.state_dict())
+    rng_json, rng_tensors = rng_state()  # the main process's: replicas draw in lockstep
+    record = asdict(progress)
+    record["running"] = [float(row[0]) for row in sums.cpu()]  # one entry per process
+    record["seen"] = [int(row[1]) for row in sums.cpu()]
+    model_config = getattr(model, "config", None)
+    state = {
+        "progress": record,
+        "processes": accelerator.num_processes,
+        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+        "train_config": config.to_dict(),
+        "precision": run_precision(accelerator),  # what precision auto resolved to
+        "scheduler": scheduler.state_dict(),
+        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        "optimizer": optimizer_structure,
+        "rng": rng_json,
+    }
+    tensors = {
+        ADAPTER: current,
+        BEST: best,
+        OPTIMIZER: optimizer_tensors,
+        RNG: rng_tensors,
+    }
+    save_checkpoint(directory, tensors, state)
+    logger.debug("checkpoint written: %s", describe(directory, progress))
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    return "; ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys)
+
+
+def restore_training_state(
+    directory: Path,
+    model: nn.Module,
+    adam: torch.optim.Optimizer,
+    scheduler,
+    accelerator,
+    config,
+) -> tuple[Progress, dict[str, torch.Tensor]]:
+    """Load a checkpoint into the model, optimiser, scheduler and generators; return progress and best."""
+    saved = read_checkpoint(directory)
+    state, where = saved.state, saved.path / STATE_FILE
+    model_config = getattr(model, "config", None)
+    current = model_config.to_dict() if hasattr(model_config, "to_dict") else None
+    if current is not None and state.get("model_config") not in (None, current):
+        raise CheckpointError(
+            f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
+        )
+    if state["train_config"] != config.to_dict():
+        raise CheckpointError(
+            f"checkpoint {where} was written with other training settings: "
+            f"{_differences(state['train_config'], config.to_dict())}"
+        )
+    if state.get("precision", run_precision(accelerator)) != run_precision(accelerator):
+        logger.warning(
+            "checkpoint %s was trained in %s; this machine continues in %s (precision %s resolves per device)",
+            where,
+            state["precision"],
+            run_precision(accelerator),
+            config.precision,
+        )
+    expected = trainable_state(model)
+    adapter = check_weights(saved.path / ADAPTER, saved.tensors[ADAPTER], expected)
+    best = check_weights(saved.path / BEST, saved.tensors[BEST], expected)
+
+    record = dict(state["progress"])
+    running, seen = record.pop("running"), record.pop("seen")
+    progress = Progress(**record)
+    if progress.batch:
+        if state["processes"] != accelerator.num_processes:
+            raise CheckpointError(
+                f"checkpoint {where} was written in the middle of an epoch by {state['processes']} "
+                f"process(es); resume it with the same number (this run has {accelerator.num_processes})"
+            )
+        progress.running, progress.seen = running[accelerator.process_index], seen[accelerator.process_index]
+
+    model.load_state_dict(adapter, strict=False)
+    _load_optimizer(adam, saved, state)
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state.get("grad_scaler"):
+        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    set_rng_state(state["rng"], saved.tensors[RNG])
+    return progress, {k: v.to(expected[k].device) for k, v in best.items()}
+
+
+def _load_optimizer(adam: torch.optim.Optimizer, saved: Checkpoint, state: dict[str, Any]) -> None:
+    path = saved.path / OPTIMIZER
+    tensors = saved.tensors[OPTIMIZER]
+    params = [p for group in adam.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        if int(index) >= len(params):
+            raise CheckpointError(
+                f"checkpoint file {path} holds state for parameter {index}; this model's adapter has {len(params)}"
+            )
+        if value.ndim and value.shape != params[int(index)].shape:
+            raise CheckpointError(
+                f"checkpoint file {path} was made for another backbone or shape: {key} has shape "
+                f"{tuple(value.shape)}, the parameter has {tuple(params[int(index)].shape)}"
+            )
+    try:
+        adam.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint file {path} does not fit this optimiser: {err}") from None

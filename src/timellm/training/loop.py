@@ -20,9 +20,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 from timellm.model.config import ExecutionSettings
 from timellm.model.precision import resolve_precision
 from timellm.training import checkpoint as ckpt
+from timellm.training.checkpoint import Progress, run_precision, trainable_state
 from timellm.training.config import ACCELERATE_PRECISION, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -59,23 +59,6 @@ class FitResult:
     processes: int = 1  # data-parallel processes that trained
     replica_sha256: list[str] = field(default_factory=list)  # the final adapter's digest on each process
     precision: str = "fp32"  # what the run computed in (config precision auto resolved on the device)
-
-
-@dataclass
-class Progress:
-    """Where training stands: what a checkpoint must hold besides weights and generator states."""
-
-    epoch: int = 1  # the epoch in progress, or the next one to run
-    batch: int = 0  # batches of that epoch already trained (on this process)
-    global_step: int = 0  # optimiser steps so far
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
-    stopped: bool = False  # early stopping has fired
-    running: float = 0.0  # this epoch's summed training loss (this process)
-    seen: int = 0  # series behind `running`
-    train_seconds: float = 0.0  # training time of earlier sessions of a resumed run
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -215,11 +198,6 @@ def _release_single_process_precision(wanted: str) -> None:
     AcceleratorState._reset_state()
 
 
-def run_precision(accelerator) -> str:
-    """The precision an accelerator runs: fp32, bf16 or fp16 (what ``auto`` resolved to)."""
-    return {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[str(accelerator.mixed_precision)]
-
-
 class EpochSampler(Sampler[int]):
     """``num_samples`` distinct indices of ``size`` in an order fixed by (seed, epoch) alone.
 
@@ -251,11 +229,6 @@ def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is None or limit >= n:
         return dataset
     return Subset(dataset, np.linspace(0, n - 1, limit).round().astype(int).tolist())
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of everything but the frozen backbone (registered as ``llm``)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("llm.")}
 
 
 def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -363,13 +336,18 @@ def fit(
     progress, best = Progress(), trainable_state(unwrapped)
     last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
     if resume:
-        progress, best = _restore(checkpoint_dir, unwrapped, adam, scheduler, accelerator, config)
-        last_good = _describe(checkpoint_dir, progress)
+        progress, best = ckpt.restore_training_state(
+            checkpoint_dir, unwrapped, adam, scheduler, accelerator, config
+        )
+        last_good = ckpt.describe(checkpoint_dir, progress)
         logger.info("resumed from %s", last_good)
 
     def save() -> str:
-        _save(checkpoint_dir, unwrapped, adam, scheduler, accelerator, config, progress, best)
-        return _describe(checkpoint_dir, progress)
+        _stop_unless_finite_weights(unwrapped, progress, checkpoint_dir)
+        ckpt.save_training_state(
+            checkpoint_dir, unwrapped, adam, scheduler, accelerator, config, progress, best
+        )
+        return ckpt.describe(checkpoint_dir, progress)
 
     session_start = time.perf_counter()
     while progress.epoch <= config.epochs and not progress.stopped:
@@ -428,6 +406,16 @@ def fit(
         if accelerator.num_processes > 1:
             _check_replicas(unwrapped, accelerator, progress)
         val_loss = mean_loss(model, val_subset, config, accelerator)
+        if not math.isfinite(val_loss):  # as a non-finite training loss: never select such an epoch
+            message = (
+                f"non-finite validation loss ({val_loss:g}) after epoch {epoch} (step {progress.global_step}); "
+                f"training stopped ({f'the last good checkpoint is {last_good}' if last_good else 'no checkpoint kept'}): "
+                "the adapter diverged, or the data's scale overflows"
+            )
+            logger.error(message)
+            raise NonFiniteLossError(
+                message, progress.global_step, epoch, checkpoint_dir if last_good else None
+            )
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
@@ -537,6 +525,19 @@ def _stop_unless_finite(loss, accelerator, progress: Progress, checkpoint_dir, l
     raise NonFiniteLossError(message, step, progress.epoch, checkpoint_dir if last_good else None)
 
 
+def _stop_unless_finite_weights(model: nn.Module, progress: Progress, directory: Path) -> None:
+    """A finite loss can still leave inf/nan weights behind: never checkpoint them."""
+    current = trainable_state(model)
+    bad = [k for k, v in current.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        message = (
+            f"non-finite adapter weights ({', '.join(bad[:3])}) after step {progress.global_step}; "
+            f"training stopped, the last good checkpoint {directory} is kept"
+        )
+        logger.error(message)
+        raise NonFiniteLossError(message, progress.global_step, progress.epoch, directory)
+
+
 def _epoch_train_loss(progress: Progress, accelerator) -> float:
     if accelerator.num_processes == 1:
         return progress.running / max(progress.seen, 1)
@@ -552,144 +553,3 @@ def _check_replicas(model: nn.Module, accelerator, progress: Progress) -> None:
             f"the adapter differs between processes after step {progress.global_step}: "
             f"sha256 {', '.join(d[:12] for d in digests)}; data-parallel training is out of sync"
         )
-
-
-def _describe(checkpoint_dir: Path, progress: Progress) -> str:
-    where = (
-        f"epoch {progress.epoch}, batch {progress.batch}"
-        if progress.batch
-        else f"end of epoch {progress.epoch - 1}"
-    )
-    return f"{checkpoint_dir} (step {progress.global_step}, {where})"
-
-
-def _save(
-    directory: Path,
-    model: nn.Module,
-    adam: torch.optim.Optimizer,
-    scheduler,
-    accelerator,
-    config: TrainConfig,
-    progress: Progress,
-    best: dict[str, torch.Tensor],
-) -> None:
-    """Write a checkpoint (main process); every process takes part in the collectives first."""
-    current = trainable_state(model)
-    bad = [k for k, v in current.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:  # a finite loss can still leave inf/nan weights behind: never checkpoint them
-        message = (
-            f"non-finite adapter weights ({', '.join(bad[:3])}) after step {progress.global_step}; "
-            f"training stopped, the last good checkpoint {directory} is kept"
-        )
-        logger.error(message)
-        raise NonFiniteLossError(message, progress.global_step, progress.epoch, directory)
-    sums = torch.tensor([[progress.running, progress.seen]], dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        sums = accelerator.gather(sums)
-    if not accelerator.is_main_process:
-        return
-    optimizer_tensors, optimizer_structure = ckpt.flatten_optimizer(adam.state_dict())
-    rng_json, rng_tensors = ckpt.rng_state()  # the main process's: replicas draw in lockstep
-    record = asdict(progress)
-    record["running"] = [float(row[0]) for row in sums.cpu()]  # one entry per process
-    record["seen"] = [int(row[1]) for row in sums.cpu()]
-    model_config = getattr(model, "config", None)
-    state = {
-        "progress": record,
-        "processes": accelerator.num_processes,
-        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
-        "train_config": config.to_dict(),
-        "precision": run_precision(accelerator),  # what precision auto resolved to
-        "scheduler": scheduler.state_dict(),
-        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "optimizer": optimizer_structure,
-        "rng": rng_json,
-    }
-    tensors = {
-        ckpt.ADAPTER: current,
-        ckpt.BEST: best,
-        ckpt.OPTIMIZER: optimizer_tensors,
-        ckpt.RNG: rng_tensors,
-    }
-    ckpt.save_checkpoint(directory, tensors, state)
-    logger.debug("checkpoint written: %s", _describe(directory, progress))
-
-
-def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    return "; ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys)
-
-
-def _restore(
-    directory: Path,
-    model: nn.Module,
-    adam: torch.optim.Optimizer,
-    scheduler,
-    accelerator,
-    config: TrainConfig,
-) -> tuple[Progress, dict[str, torch.Tensor]]:
-    """Load a checkpoint into the model, optimiser, scheduler and generators; return progress and best."""
-    saved = ckpt.read_checkpoint(directory)
-    state, where = saved.state, saved.path / ckpt.STATE_FILE
-    model_config = getattr(model, "config", None)
-    current = model_config.to_dict() if hasattr(model_config, "to_dict") else None
-    if current is not None and state.get("model_config") not in (None, current):
-        raise ckpt.CheckpointError(
-            f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
-        )
-    if state["train_config"] != config.to_dict():
-        raise ckpt.CheckpointError(
-            f"checkpoint {where} was written with other training settings: "
-            f"{_differences(state['train_config'], config.to_dict())}"
-        )
-    if state.get("precision", run_precision(accelerator)) != run_precision(accelerator):
-        logger.warning(
-            "checkpoint %s was trained in %s; this machine continues in %s (precision %s resolves per device)",
-            where,
-            state["precision"],
-            run_precision(accelerator),
-            config.precision,
-        )
-    expected = trainable_state(model)
-    adapter = ckpt.check_weights(saved.path / ckpt.ADAPTER, saved.tensors[ckpt.ADAPTER], expected)
-    best = ckpt.check_weights(saved.path / ckpt.BEST, saved.tensors[ckpt.BEST], expected)
-
-    record = dict(state["progress"])
-    running, seen = record.pop("running"), record.pop("seen")
-    progress = Progress(**record)
-    if progress.batch:
-        if state["processes"] != accelerator.num_processes:
-            raise ckpt.CheckpointError(
-                f"checkpoint {where} was written in the middle of an epoch by {state['processes']} "
-                f"process(es); resume it with the same number (this run has {accelerator.num_processes})"
-            )
-        progress.running, progress.seen = running[accelerator.process_index], seen[accelerator.process_index]
-
-    model.load_state_dict(adapter, strict=False)
-    _load_optimizer(adam, saved, state)
-    scheduler.load_state_dict(state["scheduler"])
-    if accelerator.scaler is not None and state.get("grad_scaler"):
-        accelerator.scaler.load_state_dict(state["grad_scaler"])
-    ckpt.set_rng_state(state["rng"], saved.tensors[ckpt.RNG])
-    return progress, {k: v.to(expected[k].device) for k, v in best.items()}
-
-
-def _load_optimizer(adam: torch.optim.Optimizer, saved: ckpt.Checkpoint, state: dict[str, Any]) -> None:
-    path = saved.path / ckpt.OPTIMIZER
-    tensors = saved.tensors[ckpt.OPTIMIZER]
-    params = [p for group in adam.param_groups for p in group["params"]]
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        if int(index) >= len(params):
-            raise ckpt.CheckpointError(
-                f"checkpoint file {path} holds state for parameter {index}; this model's adapter has {len(params)}"
-            )
-        if value.ndim and value.shape != params[int(index)].shape:
-            raise ckpt.CheckpointError(
-                f"checkpoint file {path} was made for another backbone or shape: {key} has shape "
-                f"{tuple(value.shape)}, the parameter has {tuple(params[int(index)].shape)}"
-            )
-    try:
-        adam.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"]))
-    except (ValueError, KeyError) as err:
-        raise ckpt.CheckpointError(f"checkpoint file {path} does not fit this optimiser: {err}") from None

@@ -1,0 +1,125 @@
+"""The run folder: one writer for every run the harness makes (benchmarks, M4, ablations).
+
+A run folder holds ``config.yaml`` (every setting, resolved), ``metrics.json`` (the scores and
+where they came from: the source commit, the allocator), ``history.csv`` (one row per epoch),
+a log, the trained ``adapter/`` and ``forecast.png``; while training, also ``checkpoint/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from timellm._malloc import allocator_setting
+
+RUN_CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoint"
+
+
+@contextlib.contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    """Also write the package's log records to ``path`` while the block runs."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("timellm")
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit the package runs from (``<sha>-dirty`` with uncommitted changes), else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", str(here.parent)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an installed wheel) or no git
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class RunFolder:
+    """Writes the files of one run folder; ``main=False`` (a non-main process) writes nothing."""
+
+    def __init__(self, path: str | Path, main: bool = True):
+        self.path, self.main = Path(path), main
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / ADAPTER_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def create(self, record: dict[str, Any]) -> None:
+        """Make the folder and write ``config.yaml``: every setting the run was started with."""
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / RUN_CONFIG).write_text(yaml.safe_dump(_jsonable(record), sort_keys=False))
+
+    def log(self, name: str = "train.log") -> contextlib.AbstractContextManager:
+        return log_to(self.path / name) if self.main else contextlib.nullcontext()
+
+    def write_history(self, history: list[dict[str, float]]) -> None:
+        if self.main:
+            pd.DataFrame(history).to_csv(self.path / HISTORY, index=False)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Write ``metrics.json`` with the provenance every run records; returns what was written."""
+        metrics = {**metrics, "commit": source_commit(), "malloc": metrics.get("malloc", allocator_setting())}
+        if self.main:
+            (self.path / METRICS).write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
+        return metrics
+
+
+def read_run_files(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``config.yaml`` and ``metrics.json`` (None while unfinished) of a run folder."""
+    folder = Path(folder)
+    if not (folder / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} is not a run folder: it has no {RUN_CONFIG}")
+    try:
+        record = yaml.safe_load((folder / RUN_CONFIG).read_text()) or {}
+        metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else None
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder} is not a readable run folder: {err}") from None
+    return record, metrics
