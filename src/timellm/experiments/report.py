@@ -157,6 +157,13 @@ def _provenance(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, An
     }
 
 
+def _rate(metrics: dict[str, Any]) -> float | None:
+    seconds, windows, channels = (metrics.get(k) for k in ("test_seconds", "test_windows", "channels"))
+    if not seconds or not windows or not channels:
+        return None
+    return windows * channels / seconds
+
+
 def _same_but_seed(record: dict[str, Any]) -> str:
     """What makes runs repeats of one experiment: every recorded setting except the seed."""
     settings = {k: v for k, v in record.items() if k not in ("command", "train")}
@@ -237,6 +244,9 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "test_windows": m.get("test_windows"),
         "test_windows_total": m.get("test_windows_total"),
         **_provenance(r, m),
+        # evaluation throughput: series (windows x channels) forecast per second of testing
+        "test_series_per_s": _rate(m),
+        "precision": m.get("precision", r.get("precision", r.get("train", {}).get("precision"))),
         "seed": r.get("train", {}).get("seed"),
         "_same_but_seed": _same_but_seed(r),
     }
@@ -439,8 +449,8 @@ def _cell(value: Any, column: str) -> str:
     if column.startswith("rel_"):
         return f"{value:+.1%}"
     if isinstance(value, float):
-        if column in ("train_seconds", "percent", "pred_len", "series", "llm_layers"):
-            return f"{value:g}" if column != "train_seconds" else f"{value:.0f}"
+        if column in ("train_seconds", "test_series_per_s", "percent", "pred_len", "series", "llm_layers"):
+            return f"{value:g}" if column not in ("train_seconds", "test_series_per_s") else f"{value:.0f}"
         return f"{value:.3f}" if column.endswith("smape") else f"{value:.4f}"
     if column == "command":
         return f"`{value}`"
@@ -454,21 +464,23 @@ MARKDOWN_COLUMNS = {
         "dataset", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std", "seeds",
         "paper_mse", "paper_mae", "rel_mse", "rel_mae", "paper_patchtst_avg_mse", "paper_dlinear_avg_mse",
         "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
-        "train_seconds", "commit",
+        "precision", "train_seconds", "test_series_per_s", "commit",
     ],
     "few_shot": [
         "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mae", "paper_mse",
-        "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
+        "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
+        "train_seconds", "commit",
     ],
     "zero_shot": [
         "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mae", "paper_mse",
-        "paper_mae", "last_value_mse", "seasonal_naive_mse", "seasonal_naive_mae", "budget", "train_seconds",
+        "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
+        "train_seconds", "commit",
     ],
     "m4": [
         "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
         "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
         "paper_owa", "rel_smape", "rel_mase", "rel_owa",
-        "budget", "train_seconds",
+        "budget", "train_seconds", "commit",
     ],
 }  # fmt: skip
 
