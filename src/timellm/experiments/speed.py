@@ -37,12 +37,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from timellm.data.benchmarks import borders
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
-TRAIN_ROWS = 12 * 30 * 24  # ETTh1's training split: the first 8640 hourly rows standardise the data
+TRAIN_ROWS = borders("ett_hour", 0, 0)[1][0]  # ETTh1's training split (8640 rows) standardises the data
 DTYPES = {"fp32": None, "bf16": "bfloat16"}
 
 
@@ -275,7 +276,7 @@ def run_one(spec: RunSpec) -> dict:
         rss_after_load_mb=rss_loaded,
         uses_fast_path=model.uses_fast_path,
         # the kernel the LLM really ran with
-        attn_implementation=model._attention_kernel(past.device) or model.llm.config._attn_implementation,
+        attn_implementation=model.attention_kernel_for(past.device) or model.llm.config._attn_implementation,
     )
     x, _ = batch(0)
     normalised = revin_normalize(x[..., 0])[0]
@@ -362,11 +363,11 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
 
     def llm() -> None:
         tokens = torch.randn(spec.batch, config.num_patches, width, requires_grad=True)
-        with model._autocast(x.device):
-            model._run_llm(normalised, tokens).sum().backward()
+        with model.autocast(x.device):
+            model.run_llm(normalised, tokens).sum().backward()
 
     def mapping() -> None:
-        with model._autocast(x.device):
+        with model.autocast(x.device):
             model.prototypes(backbone.word_embeddings).sum().backward()
         model.zero_grad(set_to_none=True)
 

@@ -183,7 +183,7 @@ class TimeLLM(nn.Module):
         b, t, n = past_values.shape
         series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
         x, mean, std = revin_normalize(series)  # (S, T)
-        with self._autocast(past_values.device):
+        with self.autocast(past_values.device):
             patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 
             if c.llm == "none":
@@ -194,13 +194,14 @@ class TimeLLM(nn.Module):
                 prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
                 tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
                 with checkpointing(self.execution.gradient_checkpointing):
-                    hidden = self._run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
+                    hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
             out = self.head(hidden)  # (S, H)
 
         forecast = revin_denormalize(out.to(past_values.dtype), mean, std)  # (S, H)
         return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The model's own mixed-precision context on ``device`` (its ExecutionSettings.autocast_dtype)."""
         dtype = self.execution.autocast_dtype
         if dtype is None:  # leave any autocast the caller set up alone
             return contextlib.nullcontext()
@@ -253,11 +254,11 @@ class TimeLLM(nn.Module):
         ids[mask] = torch.tensor([i for row in rows for i in row], dtype=torch.long)  # row-major fill
         return ids.to(x.device), mask.long().to(x.device)
 
-    def _run_llm(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def run_llm(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
-        with attention_kernel(self.llm.config, self._attention_kernel(tokens.device)):
+        with attention_kernel(self.llm.config, self.attention_kernel_for(tokens.device)):
             if self.uses_fast_path and self._llm_is_frozen():
                 if not self._fast_path_verified:
                     return self._run_llm_checked(x, tokens)
@@ -301,7 +302,7 @@ class TimeLLM(nn.Module):
         logger.warning("%s takes the plain path: %s", self.backbone.name, self.fast_path_reason)
         return self._run_llm_plain(x, tokens) if torch.is_grad_enabled() else plain
 
-    def _attention_kernel(self, device: torch.device) -> str | None:
+    def attention_kernel_for(self, device: torch.device) -> str | None:
         """The attention implementation to run the LLM with (None: as loaded); see ExecutionSettings."""
         choice = self.execution.attention
         if choice != "auto":
