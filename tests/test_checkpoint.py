@@ -267,7 +267,8 @@ def test_resume_usage_errors(tmp_path, capsys):
     assert "has no checkpoint to resume from (it has finished" in capsys.readouterr().err
     ckpt.save_checkpoint(run / "checkpoint", {"a.safetensors": {"w": torch.ones(1)}}, {})
     assert main(["train", *TINY_RUN, "--out", str(run)]) == 2
-    assert "holds the checkpoint of an unfinished run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds the checkpoint of an unfinished run" in err and "timellm train --resume RUN_DIR" in err
 
 
 def test_weights_are_never_unpickled_and_remote_code_is_opt_in():

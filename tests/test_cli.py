@@ -41,7 +41,24 @@ def test_missing_data_is_one_line_without_traceback(tmp_path, monkeypatch):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "ETTh2 data not found" in result.stderr
+    assert "--data-dir FOLDER" in result.stderr and "data_dir=" not in result.stderr  # the CLI's words
     assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def test_bench_speed_options_are_the_clis():
+    from timellm.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["bench", "speed", "--dtypes", "fp32", "--paths", "fast", "--steps", "1"]
+    )
+    assert (args.which, args.dtypes, args.paths, args.modes, args.steps) == (
+        "speed",
+        ["fp32"],
+        ["fast"],
+        ["train", "infer"],
+        1,
+    )
+    assert args.malloc == ["default", "tuned"] and args.out == "results/speed.csv"
 
 
 def test_unknown_option_exits_2():

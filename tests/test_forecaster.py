@@ -292,6 +292,16 @@ def test_unknown_keys_in_a_saved_forecaster_are_refused_not_dropped(fitted, tmp_
     path.write_text(json.dumps({**record, "train": {**record["train"], "warmup_steps": 10}}))
     with pytest.raises(AdapterLoadError, match=r"unknown training setting\(s\): warmup_steps"):
         TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    # earlier versions saved the execution settings among the training settings: still readable
+    path.write_text(json.dumps({**record, "train": {**record["train"], "attention": "sdpa"}}))
+    assert TimeLLMForecaster.from_pretrained(tmp_path / "adapter").train_config == fitted.train_config
+
+
+def test_the_execution_settings_reach_the_model():
+    from timellm.model.config import ExecutionSettings
+
+    chosen = ExecutionSettings(gradient_checkpointing=True, attention="eager")
+    assert forecaster(execution=chosen).fit(frame()).model.execution == chosen
 
 
 def test_an_adapter_for_another_horizon_or_look_back_is_refused(fitted, tmp_path):

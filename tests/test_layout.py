@@ -37,3 +37,43 @@ def test_imports_point_down_the_layers():
 def test_every_layer_is_a_package_or_module_that_exists():
     for name in LAYERS:
         assert (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file(), name
+
+
+def _options(parser) -> set[str]:
+    import argparse
+
+    found = set()
+    for action in parser._actions:
+        found.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found - {"--help"}
+
+
+def test_no_cli_option_is_named_below_the_cli():
+    """Messages of the library and the harness name API arguments (``data_dir=``); the CLI
+    writes them as its options, so a flag named below it would be wrong for every API caller."""
+    import re
+
+    from timellm.cli.main import build_parser
+
+    options = _options(build_parser())
+    named = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "cli":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for option in set(re.findall(r"--[a-z][a-z0-9-]*", node.value)) & options:
+                    named.append(f"{path.relative_to(PACKAGE)}:{node.lineno} names {option}")
+    assert not named, "\n".join(named)

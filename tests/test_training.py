@@ -133,7 +133,7 @@ TINY_RUN = {
 
 
 def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
-    preset = get_preset("ETTh1-96").with_overrides(TINY_RUN)
+    preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "attention": "eager"})
     metrics = train_and_test(preset, tmp_path / "run", command="test")
     for name in (
         "config.yaml",
@@ -153,6 +153,13 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
     record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert record["train"]["precision"] == "auto" and record["precision"] in ("fp32", "bf16")
     assert metrics["precision"] == again["precision"] == record["precision"]
+    assert record["execution"] == {"gradient_checkpointing": False, "attention": "eager"}
+    # a record of an earlier version, with the execution settings among the training settings
+    legacy = {k: v for k, v in record.items() if k != "execution"}
+    legacy["train"] = {**record["train"], "attention": "sdpa", "gradient_checkpointing": False}
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(legacy))
+    read, _ = load_run(tmp_path / "run")
+    assert read["train"] == record["train"] and read["execution"]["attention"] == "sdpa"
     # a key this version does not know is an error, not dropped
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**record, "calibration": "conformal"}))
     with pytest.raises(ValueError, match=r"config.yaml has unknown key\(s\) calibration"):
@@ -209,19 +216,29 @@ def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():
         torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-6)
 
 
-def test_execution_settings_come_from_the_training_config():
+def test_execution_settings_are_the_models_and_fit_leaves_them():
+    from timellm.experiments.presets import PresetError, execution_dict
+    from timellm.model.config import ExecutionSettings
+
     data = synthetic(rows=400)
     model = small_model()
-    config = TrainConfig(
-        epochs=1, batch_size=8, max_train_windows=16, gradient_checkpointing=True, attention="sdpa"
-    )
+    model.execution = ExecutionSettings(gradient_checkpointing=True, attention="sdpa")
+    config = TrainConfig(epochs=1, batch_size=8, max_train_windows=16)
     result = fit(model, WindowDataset(data, 48, 12), WindowDataset(data[:100], 48, 12), config)
     assert np.isfinite(result.history[-1]["train_loss"])
     assert model.execution.gradient_checkpointing and model.execution.attention == "sdpa"
-    with pytest.raises(ValueError, match="attention must be"):
-        TrainConfig(attention="flash")
-    with pytest.raises(ValueError, match="gradient_checkpointing must be"):
-        TrainConfig(gradient_checkpointing="yes")
+    # a preset (and --set) reaches them in their own section; a bare key is found there too
+    preset = get_preset("ETTh1-96").with_overrides(
+        {"gradient_checkpointing": True, "execution.attention": "sdpa"}
+    )
+    assert execution_dict(preset.execution) == {"gradient_checkpointing": True, "attention": "sdpa"}
+    assert preset.train == get_preset("ETTh1-96").train
+    with pytest.raises(PresetError, match="attention must be"):
+        get_preset("ETTh1-96").with_overrides({"attention": "flash"})
+    with pytest.raises(PresetError, match="gradient_checkpointing must be"):
+        get_preset("ETTh1-96").with_overrides({"gradient_checkpointing": "yes"})
+    with pytest.raises(PresetError, match="unknown setting 'train.attention'"):
+        get_preset("ETTh1-96").with_overrides({"train.attention": "sdpa"})
 
 
 def test_a_non_finite_validation_loss_stops_training_like_a_non_finite_training_loss():

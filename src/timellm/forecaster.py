@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset
 
+from timellm._records import check_known_keys
 from timellm.backbones.loading import Backbone
 from timellm.data.frames import (
     AUTO_SEQ_LEN_MAX,
@@ -76,9 +77,10 @@ from timellm.evaluation.statistical import (
     interval_names,
     parse_baselines,
 )
-from timellm.model.config import TimeLLMConfig
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
+from timellm.training.config import LEGACY_EXECUTION_KEYS
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class TimeLLMForecaster:
         config: a full :class:`TimeLLMConfig` to start from (default :data:`DEFAULT_MODEL`);
             ``horizon`` and the arguments above replace its fields.
         train_config: batch size, learning rate, schedule, seed, ... (default :data:`DEFAULT_TRAIN`).
+        execution: how the model runs: gradient checkpointing, attention kernel (not saved).
         max_steps: the training budget in optimiser steps (None: ``train_config.epochs`` full passes).
         val_size: steps at the end of every series held out for validation and for calibrating
             prediction intervals (default: the horizon + 19, 20 windows per series).
@@ -150,6 +153,7 @@ class TimeLLMForecaster:
         description: str | None = None,
         config: TimeLLMConfig | None = None,
         train_config: TrainConfig | None = None,
+        execution: ExecutionSettings | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         val_size: int | None = None,
         id_col: str = "unique_id",
@@ -181,6 +185,8 @@ class TimeLLMForecaster:
             changes["description"] = description
         self.config: TimeLLMConfig = (config or DEFAULT_MODEL).replace(**changes)
         self.train_config: TrainConfig = train_config or DEFAULT_TRAIN
+        # how the model runs while training and forecasting (gradient checkpointing, attention kernel)
+        self.execution: ExecutionSettings = execution or ExecutionSettings()
         self.max_steps = max_steps
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
@@ -465,7 +471,7 @@ class TimeLLMForecaster:
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"{directory} is not an adapter folder: it holds no {CONFIG_FILE} "
-                "(save one with save_pretrained or `timellm forecast --save DIR`)"
+                "(save one with save_pretrained)"
             )
         config = TimeLLMConfig.load(directory / CONFIG_FILE)
         wrong = []
@@ -490,14 +496,11 @@ class TimeLLMForecaster:
                 raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not valid JSON: {err}") from None
             if not isinstance(record, dict) or record.get("format") != FORECASTER_FORMAT:
                 raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not a timellm forecaster file")
-            unknown = set(record) - FORECASTER_KEYS
-            if unknown:
-                raise AdapterLoadError(
-                    f"{directory / FORECASTER_FILE} has unknown key(s) {', '.join(sorted(unknown))}: it was "
-                    f"written by another version of timellm; known: {', '.join(sorted(FORECASTER_KEYS))}"
-                )
+            check_known_keys(record, FORECASTER_KEYS, directory / FORECASTER_FILE, AdapterLoadError)
+        # earlier versions saved the execution settings among the training settings: not saved now
+        saved_train = {k: v for k, v in record.get("train", {}).items() if k not in LEGACY_EXECUTION_KEYS}
         try:
-            train = TrainConfig.from_dict(record.get("train", {}))
+            train = TrainConfig.from_dict(saved_train)
         except ValueError as err:
             raise AdapterLoadError(f"{directory / FORECASTER_FILE}: {err}") from None
         forecaster = cls(
@@ -652,7 +655,9 @@ class TimeLLMForecaster:
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
         seed_everything(train_config.seed)
-        model = TimeLLM(c)  # loads the backbone and checks the prompt fits it: before training is announced
+        model = TimeLLM(
+            c, execution=self.execution
+        )  # loads the backbone and checks the prompt fits it: before training is announced
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",

@@ -110,13 +110,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     _add_common(p)
 
-    p = sub.add_parser(
-        "bench",
-        help="benchmarks: `timellm bench speed [options]` (fast vs plain path, see --help)",
-        add_help=False,
+    p = sub.add_parser("bench", help="benchmarks: `timellm bench speed` (fast vs plain path)")
+    bench = p.add_subparsers(dest="which", required=True, metavar="BENCHMARK")
+    p = bench.add_parser(
+        "speed",
+        help="throughput, memory and FLOP rate of the fast and the plain path on ETTh1 windows",
+        description="Speed of the plain and the fast path on ETTh1 windows: throughput, peak memory, "
+        "FLOP/s against this CPU's matmul peak; every configuration in a fresh process.",
     )
-    p.add_argument("which", choices=["speed"])
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.add_argument("--backbone", default="smollm2-135m")
+    p.add_argument("--layers", type=int, default=6, help="LLM layers kept")
+    p.add_argument("--batch", type=int, default=32, help="series per step (windows of one channel)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
+    p.add_argument("--infer-steps", type=int, default=6, help="timed inference steps per configuration")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument(
+        "--dtypes",
+        type=_name_list,
+        default=None,
+        help="comma-separated: fp32, bf16 (default: those this CPU runs natively; bf16 needs AMX or AVX-512 BF16)",
+    )
+    p.add_argument("--paths", type=_name_list, default="plain,fast")
+    p.add_argument("--modes", type=_name_list, default="train,infer")
+    p.add_argument("--malloc", type=_name_list, default="default,tuned", help="allocator settings to compare")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA, else the packaged copy)"
+    )
+    p.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
+    p.add_argument("--no-ladder", action="store_true", help="skip adding the speed-ups one at a time")
+    p.add_argument(
+        "--plain-attention",
+        default="eager",
+        choices=["eager", "sdpa"],
+        help="the plain path's attention kernel (default: eager, as the released code forces)",
+    )
+    p.add_argument("--plain-fused-adam", action="store_true", help="give the plain path the fused Adam too")
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
+    )
+    p.add_argument("--out", default="results/speed.csv")
 
     p = sub.add_parser(
         "m4", help="M4 short-term forecasting: train per frequency, forecast, score SMAPE/MASE/OWA"
@@ -201,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap", help="write a PNG heat map of patch-to-prototype attention here")
     _add_common(p)
     return parser
+
+
+def _name_list(text: str) -> list[str]:
+    """``"plain,fast"`` -> ``["plain", "fast"]``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, found {text!r}")
+    return names
 
 
 def _seed_list(text: str) -> list[int]:
@@ -381,7 +422,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from timellm.experiments.presets import all_presets, m4_presets
+    from timellm.experiments.presets import all_presets, execution_dict, m4_presets
 
     for name, preset in {**all_presets(), **m4_presets()}.items():
         m, t = preset.model, preset.train
@@ -393,7 +434,8 @@ def cmd_presets(args) -> int:
             line += f" (<= {t.max_train_windows} windows/epoch)"
         print(line)
         if args.all:
-            print(f"    model: {m.to_dict()}\n    train: {t.to_dict()}\n    run: {preset.run}")
+            print(f"    model: {m.to_dict()}\n    train: {t.to_dict()}")
+            print(f"    execution: {execution_dict(preset.execution)}\n    run: {preset.run}")
     return 0
 
 
@@ -577,7 +619,7 @@ def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
     from dataclasses import replace
 
-    from timellm.experiments.presets import parse_overrides, split_settings
+    from timellm.experiments.presets import execution_settings, parse_overrides, split_settings
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
 
     names = {
@@ -604,7 +646,8 @@ def _forecaster(args):
         if args.interpolate:
             forecaster.interpolate = True
         return forecaster
-    model, train, _ = split_settings(parse_overrides(args.overrides), sections=("model", "train"))
+    settings = split_settings(parse_overrides(args.overrides), sections=("model", "train", "execution"))
+    model = settings["model"]
     if "pred_len" in model:
         raise CLIError("--set pred_len: the horizon is --horizon")
     return TimeLLMForecaster(
@@ -614,7 +657,8 @@ def _forecaster(args):
         backbone=args.backbone,
         description=args.description,
         config=DEFAULT_MODEL.replace(**model),
-        train_config=DEFAULT_TRAIN.replace(**train),
+        train_config=DEFAULT_TRAIN.replace(**settings["train"]),
+        execution=execution_settings(settings["execution"]),
         max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
         val_size=args.val_size,
         interpolate=bool(args.interpolate),
@@ -665,6 +709,20 @@ SETTING_FLAGS = {
     "period": "--period",
 }
 SWITCHES = {"interpolate=True": "--interpolate", "wide=True": "--wide"}
+# how the layers below name what every command takes as an option (their messages name no flag)
+PHRASES = {
+    "data_dir=FOLDER": "--data-dir FOLDER",
+    "resume_run(RUN_DIR)": "`timellm train --resume RUN_DIR`",
+    "dtypes=": "--dtypes",
+    "data=PATH": "--data PATH",
+}
+
+
+def with_phrases(message: str) -> str:
+    """An error message with the API arguments of :data:`PHRASES` written as this CLI's options."""
+    for phrase, option in PHRASES.items():
+        message = message.replace(phrase, option)
+    return message
 
 
 def with_flags(message: str) -> str:
@@ -904,9 +962,29 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from timellm.experiments.speed import main as bench_main
+    from timellm.experiments.speed import report, speed_benchmark
 
-    bench_main(args.bench_args)
+    frame = speed_benchmark(
+        backbone=args.backbone,
+        layers=args.layers,
+        batch=args.batch,
+        steps=args.steps,
+        infer_steps=args.infer_steps,
+        warmup=args.warmup,
+        dtypes=args.dtypes,
+        paths=args.paths,
+        modes=args.modes,
+        mallocs=args.malloc,
+        threads=args.threads,
+        data=args.data,
+        breakdown=not args.no_breakdown,
+        ladder=not args.no_ladder,
+        plain_attention=args.plain_attention,
+        plain_fused_adam=args.plain_fused_adam,
+        gradient_checkpointing=args.gradient_checkpointing,
+        out=args.out,
+    )
+    print(report(frame))  # the tables are the product of this command
     return 0
 
 
@@ -954,7 +1032,9 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        message = str(err) if args.command not in FLAG_COMMANDS else with_flags(str(err))
+        message = with_phrases(str(err))
+        if args.command in FLAG_COMMANDS:
+            message = with_flags(message)
         print(f"timellm {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except NonFiniteLossError as err:  # training diverged: not a usage error

@@ -130,7 +130,9 @@ def find_file(name: str, data_dir: str | Path | None = None) -> Path:
     tried: list[Path] = []
     if folder is not None:
         if not folder.is_dir():
-            raise DataError(f"data folder {folder} does not exist (set by --data-dir or {DATA_ENV})")
+            raise DataError(
+                f"data folder {folder} does not exist (given as data_dir=FOLDER or by {DATA_ENV})"
+            )
         relative = Path(info.file)
         for candidate in (relative, Path(relative.name)):
             for suffix in (".gz", ""):
@@ -141,10 +143,13 @@ def find_file(name: str, data_dir: str | Path | None = None) -> Path:
     if info.name == "ETTh1":
         return Path(str(resources.files("timellm.data") / "ETTh1.csv.gz"))
     where = (
-        ", ".join(map(str, tried)) if tried else f"nowhere: no data folder given (--data-dir or {DATA_ENV})"
+        ", ".join(map(str, tried))
+        if tried
+        else f"nowhere: no data folder given (data_dir=FOLDER or {DATA_ENV})"
     )
     raise DataError(
-        f"{info.name} data not found; looked in {where}. Point --data-dir or {DATA_ENV} at the folder holding {info.file}[.gz]"
+        f"{info.name} data not found; looked in {where}. Give the folder holding {info.file}[.gz] "
+        f"as data_dir=FOLDER or {DATA_ENV}"
     )
 
 

@@ -36,9 +36,9 @@ from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
 from timellm.evaluation.statistical import forecast_windows
 from timellm.experiments.folders import RunFolder
-from timellm.experiments.presets import Preset
+from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
-from timellm.model.config import TimeLLMConfig
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig, fit, seed_everything
 
@@ -207,6 +207,7 @@ class _Context:
     max_test_windows: int | None
     out_dir: Path
     record: dict[str, Any]
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     backbone: Backbone | None = None  # the pretrained backbone, loaded once for every variant using it
     test_windows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -235,7 +236,7 @@ def _build(variant: Variant, ctx: _Context) -> nn.Module:
     # under a fixed seed of its own, and the LLM-free ablations need none
     backbone = ctx.pretrained_backbone() if config.llm == "pretrained" else None
     seed_everything(ctx.train.seed)  # after loading: the adapter's draws never depend on the order
-    return TimeLLM(config, backbone)
+    return TimeLLM(config, backbone, execution=ctx.execution)
 
 
 def _count(model: nn.Module, trainable: bool) -> int:
@@ -410,13 +411,14 @@ def run_ablation(
         "command": command,
         "model": model_config.to_dict(),
         "train": train.to_dict(),
+        "execution": execution_dict(preset.execution),
         "run": dict(preset.run),
         "test_windows": min(max_test or total_test, total_test),
         "test_windows_total": total_test,
         "environment": environment(),
     }
     folder.create(record)
-    ctx = _Context(splits, model_config, train, max_test, out_dir, record)
+    ctx = _Context(splits, model_config, train, max_test, out_dir, record, preset.execution)
     rows: list[dict[str, Any]] = []
     with folder.log("ablation.log"):
         logger.info(

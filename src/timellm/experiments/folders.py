@@ -21,6 +21,8 @@ import pandas as pd
 import yaml
 
 from timellm._malloc import allocator_setting
+from timellm._records import check_known_keys
+from timellm.training.config import LEGACY_EXECUTION_KEYS, TrainConfig
 
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -112,14 +114,68 @@ class RunFolder:
         return metrics
 
 
-def read_run_files(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``config.yaml`` and ``metrics.json`` (None while unfinished) of a run folder."""
-    folder = Path(folder)
-    if not (folder / RUN_CONFIG).is_file():
+# every key a run folder's config.yaml may hold (runs, M4 protocol runs, ablation folders)
+RUN_RECORD_KEYS = frozenset(
+    {
+        "protocol",
+        "preset",
+        "dataset",
+        "frequency",
+        "test_dataset",
+        "percent",
+        "command",
+        "model",
+        "train",
+        "execution",
+        "run",
+        "precision",
+        "data",
+        "budget",
+        "variants",
+        "variant",
+        "test_windows",
+        "test_windows_total",
+        "environment",
+    }
+)
+
+
+def read_run_record(folder: str | Path) -> dict[str, Any]:
+    """A run folder's config.yaml, checked: an unknown key (a newer or foreign record) is an error,
+    never dropped; its training settings are checked as TrainConfig reads them.
+
+    Records of earlier versions, which kept the execution settings among the training settings,
+    are read with those settings in their own ``execution`` section.
+    """
+    path = Path(folder) / RUN_CONFIG
+    if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a run folder: it has no {RUN_CONFIG}")
     try:
-        record = yaml.safe_load((folder / RUN_CONFIG).read_text()) or {}
+        record = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a run record: expected a mapping, found {type(record).__name__}")
+    check_known_keys(record, RUN_RECORD_KEYS, path)
+    if isinstance(record.get("train"), dict):
+        train = dict(record["train"])
+        legacy = {k: train.pop(k) for k in LEGACY_EXECUTION_KEYS if k in train}
+        if legacy:
+            record["train"] = train
+            record["execution"] = {**legacy, **(record.get("execution") or {})}
+        try:
+            TrainConfig.from_dict(train)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return record
+
+
+def read_run_files(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``config.yaml`` (:func:`read_run_record`) and ``metrics.json`` (None while unfinished) of a run folder."""
+    folder = Path(folder)
+    record = read_run_record(folder)
+    try:
         metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else None
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder} is not a readable run folder: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / METRICS} is not valid JSON: {err}") from None
     return record, metrics

@@ -1,19 +1,24 @@
-"""Presets are data: packaged YAML files resolved into (dataset, model config, train config)."""
+"""Presets are data: packaged YAML files resolved into a dataset, a model config, a train config,
+the model's execution settings and a run's own settings (sections ``model``, ``train``, ``execution``
+and ``run`` of the YAML files, of ``--set`` keys and of a run folder's config.yaml)."""
 
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from timellm.model.config import TimeLLMConfig
-from timellm.training.loop import TrainConfig
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.training.config import TrainConfig
 
 RUN_FIELDS = ("max_test_windows",)  # settings of a run that are neither model nor training settings
+# how the model executes, chosen per run (autocast follows the run's precision, not a setting here)
+EXECUTION_FIELDS = ("gradient_checkpointing", "attention")
+SECTIONS = ("model", "train", "execution", "run")
 
 
 class PresetError(ValueError):
@@ -27,31 +32,59 @@ class Preset:
     model: TimeLLMConfig
     train: TrainConfig
     run: dict[str, Any]
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Preset:
-        """Apply ``{"llm_layers": 4, "train.epochs": 2, ...}``; a bare key is looked up in model, train, run."""
-        model, train, run = split_settings(overrides)
+        """Apply ``{"llm_layers": 4, "train.epochs": 2, ...}``; a bare key is looked up in each section."""
+        settings = split_settings(overrides)
         return Preset(
             self.name,
             self.dataset,
-            self.model.replace(**model),
-            self.train.replace(**train),
-            {**self.run, **run},
+            self.model.replace(**settings["model"]),
+            self.train.replace(**settings["train"]),
+            {**self.run, **settings["run"]},
+            execution_settings({**execution_dict(self.execution), **settings["execution"]}),
         )
 
 
-def split_settings(overrides: dict[str, Any], sections: tuple[str, ...] = ("model", "train", "run")):
-    """``{"llm_layers": 4, "train.epochs": 2}`` -> (model, train, run) settings; unknown keys are an error.
+def execution_dict(execution: ExecutionSettings) -> dict[str, Any]:
+    """The settings of ``execution`` a preset or run record holds (``EXECUTION_FIELDS``)."""
+    return {name: getattr(execution, name) for name in EXECUTION_FIELDS}
 
-    A bare key is looked up in the model's, then the training's, then the run's settings; a dotted
-    key names its section. ``sections`` limits where a key may go.
+
+def execution_settings(values: dict[str, Any] | None) -> ExecutionSettings:
+    """``ExecutionSettings`` from a preset's or run record's ``execution`` section, checked."""
+    values = dict(values or {})
+    unknown = set(values) - set(EXECUTION_FIELDS)
+    if unknown:
+        raise PresetError(
+            f"unknown execution setting(s) {', '.join(sorted(unknown))}; known: {', '.join(EXECUTION_FIELDS)}"
+        )
+    checkpointing = values.get("gradient_checkpointing", False)
+    if not isinstance(checkpointing, bool):
+        raise PresetError(f"gradient_checkpointing must be true or false, found {checkpointing!r}")
+    try:
+        return ExecutionSettings(**values)
+    except ValueError as err:
+        raise PresetError(str(err)) from None
+
+
+def split_settings(
+    overrides: dict[str, Any], sections: tuple[str, ...] = SECTIONS
+) -> dict[str, dict[str, Any]]:
+    """``{"llm_layers": 4, "train.epochs": 2}`` -> ``{"model": {"llm_layers": 4}, "train": {"epochs": 2},
+    ...}`` with every section of ``SECTIONS``; an unknown key is an error.
+
+    A bare key is looked up in the model's, then the training's, the execution's and the run's
+    settings; a dotted key names its section. ``sections`` limits where a key may go.
     """
     known = {
         "model": {f.name for f in fields(TimeLLMConfig)},
         "train": {f.name for f in fields(TrainConfig)},
+        "execution": set(EXECUTION_FIELDS),
         "run": set(RUN_FIELDS),
     }
-    out: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "run": {}}
+    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for key, value in overrides.items():
         section, _, name = key.rpartition(".")
         target = next(
@@ -62,7 +95,7 @@ def split_settings(overrides: dict[str, Any], sections: tuple[str, ...] = ("mode
             names = sorted(set().union(*(known[s] for s in sections)))
             raise PresetError(f"unknown setting {key!r}; known settings: {', '.join(names)}")
         out[target][name] = value
-    return out["model"], out["train"], out["run"]
+    return out
 
 
 def _merge(base: dict, extra: dict | None) -> dict:
@@ -88,7 +121,7 @@ def all_presets() -> dict[str, Preset]:
         defaults = data.get("defaults", {})
         for dataset, spec in data.get("datasets", {}).items():
             for horizon in spec["horizons"]:
-                settings = _merge(defaults, {k: v for k, v in spec.items() if k in ("model", "train", "run")})
+                settings = _merge(defaults, {k: v for k, v in spec.items() if k in SECTIONS})
                 settings = _merge(settings, spec.get("by_horizon", {}).get(horizon))
                 settings = _merge(settings, {"model": {"pred_len": horizon, "dataset": dataset}})
                 name = f"{dataset}-{horizon}"
@@ -141,6 +174,7 @@ def _build(name: str, dataset: str, settings: dict) -> Preset:
             TimeLLMConfig(**settings.get("model", {})),
             TrainConfig(**settings.get("train", {})),
             dict(settings.get("run", {})),
+            execution_settings(settings.get("execution")),
         )
     except (TypeError, ValueError) as err:
         raise PresetError(f"preset {name} is invalid: {err}") from err
@@ -161,7 +195,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise PresetError(f"--set expects key=value, found {pair!r}")
+            raise PresetError(f"a setting is key=value, found {pair!r}")
         parsed = yaml.safe_load(value) if value.strip() else None
         if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
             parsed = float(parsed)  # YAML 1.1 reads 1e-3 (no dot, no sign) as a string

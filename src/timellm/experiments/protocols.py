@@ -33,9 +33,9 @@ from timellm.data.m4 import (
 from timellm.evaluation.baselines import DLinear, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.m4 import score_m4
 from timellm.experiments.folders import RunFolder
-from timellm.experiments.presets import Preset, get_preset
+from timellm.experiments.presets import Preset, execution_dict, get_preset
 from timellm.experiments.runs import train_and_test
-from timellm.model.config import TimeLLMConfig
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
@@ -55,10 +55,10 @@ def _m4_data_dir(data_dir: str | Path | None) -> Path:
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if folder is None:
         raise DataError(
-            f"M4 needs a data folder: pass --data-dir or set {DATA_ENV} to the folder holding m4/"
+            f"M4 needs a data folder: give the folder holding m4/ as data_dir=FOLDER or {DATA_ENV}"
         )
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist (set by --data-dir or {DATA_ENV})")
+        raise DataError(f"data folder {folder} does not exist (given as data_dir=FOLDER or by {DATA_ENV})")
     return folder
 
 
@@ -92,9 +92,9 @@ def m4_references(data: M4Data, inputs: torch.Tensor, data_dir: Path) -> dict[st
 M4_REFERENCES = ("dlinear",)
 
 
-def _m4_model(config: TimeLLMConfig, reference: str | None) -> nn.Module:
+def _m4_model(config: TimeLLMConfig, reference: str | None, execution: ExecutionSettings) -> nn.Module:
     if reference is None:
-        return TimeLLM(config)
+        return TimeLLM(config, execution=execution)
     if reference == "dlinear":
         # the series' moving average window cannot be longer than the look-back
         return DLinear(
@@ -154,13 +154,14 @@ def run_m4(
         "command": command,
         "model": model_config.to_dict(),
         "train": train_config.to_dict(),
+        "execution": execution_dict(preset.execution),
         "run": preset.run,
     }
     folder.create(record)
     with folder.log():
         logger.info("run %s: %s", run_dir, command or preset.name)
         seed_everything(train_config.seed)
-        model = _m4_model(model_config, reference)
+        model = _m4_model(model_config, reference, preset.execution)
         train_set = data.training_windows(seq_len, holdout=True)
         val_set = TensorDataset(*data.validation_set(seq_len))
         logger.info(

@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.scoring import evaluate
-from timellm.experiments.folders import ADAPTER_DIR, CHECKPOINT_DIR, METRICS, RUN_CONFIG, RunFolder
-from timellm.experiments.presets import Preset
+from timellm.experiments.folders import (
+    ADAPTER_DIR,
+    CHECKPOINT_DIR,
+    METRICS,
+    RUN_CONFIG,
+    RunFolder,
+    read_run_record,
+)
+from timellm.experiments.presets import Preset, execution_dict, execution_settings
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
@@ -75,7 +81,7 @@ def train_and_test(
     if not resume and find_checkpoint(checkpoint_dir) is not None:
         raise CheckpointError(
             f"{run_dir} holds the checkpoint of an unfinished run: continue it with "
-            f"`timellm train --resume {run_dir}`, or delete {checkpoint_dir} to start over"
+            f"resume_run(RUN_DIR), or delete {checkpoint_dir} to start over"
         )
     accelerator = make_accelerator(train_config)
     main = accelerator.is_main_process
@@ -88,6 +94,7 @@ def train_and_test(
         "command": command,
         "model": model_config.to_dict(),
         "train": train_config.to_dict(),
+        "execution": execution_dict(preset.execution),
         "run": preset.run,
         "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
     }
@@ -103,7 +110,7 @@ def train_and_test(
                 train_config.batch_size,
             )
         seed_everything(train_config.seed)
-        model = TimeLLM(model_config)
+        model = TimeLLM(model_config, execution=preset.execution)
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
             model_config.backbone,
@@ -234,6 +241,7 @@ def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[
             TimeLLMConfig.from_dict(record["model"]),
             TrainConfig.from_dict(record["train"]),
             dict(record.get("run") or {}),
+            execution_settings(record.get("execution")),
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"{run_dir / RUN_CONFIG} is not a complete run record: {err}") from None
@@ -256,65 +264,14 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
     return read_run_record(run_dir), TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
 
 
-# every key a run folder's config.yaml may hold (runs, M4 protocol runs, ablation folders)
-RUN_RECORD_KEYS = frozenset(
-    {
-        "protocol",
-        "preset",
-        "dataset",
-        "frequency",
-        "test_dataset",
-        "percent",
-        "command",
-        "model",
-        "train",
-        "run",
-        "precision",
-        "data",
-        "budget",
-        "variants",
-        "variant",
-        "test_windows",
-        "test_windows_total",
-        "environment",
-    }
-)
-
-
-def read_run_record(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's config.yaml, checked: an unknown key (a newer or foreign record) is an error,
-    never dropped; its training settings are checked as TrainConfig reads them."""
-    path = Path(run_dir) / RUN_CONFIG
-    try:
-        record = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} is not a run record: expected a mapping, found {type(record).__name__}")
-    unknown = set(record) - RUN_RECORD_KEYS
-    if unknown:
-        raise ValueError(
-            f"{path} has unknown key(s) {', '.join(sorted(unknown))}: it was written by another "
-            f"version of timellm; known: {', '.join(sorted(RUN_RECORD_KEYS))}"
-        )
-    if "train" in record:
-        try:
-            TrainConfig.from_dict(record["train"])
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-    return record
-
-
 def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, full: bool = True
 ) -> dict[str, Any]:
     """Re-test a run folder's adapter on its test split (all windows unless ``full`` is False)."""
-    if (Path(run_dir) / RUN_CONFIG).is_file():
-        protocol = (yaml.safe_load((Path(run_dir) / RUN_CONFIG).read_text()) or {}).get("protocol")
-        if protocol == "m4":
-            raise ValueError(
-                f"{run_dir} is an M4 run: its scores are in {METRICS} and its forecasts in forecast.csv"
-            )
+    if (Path(run_dir) / RUN_CONFIG).is_file() and read_run_record(run_dir).get("protocol") == "m4":
+        raise ValueError(
+            f"{run_dir} is an M4 run: its scores are in {METRICS} and its forecasts in forecast.csv"
+        )
     record, model = load_run(run_dir)
     config: TimeLLMConfig = model.config
     train = TrainConfig.from_dict(record["train"])

@@ -1,6 +1,6 @@
 """Speed of the plain and the fast path on ETTh1 windows: throughput, peak memory, FLOP/s.
 
-``python -m timellm.experiments.speed`` (and ``timellm bench speed``) runs :func:`speed_benchmark`: every
+``timellm bench speed`` runs :func:`speed_benchmark`: every
 (dtype, path, mode, allocator) configuration runs in a fresh subprocess, so that its peak RSS is its
 own and its allocator setting (``GLIBC_TUNABLES``, fixed when a process starts) is the one named in
 the ``malloc`` column. A training step is forward + backward + Adam step; an inference step is a
@@ -15,12 +15,11 @@ On a machine shared with other work, wall-clock throughput measures the neighbou
 the code: every row also reports its throughput per CPU second of its own process and
 ``cpu_util`` (CPU seconds per wall second; about ``threads`` when the cores were free). With
 fewer free cores than threads, OpenMP threads wait for each other at every barrier: run with
-``--threads 1`` there.
+one thread there (``threads=1``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -417,7 +416,7 @@ def _child(task: str, payload: dict, malloc: str) -> dict:
         env["GLIBC_TUNABLES"] = TUNED_TUNABLES
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "timellm.experiments.speed", "--worker", task, json.dumps(payload)]
+    command = [sys.executable, "-m", "timellm.experiments.speed", task, json.dumps(payload)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child {task} {payload} failed:\n{done.stderr[-4000:]}")
@@ -485,12 +484,12 @@ def speed_benchmark(
     threads = threads or os.cpu_count() or 1
     data = Path(data) if data is not None else default_etth1()
     if not data.is_file():
-        raise FileNotFoundError(f"ETTh1 not found at {data}; give its file with --data (data= in Python)")
+        raise FileNotFoundError(f"ETTh1 not found at {data}; give its file as data=PATH")
     skipped: dict[str, str] = {}
     if dtypes is None:
         dtypes, skipped = native_dtypes()
         for dtype, reason in skipped.items():
-            logger.warning("not measuring %s (ask for it with dtypes / --dtypes): %s", dtype, reason)
+            logger.warning("not measuring %s (ask for it with dtypes=): %s", dtype, reason)
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
@@ -626,7 +625,7 @@ def report(frame: pd.DataFrame) -> str:
             for d in measured
         )
     for dtype, reason in frame.attrs.get("skipped_dtypes", {}).items():
-        text += f"\n\n{dtype} not measured: {reason} (ask for it with --dtypes)"
+        text += f"\n\n{dtype} not measured: {reason} (ask for it with dtypes=)"
     parts = frame.attrs.get("breakdown")
     if parts is not None and len(parts):
         cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
@@ -647,77 +646,19 @@ def report(frame: pd.DataFrame) -> str:
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="timellm bench speed", description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--layers", type=int, default=6, help="LLM layers kept")
-    parser.add_argument("--batch", type=int, default=32, help="series per step (windows of one channel)")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
-    parser.add_argument("--infer-steps", type=int, default=6, help="timed inference steps per configuration")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument(
-        "--dtypes",
-        default=None,
-        help="comma-separated: fp32, bf16 (default: those this CPU runs natively; bf16 needs AMX or AVX-512 BF16)",
-    )
-    parser.add_argument("--paths", default="plain,fast")
-    parser.add_argument("--modes", default="train,infer")
-    parser.add_argument("--malloc", default="default,tuned", help="allocator settings to compare")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument(
-        "--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA, else the packaged copy)"
-    )
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the step-time breakdown")
-    parser.add_argument("--no-ladder", action="store_true", help="skip adding the speed-ups one at a time")
-    parser.add_argument(
-        "--plain-attention",
-        default="eager",
-        choices=["eager", "sdpa"],
-        help="the plain path's attention kernel (default: eager, as the released code forces)",
-    )
-    parser.add_argument(
-        "--plain-fused-adam", action="store_true", help="give the plain path the fused Adam too"
-    )
-    parser.add_argument(
-        "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
-    )
-    parser.add_argument("--out", default="results/speed.csv")
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:  # a child of speed_benchmark: one measurement, one JSON line
-        task, payload = args.worker[0], json.loads(args.worker[1])
-        if task == "matmul":
-            row = _matmul_row(payload["threads"], payload.get("dtypes", ("fp32", "bf16")))
-        elif task == "breakdown":
-            row = step_breakdown(RunSpec(**payload))
-        else:
-            row = run_one(RunSpec(**payload))
-        sys.stdout.write(json.dumps(row) + "\n")
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
-    frame = speed_benchmark(
-        backbone=args.backbone,
-        layers=args.layers,
-        batch=args.batch,
-        steps=args.steps,
-        infer_steps=args.infer_steps,
-        warmup=args.warmup,
-        dtypes=split(args.dtypes) if args.dtypes is not None else None,
-        paths=split(args.paths),
-        modes=split(args.modes),
-        mallocs=split(args.malloc),
-        threads=args.threads,
-        data=args.data,
-        breakdown=not args.no_breakdown,
-        ladder=not args.no_ladder,
-        plain_attention=args.plain_attention,
-        plain_fused_adam=args.plain_fused_adam,
-        gradient_checkpointing=args.gradient_checkpointing,
-        out=args.out,
-    )
-    print(report(frame))  # the table is the product of this command
+def _worker(task: str, payload: str) -> None:
+    """A child of :func:`speed_benchmark`: one measurement, printed as one JSON line."""
+    spec = json.loads(payload)
+    if task == "matmul":
+        row = _matmul_row(spec["threads"], spec.get("dtypes", ("fp32", "bf16")))
+    elif task == "breakdown":
+        row = step_breakdown(RunSpec(**spec))
+    elif task == "run":
+        row = run_one(RunSpec(**spec))
+    else:
+        raise ValueError(f"unknown benchmark task {task!r}: matmul, breakdown or run")
+    sys.stdout.write(json.dumps(row) + "\n")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # only as speed_benchmark's child process; users run `timellm bench speed`
+    _worker(*sys.argv[1:])

@@ -37,6 +37,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from timellm.model.modeling import check_weights as model_weights_check
+from timellm.training.config import LEGACY_EXECUTION_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -370,10 +371,11 @@ def restore_training_state(
         raise CheckpointError(
             f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
         )
-    if state["train_config"] != config.to_dict():
+    saved_train = {k: v for k, v in state["train_config"].items() if k not in LEGACY_EXECUTION_KEYS}
+    if saved_train != config.to_dict():
         raise CheckpointError(
             f"checkpoint {where} was written with other training settings: "
-            f"{_differences(state['train_config'], config.to_dict())}"
+            f"{_differences(saved_train, config.to_dict())}"
         )
     if state.get("precision", run_precision(accelerator)) != run_precision(accelerator):
         logger.warning(

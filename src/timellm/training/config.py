@@ -1,7 +1,9 @@
-"""What a training run is: optimiser, schedule, budget, precision and how the backbone executes.
+"""What a training run is: optimiser, schedule, budget and precision.
 
 One frozen, validated dataclass; presets and ``--set`` build it, run folders record it
-(``config.yaml``), checkpoints compare it on resume.
+(``config.yaml``), checkpoints compare it on resume. How the backbone executes (gradient
+checkpointing, the attention kernel) is not a training setting: it belongs to the model
+(:class:`timellm.model.config.ExecutionSettings`), which the caller builds with it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from timellm.model.config import ExecutionSettings
-
 Schedule = Literal["constant", "halving", "cosine", "onecycle"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # accelerate's mixed_precision of each resolved precision (auto resolves per device: model.precision)
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+# execution settings that earlier versions kept among the training settings; records and checkpoints
+# written then still hold them under "train" (readers move them to the model's execution settings)
+LEGACY_EXECUTION_KEYS = ("gradient_checkpointing", "attention")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,6 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
     deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
-    # how the backbone runs (timellm.config.ExecutionSettings): recompute its layers in backward
-    # (less memory for long inputs), and its attention kernel (auto, sdpa or eager)
-    gradient_checkpointing: bool = False
-    attention: Literal["auto", "sdpa", "eager"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
@@ -61,10 +60,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
-        for name in ("deterministic", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, found {getattr(self, name)!r}")
-        ExecutionSettings(attention=self.attention)  # its check: auto, sdpa or eager
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be true or false, found {self.deterministic!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}

@@ -13,7 +13,6 @@ stopped — the same batches, dropout masks and learning rates as a run that was
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import logging
 import math
@@ -29,7 +28,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
-from timellm.model.config import ExecutionSettings
 from timellm.model.precision import resolve_precision
 from timellm.training import checkpoint as ckpt
 from timellm.training.checkpoint import Progress, run_precision, trainable_state
@@ -326,12 +324,6 @@ def fit(
     val_subset = evenly_spaced(val_set, config.max_val_windows)  # fixed across epochs: comparable losses
     loss_fn = LOSSES[config.loss]
     unwrapped = accelerator.unwrap_model(model)
-    if isinstance(getattr(unwrapped, "execution", None), ExecutionSettings):  # a TimeLLM
-        unwrapped.execution = dataclasses.replace(
-            unwrapped.execution,
-            gradient_checkpointing=config.gradient_checkpointing,
-            attention=config.attention,
-        )
 
     progress, best = Progress(), trainable_state(unwrapped)
     last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
