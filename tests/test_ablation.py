@@ -17,6 +17,7 @@ from timellm.experiments.ablation import (
     resolve_budget,
     resolve_variants,
     run_ablation,
+    run_ablation_seeds,
 )
 from timellm.experiments.presets import get_preset
 from timellm.model.modeling import TimeLLM
@@ -87,6 +88,33 @@ def test_the_same_seed_gives_the_same_numbers(tmp_path, hourly_csv):
     assert list(other["mse"]) != list(first["mse"])
 
 
+def test_several_seeds_give_each_variant_a_mean_and_a_spread(tmp_path, hourly_csv):
+    variants = "time-llm,dlinear,seasonal-naive"
+    table = run_ablation_seeds(
+        tiny_preset(), tmp_path / "s", [1, 2], variants=variants, budget="tiny", source=hourly_csv
+    )
+    every = pd.read_csv(tmp_path / "s" / "ablation_seeds.csv")
+    assert len(every) == 6 and set(every["seed"]) == {1, 2}
+    for row in table.itertuples():
+        runs = every[every["variant"] == row.variant]
+        assert row.seeds == 2
+        assert math.isclose(row.mse, runs["mse"].mean()) and math.isclose(
+            row.mse_std, runs["mse"].std(ddof=1)
+        )
+        assert math.isclose(row.mae_std, runs["mae"].std(ddof=1))
+    rows = table.set_index("variant")
+    assert rows.loc["time-llm", "mse_std"] > 0 and rows.loc["seasonal-naive", "mse_std"] == 0
+    assert math.isclose(
+        rows.loc["dlinear", "mse_vs_full_pct"],
+        100 * (rows.loc["dlinear", "mse"] - rows.loc["time-llm", "mse"]) / rows.loc["time-llm", "mse"],
+    )
+    assert list(pd.read_csv(tmp_path / "s" / TABLE_CSV).columns) == COLUMNS
+    assert " ± " in (tmp_path / "s" / TABLE_MD).read_text()
+    assert (tmp_path / "s" / "seed-2" / "time-llm" / "adapter" / "adapter.safetensors").is_file()
+    with pytest.raises(ValueError, match="two distinct seeds"):
+        run_ablation_seeds(tiny_preset(), tmp_path / "t", [1], source=hourly_csv)
+
+
 def test_budgets_and_variants_resolve_or_fail_clearly():
     base = TrainConfig(epochs=10, max_train_windows=None)
     assert resolve_budget(base, None) == base
@@ -139,6 +167,8 @@ def test_ablate_cli_on_a_csv_prints_the_markdown_table(tmp_path, capsys):
     assert "| variant | MSE | MAE |" in out and "| DLinear |" in out and "| seasonal naive |" in out
     assert "mine, horizon 12, 20 test windows" in out
     assert (tmp_path / "o" / TABLE_CSV).is_file()
+    assert main([*args[:-1], str(tmp_path / "seeds"), "--seeds", "1,2"]) == 0
+    assert " ± " in capsys.readouterr().out and (tmp_path / "seeds" / "seed-1" / TABLE_CSV).is_file()
 
 
 def test_ablate_cli_errors_are_one_line(tmp_path, capsys):

@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--period", type=int, help="seasonal period of the CSV (default: from the time stamps)")
     p.add_argument("--description", help="one or two sentences about the data, for the prompt")
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S1,S2,...",
+        help="run every variant once per seed, into <out>/seed-<S>; the table holds mean and standard deviation",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -895,7 +901,7 @@ FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands
 
 def cmd_ablate(args) -> int:
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation
+    from timellm.experiments.ablation import TABLE_CSV, ablation_markdown, run_ablation, run_ablation_seeds
 
     preset = _resolve_preset(args)
     source = None
@@ -916,15 +922,15 @@ def cmd_ablate(args) -> int:
     name = source.name if source else preset.name
     run_dir = Path(args.out) if args.out else _default_run_dir(f"ablate-{name}")
     command = _command_line(args)
-    table = run_ablation(
-        preset,
-        run_dir,
-        variants=args.variants,
-        budget=args.budget,
-        data_dir=args.data_dir,
-        source=source,
-        command=command,
+    settings = dict(
+        variants=args.variants, budget=args.budget, data_dir=args.data_dir, source=source, command=command
     )
+    if args.seeds and len(args.seeds) > 1:
+        table = run_ablation_seeds(preset, run_dir, args.seeds, **settings)
+    else:
+        if args.seeds:
+            preset = preset.with_overrides({"seed": args.seeds[0]})
+        table = run_ablation(preset, run_dir, **settings)
     windows = int(table["test_windows"].max())
     print(f"\n{name}, horizon {preset.model.pred_len}, {windows} test windows, standardised scale")
     print(ablation_markdown(table))

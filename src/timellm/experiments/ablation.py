@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 FULL = "time-llm"
 TABLE_CSV = "ablation.csv"
 TABLE_MD = "ablation.md"
+SEEDS_CSV = "ablation_seeds.csv"  # run_ablation_seeds: one row per variant and seed
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,9 @@ COLUMNS = [
     "kind",
     "mse",
     "mae",
+    "mse_std",
+    "mae_std",
+    "seeds",
     "mse_vs_full_pct",
     "mae_vs_full_pct",
     "trainable_params",
@@ -314,7 +318,7 @@ COLUMNS = [
 ]
 
 
-def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _table(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     full = table[table["variant"] == FULL]
     for metric in ("mse", "mae"):
@@ -350,7 +354,16 @@ def _ablation_cell(value: Any, column: str) -> str:
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub Markdown: one row per variant, the difference to full Time-LLM in %."""
+    """The table as GitHub Markdown: one row per variant, the difference to full Time-LLM in %;
+    over several seeds, MSE and MAE are the mean ± the sample standard deviation."""
+    table = table.copy()
+    for metric in ("mse", "mae"):
+        spread = table.get(f"{metric}_std")
+        if spread is not None and spread.notna().any():
+            table[metric] = [
+                f"{m:.4f} ± {d:.4f}" if math.isfinite(d) else f"{m:.4f}"
+                for m, d in zip(table[metric], spread.fillna(math.nan), strict=True)
+            ]
     return markdown_table(
         table,
         list(ABLATION_HEADERS),
@@ -358,6 +371,42 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         cell=_ablation_cell,
         right=[c for c in ABLATION_HEADERS if c != "label"],
     )
+
+
+def run_ablation_seeds(
+    preset: Preset, out_dir: str | Path, seeds: Sequence[int], **kwargs: Any
+) -> pd.DataFrame:
+    """:func:`run_ablation` once per seed (into ``out_dir/seed-<seed>``), then one table of the means.
+
+    Every variant's ``mse`` and ``mae`` are the means over the seeds, ``mse_std`` and ``mae_std``
+    their sample standard deviations (ddof 1; 0 for the deterministic naive forecasts), ``seeds``
+    how many; times and counts are means too. Writes ``ablation.csv`` and ``.md`` to ``out_dir``
+    and each seed's table as ``ablation_seeds.csv`` (one row per variant and seed).
+    """
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"run_ablation_seeds needs at least two distinct seeds, found {list(seeds)}")
+    out_dir = Path(out_dir)
+    per_seed = []
+    for seed in seeds:
+        table = run_ablation(preset.with_overrides({"seed": seed}), out_dir / f"seed-{seed}", **kwargs)
+        per_seed.append(table.assign(seed=seed))
+    every = pd.concat(per_seed, ignore_index=True)
+    order = list(dict.fromkeys(every["variant"]))
+    grouped = every.groupby("variant", sort=False)
+    numeric = [c for c in every.columns if c not in ("variant", "label", "kind", "commit", "seed")]
+    summary = grouped[numeric].mean()
+    summary["mse_std"] = grouped["mse"].std(ddof=1)
+    summary["mae_std"] = grouped["mae"].std(ddof=1)
+    summary["seeds"] = grouped["seed"].nunique()
+    firsts = grouped[["label", "kind"]].first()
+    summary["commit"] = grouped["commit"].agg(lambda c: ",".join(dict.fromkeys(map(str, c))))
+    summary = summary.join(firsts).loc[order].reset_index()
+    table = _table(summary.drop(columns=["mse_vs_full_pct", "mae_vs_full_pct"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    every.to_csv(out_dir / SEEDS_CSV, index=False)
+    table.to_csv(out_dir / TABLE_CSV, index=False)
+    (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
+    return table
 
 
 def environment() -> dict[str, Any]:
