@@ -116,3 +116,36 @@ def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
     assert row["malloc"] in ("default", "tuned", "custom")
     assert row["attn_implementation"] == attention and row["fused_adam"] == fused_adam
     assert row["flops"] > 0 and row["flop_per_s"] > 0
+
+
+def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_batches(etth1_like, tmp_path):
+    from timellm.experiments.speed import report, speed_benchmark
+
+    frame = speed_benchmark(
+        backbone="tiny-random-llama",
+        layers=2,
+        batch=4,
+        steps=1,
+        infer_steps=2,
+        warmup=1,
+        dtypes=["fp32"],
+        paths=["plain", "fast"],
+        modes=["infer"],
+        mallocs=["tuned"],
+        threads=1,
+        data=etth1_like,
+        seq_len=48,
+        pred_len=12,
+        breakdown=False,
+        ladder=False,
+        infer_batches=[2, 8],
+        model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
+        out=tmp_path / "speed.csv",
+    )
+    assert list(frame["path"]) == ["plain", "fast"] and (frame["series_per_s"] > 0).all()
+    assert frame.loc[frame.path == "fast", "attn_implementation"].item() == "timellm_grouped"
+    sizes = pd.read_csv(tmp_path / "speed_batches.csv")
+    assert list(sizes["batch"]) == [2, 8] and (sizes["path"] == "fast").all()
+    assert (sizes["first_step_s"] > 0).all()
+    text = report(frame)
+    assert "fast-path inference by batch size" in text and "matmul peak" in text

@@ -52,8 +52,10 @@ def assert_same_gradients(fast: dict, plain: dict) -> None:
         )
 
 
-@pytest.mark.parametrize("attention", ["auto", "sdpa", "eager"])
-@pytest.mark.parametrize("backbone", DECODERS)
+@pytest.mark.parametrize(
+    ("backbone", "attention"),
+    [(b, a) for b in DECODERS for a in ("auto", "sdpa", "eager")] + [("tiny-random-llama", "grouped")],
+)
 def test_fast_and_plain_paths_agree_on_outputs_and_gradients(backbone, attention):
     fast, plain = twins(backbone)
     fast.execution = ExecutionSettings(attention=attention)
@@ -169,7 +171,7 @@ def test_bert_takes_the_plain_path():
     torch.testing.assert_close(fast_out, plain_out, rtol=0, atol=0)
 
 
-def test_prototype_cache_is_invalidated_by_an_optimiser_step_and_by_train():
+def test_prototype_cache_is_invalidated_by_an_optimiser_step_not_by_the_mode():
     fast, _ = twins("tiny-random-llama")
     x = varied_batch()
     optimiser = torch.optim.Adam([p for p in fast.parameters() if p.requires_grad], lr=1e-2)
@@ -188,8 +190,13 @@ def test_prototype_cache_is_invalidated_by_an_optimiser_step_and_by_train():
     assert fast._prototype_cache.builds == 2
     cached = fast._prototype_cache.get(fast.prototypes, fast.backbone.word_embeddings)
     assert not torch.equal(cached, before) and torch.equal(cached, fresh)
+    # predict() on a model in training mode: eval, forward, back to train, batch after batch
+    from timellm.model.predict import predict
+
     fast.train()
-    assert fast._prototype_cache._value is None
+    for _ in range(3):
+        predict(fast, x)
+    assert fast.training and fast._prototype_cache.builds == 2
 
 
 def test_seen_windows_need_no_tokenizer_call():
@@ -256,7 +263,13 @@ def kernels_used(model: TimeLLM, x: torch.Tensor) -> set[str]:
 
 @pytest.mark.parametrize(
     ("fast_path", "attention", "expected"),
-    [(True, "auto", "eager"), (False, "auto", "sdpa"), (True, "sdpa", "sdpa"), (False, "eager", "eager")],
+    [
+        (True, "auto", "timellm_grouped"),
+        (False, "auto", "sdpa"),
+        (True, "sdpa", "sdpa"),
+        (False, "eager", "eager"),
+        (False, "grouped", "timellm_grouped"),
+    ],
 )
 def test_the_attention_kernel_follows_the_setting_and_does_not_leak(fast_path, attention, expected):
     fast, plain = twins("tiny-random-llama")
@@ -266,6 +279,32 @@ def test_the_attention_kernel_follows_the_setting_and_does_not_leak(fast_path, a
     assert model.llm.config._attn_implementation == "sdpa"  # the backbone as loaded, after the call
     with pytest.raises(ValueError, match="attention must be"):
         ExecutionSettings(attention="flash")
+
+
+def test_grouped_attention_is_the_eager_kernel_per_key_value_head():
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from timellm.model.fastpath import grouped_attention
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.training = 3, False
+    query, key, value = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 9, 8), torch.randn(2, 2, 9, 8)
+    mask = torch.zeros(2, 1, 5, 9)
+    mask[0, :, :, :3] = torch.finfo(torch.float32).min  # a left-padded series
+    mask[:, :, torch.arange(5)[:, None] + 4 < torch.arange(9)] = torch.finfo(torch.float32).min  # causal
+    for given in (mask, None):
+        out, weights = grouped_attention(module, query, key, value, given, scaling=8**-0.5)
+        expected_out, expected_weights = eager_attention_forward(module, query, key, value, given, 8**-0.5)
+        torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_attention_is_refused_where_it_does_not_fit():
+    fast, _ = twins("tiny-random-gpt2")
+    fast.execution = ExecutionSettings(attention="grouped")
+    with pytest.raises(ValueError, match="attention 'grouped' is llama's"):
+        step(fast, varied_batch())
 
 
 def test_execution_settings_reject_unknown_dtypes():
@@ -466,3 +505,25 @@ def test_the_fast_path_makes_no_deprecated_call(backbone):
         warnings.simplefilter("error", DeprecationWarning)
         step(fast, varied_batch())
         eval_forecast(fast, varied_batch())
+
+
+def test_compiled_norms_and_mlps_compute_what_the_eager_ones_do():
+    from timellm.model.predict import predict
+
+    fast, plain = twins("tiny-random-llama")
+    x = varied_batch()
+    expected_out, expected_grads = step(plain, x)
+    expected = predict(plain, x)
+    torch._dynamo.reset()
+    fast.execution = ExecutionSettings(compile="inference")
+    torch.testing.assert_close(predict(fast, x), expected, rtol=1e-4, atol=1e-5)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs > 0  # the compiled forwards ran
+    out, _ = step(fast, x)  # "inference": training calls stay eager
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    fast.execution = ExecutionSettings(compile="always")
+    out, grads = step(fast, x)
+    torch.testing.assert_close(out, expected_out, rtol=1e-4, atol=1e-5)
+    assert_same_gradients(grads, expected_grads)
+    with pytest.raises(ValueError, match="compile must be"):
+        ExecutionSettings(compile="yes")

@@ -149,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
     )
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "inference", "always"],
+        help="the fast path's torch.compile setting (norms and MLPs; default: none)",
+    )
+    p.add_argument(
+        "--infer-batches",
+        type=_int_list,
+        default=[],
+        metavar="B1,B2,...",
+        help="also time fast-path inference at these batch sizes (series per forward)",
+    )
     p.add_argument("--out", default="results/speed.csv")
 
     p = sub.add_parser(
@@ -248,6 +261,16 @@ def _name_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, found {text!r}")
     return names
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, found {text!r}")
+    return numbers
 
 
 def _seed_list(text: str) -> list[int]:
@@ -988,6 +1011,8 @@ def cmd_bench(args) -> int:
         plain_attention=args.plain_attention,
         plain_fused_adam=args.plain_fused_adam,
         gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+        infer_batches=args.infer_batches,
         out=args.out,
     )
     print(report(frame))  # the tables are the product of this command

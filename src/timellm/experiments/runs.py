@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -257,11 +258,15 @@ def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
-    """The resolved record of a run folder and its trained model."""
+    """The resolved record of a run folder and its trained model, run as the record says
+    (its execution settings: the attention kernel rounds differently from another one)."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
-    return read_run_record(run_dir), TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
+    record = read_run_record(run_dir)
+    model = TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
+    model.execution = replace(model.execution, **execution_dict(execution_settings(record.get("execution"))))
+    return record, model
 
 
 def evaluate_run(

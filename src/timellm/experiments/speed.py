@@ -79,6 +79,7 @@ class RunSpec:
     gradient_checkpointing: bool = False
     attention: str = "auto"  # ExecutionSettings.attention: "auto", "sdpa" or "eager" (the released code's)
     fused_adam: bool = True  # torch's fused Adam kernel, or the per-tensor loop (the released code's)
+    compile: str = "none"  # ExecutionSettings.compile: "none", "inference" or "always"
     label: str = ""  # a name for the row (the ladder's steps)
     model_changes: dict = field(default_factory=dict)  # other TimeLLMConfig fields (tests: a small d_ff)
 
@@ -250,10 +251,12 @@ def run_one(spec: RunSpec) -> dict:
         predict(model, x, batch_size=spec.batch)  # what evaluation and forecasting run
 
     step = train_step if spec.mode == "train" else infer_step
-    times, cpu_times = [], []
+    times, cpu_times, first_step = [], [], 0.0
     for i in range(spec.warmup + spec.steps):
         start, cpu_start = time.perf_counter(), time.process_time()
         step(i)
+        if i == 0:
+            first_step = time.perf_counter() - start  # with the prefix cache and any compilation
         if i >= spec.warmup:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
@@ -265,6 +268,7 @@ def run_one(spec: RunSpec) -> dict:
         step_s=seconds,
         step_s_min=min(times),
         step_s_max=max(times),
+        first_step_s=first_step,
         series_per_s=spec.batch / seconds,
         # per CPU second of this process (all threads): what the code costs, whatever else runs
         series_per_cpu_s=spec.batch / cpu_seconds,
@@ -308,6 +312,7 @@ def _build_model(spec: RunSpec):
         autocast_dtype=DTYPES[spec.dtype],
         gradient_checkpointing=spec.gradient_checkpointing,
         attention=spec.attention,
+        compile=spec.compile,
     )
     return TimeLLM(config, backbone=backbone, execution=execution)
 
@@ -433,13 +438,16 @@ LADDER = (
     ("+ SDPA attention", {"path": "plain", "attention": "sdpa", "fused_adam": False}, "default"),
     ("+ fused Adam", {"path": "plain", "attention": "sdpa", "fused_adam": True}, "default"),
     ("+ fast path (prompt cache, token memo, E' cache)", {"path": "fast", "attention": "sdpa"}, "default"),
+    ("+ eager attention for the short cached passes", {"path": "fast", "attention": "eager"}, "default"),
     (
-        "+ eager attention for the short cached passes (auto)",
+        "+ grouped-query attention without K/V copies (auto)",
         {"path": "fast", "attention": "auto"},
         "default",
     ),
     ("+ tuned allocator", {"path": "fast"}, "tuned"),
-    ("+ bf16 autocast", {"path": "fast", "dtype": "bf16"}, "tuned"),
+    ("+ torch.compile of norms and MLPs (always)", {"path": "fast", "compile": "always"}, "tuned"),
+    ("= compile for inference only", {"path": "fast", "compile": "inference"}, "tuned"),
+    ("+ bf16 autocast", {"path": "fast", "compile": "inference", "dtype": "bf16"}, "tuned"),
 )
 
 
@@ -463,6 +471,9 @@ def speed_benchmark(
     plain_attention: str = "eager",
     plain_fused_adam: bool = False,
     gradient_checkpointing: bool = False,
+    compile: str = "none",
+    infer_batches: Sequence[int] = (),
+    model_changes: dict | None = None,
     out: str | Path | None = "results/speed.csv",
 ) -> pd.DataFrame:
     """Measure every (dtype, path, mode, malloc) configuration, each in a fresh process.
@@ -479,7 +490,10 @@ def speed_benchmark(
     the speed-up the shortcut gives at equal FLOP rates) and the achieved fraction of the matmul
     peak. Writes ``out`` (CSV) if given; with ``breakdown`` also ``<out stem>_breakdown.csv`` (where
     a training step's time goes) and with ``ladder`` ``<out stem>_ladder.csv`` (each speed-up
-    added in turn to the released configuration).
+    added in turn to the released configuration). ``compile`` is the fast path's
+    ``ExecutionSettings.compile``; ``infer_batches`` measures fast-path inference at each of those
+    batch sizes (series per forward) into ``frame.attrs["batches"]`` and ``<out stem>_batches.csv``:
+    the batch that runs best for evaluation and forecasting.
     """
     threads = threads or os.cpu_count() or 1
     data = Path(data) if data is not None else default_etth1()
@@ -508,10 +522,11 @@ def speed_benchmark(
         threads=threads,
         data=str(data),
         gradient_checkpointing=gradient_checkpointing,
+        model_changes=dict(model_changes or {}),
     )
     as_run = {
         "plain": {"attention": plain_attention, "fused_adam": plain_fused_adam},
-        "fast": {"attention": "auto", "fused_adam": True},
+        "fast": {"attention": "auto", "fused_adam": True, "compile": compile},
     }
 
     def spec_for(mode: str, **changes) -> RunSpec:
@@ -566,12 +581,20 @@ def speed_benchmark(
         frame.attrs["breakdown"] = pd.DataFrame(parts)
         if out is not None:
             frame.attrs["breakdown"].to_csv(out.with_name(f"{out.stem}_breakdown.csv"), index=False)
+    if infer_batches:
+        sizes = []
+        for size in infer_batches:
+            logger.info("inference at batch %d", size)
+            sizes.append(_child("run", asdict(spec_for("infer", batch=size, dtype=dtypes[0])), mallocs[-1]))
+        frame.attrs["batches"] = pd.DataFrame(sizes)
+        if out is not None:
+            frame.attrs["batches"].to_csv(out.with_name(f"{out.stem}_batches.csv"), index=False)
     if ladder:
         steps_run = []
         for mode in modes:
             for label, changes, malloc in LADDER:
-                if mode != "train" and label == "+ fused Adam":
-                    continue  # no optimiser at inference
+                if mode != "train" and label in ("+ fused Adam", "= compile for inference only"):
+                    continue  # no optimiser at inference, where "always" and "inference" are one
                 if changes.get("dtype", "fp32") not in dtypes:
                     continue  # a dtype not measured (emulated here, or left out)
                 logger.info("ladder (%s): %s", mode, label)
@@ -631,6 +654,10 @@ def report(frame: pd.DataFrame) -> str:
         cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
         cols += ["prompt_pct", "llm_pct", "mapping_pct", "adam_pct", "rest_pct"]
         text += "\n\nwhere a training step's time goes (%):\n\n" + _table(parts, cols, digits=3)
+    sizes = frame.attrs.get("batches")
+    if sizes is not None and len(sizes):
+        cols = ["dtype", "compile", "malloc", "batch", "series_per_s", "step_s", "peak_rss_mb", "cpu_util"]
+        text += "\n\nfast-path inference by batch size (series per forward):\n\n" + _table(sizes, cols)
     ladder = frame.attrs.get("ladder")
     if ladder is not None and len(ladder):
         cols = [

@@ -140,16 +140,28 @@ class ExecutionSettings:
     # recompute each backbone layer in backward instead of keeping its activations: less memory,
     # about one more forward of the LLM per step (gradients do flow through it to the patch tokens)
     gradient_checkpointing: bool = False
-    # the backbone's attention kernel: "sdpa", "eager", or "auto": the kernel the backbone was
-    # loaded with (SDPA), except the fast path's short cached passes on CPU, where eager attention
-    # is faster (its matmuls beat the CPU flash kernel, whose backward is slow in bf16; see
-    # results/speed_ladder.csv). Both compute the same attention.
-    attention: Literal["auto", "sdpa", "eager"] = "auto"
+    # the backbone's attention kernel: "sdpa", "eager", "grouped" (llama's eager attention per
+    # key/value head, without copying keys and values per query head: fastpath.grouped_attention),
+    # or "auto": the kernel the backbone was loaded with (SDPA), except the fast path's short cached
+    # passes on CPU, where explicit matmuls are faster (they beat the CPU flash kernel, whose
+    # backward is slow in bf16; see results/speed.md): grouped on llama, eager elsewhere. All
+    # compute the same attention.
+    attention: Literal["auto", "sdpa", "eager", "grouped"] = "auto"
+    # torch.compile (inductor) of the LLM's norms and MLPs, fusing their elementwise chains:
+    # "none", "inference" (calls without autograd: evaluation, forecasting) or "always". Measured
+    # on a 2-core Xeon in fp32 (results/speed.md): inference about 1.2x faster, training slower,
+    # so not in training; off by default because the first call compiles for 15-20 s and needs a
+    # C compiler
+    compile: Literal["none", "inference", "always"] = "none"
 
     def __post_init__(self) -> None:
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(
                 f"autocast_dtype must be None, 'bfloat16' or 'float16', found {self.autocast_dtype!r}"
             )
-        if self.attention not in ("auto", "sdpa", "eager"):
-            raise ValueError(f"attention must be 'auto', 'sdpa' or 'eager', found {self.attention!r}")
+        if self.compile not in ("none", "inference", "always"):
+            raise ValueError(f"compile must be 'none', 'inference' or 'always', found {self.compile!r}")
+        if self.attention not in ("auto", "sdpa", "eager", "grouped"):
+            raise ValueError(
+                f"attention must be 'auto', 'sdpa', 'eager' or 'grouped', found {self.attention!r}"
+            )

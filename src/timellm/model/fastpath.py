@@ -264,6 +264,61 @@ def attention_kernel(config, implementation: str | None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
+# grouped-query attention without repeating keys and values
+
+GROUPED_ATTENTION = "timellm_grouped"  # its name among transformers' attention functions
+GROUPED_ARCHITECTURES = frozenset({"llama"})  # whose attention modules call it as llama's eager one
+
+
+def grouped_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Llama's eager attention, computed per key/value head instead of per query head.
+
+    query: (S, H, Q, hd); key, value: (S, G, L, hd) with G key/value heads, H = G·r. The eager
+    kernel first copies every key and value head r times (``repeat_kv``: 2·r·S·G·L·hd values, and
+    their sum in backward), then runs H small (Q x hd) @ (hd x L) products. Here the r query heads
+    that share a key/value head are stacked into one (r·Q x hd) block: no copies of K and V, G
+    products r times taller, the same scores. The scale multiplies the queries (Q·hd values)
+    rather than the scores (Q·L): the same result up to rounding. Softmax runs in float32 as in
+    the eager kernel. Returns the output (S, Q, H, hd) and the weights (S, H, Q, L).
+    """
+    s, h, q_len, head_dim = query.shape
+    groups, length = key.shape[1], key.shape[-2]
+    repeats = h // groups
+    stacked = (query * scaling).reshape(s, groups, repeats * q_len, head_dim)  # (S, G, r·Q, hd)
+    scores = torch.matmul(stacked, key.transpose(2, 3))  # (S, G, r·Q, L)
+    if attention_mask is not None:  # (S, 1, Q, L), additive: the same for every head
+        scores = (scores.view(s, groups, repeats, q_len, length) + attention_mask[:, :, None]).view_as(scores)
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value)  # (S, G, r·Q, hd)
+    out = out.view(s, h, q_len, head_dim).transpose(1, 2).contiguous()  # (S, Q, H, hd)
+    return out, weights.view(s, h, q_len, length)
+
+
+def register_grouped_attention() -> str:
+    """Make :func:`grouped_attention` a transformers attention function (idempotent); its name.
+
+    It takes the eager kernel's masks (additive, one per query and key position): transformers
+    builds no mask at all for an attention function it has no mask function for.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_attention)
+    AttentionMaskInterface.register(GROUPED_ATTENTION, eager_mask)
+    return GROUPED_ATTENTION
+
+
+# --------------------------------------------------------------------------------------------
 # gradient checkpointing that keeps reading the prompt cache
 #
 # transformers' own checkpointing drops past_key_values and only acts on modules in training
@@ -318,6 +373,53 @@ def checkpointing(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _CHECKPOINT_LAYERS.reset(token)
+
+
+# --------------------------------------------------------------------------------------------
+# torch.compile of the LLM's memory-bound pieces
+#
+# Between its matrix products a decoder layer runs chains of elementwise operations (RMSNorm's
+# square, mean, rsqrt and two products; the MLP's SiLU and product), each a full pass over the
+# activations in memory. Inductor fuses each chain into one loop. The norms and MLPs are pure
+# tensor functions, so they compile without graph breaks (dynamic shapes: the statistics length
+# changes from batch to batch); the attention modules, which read cache objects, stay as they are.
+# Like checkpointing, each module's forward is wrapped once and takes the compiled version only
+# inside :func:`compiling`, so a backbone shared by several models is unaffected elsewhere.
+
+_COMPILE_MODULES: contextvars.ContextVar[bool] = contextvars.ContextVar("timellm_compile", default=False)
+COMPILED_KINDS = ("RMSNorm", "MLP")  # class-name endings of the modules compiled
+
+
+def _maybe_compiled(forward, compiled, *args, **kwargs):
+    return compiled(*args, **kwargs) if _COMPILE_MODULES.get() else forward(*args, **kwargs)
+
+
+def install_compiled_modules(llm: nn.Module) -> int:
+    """Wrap the norms and MLPs of ``llm`` with a compiled twin (idempotent); return how many.
+
+    Compilation itself happens on the first call inside :func:`compiling` (seconds to a minute,
+    once per process and shape family).
+    """
+    count = 0
+    for module in llm.modules():
+        if not type(module).__name__.endswith(COMPILED_KINDS):
+            continue
+        count += 1
+        if "forward" in vars(module):
+            continue
+        forward = type(module).forward.__get__(module)
+        module.forward = functools.partial(_maybe_compiled, forward, torch.compile(forward, dynamic=True))
+    return count
+
+
+@contextlib.contextmanager
+def compiling(enabled: bool) -> Iterator[None]:
+    """Within this context, wrapped modules run their compiled forward if ``enabled``."""
+    token = _COMPILE_MODULES.set(enabled)
+    try:
+        yield
+    finally:
+        _COMPILE_MODULES.reset(token)
 
 
 # --------------------------------------------------------------------------------------------

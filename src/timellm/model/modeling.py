@@ -19,15 +19,19 @@ from torch import nn
 from timellm.backbones.loading import Backbone, load_backbone
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.fastpath import (
+    GROUPED_ARCHITECTURES,
     VERIFIED_ARCHITECTURES,
     PromptPrefixCache,
     PrototypeCache,
     attention_kernel,
     checkpointing,
+    compiling,
     extend_cache,
     fast_path_agrees,
     fast_path_unsupported_reason,
+    install_compiled_modules,
     install_layer_checkpointing,
+    register_grouped_attention,
     run_patch_tokens,
 )
 from timellm.model.layers import (
@@ -258,7 +262,10 @@ class TimeLLM(nn.Module):
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
-        with attention_kernel(self.llm.config, self.attention_kernel_for(tokens.device)):
+        compiled = self._compiles_now()
+        if compiled:
+            install_compiled_modules(self.llm)  # idempotent; acts only inside compiling(True)
+        with attention_kernel(self.llm.config, self.attention_kernel_for(tokens.device)), compiling(compiled):
             if self.uses_fast_path and self._llm_is_frozen():
                 if not self._fast_path_verified:
                     return self._run_llm_checked(x, tokens)
@@ -302,14 +309,27 @@ class TimeLLM(nn.Module):
         logger.warning("%s takes the plain path: %s", self.backbone.name, self.fast_path_reason)
         return self._run_llm_plain(x, tokens) if torch.is_grad_enabled() else plain
 
+    def _compiles_now(self) -> bool:
+        """Whether this LLM call runs the compiled norms and MLPs (ExecutionSettings.compile)."""
+        choice = self.execution.compile
+        return choice == "always" or (choice == "inference" and not torch.is_grad_enabled())
+
     def attention_kernel_for(self, device: torch.device) -> str | None:
         """The attention implementation to run the LLM with (None: as loaded); see ExecutionSettings."""
         choice = self.execution.attention
+        grouped_fits = self.llm.config.model_type in GROUPED_ARCHITECTURES
+        if choice == "grouped":
+            if not grouped_fits:
+                raise ValueError(
+                    f"attention 'grouped' is llama's eager attention per key/value head; this backbone "
+                    f"is {self.llm.config.model_type!r}: use auto, sdpa or eager"
+                )
+            return register_grouped_attention()
         if choice != "auto":
             return choice
         loaded = self.llm.config._attn_implementation
         if self.uses_fast_path and device.type == "cpu" and loaded == "sdpa":
-            return "eager"
+            return register_grouped_attention() if grouped_fits else "eager"
         return None
 
     def _run_llm_fast(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -338,9 +358,10 @@ class TimeLLM(nn.Module):
     # training mode, parameters, persistence
 
     def train(self, mode: bool = True) -> TimeLLM:
+        # the E' kept for inference stays: its key holds a fingerprint of the mapping weights, so a
+        # training step invalidates it, while eval -> train -> eval without a step (``predict`` on
+        # a model in training mode, batch after batch) reuses it
         super().train(mode)
-        if mode:  # training changes the mapping weights: drop the E' kept for inference
-            self._prototype_cache.clear()
         if self.backbone is not None:
             self.llm.eval()  # frozen: its dropout stays off whatever the adapter's mode
         return self
