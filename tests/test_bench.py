@@ -139,6 +139,7 @@ def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_b
         breakdown=False,
         ladder=False,
         infer_batches=[2, 8],
+        profile=True,
         model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
         out=tmp_path / "speed.csv",
     )
@@ -147,5 +148,10 @@ def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_b
     sizes = pd.read_csv(tmp_path / "speed_batches.csv")
     assert list(sizes["batch"]) == [2, 8] and (sizes["path"] == "fast").all()
     assert (sizes["first_step_s"] > 0).all()
+    ops = pd.read_csv(tmp_path / "speed_profile.csv")
+    kinds = ops[ops["op"] == "(all)"]
+    assert set(kinds["mode"]) == {"infer"} and abs(kinds["pct"].sum() - 100) < 1e-6
+    assert "matmul" in set(kinds["kind"]) and (ops["ms_per_step"] > 0).all()
     text = report(frame)
     assert "fast-path inference by batch size" in text and "matmul peak" in text
+    assert "by kind of operator" in text

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B1,B2,...",
         help="also time fast-path inference at these batch sizes (series per forward)",
     )
+    p.add_argument(
+        "--profile", action="store_true", help="also profile a fast-path step per mode, operator by operator"
+    )
     p.add_argument("--out", default="results/speed.csv")
 
     p = sub.add_parser(
@@ -1013,6 +1016,7 @@ def cmd_bench(args) -> int:
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,
         infer_batches=args.infer_batches,
+        profile=args.profile,
         out=args.out,
     )
     print(report(frame))  # the tables are the product of this command

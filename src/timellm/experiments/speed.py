@@ -396,6 +396,84 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     return row
 
 
+# what each aten operator is, for the profile's summary
+OP_KINDS = {
+    "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::addmv_", "aten::matmul", "aten::linear"),
+    "attention (softmax)": ("aten::_softmax", "aten::_softmax_backward_data"),
+    "copies, concatenations": ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::index"),
+    "optimiser": ("aten::_fused_adam_",),
+}
+
+
+def _op_kind(name: str) -> str:
+    return next((kind for kind, names in OP_KINDS.items() if name in names), "elementwise, other")
+
+
+def op_profile(spec: RunSpec, steps: int = 2, top: int = 25) -> list[dict]:
+    """Where one step's time goes, operator by operator (torch.profiler, after ``spec.warmup`` steps).
+
+    Returns the ``top`` operators by self time (grouped by input shapes), then one row per kind of
+    operator (:data:`OP_KINDS`: matmuls, softmax, copies and concatenations, the optimiser, the
+    rest: norms, activations, rotary, masks, dropout) with its share of the step.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from timellm.model.predict import predict
+
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
+    model = _build_model(spec)
+    optimiser = _optimiser(spec, model)
+
+    def step(i: int) -> None:
+        start = (i * spec.batch) % (past.shape[0] - spec.batch)
+        x, y = past[start : start + spec.batch, :, None], future[start : start + spec.batch, :, None]
+        if spec.mode == "train":
+            model.train()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+        else:
+            predict(model, x, batch_size=spec.batch)
+
+    for i in range(spec.warmup):
+        step(i)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for i in range(spec.warmup, spec.warmup + steps):
+            step(i)
+    events = [e for e in prof.key_averages(group_by_input_shape=True) if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    base = {"path": spec.path, "mode": spec.mode, "dtype": spec.dtype, "attention": spec.attention}
+    rows = [
+        {
+            **base,
+            "kind": _op_kind(e.key),
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:120],
+            "ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+            "pct": 100 * e.self_cpu_time_total / total,
+            "calls_per_step": e.count / steps,
+        }
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    ]
+    kinds: dict[str, float] = {}
+    for e in events:
+        kinds[_op_kind(e.key)] = kinds.get(_op_kind(e.key), 0.0) + e.self_cpu_time_total
+    rows += [
+        {
+            **base,
+            "kind": kind,
+            "op": "(all)",
+            "shapes": "",
+            "ms_per_step": t / 1e3 / steps,
+            "pct": 100 * t / total,
+        }
+        for kind, t in sorted(kinds.items(), key=lambda item: -item[1])
+    ]
+    return rows
+
+
 def _matmul_row(threads: int, dtypes: Sequence[str] = ("fp32", "bf16")) -> dict:
     torch.set_num_threads(threads)
     from timellm._malloc import allocator_setting
@@ -473,6 +551,7 @@ def speed_benchmark(
     gradient_checkpointing: bool = False,
     compile: str = "none",
     infer_batches: Sequence[int] = (),
+    profile: bool = False,
     model_changes: dict | None = None,
     out: str | Path | None = "results/speed.csv",
 ) -> pd.DataFrame:
@@ -493,7 +572,8 @@ def speed_benchmark(
     added in turn to the released configuration). ``compile`` is the fast path's
     ``ExecutionSettings.compile``; ``infer_batches`` measures fast-path inference at each of those
     batch sizes (series per forward) into ``frame.attrs["batches"]`` and ``<out stem>_batches.csv``:
-    the batch that runs best for evaluation and forecasting.
+    the batch that runs best for evaluation and forecasting. ``profile`` adds an operator-level
+    profile of a fast-path step per mode (:func:`op_profile`; ``<out stem>_profile.csv``).
     """
     threads = threads or os.cpu_count() or 1
     data = Path(data) if data is not None else default_etth1()
@@ -581,6 +661,16 @@ def speed_benchmark(
         frame.attrs["breakdown"] = pd.DataFrame(parts)
         if out is not None:
             frame.attrs["breakdown"].to_csv(out.with_name(f"{out.stem}_breakdown.csv"), index=False)
+    if profile:
+        ops = []
+        for mode in modes:
+            logger.info("profiling a fast-path %s step, operator by operator", mode)
+            ops += _child("profile", asdict(spec_for(mode, path="fast", dtype=dtypes[0])), mallocs[-1])[
+                "rows"
+            ]
+        frame.attrs["profile"] = pd.DataFrame(ops)
+        if out is not None:
+            frame.attrs["profile"].to_csv(out.with_name(f"{out.stem}_profile.csv"), index=False)
     if infer_batches:
         sizes = []
         for size in infer_batches:
@@ -654,6 +744,14 @@ def report(frame: pd.DataFrame) -> str:
         cols = ["path", "attention", "fused_adam", "dtype", "malloc", "step_s"]
         cols += ["prompt_pct", "llm_pct", "mapping_pct", "adam_pct", "rest_pct"]
         text += "\n\nwhere a training step's time goes (%):\n\n" + _table(parts, cols, digits=3)
+    ops = frame.attrs.get("profile")
+    if ops is not None and len(ops):
+        kinds = ops[ops["op"] == "(all)"]
+        text += "\n\nfast-path step by kind of operator (torch.profiler, self time):\n\n"
+        text += _table(kinds, ["mode", "dtype", "kind", "ms_per_step", "pct"], digits=1)
+        heavy = ops[ops["op"] != "(all)"].groupby("mode", sort=False).head(8)
+        text += "\n\nthe heaviest operators:\n\n"
+        text += _table(heavy, ["mode", "op", "shapes", "ms_per_step", "pct", "calls_per_step"], digits=1)
     sizes = frame.attrs.get("batches")
     if sizes is not None and len(sizes):
         cols = ["dtype", "compile", "malloc", "batch", "series_per_s", "step_s", "peak_rss_mb", "cpu_util"]
@@ -680,10 +778,12 @@ def _worker(task: str, payload: str) -> None:
         row = _matmul_row(spec["threads"], spec.get("dtypes", ("fp32", "bf16")))
     elif task == "breakdown":
         row = step_breakdown(RunSpec(**spec))
+    elif task == "profile":
+        row = {"rows": op_profile(RunSpec(**spec))}
     elif task == "run":
         row = run_one(RunSpec(**spec))
     else:
-        raise ValueError(f"unknown benchmark task {task!r}: matmul, breakdown or run")
+        raise ValueError(f"unknown benchmark task {task!r}: matmul, breakdown, profile or run")
     sys.stdout.write(json.dumps(row) + "\n")
 
 
