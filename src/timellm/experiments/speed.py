@@ -683,9 +683,7 @@ def speed_benchmark(
             _child("breakdown", asdict(spec_for("train", path=path, dtype=dtypes[0])), mallocs[-1])
             for path in paths
         ]
-        frame.attrs["breakdown"] = pd.DataFrame(parts)
-        if out is not None:
-            frame.attrs["breakdown"].to_csv(out.with_name(f"{out.stem}_breakdown.csv"), index=False)
+        _attach(frame, "breakdown", parts, out)
     if profile:
         ops = []
         for mode in modes:
@@ -693,17 +691,13 @@ def speed_benchmark(
             ops += _child("profile", asdict(spec_for(mode, path="fast", dtype=dtypes[0])), mallocs[-1])[
                 "rows"
             ]
-        frame.attrs["profile"] = pd.DataFrame(ops)
-        if out is not None:
-            frame.attrs["profile"].to_csv(out.with_name(f"{out.stem}_profile.csv"), index=False)
+        _attach(frame, "profile", ops, out)
     if infer_batches:
         sizes = []
         for size in infer_batches:
             logger.info("inference at batch %d", size)
             sizes.append(_child("run", asdict(spec_for("infer", batch=size, dtype=dtypes[0])), mallocs[-1]))
-        frame.attrs["batches"] = pd.DataFrame(sizes)
-        if out is not None:
-            frame.attrs["batches"].to_csv(out.with_name(f"{out.stem}_batches.csv"), index=False)
+        _attach(frame, "batches", sizes, out)
     if ladder:
         steps_run = []
         for mode in modes:
@@ -723,6 +717,13 @@ def speed_benchmark(
         if out is not None:
             table.to_csv(out.with_name(f"{out.stem}_ladder.csv"), index=False)
     return frame
+
+
+def _attach(frame: pd.DataFrame, name: str, rows: list[dict], out: Path | None) -> None:
+    """Keep a side table in ``frame.attrs[name]`` and, with ``out``, as ``<out stem>_<name>.csv``."""
+    frame.attrs[name] = pd.DataFrame(rows)
+    if out is not None:
+        frame.attrs[name].to_csv(out.with_name(f"{out.stem}_{name}.csv"), index=False)
 
 
 def _table(frame: pd.DataFrame, columns: Sequence[str], digits: int = 2) -> str:
