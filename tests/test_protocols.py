@@ -343,7 +343,7 @@ def test_report_tables_per_protocol_beside_the_paper(tmp_path, capsys):
         f"{kind}{p}.{ext}"
         for p in ("long_term", "few_shot", "zero_shot", "m4")
         for kind, ext in (("", "csv"), ("report_", "md"))
-    }
+    } | {"few_shot_ETTh1-96.png"}  # the few-shot run beside the full run of its dataset and horizon
 
     long_term = pd.read_csv(out / "long_term.csv")
     h1 = long_term[long_term["run"] == "h1-96"].iloc[0]

@@ -160,3 +160,35 @@ def plot_backtest(
         fig.suptitle(f"first {len(ids)} of {cv[id_col].nunique()} series", fontsize=9)
     fig.autofmt_xdate()
     return save_figure(fig, path)
+
+
+def plot_data_curve(rows: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Test MSE and MAE against the share of training data (few-shot runs and the full run),
+    beside the seasonal-naive and last-value forecasts of the same test windows.
+
+    rows: one per run, columns ``percent, mse, mae, seasonal_naive_mse, seasonal_naive_mae,
+    last_value_mse, last_value_mae`` (a ``long_term.csv``/``few_shot.csv`` row each).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rows.sort_values("percent")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric in zip(axes, ("mse", "mae"), strict=True):
+        ax.plot(rows["percent"], rows[metric], "o-", label="Time-LLM")
+        for name, style in (("seasonal_naive", "--"), ("last_value", ":")):
+            column = f"{name}_{metric}"
+            if column in rows and rows[column].notna().any():
+                ax.axhline(
+                    float(rows[column].iloc[0]), linestyle=style, color="grey", label=name.replace("_", " ")
+                )
+        ax.set_xscale("log")
+        ax.set_xticks(rows["percent"].tolist(), [f"{p:g} %" for p in rows["percent"]])
+        ax.set_xlabel("training data")
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -536,4 +536,27 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[d
         path.write_text(f"# Time-LLM reproduction: {TITLES[protocol].lower()}\n\n" + section)
         written[protocol] = path
         sections.append(section)
+    _data_curves(build_tables(runs, root), out_dir)
     return written, "\n".join(sections)
+
+
+def _data_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """``few_shot_<dataset>-<horizon>.png``: test error against the share of training data, for
+    every dataset and horizon with few-shot runs and a full run (the learning curve over data)."""
+    from timellm.plotting import plot_data_curve
+
+    few, full = tables.get("few_shot"), tables.get("long_term")
+    if few is None or full is None or few.empty:
+        return []
+    full = full[full["pred_len"].astype(str) != "avg"].assign(percent=100.0)
+    paths = []
+    for (dataset, horizon), group in few.groupby(["dataset", "pred_len"]):
+        whole = full[(full["dataset"] == dataset) & (full["pred_len"].astype(str) == str(horizon))]
+        if whole.empty:
+            continue
+        rows = pd.concat([group, whole], ignore_index=True)
+        path = out_dir / f"few_shot_{dataset}-{horizon}.png"
+        paths.append(
+            plot_data_curve(rows, path, f"{dataset}, horizon {horizon}: test error by training data")
+        )
+    return paths
