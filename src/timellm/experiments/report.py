@@ -554,7 +554,9 @@ def _data_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
         whole = full[(full["dataset"] == dataset) & (full["pred_len"].astype(str) == str(horizon))]
         if whole.empty:
             continue
-        rows = pd.concat([group, whole], ignore_index=True)
+        columns = ["percent", "mse", "mae"]
+        columns += [f"{n}_{m}" for n in ("seasonal_naive", "last_value") for m in ("mse", "mae")]
+        rows = pd.DataFrame([*group[columns].to_dict("records"), *whole[columns].to_dict("records")])
         path = out_dir / f"few_shot_{dataset}-{horizon}.png"
         paths.append(
             plot_data_curve(rows, path, f"{dataset}, horizon {horizon}: test error by training data")
