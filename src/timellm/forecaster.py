@@ -80,7 +80,7 @@ from timellm.evaluation.statistical import (
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
-from timellm.training.config import LEGACY_EXECUTION_KEYS
+from timellm.training.config import split_legacy_execution
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -498,7 +498,7 @@ class TimeLLMForecaster:
                 raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not a timellm forecaster file")
             check_known_keys(record, FORECASTER_KEYS, directory / FORECASTER_FILE, AdapterLoadError)
         # earlier versions saved the execution settings among the training settings: not saved now
-        saved_train = {k: v for k, v in record.get("train", {}).items() if k not in LEGACY_EXECUTION_KEYS}
+        saved_train, _ = split_legacy_execution(record.get("train", {}))
         try:
             train = TrainConfig.from_dict(saved_train)
         except ValueError as err:

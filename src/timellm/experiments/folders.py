@@ -22,7 +22,7 @@ import yaml
 
 from timellm._malloc import allocator_setting
 from timellm._records import check_known_keys
-from timellm.training.config import LEGACY_EXECUTION_KEYS, TrainConfig
+from timellm.training.config import TrainConfig, split_legacy_execution
 
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -158,8 +158,7 @@ def read_run_record(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a run record: expected a mapping, found {type(record).__name__}")
     check_known_keys(record, RUN_RECORD_KEYS, path)
     if isinstance(record.get("train"), dict):
-        train = dict(record["train"])
-        legacy = {k: train.pop(k) for k in LEGACY_EXECUTION_KEYS if k in train}
+        train, legacy = split_legacy_execution(record["train"])
         if legacy:
             record["train"] = train
             record["execution"] = {**legacy, **(record.get("execution") or {})}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -260,24 +259,26 @@ def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
     """The resolved record of a run folder and its trained model, run as the record says
     (its execution settings: the attention kernel rounds differently from another one)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_CONFIG).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
     record = read_run_record(run_dir)
-    model = TimeLLM.from_pretrained(run_dir / ADAPTER_DIR)
-    model.execution = replace(model.execution, **execution_dict(execution_settings(record.get("execution"))))
-    return record, model
+    return record, _run_model(run_dir, record)
+
+
+def _run_model(run_dir: str | Path, record: dict[str, Any]) -> TimeLLM:
+    model = TimeLLM.from_pretrained(Path(run_dir) / ADAPTER_DIR)  # loaded with default execution settings
+    model.execution = execution_settings(record.get("execution"))
+    return model
 
 
 def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, full: bool = True
 ) -> dict[str, Any]:
     """Re-test a run folder's adapter on its test split (all windows unless ``full`` is False)."""
-    if (Path(run_dir) / RUN_CONFIG).is_file() and read_run_record(run_dir).get("protocol") == "m4":
+    record = read_run_record(run_dir)
+    if record.get("protocol") == "m4":
         raise ValueError(
             f"{run_dir} is an M4 run: its scores are in {METRICS} and its forecasts in forecast.csv"
         )
-    record, model = load_run(run_dir)
+    model = _run_model(run_dir, record)
     config: TimeLLMConfig = model.config
     train = TrainConfig.from_dict(record["train"])
     splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)

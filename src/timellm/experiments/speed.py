@@ -246,32 +246,13 @@ def run_one(spec: RunSpec) -> dict:
     """Measure one configuration in this process; return a result row."""
     from timellm._malloc import allocator_setting
     from timellm.model.layers import revin_normalize
-    from timellm.model.predict import predict
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
     past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
     model = _build_model(spec)
     rss_loaded = _peak_rss_mb()
-    optimiser = _optimiser(spec, model)
-
-    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = (i * spec.batch) % (past.shape[0] - spec.batch)
-        return past[start : start + spec.batch, :, None], future[start : start + spec.batch, :, None]
-
-    def train_step(i: int) -> None:
-        x, y = batch(i)
-        model.train()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-
-    def infer_step(i: int) -> None:
-        x, _ = batch(i)
-        predict(model, x, batch_size=spec.batch)  # what evaluation and forecasting run
-
-    step = train_step if spec.mode == "train" else infer_step
+    step, batch = _stepper(spec, model, _optimiser(spec, model), past, future)
     times, cpu_times, first_step = [], [], 0.0
     for i in range(spec.warmup + spec.steps):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -312,6 +293,30 @@ def run_one(spec: RunSpec) -> dict:
         flops = plain_path_flops(model, spec.batch, model.prompt_token_ids(normalised)[1].shape[1], train)
     row.update(flops=flops, flop_per_s=flops / seconds, flop_per_cpu_s=flops / cpu_seconds)
     return row
+
+
+def _stepper(spec: RunSpec, model, optimiser, past: torch.Tensor, future: torch.Tensor):
+    """(step, batch) of a configuration: ``step(i)`` runs the i-th timed step of ``spec.mode`` on
+    ``batch(i)``, the next ``spec.batch`` windows (past (B, T, 1), future (B, H, 1))."""
+    from timellm.model.predict import predict
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * spec.batch) % (past.shape[0] - spec.batch)
+        return past[start : start + spec.batch, :, None], future[start : start + spec.batch, :, None]
+
+    def train_step(i: int) -> None:
+        x, y = batch(i)
+        model.train()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    def infer_step(i: int) -> None:
+        x, _ = batch(i)
+        predict(model, x, batch_size=spec.batch)  # what evaluation and forecasting run
+
+    return (train_step if spec.mode == "train" else infer_step), batch
 
 
 def _build_model(spec: RunSpec):
@@ -439,25 +444,11 @@ def op_profile(spec: RunSpec, steps: int = 2, top: int = 25) -> list[dict]:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from timellm.model.predict import predict
-
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
     past, future = etth1_windows(spec.data, spec.seq_len, spec.pred_len)
     model = _build_model(spec)
-    optimiser = _optimiser(spec, model)
-
-    def step(i: int) -> None:
-        start = (i * spec.batch) % (past.shape[0] - spec.batch)
-        x, y = past[start : start + spec.batch, :, None], future[start : start + spec.batch, :, None]
-        if spec.mode == "train":
-            model.train()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-        else:
-            predict(model, x, batch_size=spec.batch)
-
+    step, _ = _stepper(spec, model, _optimiser(spec, model), past, future)
     for i in range(spec.warmup):
         step(i)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

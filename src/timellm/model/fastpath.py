@@ -304,8 +304,9 @@ def grouped_attention(
     return out, weights.view(s, h, q_len, length)
 
 
+@functools.cache
 def register_grouped_attention() -> str:
-    """Make :func:`grouped_attention` a transformers attention function (idempotent); its name.
+    """Make :func:`grouped_attention` a transformers attention function (once per process); its name.
 
     It takes the eager kernel's masks (additive, one per query and key position): transformers
     builds no mask at all for an attention function it has no mask function for.
@@ -366,13 +367,17 @@ def install_layer_checkpointing(llm: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def checkpointing(enabled: bool) -> Iterator[None]:
-    """Within this context, wrapped layers recompute their activations in backward if ``enabled``."""
-    token = _CHECKPOINT_LAYERS.set(enabled)
+def _switched(variable: contextvars.ContextVar[bool], enabled: bool) -> Iterator[None]:
+    token = variable.set(enabled)
     try:
         yield
     finally:
-        _CHECKPOINT_LAYERS.reset(token)
+        variable.reset(token)
+
+
+def checkpointing(enabled: bool) -> contextlib.AbstractContextManager:
+    """Within this context, wrapped layers recompute their activations in backward if ``enabled``."""
+    return _switched(_CHECKPOINT_LAYERS, enabled)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,14 +417,9 @@ def install_compiled_modules(llm: nn.Module) -> int:
     return count
 
 
-@contextlib.contextmanager
-def compiling(enabled: bool) -> Iterator[None]:
+def compiling(enabled: bool) -> contextlib.AbstractContextManager:
     """Within this context, wrapped modules run their compiled forward if ``enabled``."""
-    token = _COMPILE_MODULES.set(enabled)
-    try:
-        yield
-    finally:
-        _COMPILE_MODULES.reset(token)
+    return _switched(_COMPILE_MODULES, enabled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from timellm.model.modeling import check_weights as model_weights_check
-from timellm.training.config import LEGACY_EXECUTION_KEYS
+from timellm.training.config import split_legacy_execution
 
 logger = logging.getLogger(__name__)
 
@@ -327,11 +327,10 @@ def save_training_state(
     record = asdict(progress)
     record["running"] = [float(row[0]) for row in sums.cpu()]  # one entry per process
     record["seen"] = [int(row[1]) for row in sums.cpu()]
-    model_config = getattr(model, "config", None)
     state = {
         "progress": record,
         "processes": accelerator.num_processes,
-        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+        "model_config": _model_config(model),
         "train_config": config.to_dict(),
         "precision": run_precision(accelerator),  # what precision auto resolved to
         "scheduler": scheduler.state_dict(),
@@ -347,6 +346,12 @@ def save_training_state(
     }
     save_checkpoint(directory, tensors, state)
     logger.debug("checkpoint written: %s", describe(directory, progress))
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    """The model's config as a dict (a TimeLLM's), or None for a model without one (baselines)."""
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
@@ -365,13 +370,12 @@ def restore_training_state(
     """Load a checkpoint into the model, optimiser, scheduler and generators; return progress and best."""
     saved = read_checkpoint(directory)
     state, where = saved.state, saved.path / STATE_FILE
-    model_config = getattr(model, "config", None)
-    current = model_config.to_dict() if hasattr(model_config, "to_dict") else None
+    current = _model_config(model)
     if current is not None and state.get("model_config") not in (None, current):
         raise CheckpointError(
             f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
         )
-    saved_train = {k: v for k, v in state["train_config"].items() if k not in LEGACY_EXECUTION_KEYS}
+    saved_train, _ = split_legacy_execution(state["train_config"])
     if saved_train != config.to_dict():
         raise CheckpointError(
             f"checkpoint {where} was written with other training settings: "

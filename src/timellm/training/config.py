@@ -20,6 +20,13 @@ ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 LEGACY_EXECUTION_KEYS = ("gradient_checkpointing", "attention")
 
 
+def split_legacy_execution(train: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recorded training section -> (its training settings, the execution settings of
+    :data:`LEGACY_EXECUTION_KEYS` that earlier versions kept among them)."""
+    kept = {k: v for k, v in train.items() if k not in LEGACY_EXECUTION_KEYS}
+    return kept, {k: v for k, v in train.items() if k in LEGACY_EXECUTION_KEYS}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10  # upper bound: early stopping usually ends sooner
