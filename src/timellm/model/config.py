@@ -149,9 +149,9 @@ class ExecutionSettings:
     attention: Literal["auto", "sdpa", "eager", "grouped"] = "auto"
     # torch.compile (inductor) of the LLM's norms and MLPs, fusing their elementwise chains:
     # "none", "inference" (calls without autograd: evaluation, forecasting) or "always". Measured
-    # on a 2-core Xeon in fp32 (results/speed.md): inference about 1.2x faster, training slower,
-    # so not in training; off by default because the first call compiles for 15-20 s and needs a
-    # C compiler
+    # on a 2-core Xeon in fp32 (results/speed.md): +4 % training, +2 % inference, with a first
+    # step 2.4-3.9x slower (compiling); off by default: too small a gain for the compile time and
+    # the C compiler it needs
     compile: Literal["none", "inference", "always"] = "none"
 
     def __post_init__(self) -> None:
