@@ -208,3 +208,54 @@ def test_config_rejects_bad_settings():
         TimeLLMConfig().replace(nonsense=1)
     with pytest.raises(ValueError, match="llm must be one of"):
         TimeLLMConfig(llm="gpt5")
+
+
+def _released_reprogramming(layer, patches, prototypes):
+    """The released ReprogrammingLayer's formula: einsum scores, scale, softmax, einsum with the values."""
+    b, length, _ = patches.shape
+    heads = layer.n_heads
+    q = layer.query(patches).view(b, length, heads, -1)
+    k = layer.key(prototypes).view(prototypes.shape[0], heads, -1)
+    v = layer.value(prototypes).view(prototypes.shape[0], heads, -1)
+    scores = torch.einsum("blhe,she->bhls", q, k)
+    weights = torch.softmax(scores / q.shape[-1] ** 0.5, dim=-1)
+    return layer.out(torch.einsum("bhls,she->blhe", weights, v).reshape(b, length, -1)), weights
+
+
+def test_reprogramming_matches_the_released_formula():
+    from timellm.model.layers import Reprogramming
+
+    torch.manual_seed(0)
+    layer = Reprogramming(d_model=8, n_heads=4, d_keys=6, d_llm=20).eval()
+    patches, prototypes = torch.randn(5, 7, 8), torch.randn(30, 20)
+    expected, weights = _released_reprogramming(layer, patches, prototypes)
+    torch.testing.assert_close(layer(patches, prototypes), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.attention(patches, prototypes), weights, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_mask_is_unbiased_and_seeded():
+    from timellm.model.layers import keep_mask
+
+    torch.manual_seed(3)
+    keep, scale = keep_mask((64, 1001), 0.1, torch.device("cpu"))
+    torch.manual_seed(3)
+    again, _ = keep_mask((64, 1001), 0.1, torch.device("cpu"))
+    assert keep.shape == (64, 1001) and keep.dtype == torch.bool
+    assert torch.equal(keep, again)
+    assert abs(keep.float().mean().item() - 0.9) < 0.01  # 64,064 draws: std of the mean ~0.0012
+    assert scale == pytest.approx(1 / (1 - 6554 / 65536))
+    full, one = keep_mask((3, 3), 0.0, torch.device("cpu"))
+    assert full.all() and one == 1.0
+
+
+def test_reprogramming_dropout_in_training_is_unbiased():
+    from timellm.model.layers import Reprogramming
+
+    torch.manual_seed(1)
+    layer = Reprogramming(d_model=8, n_heads=2, d_keys=4, d_llm=12, attention_dropout=0.5)
+    patches, prototypes = torch.randn(1, 3, 8), torch.randn(10, 12)
+    expected = layer.eval()(patches, prototypes)
+    layer.train()
+    samples = torch.stack([layer(patches, prototypes) for _ in range(4000)])
+    assert not torch.allclose(samples[0], samples[1])  # the mask changes from call to call
+    torch.testing.assert_close(samples.mean(0), expected, rtol=0.0, atol=0.05)

@@ -73,8 +73,32 @@ class TextPrototypes(nn.Module):
         return self.mapping(word_embeddings.T).T
 
 
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], p: float, device: torch.device
+) -> tuple[torch.Tensor, float]:
+    """A dropout keep-mask of ``shape`` and the scale 1 / P(keep) that keeps the expectation.
+
+    Drawn as 16-bit random words, four per 64-bit draw of the generator: on CPU this is about 7x
+    cheaper than ``bernoulli_``, whose one draw per element was 5 % of a training step. The drop
+    probability is ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.100006) and the scale uses the
+    rounded value, so the output stays unbiased; the default generator is used, so seeding torch
+    repeats the masks.
+    """
+    n = math.prod(shape)
+    words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_(-(2**63), None)
+    dropped = round(p * 65536)
+    keep = words.view(torch.int16)[:n].view(shape) >= dropped - 32768
+    return keep, 65536 / (65536 - dropped)
+
+
 class Reprogramming(nn.Module):
-    """Multi-head cross-attention: patch embeddings query the text prototypes."""
+    """Multi-head cross-attention: patch embeddings query the text prototypes.
+
+    Computed as one batched product per head over all series and patches, (K, S*P, dk) @ (K, dk, V'),
+    so the (S*P x V') score matrices are never permuted or copied; the 1/sqrt(dk) scale is applied to
+    the queries and the dropout scale to the values (small tensors) rather than to the scores. On CPU
+    the attention dropout draws its mask with :func:`keep_mask`.
+    """
 
     def __init__(self, d_model: int, n_heads: int, d_keys: int, d_llm: int, attention_dropout: float = 0.1):
         super().__init__()
@@ -86,21 +110,32 @@ class Reprogramming(nn.Module):
         self.out = nn.Linear(d_keys * n_heads, d_llm)
         self.dropout = nn.Dropout(attention_dropout)
 
+    def _weights(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Attention weights (K, S*P, V') of each patch over the prototypes, per head."""
+        s, p, _ = patches.shape
+        q = self.query(patches).view(s * p, self.n_heads, self.d_keys).transpose(0, 1)  # (K, S*P, dk)
+        k = self.key(prototypes).view(-1, self.n_heads, self.d_keys).permute(1, 2, 0)  # (K, dk, V')
+        return torch.softmax(torch.bmm(q * (1 / math.sqrt(self.d_keys)), k), dim=-1)
+
     def attention(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """Attention weights (S, K, P, V') of each patch over the prototypes, per head."""
         s, p, _ = patches.shape
-        q = self.query(patches).view(s, p, self.n_heads, self.d_keys)  # (S, P, K, dk)
-        k = self.key(prototypes).view(-1, self.n_heads, self.d_keys)  # (V', K, dk)
-        scores = torch.einsum("spkd,vkd->skpv", q, k) / math.sqrt(self.d_keys)
-        return torch.softmax(scores, dim=-1)
+        return self._weights(patches, prototypes).view(self.n_heads, s, p, -1).transpose(0, 1)
 
     def forward(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """(S, P, d_model), (V', D) -> (S, P, D)."""
         s, p, _ = patches.shape
-        weights = self.dropout(self.attention(patches, prototypes))  # (S, K, P, V')
-        v = self.value(prototypes).view(-1, self.n_heads, self.d_keys)  # (V', K, dk)
-        out = torch.einsum("skpv,vkd->spkd", weights, v).reshape(s, p, self.n_heads * self.d_keys)
-        return self.out(out)  # (S, P, D)
+        weights = self._weights(patches, prototypes)  # (K, S*P, V')
+        v = self.value(prototypes).view(-1, self.n_heads, self.d_keys).transpose(0, 1)  # (K, V', dk)
+        rate = self.dropout.p
+        if self.training and rate > 0:
+            if weights.device.type == "cpu":
+                keep, scale = keep_mask(weights.shape, rate, weights.device)
+                weights, v = weights * keep, v * scale
+            else:  # one fused kernel on accelerators
+                weights = self.dropout(weights)
+        out = torch.bmm(weights, v)  # (K, S*P, dk)
+        return self.out(out.transpose(0, 1).reshape(s, p, self.n_heads * self.d_keys))  # (S, P, D)
 
 
 class FlattenHead(nn.Module):
