@@ -284,7 +284,7 @@ def test_the_attention_kernel_follows_the_setting_and_does_not_leak(fast_path, a
 def test_grouped_attention_is_the_eager_kernel_per_key_value_head():
     from transformers.models.llama.modeling_llama import eager_attention_forward
 
-    from timellm.model.fastpath import grouped_attention
+    from timellm.model.fastpath import grouped_attention, grouped_eager_attention
 
     torch.manual_seed(0)
     module = torch.nn.Module()
@@ -294,10 +294,22 @@ def test_grouped_attention_is_the_eager_kernel_per_key_value_head():
     mask[0, :, :, :3] = torch.finfo(torch.float32).min  # a left-padded series
     mask[:, :, torch.arange(5)[:, None] + 4 < torch.arange(9)] = torch.finfo(torch.float32).min  # causal
     for given in (mask, None):
-        out, weights = grouped_attention(module, query, key, value, given, scaling=8**-0.5)
         expected_out, expected_weights = eager_attention_forward(module, query, key, value, given, 8**-0.5)
+        out, weights = grouped_eager_attention(module, query, key, value, given, scaling=8**-0.5)
         torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
+        out, weights = grouped_attention(module, query, key, value, given, scaling=8**-0.5)  # fused kernel
+        torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-6)
+        assert weights is None
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the mask follows the queries' dtype
+            low, _ = grouped_attention(
+                module, query.bfloat16(), key.bfloat16(), value.bfloat16(), given, 8**-0.5
+            )
+        torch.testing.assert_close(low.float(), expected_out, rtol=0.05, atol=0.05)
+    module.training = True  # attention dropout in training: the explicit kernel, weights returned
+    torch.manual_seed(1)
+    out, weights = grouped_attention(module, query, key, value, mask, 8**-0.5, dropout=0.5)
+    assert weights is not None and (weights == 0).any()
 
 
 def test_grouped_attention_is_refused_where_it_does_not_fit():

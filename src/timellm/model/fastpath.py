@@ -279,17 +279,48 @@ def grouped_attention(
     scaling: float,
     dropout: float = 0.0,
     **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Llama's eager attention, computed per key/value head instead of per query head.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Llama's attention, computed per key/value head instead of per query head.
 
     query: (S, H, Q, hd); key, value: (S, G, L, hd) with G key/value heads, H = G·r. The eager
     kernel first copies every key and value head r times (``repeat_kv``: 2·r·S·G·L·hd values, and
     their sum in backward), then runs H small (Q x hd) @ (hd x L) products. Here the r query heads
     that share a key/value head are stacked into one (r·Q x hd) block: no copies of K and V, G
-    products r times taller, the same scores. The scale multiplies the queries (Q·hd values)
-    rather than the scores (Q·L): the same result up to rounding. Softmax runs in float32 as in
-    the eager kernel. Returns the output (S, Q, H, hd) and the weights (S, H, Q, L).
+    products r times taller, the same scores. Without attention dropout (the frozen LLM: always)
+    the stacked blocks go through torch's fused scaled-dot-product kernel, which never writes the
+    (r·Q x L) scores and weights out (the mask is expanded to the stacked rows: S·r·Q·L values,
+    no more than the scores it replaces), and no weights are returned; with dropout in training it
+    is :func:`grouped_eager_attention`. Returns the output (S, Q, H, hd) and the weights or None.
     """
+    if dropout > 0 and module.training:
+        return grouped_eager_attention(module, query, key, value, attention_mask, scaling, dropout)
+    s, h, q_len, head_dim = query.shape
+    groups, length = key.shape[1], key.shape[-2]
+    repeats = h // groups
+    stacked = query.reshape(s, groups, repeats * q_len, head_dim)  # (S, G, r·Q, hd)
+    if attention_mask is not None:  # (S, 1, Q, L), additive: the same for every head
+        attention_mask = attention_mask[:, :, None].expand(s, 1, repeats, q_len, length)
+        attention_mask = attention_mask.reshape(s, 1, repeats * q_len, length).to(query.dtype)
+    out = nn.functional.scaled_dot_product_attention(
+        stacked, key, value, attn_mask=attention_mask, scale=scaling
+    )
+    return out.view(s, h, q_len, head_dim).transpose(1, 2).contiguous(), None  # (S, Q, H, hd)
+
+
+def grouped_eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`grouped_attention` with explicit scores and weights: Llama's eager kernel per
+    key/value head. The scale multiplies the queries (Q·hd values) rather than the scores (Q·L):
+    the same result up to rounding. Softmax runs in float32 as in the eager kernel. Returns the
+    output (S, Q, H, hd) and the weights (S, H, Q, L)."""
     s, h, q_len, head_dim = query.shape
     groups, length = key.shape[1], key.shape[-2]
     repeats = h // groups
