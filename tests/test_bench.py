@@ -1,5 +1,7 @@
 """The benchmark's pieces: data windows, the FLOP formula, one measured configuration, the table."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,36 @@ def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
     assert row["malloc"] in ("default", "tuned", "custom")
     assert row["attn_implementation"] == attention and row["fused_adam"] == fused_adam
     assert row["flops"] > 0 and row["flop_per_s"] > 0
+
+
+def test_the_ladders_released_reprogramming_computes_what_ours_does(etth1_like):
+    from timellm.experiments.speed import _build_model
+
+    spec = RunSpec(
+        backbone="tiny-random-llama",
+        layers=2,
+        batch=4,
+        seq_len=48,
+        pred_len=12,
+        dtype="fp32",
+        path="plain",
+        mode="infer",
+        warmup=1,
+        steps=1,
+        threads=1,
+        data=str(etth1_like),
+        model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
+    )
+    x = torch.randn(3, 48, 2)
+    torch.manual_seed(0)
+    ours = _build_model(spec).eval()
+    torch.manual_seed(0)
+    released = _build_model(replace(spec, reprogramming="released")).eval()
+    assert "forward" in vars(released.reprogramming) and "forward" not in vars(ours.reprogramming)
+    with torch.no_grad():
+        torch.testing.assert_close(released(x), ours(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="reprogramming must be"):
+        _build_model(replace(spec, reprogramming="fused"))
 
 
 def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_batches(etth1_like, tmp_path):

@@ -20,8 +20,10 @@ one thread there (``threads=1``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -80,6 +82,9 @@ class RunSpec:
     attention: str = "auto"  # ExecutionSettings.attention: "auto", "sdpa" or "eager" (the released code's)
     fused_adam: bool = True  # torch's fused Adam kernel, or the per-tensor loop (the released code's)
     compile: str = "none"  # ExecutionSettings.compile: "none", "inference" or "always"
+    reprogramming: str = (
+        "ours"  # "released": the released layer's einsums, scaled scores and bernoulli dropout
+    )
     label: str = ""  # a name for the row (the ladder's steps)
     model_changes: dict = field(default_factory=dict)  # other TimeLLMConfig fields (tests: a small d_ff)
 
@@ -340,7 +345,27 @@ def _build_model(spec: RunSpec):
         attention=spec.attention,
         compile=spec.compile,
     )
-    return TimeLLM(config, backbone=backbone, execution=execution)
+    model = TimeLLM(config, backbone=backbone, execution=execution)
+    if spec.reprogramming == "released":
+        layer = model.reprogramming
+        layer.forward = functools.partial(released_reprogramming, layer)
+    elif spec.reprogramming != "ours":
+        raise ValueError(f"reprogramming must be ours or released, found {spec.reprogramming!r}")
+    return model
+
+
+def released_reprogramming(layer, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """The released ReprogrammingLayer's computation with ``layer``'s weights (the ladder's first
+    rungs): einsum scores in (S, K, P, V') layout, the scale on the scores, ``nn.Dropout`` on the
+    weights, an einsum with the values. The same function as :class:`Reprogramming`'s forward."""
+    s, p, _ = patches.shape
+    heads = layer.n_heads
+    q = layer.query(patches).view(s, p, heads, -1)
+    k = layer.key(prototypes).view(prototypes.shape[0], heads, -1)
+    v = layer.value(prototypes).view(prototypes.shape[0], heads, -1)
+    scores = torch.einsum("blhe,she->bhls", q, k)
+    weights = layer.dropout(torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1))
+    return layer.out(torch.einsum("bhls,she->blhe", weights, v).reshape(s, p, -1))
 
 
 def _optimiser(spec: RunSpec, model) -> torch.optim.Optimizer:
@@ -522,15 +547,28 @@ def _child(task: str, payload: dict, malloc: str) -> dict:
 LADDER = (
     (
         "as released: plain path, eager attention, per-tensor Adam, fp32",
-        {"path": "plain", "attention": "eager", "fused_adam": False},
+        {"path": "plain", "attention": "eager", "fused_adam": False, "reprogramming": "released"},
         "default",
     ),
-    ("+ SDPA attention", {"path": "plain", "attention": "sdpa", "fused_adam": False}, "default"),
-    ("+ fused Adam", {"path": "plain", "attention": "sdpa", "fused_adam": True}, "default"),
+    (
+        "+ SDPA attention",
+        {"path": "plain", "attention": "sdpa", "fused_adam": False, "reprogramming": "released"},
+        "default",
+    ),
+    (
+        "+ fused Adam",
+        {"path": "plain", "attention": "sdpa", "fused_adam": True, "reprogramming": "released"},
+        "default",
+    ),
+    (
+        "+ reprogramming as one product per head, cheap dropout mask",
+        {"path": "plain", "attention": "sdpa", "fused_adam": True},
+        "default",
+    ),
     ("+ fast path (prompt cache, token memo, E' cache)", {"path": "fast", "attention": "sdpa"}, "default"),
     ("+ eager attention for the short cached passes", {"path": "fast", "attention": "eager"}, "default"),
     (
-        "+ grouped-query attention without K/V copies (auto)",
+        "+ grouped-query attention, fused kernel, no K/V copies (auto)",
         {"path": "fast", "attention": "auto"},
         "default",
     ),
