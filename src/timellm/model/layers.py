@@ -131,7 +131,7 @@ class Reprogramming(nn.Module):
         if self.training and rate > 0:
             if weights.device.type == "cpu":
                 keep, scale = keep_mask(weights.shape, rate, weights.device)
-                weights, v = weights * keep, v * scale
+                weights, v = torch.where(keep, weights, 0.0), v * scale  # no cast of the mask
             else:  # one fused kernel on accelerators
                 weights = self.dropout(weights)
         out = torch.bmm(weights, v)  # (K, S*P, dk)
