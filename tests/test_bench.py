@@ -90,27 +90,31 @@ def test_the_flop_formula_counts_what_the_plain_path_multiplies(backbone, train)
     assert formula > fast_path_flops(model, 4, len(model.prefix_ids), stats_len, train, attention=False)
 
 
-@pytest.mark.parametrize(
-    ("path", "attention", "fused_adam"), [("plain", "eager", False), ("fast", "sdpa", True)]
-)
-def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
-    spec = RunSpec(
+def tiny_spec(data, **changes) -> RunSpec:
+    """A benchmark configuration on the tiny llama: 2 layers, 4 series of 48 steps, a small adapter."""
+    fields = dict(
         backbone="tiny-random-llama",
         layers=2,
         batch=4,
         seq_len=48,
         pred_len=12,
         dtype="fp32",
-        path=path,
+        path="fast",
         mode="train",
         warmup=1,
-        steps=2,
+        steps=1,
         threads=1,
-        data=str(etth1_like),
-        attention=attention,
-        fused_adam=fused_adam,
+        data=str(data),
         model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
     )
+    return RunSpec(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    ("path", "attention", "fused_adam"), [("plain", "eager", False), ("fast", "sdpa", True)]
+)
+def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
+    spec = tiny_spec(etth1_like, path=path, mode="train", steps=2, attention=attention, fused_adam=fused_adam)
     row = run_one(spec)
     assert row["uses_fast_path"] == (path == "fast")
     assert row["series_per_s"] > 0 and row["series_per_cpu_s"] > 0 and row["cpu_util"] > 0
@@ -123,21 +127,7 @@ def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
 def test_the_ladders_released_reprogramming_computes_what_ours_does(etth1_like):
     from timellm.experiments.speed import _build_model
 
-    spec = RunSpec(
-        backbone="tiny-random-llama",
-        layers=2,
-        batch=4,
-        seq_len=48,
-        pred_len=12,
-        dtype="fp32",
-        path="plain",
-        mode="infer",
-        warmup=1,
-        steps=1,
-        threads=1,
-        data=str(etth1_like),
-        model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
-    )
+    spec = tiny_spec(etth1_like, path="plain", mode="infer", steps=1)
     x = torch.randn(3, 48, 2)
     torch.manual_seed(0)
     ours = _build_model(spec).eval()

@@ -210,25 +210,15 @@ def test_config_rejects_bad_settings():
         TimeLLMConfig(llm="gpt5")
 
 
-def _released_reprogramming(layer, patches, prototypes):
-    """The released ReprogrammingLayer's formula: einsum scores, scale, softmax, einsum with the values."""
-    b, length, _ = patches.shape
-    heads = layer.n_heads
-    q = layer.query(patches).view(b, length, heads, -1)
-    k = layer.key(prototypes).view(prototypes.shape[0], heads, -1)
-    v = layer.value(prototypes).view(prototypes.shape[0], heads, -1)
-    scores = torch.einsum("blhe,she->bhls", q, k)
-    weights = torch.softmax(scores / q.shape[-1] ** 0.5, dim=-1)
-    return layer.out(torch.einsum("bhls,she->blhe", weights, v).reshape(b, length, -1)), weights
-
-
 def test_reprogramming_matches_the_released_formula():
+    from timellm.experiments.speed import released_attention, released_reprogramming
     from timellm.model.layers import Reprogramming
 
     torch.manual_seed(0)
     layer = Reprogramming(d_model=8, n_heads=4, d_keys=6, d_llm=20).eval()
     patches, prototypes = torch.randn(5, 7, 8), torch.randn(30, 20)
-    expected, weights = _released_reprogramming(layer, patches, prototypes)
+    expected = released_reprogramming(layer, patches, prototypes)
+    weights = released_attention(layer, patches, prototypes)
     torch.testing.assert_close(layer(patches, prototypes), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(layer.attention(patches, prototypes), weights, rtol=1e-5, atol=1e-6)
 

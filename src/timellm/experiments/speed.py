@@ -82,9 +82,8 @@ class RunSpec:
     attention: str = "auto"  # ExecutionSettings.attention: "auto", "sdpa" or "eager" (the released code's)
     fused_adam: bool = True  # torch's fused Adam kernel, or the per-tensor loop (the released code's)
     compile: str = "none"  # ExecutionSettings.compile: "none", "inference" or "always"
-    reprogramming: str = (
-        "ours"  # "released": the released layer's einsums, scaled scores and bernoulli dropout
-    )
+    # "ours", or "released": the released layer's einsums, scaled scores and bernoulli dropout
+    reprogramming: str = "ours"
     label: str = ""  # a name for the row (the ladder's steps)
     model_changes: dict = field(default_factory=dict)  # other TimeLLMConfig fields (tests: a small d_ff)
 
@@ -354,17 +353,23 @@ def _build_model(spec: RunSpec):
     return model
 
 
+def released_attention(layer, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """The released ReprogrammingLayer's attention weights (S, K, P, V') with ``layer``'s weights:
+    einsum scores in (S, K, P, V') layout, the scale on the scores, softmax."""
+    s, p, _ = patches.shape
+    q = layer.query(patches).view(s, p, layer.n_heads, -1)
+    k = layer.key(prototypes).view(prototypes.shape[0], layer.n_heads, -1)
+    scores = torch.einsum("blhe,she->bhls", q, k)
+    return torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1)
+
+
 def released_reprogramming(layer, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """The released ReprogrammingLayer's computation with ``layer``'s weights (the ladder's first
-    rungs): einsum scores in (S, K, P, V') layout, the scale on the scores, ``nn.Dropout`` on the
-    weights, an einsum with the values. The same function as :class:`Reprogramming`'s forward."""
+    rungs): :func:`released_attention`, ``nn.Dropout`` on the weights, an einsum with the values.
+    The same function as :class:`Reprogramming`'s forward."""
     s, p, _ = patches.shape
-    heads = layer.n_heads
-    q = layer.query(patches).view(s, p, heads, -1)
-    k = layer.key(prototypes).view(prototypes.shape[0], heads, -1)
-    v = layer.value(prototypes).view(prototypes.shape[0], heads, -1)
-    scores = torch.einsum("blhe,she->bhls", q, k)
-    weights = layer.dropout(torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1))
+    weights = layer.dropout(released_attention(layer, patches, prototypes))
+    v = layer.value(prototypes).view(prototypes.shape[0], layer.n_heads, -1)
     return layer.out(torch.einsum("bhls,she->blhe", weights, v).reshape(s, p, -1))
 
 
