@@ -539,3 +539,30 @@ def test_compiled_norms_and_mlps_compute_what_the_eager_ones_do():
     assert_same_gradients(grads, expected_grads)
     with pytest.raises(ValueError, match="compile must be"):
         ExecutionSettings(compile="yes")
+
+
+def test_compiled_decoder_layers_compute_what_the_eager_ones_do():
+    from timellm.model.fastpath import compiling
+    from timellm.model.predict import predict
+
+    fast, plain = twins("tiny-random-llama")
+    x = varied_batch()
+    expected = predict(plain, x)
+    torch._dynamo.reset()
+    fast.execution = ExecutionSettings(compile="always", compile_scope="modules")
+    predict(fast, x)  # the norms and MLPs wrapped first: scope "layers" must replace them
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    fast.execution = ExecutionSettings(compile="inference", compile_scope="layers")
+    torch.testing.assert_close(predict(fast, x), expected, rtol=1e-4, atol=1e-5)
+    wrapped = {type(m).__name__ for m in fast.llm.modules() if "forward" in vars(m)}
+    assert wrapped == {"LlamaDecoderLayer"}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # the layers compiled
+    # the raised recompilation limits hold only while the LLM runs
+    default = torch._dynamo.config.recompile_limit
+    with compiling(True, layers=30):
+        assert torch._dynamo.config.recompile_limit > default
+    assert torch._dynamo.config.recompile_limit == default
+    with pytest.raises(ValueError, match="compile_scope must be"):
+        ExecutionSettings(compile_scope="model")
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        ExecutionSettings(compile="always", compile_scope="layers", gradient_checkpointing=True)

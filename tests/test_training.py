@@ -153,7 +153,12 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
     record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert record["train"]["precision"] == "auto" and record["precision"] in ("fp32", "bf16")
     assert metrics["precision"] == again["precision"] == record["precision"]
-    assert record["execution"] == {"gradient_checkpointing": False, "attention": "eager", "compile": "none"}
+    assert record["execution"] == {
+        "gradient_checkpointing": False,
+        "attention": "eager",
+        "compile": "none",
+        "compile_scope": "modules",
+    }
     # a record of an earlier version, with the execution settings among the training settings
     legacy = {k: v for k, v in record.items() if k != "execution"}
     legacy["train"] = {**record["train"], "attention": "sdpa", "gradient_checkpointing": False}
@@ -235,6 +240,7 @@ def test_execution_settings_are_the_models_and_fit_leaves_them():
         "gradient_checkpointing": True,
         "attention": "sdpa",
         "compile": "none",
+        "compile_scope": "modules",
     }
     assert preset.train == get_preset("ETTh1-96").train
     with pytest.raises(PresetError, match="attention must be"):

@@ -153,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         default="none",
         choices=["none", "inference", "always"],
-        help="the fast path's torch.compile setting (norms and MLPs; default: none)",
+        help="the fast path's torch.compile setting (default: none)",
+    )
+    p.add_argument(
+        "--compile-scope",
+        default="modules",
+        choices=["modules", "layers"],
+        help="what --compile covers: the norms and MLPs, or whole decoder layers (default: modules)",
     )
     p.add_argument(
         "--infer-batches",
@@ -1015,6 +1021,7 @@ def cmd_bench(args) -> int:
         plain_fused_adam=args.plain_fused_adam,
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,
+        compile_scope=args.compile_scope,
         infer_batches=args.infer_batches,
         profile=args.profile,
         out=args.out,

@@ -17,7 +17,7 @@ from timellm.training.config import TrainConfig
 
 RUN_FIELDS = ("max_test_windows",)  # settings of a run that are neither model nor training settings
 # how the model executes, chosen per run (autocast follows the run's precision, not a setting here)
-EXECUTION_FIELDS = ("gradient_checkpointing", "attention", "compile")
+EXECUTION_FIELDS = ("gradient_checkpointing", "attention", "compile", "compile_scope")
 SECTIONS = ("model", "train", "execution", "run")
 
 

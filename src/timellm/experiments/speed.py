@@ -82,6 +82,7 @@ class RunSpec:
     attention: str = "auto"  # ExecutionSettings.attention: "auto", "sdpa" or "eager" (the released code's)
     fused_adam: bool = True  # torch's fused Adam kernel, or the per-tensor loop (the released code's)
     compile: str = "none"  # ExecutionSettings.compile: "none", "inference" or "always"
+    compile_scope: str = "modules"  # ExecutionSettings.compile_scope: "modules" or "layers"
     # "ours", or "released": the released layer's einsums, scaled scores and bernoulli dropout
     reprogramming: str = "ours"
     label: str = ""  # a name for the row (the ladder's steps)
@@ -343,6 +344,7 @@ def _build_model(spec: RunSpec):
         gradient_checkpointing=spec.gradient_checkpointing,
         attention=spec.attention,
         compile=spec.compile,
+        compile_scope=spec.compile_scope,
     )
     model = TimeLLM(config, backbone=backbone, execution=execution)
     if spec.reprogramming == "released":
@@ -580,7 +582,16 @@ LADDER = (
     ("+ tuned allocator", {"path": "fast"}, "tuned"),
     ("+ torch.compile of norms and MLPs (always)", {"path": "fast", "compile": "always"}, "tuned"),
     ("= compile for inference only", {"path": "fast", "compile": "inference"}, "tuned"),
-    ("+ bf16 autocast", {"path": "fast", "compile": "inference", "dtype": "bf16"}, "tuned"),
+    (
+        "+ compile of whole decoder layers, for inference",
+        {"path": "fast", "compile": "inference", "compile_scope": "layers"},
+        "tuned",
+    ),
+    (
+        "+ bf16 autocast",
+        {"path": "fast", "compile": "inference", "compile_scope": "layers", "dtype": "bf16"},
+        "tuned",
+    ),
 )
 
 
@@ -605,6 +616,7 @@ def speed_benchmark(
     plain_fused_adam: bool = False,
     gradient_checkpointing: bool = False,
     compile: str = "none",
+    compile_scope: str = "modules",
     infer_batches: Sequence[int] = (),
     profile: bool = False,
     model_changes: dict | None = None,
@@ -624,8 +636,8 @@ def speed_benchmark(
     the speed-up the shortcut gives at equal FLOP rates) and the achieved fraction of the matmul
     peak. Writes ``out`` (CSV) if given; with ``breakdown`` also ``<out stem>_breakdown.csv`` (where
     a training step's time goes) and with ``ladder`` ``<out stem>_ladder.csv`` (each speed-up
-    added in turn to the released configuration). ``compile`` is the fast path's
-    ``ExecutionSettings.compile``; ``infer_batches`` measures fast-path inference at each of those
+    added in turn to the released configuration). ``compile`` and ``compile_scope`` are the fast
+    path's ``ExecutionSettings.compile`` and ``compile_scope``; ``infer_batches`` measures fast-path inference at each of those
     batch sizes (series per forward) into ``frame.attrs["batches"]`` and ``<out stem>_batches.csv``:
     the batch that runs best for evaluation and forecasting. ``profile`` adds an operator-level
     profile of a fast-path step per mode (:func:`op_profile`; ``<out stem>_profile.csv``).
@@ -661,7 +673,7 @@ def speed_benchmark(
     )
     as_run = {
         "plain": {"attention": plain_attention, "fused_adam": plain_fused_adam},
-        "fast": {"attention": "auto", "fused_adam": True, "compile": compile},
+        "fast": {"attention": "auto", "fused_adam": True, "compile": compile, "compile_scope": compile_scope},
     }
 
     def spec_for(mode: str, **changes) -> RunSpec:
@@ -738,6 +750,8 @@ def speed_benchmark(
             for label, changes, malloc in LADDER:
                 if mode != "train" and label in ("+ fused Adam", "= compile for inference only"):
                     continue  # no optimiser at inference, where "always" and "inference" are one
+                if mode == "train" and changes.get("compile_scope") == "layers" and "dtype" not in changes:
+                    continue  # compiled for inference only: a training step is the previous rung's
                 if changes.get("dtype", "fp32") not in dtypes:
                     continue  # a dtype not measured (emulated here, or left out)
                 logger.info("ladder (%s): %s", mode, label)

@@ -149,10 +149,13 @@ class ExecutionSettings:
     attention: Literal["auto", "sdpa", "eager", "grouped"] = "auto"
     # torch.compile (inductor) of the LLM's norms and MLPs, fusing their elementwise chains:
     # "none", "inference" (calls without autograd: evaluation, forecasting) or "always". Measured
-    # on a 2-core Xeon in fp32 (results/speed.md): +4 % training, +2 % inference, with a first
-    # step 2.4-3.9x slower (compiling); off by default: too small a gain for the compile time and
-    # the C compiler it needs
+    # on a 2-core Xeon in fp32 (results/speed.md): +5-8 % with a first step 2.4-3.9x slower
+    # (compiling); off by default: too small a gain for the compile time and the C compiler it needs
     compile: Literal["none", "inference", "always"] = "none"
+    # what compile covers: "modules" (the norms and MLPs: seconds to compile) or "layers" (whole
+    # decoder layers, attention and residuals included: more fused, a first call of half a minute
+    # or more on a 2-core CPU; dynamo's recompilation limits are raised while the LLM runs)
+    compile_scope: Literal["modules", "layers"] = "modules"
 
     def __post_init__(self) -> None:
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
@@ -161,6 +164,13 @@ class ExecutionSettings:
             )
         if self.compile not in ("none", "inference", "always"):
             raise ValueError(f"compile must be 'none', 'inference' or 'always', found {self.compile!r}")
+        if self.compile_scope not in ("modules", "layers"):
+            raise ValueError(f"compile_scope must be 'modules' or 'layers', found {self.compile_scope!r}")
+        if self.compile_scope == "layers" and self.compile != "none" and self.gradient_checkpointing:
+            raise ValueError(
+                "compile_scope 'layers' and gradient_checkpointing both wrap the decoder layers: "
+                "use compile_scope 'modules' with gradient checkpointing"
+            )
         if self.attention not in ("auto", "sdpa", "eager", "grouped"):
             raise ValueError(
                 f"attention must be 'auto', 'sdpa', 'eager' or 'grouped', found {self.attention!r}"

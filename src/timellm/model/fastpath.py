@@ -423,34 +423,67 @@ def checkpointing(enabled: bool) -> contextlib.AbstractContextManager:
 # inside :func:`compiling`, so a backbone shared by several models is unaffected elsewhere.
 
 _COMPILE_MODULES: contextvars.ContextVar[bool] = contextvars.ContextVar("timellm_compile", default=False)
-COMPILED_KINDS = ("RMSNorm", "MLP")  # class-name endings of the modules compiled
+# class-name endings of the modules compiled, per ExecutionSettings.compile_scope: the norms and MLPs
+# alone, or whole decoder layers (attention included, so the residual adds and the rotary embedding
+# fuse too)
+COMPILED_KINDS = {"modules": ("RMSNorm", "MLP"), "layers": ("DecoderLayer",)}
+_SCOPE_MARK = "timellm_compile_scope"  # on a compiled wrapper: the scope that installed it
+# recompilations dynamo may keep per decoder layer under scope "layers": all layers share one
+# ``forward`` code object, and each layer instance and pass shape (prompt, patches, their lengths)
+# is a cache entry of its own; dynamo's default limit (8 per code object) would fall back to eager
+RECOMPILES_PER_LAYER = 8
 
 
 def _maybe_compiled(forward, compiled, *args, **kwargs):
     return compiled(*args, **kwargs) if _COMPILE_MODULES.get() else forward(*args, **kwargs)
 
 
-def install_compiled_modules(llm: nn.Module) -> int:
-    """Wrap the norms and MLPs of ``llm`` with a compiled twin (idempotent); return how many.
+def install_compiled_modules(llm: nn.Module, scope: str = "modules") -> int:
+    """Wrap the modules of ``scope`` in ``llm`` with a compiled twin (idempotent); return how many.
 
-    Compilation itself happens on the first call inside :func:`compiling` (seconds to a minute,
-    once per process and shape family).
+    A wrapper another scope installed is removed first. Compilation itself happens on the first
+    call inside :func:`compiling` (seconds to a minute, once per process and shape family).
     """
+    kinds = COMPILED_KINDS[scope]
     count = 0
     for module in llm.modules():
-        if not type(module).__name__.endswith(COMPILED_KINDS):
+        installed = getattr(vars(module).get("forward"), _SCOPE_MARK, None)
+        if installed is not None and installed != scope:
+            del module.forward  # the class's forward again
+        if not type(module).__name__.endswith(kinds):
             continue
         count += 1
-        if "forward" in vars(module):
+        if "forward" in vars(module):  # this scope's wrapper, or gradient checkpointing's
             continue
         forward = type(module).forward.__get__(module)
-        module.forward = functools.partial(_maybe_compiled, forward, torch.compile(forward, dynamic=True))
+        wrapper = functools.partial(_maybe_compiled, forward, torch.compile(forward, dynamic=True))
+        setattr(wrapper, _SCOPE_MARK, scope)
+        module.forward = wrapper
     return count
 
 
-def compiling(enabled: bool) -> contextlib.AbstractContextManager:
-    """Within this context, wrapped modules run their compiled forward if ``enabled``."""
-    return _switched(_COMPILE_MODULES, enabled)
+@contextlib.contextmanager
+def compiling(enabled: bool, layers: int = 0) -> Iterator[None]:
+    """Within this context, wrapped modules run their compiled forward if ``enabled``.
+
+    ``layers`` > 0 (scope "layers": that many decoder layers compiled) raises dynamo's
+    recompilation limits to fit them, for the duration of the context only.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_switched(_COMPILE_MODULES, enabled))
+        if enabled and layers:
+            import torch._dynamo
+
+            limit = RECOMPILES_PER_LAYER * (layers + 1)
+            stack.enter_context(
+                torch._dynamo.config.patch(
+                    recompile_limit=max(limit, torch._dynamo.config.recompile_limit),
+                    accumulated_recompile_limit=max(
+                        8 * limit, torch._dynamo.config.accumulated_recompile_limit
+                    ),
+                )
+            )
+        yield
 
 
 # --------------------------------------------------------------------------------------------

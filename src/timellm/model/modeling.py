@@ -262,10 +262,14 @@ class TimeLLM(nn.Module):
         """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
-        compiled = self._compiles_now()
+        compiled, scope = self._compiles_now(), self.execution.compile_scope
+        layers = 0
         if compiled:
-            install_compiled_modules(self.llm)  # idempotent; acts only inside compiling(True)
-        with attention_kernel(self.llm.config, self.attention_kernel_for(tokens.device)), compiling(compiled):
+            # idempotent; acts only inside compiling(True)
+            count = install_compiled_modules(self.llm, scope)
+            layers = count if scope == "layers" else 0
+        kernel = self.attention_kernel_for(tokens.device)
+        with attention_kernel(self.llm.config, kernel), compiling(compiled, layers):
             if self.uses_fast_path and self._llm_is_frozen():
                 if not self._fast_path_verified:
                     return self._run_llm_checked(x, tokens)
@@ -310,7 +314,7 @@ class TimeLLM(nn.Module):
         return self._run_llm_plain(x, tokens) if torch.is_grad_enabled() else plain
 
     def _compiles_now(self) -> bool:
-        """Whether this LLM call runs the compiled norms and MLPs (ExecutionSettings.compile)."""
+        """Whether this LLM call runs compiled modules (ExecutionSettings.compile and compile_scope)."""
         choice = self.execution.compile
         return choice == "always" or (choice == "inference" and not torch.is_grad_enabled())
 
