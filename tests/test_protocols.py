@@ -148,6 +148,24 @@ def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path
     assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
 
 
+def test_m4_refit_trains_again_on_the_whole_series_for_the_chosen_epochs(weekly_m4, tmp_path):
+    common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY, "--reference", "dlinear"]
+    common += ["--set", "epochs=3", "--set", "patience=3"]
+    assert main([*common, "--out", str(tmp_path / "once")]) == 0
+    assert main([*common, "--out", str(tmp_path / "refit"), "--set", "refit=true"]) == 0
+    once = json.loads((tmp_path / "once" / "metrics.json").read_text())
+    refit = json.loads((tmp_path / "refit" / "metrics.json").read_text())
+    assert not once["refit"] and refit["refit"]
+    # the selection run is the same; the refit adds the chosen number of epochs over more windows
+    assert refit["best_epoch"] == once["best_epoch"] and refit["best_val_loss"] == once["best_val_loss"]
+    history = pd.read_csv(tmp_path / "refit" / "history.csv")
+    again = history[history["refit"].eq(True)]
+    assert len(again) == once["best_epoch"] and again["val_loss"].isna().all()
+    assert refit["steps"] > once["steps"]
+    assert refit["smape"] != once["smape"]  # forecast by the refit model
+    assert main([*common, "--out", str(tmp_path / "bad"), "--set", "refit=maybe"]) == 2
+
+
 def run_cli(*args):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     return subprocess.run(

@@ -15,7 +15,10 @@ import yaml
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.training.config import TrainConfig
 
-RUN_FIELDS = ("max_test_windows",)  # settings of a run that are neither model nor training settings
+# settings of a run that are neither model nor training settings: max_test_windows (score an evenly
+# spaced subset of the test windows) and refit (M4: once validation has chosen the epoch count,
+# train a fresh adapter on the whole training series for that many epochs and forecast with it)
+RUN_FIELDS = ("max_test_windows", "refit")
 # how the model executes, chosen per run (autocast follows the run's precision, not a setting here)
 EXECUTION_FIELDS = ("gradient_checkpointing", "attention", "compile", "compile_scope")
 SECTIONS = ("model", "train", "execution", "run")

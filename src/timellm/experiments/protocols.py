@@ -125,7 +125,9 @@ def run_m4(
     the same pipeline, on the same windows, budget and loss, instead of Time-LLM: a reference row.
 
     Training windows come from the training series without their last horizon, which is the
-    validation target of model selection (early stopping); the forecast is made from the last
+    validation target of model selection (early stopping); with the run setting ``refit``, a fresh
+    model then trains on the whole series for the number of epochs validation chose. The forecast
+    is made from the last
     ``seq_len`` points of each full training series and scored against the official test file with
     SMAPE, MASE and OWA (relative to the official Naive2 forecasts).
     """
@@ -137,6 +139,9 @@ def run_m4(
         )
     if preset.run.get("max_test_windows") is not None:
         raise ValueError("max_test_windows does not apply to M4: every series is forecast and scored")
+    refit = preset.run.get("refit", False)
+    if not isinstance(refit, bool):
+        raise ValueError(f"refit must be true or false, found {refit!r}")
     # read everything first: a missing file must not leave an empty run folder behind
     data_dir = check_m4_files(f.name, data_dir)
     data = load_m4(f, data_dir)
@@ -172,7 +177,21 @@ def run_m4(
             f.horizon,
         )
         result = fit(model, train_set, val_set, train_config)
-        folder.write_history(result.history)
+        history, steps, train_seconds = result.history, result.steps, result.train_seconds
+        if refit:
+            # validation has chosen how long to train; the last horizon it held out is the most
+            # recent data, next to the test horizon: train again with it
+            logger.info(
+                "refit: a fresh model on the whole training series for %d epochs (validation's choice)",
+                result.best_epoch,
+            )
+            seed_everything(train_config.seed)
+            model = _m4_model(model_config, reference, preset.execution)
+            full_set = data.training_windows(seq_len, holdout=False)
+            again = fit(model, full_set, None, train_config.replace(epochs=result.best_epoch))
+            history = history + [{**row, "refit": True} for row in again.history]
+            steps, train_seconds = steps + again.steps, train_seconds + again.train_seconds
+        folder.write_history(history)
         if isinstance(model, TimeLLM):
             model.save_pretrained(folder.adapter_dir)
 
@@ -203,11 +222,12 @@ def run_m4(
             "percent": 100,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
-            "steps": result.steps,
+            "steps": steps,
             "best_val_loss": result.best_val_loss,
+            "refit": refit,
             "precision": result.precision,
             "train_windows": len(train_set),
-            "train_seconds": round(result.train_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
             "test_seconds": round(forecast_seconds, 1),
             "variant": _variant(model_config, reference),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

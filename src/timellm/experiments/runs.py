@@ -71,6 +71,10 @@ def train_and_test(
     folder's checkpoint (see :func:`resume_run`, which also restores the recorded settings).
     """
     model_config, train_config = preset.model, preset.train
+    if preset.run.get("refit"):
+        raise ValueError(
+            "refit applies to M4 runs only: the long-term protocols select and test on fixed splits"
+        )
     # read the data first: a missing file must not leave an empty run folder behind
     splits = load_splits(preset.dataset, model_config.seq_len, model_config.pred_len, data_dir, percent)
     test_splits = splits

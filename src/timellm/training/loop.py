@@ -279,7 +279,7 @@ def mean_loss(
 def fit(
     model: nn.Module,
     train_set: Dataset,
-    val_set: Dataset,
+    val_set: Dataset | None,
     config: TrainConfig,
     accelerator=None,
     *,
@@ -287,6 +287,9 @@ def fit(
     resume: bool = False,
 ) -> FitResult:
     """Train the adapter with Adam; keep the best validation epoch and restore it at the end.
+
+    ``val_set`` None trains all ``config.epochs`` epochs without validation and keeps the last
+    (a refit on all the data once validation has chosen the epoch count).
 
     With ``checkpoint_dir``, a checkpoint is written there at every epoch end and every
     ``config.checkpoint_every`` optimiser steps (by the main process only), and ``resume``
@@ -321,7 +324,9 @@ def fit(
     model, optimizer, loader = accelerator.prepare(model, adam, loader)
     batches_per_epoch = len(loader)  # on each process, after sharding
     scheduler, step_every = make_scheduler(adam, config, math.ceil(batches_per_epoch / config.grad_accum))
-    val_subset = evenly_spaced(val_set, config.max_val_windows)  # fixed across epochs: comparable losses
+    validates = val_set is not None
+    # fixed across epochs: comparable losses
+    val_subset = evenly_spaced(val_set, config.max_val_windows) if validates else None
     loss_fn = LOSSES[config.loss]
     unwrapped = accelerator.unwrap_model(model)
 
@@ -397,8 +402,10 @@ def fit(
         train_loss = _epoch_train_loss(progress, accelerator)
         if accelerator.num_processes > 1:
             _check_replicas(unwrapped, accelerator, progress)
-        val_loss = mean_loss(model, val_subset, config, accelerator)
-        if not math.isfinite(val_loss):  # as a non-finite training loss: never select such an epoch
+        val_loss = mean_loss(model, val_subset, config, accelerator) if validates else math.nan
+        if validates and not math.isfinite(
+            val_loss
+        ):  # as a non-finite training loss: never select such an epoch
             message = (
                 f"non-finite validation loss ({val_loss:g}) after epoch {epoch} (step {progress.global_step}); "
                 f"training stopped ({f'the last good checkpoint is {last_good}' if last_good else 'no checkpoint kept'}): "
@@ -411,7 +418,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         if step_every == "epoch":
             scheduler.step()
-        improved = val_loss < progress.best_loss
+        improved = val_loss < progress.best_loss if validates else True  # without validation: the last
         progress.history.append(
             {
                 "epoch": epoch,
@@ -422,12 +429,12 @@ def fit(
             }
         )
         logger.info(
-            "epoch %d: train %.4f, val %.4f, lr %.2e%s",
+            "epoch %d: train %.4f, val %s, lr %.2e%s",
             epoch,
             train_loss,
-            val_loss,
+            f"{val_loss:.4f}" if validates else "not run",
             lr,
-            " (best)" if improved else "",
+            " (best)" if improved and validates else "",
         )
         if improved:
             progress.best_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
@@ -448,9 +455,12 @@ def fit(
     # prepare() wrapped the model's forward in the run's autocast: the model handed back computes
     # in its own precision again, as the same adapter loaded from disk does
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    logger.info(
-        "restored the adapter of epoch %d (validation loss %.4f)", progress.best_epoch, progress.best_loss
-    )
+    if validates:
+        logger.info(
+            "restored the adapter of epoch %d (validation loss %.4f)", progress.best_epoch, progress.best_loss
+        )
+    else:
+        logger.info("kept the adapter of the last epoch, %d (no validation)", progress.best_epoch)
     digests = replica_sha256(unwrapped, accelerator)
     if accelerator.num_processes > 1:
         logger.info(
