@@ -137,13 +137,20 @@ def test_a_dataset_tunes_its_cpu_variant_without_touching_the_paper_preset(monke
         "variants": {"cpu": {"model": {"llm_layers": 1}, "train": {"learning_rate": 0.0002, "epochs": 3}}},
         "datasets": {
             "ETTh1": {"horizons": [96]},
-            "illness": {"horizons": [24], "variants": {"cpu": {"train": {"learning_rate": 0.001}}}},
+            "illness": {
+                "horizons": [24, 48],
+                "variants": {
+                    "cpu": {"train": {"learning_rate": 0.001}, "by_horizon": {48: {"train": {"epochs": 12}}}}
+                },
+            },
         },
     }
     monkeypatch.setattr(presets, "_files", lambda: [data])
-    ili_cpu, ili_paper, etth1_cpu = (
-        presets.all_presets()[n] for n in ("illness-24-cpu", "illness-24", "ETTh1-96-cpu")
-    )
+    found = presets.all_presets()
+    ili_cpu, ili_paper, etth1_cpu = (found[n] for n in ("illness-24-cpu", "illness-24", "ETTh1-96-cpu"))
     assert (ili_cpu.train.learning_rate, ili_cpu.train.epochs, ili_cpu.model.llm_layers) == (0.001, 3, 1)
     assert ili_paper.train.learning_rate == 0.01 and ili_paper.model.llm_layers is None
     assert etth1_cpu.train.learning_rate == 0.0002
+    # a variant tuned for one horizon only: the others and the paper preset keep theirs
+    assert (found["illness-48-cpu"].train.epochs, found["illness-48-cpu"].train.learning_rate) == (12, 0.001)
+    assert found["illness-48"].train.epochs == found["illness-24"].train.epochs

@@ -130,8 +130,11 @@ def all_presets() -> dict[str, Preset]:
                 name = f"{dataset}-{horizon}"
                 presets[name] = _build(name, dataset, settings)
                 for variant, extra in data.get("variants", {}).items():
-                    # a dataset may tune a variant: "variants: {cpu: {train: {...}}}" under it
-                    tuned = _merge(_merge(settings, extra), spec.get("variants", {}).get(variant))
+                    # a dataset may tune a variant: "variants: {cpu: {train: {...}}}" under it,
+                    # and per horizon: "variants: {cpu: {by_horizon: {48: {train: {...}}}}}"
+                    own = dict(spec.get("variants", {}).get(variant) or {})
+                    own_horizon = own.pop("by_horizon", {}).get(horizon)
+                    tuned = _merge(_merge(_merge(settings, extra), own), own_horizon)
                     presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", dataset, tuned)
     return presets
 
