@@ -50,6 +50,32 @@ def test_two_epochs_lower_the_validation_loss():
     assert result.history[-1]["val_loss"] < before
 
 
+def test_an_mae_run_reports_validation_mse_and_mae_of_the_adapter_it_keeps():
+    from accelerate import Accelerator
+
+    from timellm.training.loop import mean_losses
+
+    data = synthetic()
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(data[250:], 48, 12, max_windows=30)
+    config = TrainConfig(
+        epochs=2, batch_size=16, learning_rate=3e-3, schedule="constant", loss="mae", seed=1, precision="fp32"
+    )
+    model = small_model()
+    result = fit(model, train, val, config)
+    assert set(result.val_scores) == {"mse", "mae"}
+    # the training loss is MAE: the kept epoch's validation loss is its validation MAE
+    assert result.val_scores["mae"] == pytest.approx(result.best_val_loss, rel=1e-6)
+    again = mean_losses(model, val, config, Accelerator(), ("mse", "mae"))
+    assert again == pytest.approx(result.val_scores, rel=1e-6)
+    past, future = next(iter(torch.utils.data.DataLoader(val, batch_size=len(val))))
+    with torch.no_grad():
+        pred = model.eval()(past)
+    assert again["mae"] == pytest.approx(float((pred - future).abs().mean()), rel=1e-4)
+    assert again["mse"] == pytest.approx(float((pred - future).square().mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="loss must be mse, mae or smape"):
+        TrainConfig(loss="huber")
+
+
 def test_early_stopping_restores_the_best_adapter(monkeypatch):
     import timellm.training.loop as training
 

@@ -155,6 +155,8 @@ def train_and_test(
                 "epochs_run": result.epochs_run,
                 "steps": result.steps,
                 "best_val_loss": result.best_val_loss,
+                # the selected adapter on the validation windows, comparable across losses
+                **{f"val_{name}": value for name, value in result.val_scores.items()},
                 "train_seconds": round(result.train_seconds, 1),
                 "test_seconds": round(time.perf_counter() - started, 1),
                 "trainable_params": model.num_parameters(True),

@@ -35,7 +35,7 @@ class TrainConfig:
     schedule: Schedule = "halving"  # constant | halving per epoch (released 'type1') | cosine | onecycle
     pct_start: float = 0.2  # one-cycle: share of steps spent warming up
     patience: int = 3  # epochs without validation improvement before stopping
-    loss: Literal["mse", "smape"] = "mse"  # smape for M4
+    loss: Literal["mse", "mae", "smape"] = "mse"  # smape for M4
     seed: int = 2021  # seeds python, numpy, torch and the data order
     # autocast through accelerate: auto = bf16 where the device runs it natively (GPUs with bf16,
     # CPUs with AMX / AVX-512 BF16), else fp32; bf16 or fp16 (GPU) explicitly; fp32 none
@@ -59,8 +59,8 @@ class TrainConfig:
             raise ValueError(
                 f"schedule must be constant, halving, cosine or onecycle; found {self.schedule!r}"
             )
-        if self.loss not in ("mse", "smape"):
-            raise ValueError(f"loss must be mse or smape, found {self.loss!r}")
+        if self.loss not in ("mse", "mae", "smape"):
+            raise ValueError(f"loss must be mse, mae or smape, found {self.loss!r}")
         if self.precision not in ("auto", *ACCELERATE_PRECISION):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, found {self.precision!r}")
         for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class FitResult:
     processes: int = 1  # data-parallel processes that trained
     replica_sha256: list[str] = field(default_factory=list)  # the final adapter's digest on each process
     precision: str = "fp32"  # what the run computed in (config precision auto resolved on the device)
+    # the restored adapter's validation MSE and MAE (VALIDATION_SCORES), whatever the training loss
+    val_scores: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,8 +87,15 @@ def smape_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return smape_elements(pred, true).mean()
 
 
-LOSSES = {"mse": nn.functional.mse_loss, "smape": smape_loss}
-ELEMENT_LOSSES = {"mse": lambda pred, true: (pred - true).square(), "smape": smape_elements}
+LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "smape": smape_loss}
+ELEMENT_LOSSES = {
+    "mse": lambda pred, true: (pred - true).square(),
+    "mae": lambda pred, true: (pred - true).abs(),
+    "smape": smape_elements,
+}
+# what every long-term run reports on its validation windows after training, whatever its loss:
+# runs trained with different losses are compared on these
+VALIDATION_SCORES = ("mse", "mae")
 
 
 def per_sample_loss(name: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -249,7 +259,6 @@ def replica_sha256(model: nn.Module, accelerator) -> list[str]:
     return [bytes(row.tolist()).hex() for row in gathered]
 
 
-@torch.no_grad()
 def mean_loss(
     model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator, desc: str = "validate"
 ) -> float:
@@ -258,22 +267,36 @@ def mean_loss(
     Under several processes every one scores a shard; ``gather_for_metrics`` drops the windows
     that the sampler repeated to even out the shards.
     """
+    return mean_losses(model, dataset, config, accelerator, (config.loss,), desc)[config.loss]
+
+
+@torch.no_grad()
+def mean_losses(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    accelerator,
+    names: Sequence[str],
+    desc: str = "validate",
+) -> dict[str, float]:
+    """:func:`mean_loss` of each loss in ``names`` (keys of :data:`LOSSES`), in one pass."""
     loader = accelerator.prepare_data_loader(
         DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers)
     )
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    totals, count = dict.fromkeys(names, 0.0), 0
     for past, future in tqdm(
         loader, desc=desc, leave=False, disable=None if accelerator.is_local_main_process else True
     ):
         with accelerator.autocast():
-            pred = model(past)
-        losses = accelerator.gather_for_metrics(per_sample_loss(config.loss, pred.float(), future))
-        total += float(losses.double().sum())
+            pred = model(past).float()
+        for name in names:
+            losses = accelerator.gather_for_metrics(per_sample_loss(name, pred, future))
+            totals[name] += float(losses.double().sum())
         count += losses.numel()
     model.train(was_training)
-    return total / max(count, 1)
+    return {name: total / max(count, 1) for name, total in totals.items()}
 
 
 def fit(
@@ -452,6 +475,11 @@ def fit(
     progress.train_seconds += time.perf_counter() - session_start
 
     unwrapped.load_state_dict(copy.deepcopy(best), strict=False)  # restore the best epoch's adapter
+    val_scores = {}
+    if validates:
+        val_scores = mean_losses(
+            model, val_subset, config, accelerator, VALIDATION_SCORES, "validation scores"
+        )
     # prepare() wrapped the model's forward in the run's autocast: the model handed back computes
     # in its own precision again, as the same adapter loaded from disk does
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
@@ -479,6 +507,7 @@ def fit(
         accelerator.num_processes,
         digests,
         run_precision(accelerator),
+        val_scores,
     )
 
 
