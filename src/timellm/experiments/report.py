@@ -249,21 +249,41 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "precision": m.get("precision", r.get("precision", r.get("train", {}).get("precision"))),
         "seed": r.get("train", {}).get("seed"),
         "_same_but_seed": _same_but_seed(r),
+        "_family": _family(r, pred_len),
     }
 
 
+def _family(record: dict[str, Any], pred_len: Any) -> str:
+    """The preset a run's horizon belongs to, without the horizon ("illness-48-cpu" -> "illness-cpu"):
+    the horizons of one shipped preset average together even where one of them is tuned."""
+    preset = str(record.get("preset") or "")
+    return preset.replace(f"-{pred_len}", "", 1) if preset else _budget(record)
+
+
 def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One average row per dataset, backbone and budget whose four horizons are all present."""
+    """One average row per dataset, backbone and preset whose four horizons are all present.
+
+    A preset tuned at one horizon (its own budget there) still averages with its other horizons;
+    the average's budget is then the common one, followed by each other horizon's.
+    """
     out = []
     frame = pd.DataFrame(rows)
     frame = frame[frame["test_windows"] == frame["test_windows_total"]]  # whole test splits only
-    for (dataset, backbone, layers, budget), group in frame.groupby(
-        ["dataset", "backbone", "llm_layers", "budget"], dropna=False
+    for (dataset, backbone, layers, _), group in frame.groupby(
+        ["dataset", "backbone", "llm_layers", "_family"], dropna=False
     ):
         horizons = HORIZONS.get(dataset, (96, 192, 336, 720))
         group = group.drop_duplicates("pred_len", keep="last")
         if sorted(group["pred_len"]) != sorted(horizons):
             continue
+        group = group.sort_values("pred_len")
+        common = group["budget"].astype(str).mode().iloc[0]
+        others = [
+            f"at {h}: {b}"
+            for h, b in zip(group["pred_len"], group["budget"].astype(str), strict=True)
+            if b != common
+        ]
+        budget = "; ".join([common, *others])
         mse, mae = float(group["mse"].mean()), float(group["mae"].mean())
         paper = PAPER_LONG_TERM_AVERAGE.get(dataset)
         out.append(
@@ -424,6 +444,7 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
             items = items + _long_term_averages(items)
         elif protocol == "m4":
             items = items + _m4_averages(items)
+        items = [{k: v for k, v in r.items() if k != "_family"} for r in items]
         table = pd.DataFrame(items)
         if protocol != "m4":
             for column in ("seeds", "mse_std", "mae_std"):
