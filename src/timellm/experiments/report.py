@@ -428,11 +428,9 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
     for protocol, items in rows.items():
         if not items:
             continue
-        if protocol != "m4":
-            items = [{k: v for k, v in r.items() if k != "_same_but_seed"} for r in _merge_seeds(items)]
-        if protocol != "m4":  # datasets in name order, horizons in numeric order
+        if protocol != "m4":  # seeds merged; datasets in name order, horizons in numeric order
             items = sorted(
-                items,
+                _merge_seeds(items),
                 key=lambda r: (
                     str(r.get("dataset")),
                     str(r.get("target")),
@@ -444,7 +442,8 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
             items = items + _long_term_averages(items)
         elif protocol == "m4":
             items = items + _m4_averages(items)
-        items = [{k: v for k, v in r.items() if k != "_family"} for r in items]
+        # the grouping keys of seeds and averages ("_same_but_seed", "_family") are not columns
+        items = [{k: v for k, v in r.items() if not k.startswith("_")} for r in items]
         table = pd.DataFrame(items)
         if protocol != "m4":
             for column in ("seeds", "mse_std", "mae_std"):

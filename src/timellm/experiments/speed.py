@@ -637,8 +637,8 @@ def speed_benchmark(
     peak. Writes ``out`` (CSV) if given; with ``breakdown`` also ``<out stem>_breakdown.csv`` (where
     a training step's time goes) and with ``ladder`` ``<out stem>_ladder.csv`` (each speed-up
     added in turn to the released configuration). ``compile`` and ``compile_scope`` are the fast
-    path's ``ExecutionSettings.compile`` and ``compile_scope``; ``infer_batches`` measures fast-path inference at each of those
-    batch sizes (series per forward) into ``frame.attrs["batches"]`` and ``<out stem>_batches.csv``:
+    path's ``ExecutionSettings.compile`` and ``compile_scope``; ``infer_batches`` measures
+    fast-path inference at each of those batch sizes (series per forward) into ``frame.attrs["batches"]`` and ``<out stem>_batches.csv``:
     the batch that runs best for evaluation and forecasting. ``profile`` adds an operator-level
     profile of a fast-path step per mode (:func:`op_profile`; ``<out stem>_profile.csv``).
     """

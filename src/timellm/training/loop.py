@@ -426,9 +426,8 @@ def fit(
         if accelerator.num_processes > 1:
             _check_replicas(unwrapped, accelerator, progress)
         val_loss = mean_loss(model, val_subset, config, accelerator) if validates else math.nan
-        if validates and not math.isfinite(
-            val_loss
-        ):  # as a non-finite training loss: never select such an epoch
+        # as a non-finite training loss: never select such an epoch
+        if validates and not math.isfinite(val_loss):
             message = (
                 f"non-finite validation loss ({val_loss:g}) after epoch {epoch} (step {progress.global_step}); "
                 f"training stopped ({f'the last good checkpoint is {last_good}' if last_good else 'no checkpoint kept'}): "
