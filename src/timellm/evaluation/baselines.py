@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PatchTSTConfig, PatchTSTForPrediction
 
-from timellm.model.layers import revin_denormalize, revin_normalize
+from timellm.model.layers import NORMALIZATIONS, normalize, revin_denormalize
 
 
 def _check_past(past_values: torch.Tensor, seq_len: int | None = None) -> None:
@@ -72,14 +72,20 @@ def series_decomposition(x: torch.Tensor, kernel_size: int = 25) -> tuple[torch.
 class DLinear(nn.Module):
     """DLinear (Zeng et al., 2023): moving-average decomposition, one linear map T -> H per part.
 
-    Both maps are shared across channels (``individual=False`` of the paper). ``revin=True`` adds
-    instance normalisation (no affine) around it, useful for series of very different scales (M4);
-    the paper's DLinear has none, hence the default.
+    Both maps are shared across channels (``individual=False`` of the paper). ``normalization``
+    ("revin" or "last", as Time-LLM's: :func:`timellm.model.layers.normalize`) adds instance
+    normalisation (no affine) around it, useful for series of very different scales (M4); the
+    paper's DLinear has none, hence the default None.
     """
 
-    def __init__(self, seq_len: int, pred_len: int, kernel_size: int = 25, revin: bool = False):
+    def __init__(self, seq_len: int, pred_len: int, kernel_size: int = 25, normalization: str | None = None):
         super().__init__()
-        self.seq_len, self.pred_len, self.kernel_size, self.revin = seq_len, pred_len, kernel_size, revin
+        if normalization is not None and normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be None or one of {', '.join(NORMALIZATIONS)}; found {normalization!r}"
+            )
+        self.seq_len, self.pred_len, self.kernel_size = seq_len, pred_len, kernel_size
+        self.normalization = normalization
         self.seasonal = nn.Linear(seq_len, pred_len)
         self.trend = nn.Linear(seq_len, pred_len)
 
@@ -88,12 +94,12 @@ class DLinear(nn.Module):
         _check_past(past_values, self.seq_len)
         b, t, n = past_values.shape
         x = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T)
-        if self.revin:
-            x, mean, std = revin_normalize(x)
+        if self.normalization is not None:
+            x, centre, scale = normalize(x, self.normalization)
         seasonal, trend = series_decomposition(x, self.kernel_size)  # (S, T) each
         y = self.seasonal(seasonal) + self.trend(trend)  # (S, H)
-        if self.revin:
-            y = revin_denormalize(y, mean, std)
+        if self.normalization is not None:
+            y = revin_denormalize(y, centre, scale)
         return y.reshape(b, n, self.pred_len).permute(0, 2, 1)  # (B, H, N)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from timellm.data.sources import DataSource
-from timellm.model.layers import patchify, revin_normalize
+from timellm.model.layers import normalize, patchify
 from timellm.model.modeling import TimeLLM
 from timellm.model.prompt import prompt_text
 from timellm.plotting import save_figure
@@ -91,7 +91,7 @@ def explain_window(model: TimeLLM, series, top_prototypes: int = 5) -> WindowExp
         raise ValueError(f"expected one series of seq_len={c.seq_len} values, found shape {tuple(x.shape)}")
     was_training = model.training
     model.eval()
-    normalised, _, _ = revin_normalize(x[None])  # (1, T)
+    normalised, _, _ = normalize(x[None], c.normalization)  # (1, T)
     patches = model.patch_embedding(patchify(normalised, c.patch_len, c.stride))  # (1, P, d_model)
     weights = model.reprogramming.attention(patches, text_prototypes(model))  # (1, K, P, V')
     model.train(was_training)
@@ -107,6 +107,7 @@ def explain_window(model: TimeLLM, series, top_prototypes: int = 5) -> WindowExp
             description=c.description,
             top_k_lags=c.top_k_lags,
             statistics=c.prompt_statistics,
+            normalization=c.normalization,
         )
     return WindowExplanation(prompt, attention.numpy(), list(zip(ids.tolist(), values.tolist(), strict=True)))
 

@@ -98,7 +98,10 @@ def _m4_model(config: TimeLLMConfig, reference: str | None, execution: Execution
     if reference == "dlinear":
         # the series' moving average window cannot be longer than the look-back
         return DLinear(
-            config.seq_len, config.pred_len, kernel_size=min(25, config.seq_len - 1) | 1, revin=True
+            config.seq_len,
+            config.pred_len,
+            kernel_size=min(25, config.seq_len - 1) | 1,
+            normalization=config.normalization,
         )
     raise ValueError(f"reference must be one of {', '.join(M4_REFERENCES)} or None, found {reference!r}")
 
@@ -121,7 +124,7 @@ def run_m4(
 ) -> dict[str, Any]:
     """Train ``preset`` on one M4 frequency, forecast every series, score it, write the run folder.
 
-    ``reference="dlinear"`` trains DLinear (with instance normalisation, as M4's scales need) in
+    ``reference="dlinear"`` trains DLinear (with the model's instance normalisation, as M4's scales need) in
     the same pipeline, on the same windows, budget and loss, instead of Time-LLM: a reference row.
 
     Training windows come from the training series without their last horizon, which is the

@@ -250,7 +250,7 @@ def _peak_rss_mb() -> float:
 def run_one(spec: RunSpec) -> dict:
     """Measure one configuration in this process; return a result row."""
     from timellm._malloc import allocator_setting
-    from timellm.model.layers import revin_normalize
+    from timellm.model.layers import normalize
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -289,7 +289,7 @@ def run_one(spec: RunSpec) -> dict:
         attn_implementation=model.attention_kernel_for(past.device) or model.llm.config._attn_implementation,
     )
     x, _ = batch(0)
-    normalised = revin_normalize(x[..., 0])[0]
+    normalised = normalize(x[..., 0], model.config.normalization)[0]
     train = spec.mode == "train"
     if model.uses_fast_path:
         stats_len = model.statistics_token_ids(normalised)[1].shape[1]
@@ -391,7 +391,7 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     reprogramming, head, loss). Times are
     this process's CPU time, which other processes sharing the cores disturb less than wall time.
     """
-    from timellm.model.layers import revin_normalize
+    from timellm.model.layers import normalize
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -400,7 +400,7 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     model = _build_model(spec).train()
     config, backbone = model.config, model.backbone
     optimiser = _optimiser(spec, model)
-    normalised = revin_normalize(x[..., 0])[0]
+    normalised = normalize(x[..., 0], model.config.normalization)[0]
     width = backbone.hidden_size
 
     def timed(fn) -> float:

@@ -53,6 +53,11 @@ class TimeLLMConfig:
     description: str | None = None  # the user's own domain description; takes precedence over `dataset`
     top_k_lags: int = 5  # number of autocorrelation lags quoted in the prompt
 
+    # --- instance normalisation ---------------------------------------------------------------
+    # "revin": each window's mean and std (the paper); "last": its last value and std, so that a
+    # zero output repeats the last value (NLinear): steadier where the level shifts (layers.normalize)
+    normalization: Literal["revin", "last"] = "revin"
+
     # --- execution --------------------------------------------------------------------------
     fast_path: bool = True  # cache what is exact to cache (prompt K/V, tokens, E'); False: the plain oracle
 
@@ -84,6 +89,8 @@ class TimeLLMConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), found {getattr(self, name)!r}")
+        if self.normalization not in ("revin", "last"):
+            raise ValueError(f"normalization must be 'revin' or 'last', found {self.normalization!r}")
         if self.top_k_lags < 0 or self.top_k_lags > self.seq_len // 2:
             raise ValueError(f"top_k_lags must be in [0, seq_len // 2], found {self.top_k_lags}")
 

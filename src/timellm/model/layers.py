@@ -28,6 +28,30 @@ def revin_denormalize(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return y * std + mean
 
 
+NORMALIZATIONS: tuple[str, ...] = ("revin", "last")
+
+
+def normalize(
+    x: torch.Tensor, kind: str = "revin", eps: float = REVIN_EPS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-series normalisation over the last axis: x (S, T) -> (normalised, centre (S, 1), scale (S, 1)).
+
+    ``"revin"``: the window's mean and std (:func:`revin_normalize`, the paper). ``"last"``: the
+    window's last value as the centre and its std as the scale, so the normalised window ends at 0
+    and a zero output forecasts the last value (NLinear's subtract-last, Zeng et al. 2023). Where
+    the level breaks inside the window the mean lies between the two levels and the forecast has to
+    climb back from it; the last value is already on the new level. Undo with
+    :func:`revin_denormalize`.
+    """
+    if kind == "revin":
+        return revin_normalize(x, eps)
+    if kind == "last":
+        last = x[..., -1:].detach()
+        std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
+        return (x - last) / std, last, std
+    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; found {kind!r}")
+
+
 def patchify(x: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
     """(S, T) -> (S, P, patch_len), after repeating the last value `stride` times at the end."""
     padded = F.pad(x[:, None, :], (0, stride), mode="replicate")[:, 0]  # (S, T + stride)

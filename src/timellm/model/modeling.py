@@ -40,9 +40,9 @@ from timellm.model.layers import (
     Reprogramming,
     SelfAttentionBlock,
     TextPrototypes,
+    normalize,
     patchify,
     revin_denormalize,
-    revin_normalize,
 )
 from timellm.model.precision import resolve_precision
 from timellm.model.prompt import (
@@ -186,7 +186,7 @@ class TimeLLM(nn.Module):
             )
         b, t, n = past_values.shape
         series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
-        x, mean, std = revin_normalize(series)  # (S, T)
+        x, centre, scale = normalize(series, c.normalization)  # (S, T)
         with self.autocast(past_values.device):
             patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 
@@ -201,7 +201,7 @@ class TimeLLM(nn.Module):
                     hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
             out = self.head(hidden)  # (S, H)
 
-        forecast = revin_denormalize(out.to(past_values.dtype), mean, std)  # (S, H)
+        forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)
         return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:

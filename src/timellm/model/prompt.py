@@ -16,7 +16,7 @@ from importlib import resources
 
 import torch
 
-from timellm.model.layers import revin_normalize
+from timellm.model.layers import normalize
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,13 @@ def prompt_text(
     description: str | None = None,
     top_k_lags: int = 5,
     statistics: bool = True,
+    normalization: str = "revin",
 ) -> str:
     """The exact prompt text the model gives the LLM for one raw (un-normalised) series.
 
     ``series`` is any 1-D sequence of numbers: the look-back window. It is normalised as the model
-    does (RevIN) before its statistics are computed.
+    does (``normalization``: "revin" or "last", see :func:`timellm.model.layers.normalize`) before
+    its statistics are computed.
     """
     x = torch.as_tensor(series, dtype=torch.float32)
     if x.ndim != 1 or x.numel() < 2:
@@ -183,5 +185,5 @@ def prompt_text(
     prefix = prompt_prefix(dataset_description(dataset, description), x.numel(), pred_len)
     if not statistics:
         return prefix
-    normalised, _, _ = revin_normalize(x[None])
+    normalised, _, _ = normalize(x[None], normalization)
     return prefix + statistics_texts(input_statistics(normalised, top_k_lags))[0]
