@@ -11,13 +11,23 @@ from timellm.evaluation.baselines import (
 
 
 @pytest.mark.parametrize("seq_len,pred_len,channels", [(48, 12, 1), (24, 36, 3), (10, 5, 2)])
-@pytest.mark.parametrize("revin", [False, True])
-def test_dlinear_shapes(seq_len, pred_len, channels, revin):
-    model = DLinear(seq_len, pred_len, revin=revin)
+@pytest.mark.parametrize("normalization", [None, "revin", "last"])
+def test_dlinear_shapes(seq_len, pred_len, channels, normalization):
+    model = DLinear(seq_len, pred_len, normalization=normalization)
     out = model(torch.randn(4, seq_len, channels))
     assert out.shape == (4, pred_len, channels)
     with pytest.raises(ValueError, match=rf"seq_len={seq_len}.*found \(4, {seq_len + 1}, 1\)"):
         model(torch.randn(4, seq_len + 1, 1))
+
+
+def test_dlinear_with_subtract_last_starts_from_the_last_value():
+    model = DLinear(12, 4, kernel_size=5, normalization="last")
+    for layer in (model.seasonal, model.trend):
+        torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+    x = torch.randn(2, 12, 3) * 5 + 10
+    torch.testing.assert_close(model(x), x[:, -1:, :].expand(2, 4, 3))
+    with pytest.raises(ValueError, match="normalization must be None or one of revin, last; found 'mean'"):
+        DLinear(12, 4, normalization="mean")
 
 
 @pytest.mark.parametrize("kernel_size", [25, 4, 1])

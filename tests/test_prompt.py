@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from timellm.model.layers import revin_denormalize, revin_normalize
+from timellm.model.layers import normalize, revin_denormalize, revin_normalize
 from timellm.model.prompt import (
     dataset_description,
     format_number,
@@ -51,6 +51,27 @@ def test_revin_round_trip():
     normalised, mean, std = revin_normalize(x)
     assert torch.allclose(normalised.mean(-1), torch.zeros(5), atol=1e-5)
     assert torch.allclose(revin_denormalize(normalised, mean, std), x, atol=1e-4)
+
+
+def test_subtract_last_normalisation_ends_at_zero_and_round_trips():
+    x = torch.randn(5, 40) * 7 + 3
+    normalised, last, std = normalize(x, "last")
+    assert torch.equal(last, x[:, -1:])
+    assert torch.allclose(normalised[:, -1], torch.zeros(5))
+    torch.testing.assert_close(normalised.std(-1, unbiased=False), torch.ones(5), atol=1e-4, rtol=0)
+    assert torch.allclose(revin_denormalize(normalised, last, std), x, atol=1e-4)
+    for kind, reference in (("revin", revin_normalize(x)), ("last", (normalised, last, std))):
+        for got, want in zip(normalize(x, kind), reference, strict=True):
+            assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="normalization must be one of revin, last; found 'minmax'"):
+        normalize(x, "minmax")
+
+
+def test_prompt_statistics_follow_the_normalisation():
+    series = sine() * 10 + 50
+    revin, last = (prompt_text(series, 96, normalization=kind) for kind in ("revin", "last"))
+    assert revin != last
+    assert revin == prompt_text(series, 96)
 
 
 def test_revin_of_a_constant_series_is_finite():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import tiny_config
 from timellm.cli import main
 from timellm.data.benchmarks import load_splits
 from timellm.data.m4 import load_m4
@@ -21,8 +22,9 @@ from timellm.evaluation.m4 import weighted_m4
 from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
-from timellm.experiments.protocols import transfer_preset
+from timellm.experiments.protocols import _m4_model, transfer_preset
 from timellm.experiments.report import PAPER_M4_AVERAGE, build_tables, classify, collect_runs
+from timellm.model.config import ExecutionSettings
 
 TINY = [
     "--backbone",
@@ -146,6 +148,17 @@ def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path
     assert not (tmp_path / "runs" / "dlinear" / "adapter").exists()  # no Time-LLM adapter to save
     tables = build_tables(collect_runs(tmp_path / "runs"), tmp_path / "runs")
     assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
+
+
+def test_m4_dlinear_reference_takes_the_models_normalisation(weekly_m4, tmp_path):
+    config = tiny_config(seq_len=26, pred_len=13, patch_len=1, stride=1)
+    for kind in ("revin", "last"):
+        model = _m4_model(config.replace(normalization=kind), "dlinear", ExecutionSettings())
+        assert model.normalization == kind
+    common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY, "--reference", "dlinear"]
+    assert main([*common, "--out", str(tmp_path / "last"), "--set", "normalization=last"]) == 0
+    record = (tmp_path / "last" / "config.yaml").read_text()
+    assert "normalization: last" in record
 
 
 def test_m4_refit_trains_again_on_the_whole_series_for_the_chosen_epochs(weekly_m4, tmp_path):
