@@ -11,9 +11,9 @@ from timellm.evaluation.baselines import (
 
 
 @pytest.mark.parametrize("seq_len,pred_len,channels", [(48, 12, 1), (24, 36, 3), (10, 5, 2)])
-@pytest.mark.parametrize("normalization", [None, "revin", "last"])
+@pytest.mark.parametrize("normalization", [None, "revin", "last", "seasonal"])
 def test_dlinear_shapes(seq_len, pred_len, channels, normalization):
-    model = DLinear(seq_len, pred_len, normalization=normalization)
+    model = DLinear(seq_len, pred_len, normalization=normalization, period=5)
     out = model(torch.randn(4, seq_len, channels))
     assert out.shape == (4, pred_len, channels)
     with pytest.raises(ValueError, match=rf"seq_len={seq_len}.*found \(4, {seq_len + 1}, 1\)"):
@@ -26,7 +26,9 @@ def test_dlinear_with_subtract_last_starts_from_the_last_value():
         torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
     x = torch.randn(2, 12, 3) * 5 + 10
     torch.testing.assert_close(model(x), x[:, -1:, :].expand(2, 4, 3))
-    with pytest.raises(ValueError, match="normalization must be None or one of revin, last; found 'mean'"):
+    with pytest.raises(
+        ValueError, match="normalization must be None or one of revin, last, seasonal; found 'mean'"
+    ):
         DLinear(12, 4, normalization="mean")
 
 

@@ -208,19 +208,29 @@ def test_config_rejects_bad_settings():
         TimeLLMConfig().replace(nonsense=1)
     with pytest.raises(ValueError, match="llm must be one of"):
         TimeLLMConfig(llm="gpt5")
-    with pytest.raises(ValueError, match="normalization must be 'revin' or 'last', found 'mean'"):
+    with pytest.raises(ValueError, match="normalization must be 'revin', 'last' or 'seasonal', found 'mean'"):
         TimeLLMConfig(normalization="mean")
+    for period in (None, 0, 513):
+        with pytest.raises(ValueError, match="normalization 'seasonal' needs period"):
+            TimeLLMConfig(normalization="seasonal", period=period)
 
 
-@pytest.mark.parametrize("normalization", ["revin", "last"])
+@pytest.mark.parametrize("normalization", ["revin", "last", "seasonal"])
 def test_a_zero_head_forecasts_the_normalisations_centre(normalization):
-    """With the head's output at zero the forecast is the centre: the window's mean, or its last value."""
-    model = TimeLLM(tiny_config(seq_len=24, pred_len=6, patch_len=8, stride=4, normalization=normalization))
+    """With the head's output at zero the forecast is the centre: mean, last value or seasonal naive."""
+    config = tiny_config(
+        seq_len=24, pred_len=10, patch_len=8, stride=4, normalization=normalization, period=4
+    )
+    model = TimeLLM(config)
     for parameter in model.head.linear.parameters():
         torch.nn.init.zeros_(parameter)
     x = torch.randn(2, 24, 3) * 4 + 7
-    centre = x.mean(dim=1, keepdim=True) if normalization == "revin" else x[:, -1:, :]
-    torch.testing.assert_close(model.eval()(x), centre.expand(2, 6, 3), atol=1e-5, rtol=1e-5)
+    centre = {
+        "revin": x.mean(dim=1, keepdim=True).expand(2, 10, 3),
+        "last": x[:, -1:, :].expand(2, 10, 3),
+        "seasonal": x[:, [20, 21, 22, 23] * 2 + [20, 21], :],
+    }[normalization]
+    torch.testing.assert_close(model.eval()(x), centre, atol=1e-5, rtol=1e-5)
 
 
 def test_reprogramming_matches_the_released_formula():

@@ -63,8 +63,23 @@ def test_subtract_last_normalisation_ends_at_zero_and_round_trips():
     for kind, reference in (("revin", revin_normalize(x)), ("last", (normalised, last, std))):
         for got, want in zip(normalize(x, kind), reference, strict=True):
             assert torch.equal(got, want)
-    with pytest.raises(ValueError, match="normalization must be one of revin, last; found 'minmax'"):
+    with pytest.raises(
+        ValueError, match="normalization must be one of revin, last, seasonal; found 'minmax'"
+    ):
         normalize(x, "minmax")
+
+
+def test_seasonal_normalisation_centres_the_forecast_on_seasonal_naive():
+    from timellm.evaluation.baselines import seasonal_naive_forecast
+
+    x = torch.randn(5, 40) * 7 + 3
+    normalised, centre, std = normalize(x, "seasonal", pred_len=30, period=12)
+    assert torch.equal(normalised, revin_normalize(x)[0])  # the input is normalised as revin
+    assert torch.equal(centre, seasonal_naive_forecast(x[..., None], 30, 12)[..., 0])  # (5, 30)
+    torch.testing.assert_close(std, revin_normalize(x)[2])
+    for bad in ({"pred_len": 30}, {"pred_len": 30, "period": 41}, {"period": 12}):
+        with pytest.raises(ValueError, match="seasonal normalisation needs pred_len and a period in"):
+            normalize(x, "seasonal", **bad)
 
 
 def test_prompt_statistics_follow_the_normalisation():

@@ -73,19 +73,26 @@ class DLinear(nn.Module):
     """DLinear (Zeng et al., 2023): moving-average decomposition, one linear map T -> H per part.
 
     Both maps are shared across channels (``individual=False`` of the paper). ``normalization``
-    ("revin" or "last", as Time-LLM's: :func:`timellm.model.layers.normalize`) adds instance
+    ("revin", "last" or "seasonal" with ``period``, as Time-LLM's: :func:`timellm.model.layers.normalize`) adds instance
     normalisation (no affine) around it, useful for series of very different scales (M4); the
     paper's DLinear has none, hence the default None.
     """
 
-    def __init__(self, seq_len: int, pred_len: int, kernel_size: int = 25, normalization: str | None = None):
+    def __init__(
+        self,
+        seq_len: int,
+        pred_len: int,
+        kernel_size: int = 25,
+        normalization: str | None = None,
+        period: int | None = None,
+    ):
         super().__init__()
         if normalization is not None and normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be None or one of {', '.join(NORMALIZATIONS)}; found {normalization!r}"
             )
         self.seq_len, self.pred_len, self.kernel_size = seq_len, pred_len, kernel_size
-        self.normalization = normalization
+        self.normalization, self.period = normalization, period
         self.seasonal = nn.Linear(seq_len, pred_len)
         self.trend = nn.Linear(seq_len, pred_len)
 
@@ -95,7 +102,7 @@ class DLinear(nn.Module):
         b, t, n = past_values.shape
         x = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T)
         if self.normalization is not None:
-            x, centre, scale = normalize(x, self.normalization)
+            x, centre, scale = normalize(x, self.normalization, pred_len=self.pred_len, period=self.period)
         seasonal, trend = series_decomposition(x, self.kernel_size)  # (S, T) each
         y = self.seasonal(seasonal) + self.trend(trend)  # (S, H)
         if self.normalization is not None:

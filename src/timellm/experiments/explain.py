@@ -91,7 +91,7 @@ def explain_window(model: TimeLLM, series, top_prototypes: int = 5) -> WindowExp
         raise ValueError(f"expected one series of seq_len={c.seq_len} values, found shape {tuple(x.shape)}")
     was_training = model.training
     model.eval()
-    normalised, _, _ = normalize(x[None], c.normalization)  # (1, T)
+    normalised, _, _ = normalize(x[None], c.normalization, pred_len=c.pred_len, period=c.period)  # (1, T)
     patches = model.patch_embedding(patchify(normalised, c.patch_len, c.stride))  # (1, P, d_model)
     weights = model.reprogramming.attention(patches, text_prototypes(model))  # (1, K, P, V')
     model.train(was_training)

@@ -289,7 +289,8 @@ def run_one(spec: RunSpec) -> dict:
         attn_implementation=model.attention_kernel_for(past.device) or model.llm.config._attn_implementation,
     )
     x, _ = batch(0)
-    normalised = normalize(x[..., 0], model.config.normalization)[0]
+    c = model.config
+    normalised = normalize(x[..., 0], c.normalization, pred_len=c.pred_len, period=c.period)[0]
     train = spec.mode == "train"
     if model.uses_fast_path:
         stats_len = model.statistics_token_ids(normalised)[1].shape[1]
@@ -400,7 +401,7 @@ def step_breakdown(spec: RunSpec, reps: int = 3) -> dict:
     model = _build_model(spec).train()
     config, backbone = model.config, model.backbone
     optimiser = _optimiser(spec, model)
-    normalised = normalize(x[..., 0], model.config.normalization)[0]
+    normalised = normalize(x[..., 0], config.normalization, pred_len=config.pred_len, period=config.period)[0]
     width = backbone.hidden_size
 
     def timed(fn) -> float:

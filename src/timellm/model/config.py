@@ -55,8 +55,10 @@ class TimeLLMConfig:
 
     # --- instance normalisation ---------------------------------------------------------------
     # "revin": each window's mean and std (the paper); "last": its last value and std, so that a
-    # zero output repeats the last value (NLinear): steadier where the level shifts (layers.normalize)
-    normalization: Literal["revin", "last"] = "revin"
+    # zero output repeats the last value (NLinear): steadier where the level shifts; "seasonal":
+    # the forecast is a correction to seasonal naive with `period` (layers.normalize)
+    normalization: Literal["revin", "last", "seasonal"] = "revin"
+    period: int | None = None  # the seasonal period of normalization "seasonal" (ETTh: 24 hours)
 
     # --- execution --------------------------------------------------------------------------
     fast_path: bool = True  # cache what is exact to cache (prompt K/V, tokens, E'); False: the plain oracle
@@ -89,8 +91,17 @@ class TimeLLMConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), found {getattr(self, name)!r}")
-        if self.normalization not in ("revin", "last"):
-            raise ValueError(f"normalization must be 'revin' or 'last', found {self.normalization!r}")
+        if self.normalization not in ("revin", "last", "seasonal"):
+            raise ValueError(
+                f"normalization must be 'revin', 'last' or 'seasonal', found {self.normalization!r}"
+            )
+        if self.normalization == "seasonal" and (
+            not isinstance(self.period, int) or not 1 <= self.period <= self.seq_len
+        ):
+            raise ValueError(
+                "normalization 'seasonal' needs period, the seasonal period in steps, between 1 and "
+                f"seq_len={self.seq_len} (ETTh: period=24); found {self.period!r}"
+            )
         if self.top_k_lags < 0 or self.top_k_lags > self.seq_len // 2:
             raise ValueError(f"top_k_lags must be in [0, seq_len // 2], found {self.top_k_lags}")
 

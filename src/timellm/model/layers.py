@@ -28,27 +28,46 @@ def revin_denormalize(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return y * std + mean
 
 
-NORMALIZATIONS: tuple[str, ...] = ("revin", "last")
+NORMALIZATIONS: tuple[str, ...] = ("revin", "last", "seasonal")
 
 
 def normalize(
-    x: torch.Tensor, kind: str = "revin", eps: float = REVIN_EPS
+    x: torch.Tensor,
+    kind: str = "revin",
+    *,
+    pred_len: int | None = None,
+    period: int | None = None,
+    eps: float = REVIN_EPS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-series normalisation over the last axis: x (S, T) -> (normalised, centre (S, 1), scale (S, 1)).
+    """Per-series normalisation of x (S, T) -> (normalised (S, T), forecast centre, scale (S, 1)).
 
-    ``"revin"``: the window's mean and std (:func:`revin_normalize`, the paper). ``"last"``: the
-    window's last value as the centre and its std as the scale, so the normalised window ends at 0
-    and a zero output forecasts the last value (NLinear's subtract-last, Zeng et al. 2023). Where
-    the level breaks inside the window the mean lies between the two levels and the forecast has to
-    climb back from it; the last value is already on the new level. Undo with
-    :func:`revin_denormalize`.
+    The forecast is ``head output * scale + centre`` (:func:`revin_denormalize`), so a zero output
+    forecasts the centre:
+
+    * ``"revin"``: the window's mean and std (:func:`revin_normalize`, the paper); centre (S, 1).
+    * ``"last"``: the window's last value as the centre and its std as the scale, so the normalised
+      window ends at 0 and a zero output repeats the last value (NLinear's subtract-last, Zeng et
+      al. 2023). Where the level breaks inside the window, the mean lies between the two levels and
+      the forecast has to climb back from it; the last value is already on the new level.
+    * ``"seasonal"``: the input as ``"revin"``, but the centre is the seasonal-naive forecast of the
+      window, its last ``period`` values repeated over ``pred_len`` steps (S, pred_len): the model
+      learns a correction to seasonal naive instead of the whole forecast.
     """
     if kind == "revin":
         return revin_normalize(x, eps)
+    std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
     if kind == "last":
         last = x[..., -1:].detach()
-        std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
         return (x - last) / std, last, std
+    if kind == "seasonal":
+        if pred_len is None or period is None or not 1 <= period <= x.shape[-1]:
+            raise ValueError(
+                f"seasonal normalisation needs pred_len and a period in [1, {x.shape[-1]}] (the "
+                f"look-back); found pred_len {pred_len!r}, period {period!r}"
+            )
+        normalised, _, _ = revin_normalize(x, eps)
+        steps = torch.arange(pred_len, device=x.device) % period + (x.shape[-1] - period)  # (H,)
+        return normalised, x[..., steps].detach(), std
     raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; found {kind!r}")
 
 

@@ -186,7 +186,7 @@ class TimeLLM(nn.Module):
             )
         b, t, n = past_values.shape
         series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
-        x, centre, scale = normalize(series, c.normalization)  # (S, T)
+        x, centre, scale = normalize(series, c.normalization, pred_len=c.pred_len, period=c.period)  # (S, T)
         with self.autocast(past_values.device):
             patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 

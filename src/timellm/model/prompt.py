@@ -176,7 +176,7 @@ def prompt_text(
     """The exact prompt text the model gives the LLM for one raw (un-normalised) series.
 
     ``series`` is any 1-D sequence of numbers: the look-back window. It is normalised as the model
-    does (``normalization``: "revin" or "last", see :func:`timellm.model.layers.normalize`) before
+    does (``normalization``: "revin", "last" or "seasonal", see :func:`timellm.model.layers.normalize`) before
     its statistics are computed.
     """
     x = torch.as_tensor(series, dtype=torch.float32)
@@ -185,5 +185,6 @@ def prompt_text(
     prefix = prompt_prefix(dataset_description(dataset, description), x.numel(), pred_len)
     if not statistics:
         return prefix
-    normalised, _, _ = normalize(x[None], normalization)
+    # "seasonal" normalises the input window as "revin" (only the forecast's centre differs)
+    normalised, _, _ = normalize(x[None], "revin" if normalization == "seasonal" else normalization)
     return prefix + statistics_texts(input_statistics(normalised, top_k_lags))[0]
