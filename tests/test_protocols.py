@@ -150,6 +150,32 @@ def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path
     assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
 
 
+def test_an_m4_variant_can_tune_one_frequency(monkeypatch):
+    from timellm.experiments import presets
+
+    data = {
+        "defaults": {"model": {"backbone": "tiny-random-llama"}, "train": {"learning_rate": 0.01}},
+        "variants": {
+            "cpu": {
+                "train": {"epochs": 3},
+                "by_frequency": {"Weekly": {"model": {"seq_len": 52, "normalization": "last"}}},
+            }
+        },
+        "frequencies": ["Weekly", "Hourly"],
+    }
+    monkeypatch.setattr(presets, "_m4_file", lambda: data)
+    found = m4_presets()
+    weekly, hourly = found["m4-Weekly-cpu"], found["m4-Hourly-cpu"]
+    assert (weekly.model.seq_len, weekly.model.normalization, weekly.train.epochs) == (52, "last", 3)
+    assert (hourly.model.seq_len, hourly.model.normalization, hourly.train.epochs) == (96, "revin", 3)
+    assert found["m4-Weekly"].model.seq_len == 26  # the paper's preset keeps 2 x horizon
+    data["variants"]["cpu"]["by_frequency"] = {"weekly": {"model": {"seq_len": 52}}}
+    with pytest.raises(
+        PresetError, match="tunes unknown frequencies weekly; expected some of Weekly, Hourly"
+    ):
+        m4_presets()
+
+
 def test_m4_dlinear_reference_takes_the_models_normalisation(weekly_m4, tmp_path):
     config = tiny_config(seq_len=26, pred_len=13, patch_len=1, stride=1)
     for kind in ("revin", "last"):

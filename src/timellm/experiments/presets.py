@@ -142,22 +142,39 @@ def all_presets() -> dict[str, Preset]:
 M4_PRESETS = "m4.yaml"
 
 
+def _m4_file() -> dict:
+    return yaml.safe_load((resources.files("timellm.experiments") / "presets" / M4_PRESETS).read_text())
+
+
 def m4_presets() -> dict[str, Preset]:
     """The packaged M4 presets: "m4-<Frequency>" and its variants ("m4-Hourly-cpu").
 
-    Horizon and look-back (2 x horizon) come from the competition's frequency table.
+    Horizon and look-back (2 x horizon) come from the competition's frequency table; a variant
+    may tune one frequency: "variants: {cpu: {by_frequency: {Weekly: {model: {...}}}}}".
     """
     from timellm.data.m4 import get_frequency
 
-    data = yaml.safe_load((resources.files("timellm.experiments") / "presets" / M4_PRESETS).read_text())
+    data = _m4_file()
     presets: dict[str, Preset] = {}
+    names = [get_frequency(frequency).name for frequency in data["frequencies"]]
+    for variant, extra in data.get("variants", {}).items():
+        unknown = set((extra or {}).get("by_frequency", {})) - set(names)
+        if unknown:
+            raise PresetError(
+                f"M4 variant {variant!r} tunes unknown frequencies {', '.join(sorted(unknown))}; "
+                f"expected some of {', '.join(names)}"
+            )
     for frequency in data["frequencies"]:
         f = get_frequency(frequency)
         settings = _merge(data.get("defaults", {}), {"model": {"seq_len": f.seq_len, "pred_len": f.horizon}})
         name = f"m4-{f.name}"
         presets[name] = _build(name, "m4", settings)
         for variant, extra in data.get("variants", {}).items():
-            presets[f"{name}-{variant}"] = _build(f"{name}-{variant}", "m4", _merge(settings, extra))
+            extra = dict(extra)
+            own = extra.pop("by_frequency", {}).get(f.name)
+            presets[f"{name}-{variant}"] = _build(
+                f"{name}-{variant}", "m4", _merge(_merge(settings, extra), own)
+            )
     return presets
 
 
