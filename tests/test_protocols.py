@@ -150,6 +150,22 @@ def test_m4_reference_and_llm_free_rows_in_the_same_pipeline(weekly_m4, tmp_path
     assert set(tables["m4"]["variant"]) == {"dlinear", "llm=none"}
 
 
+def test_m4_runs_that_differ_only_in_their_seed_are_one_row(weekly_m4, tmp_path):
+    common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY, "--reference", "dlinear"]
+    owa = []
+    for seed in (7, 8):
+        assert main([*common, "--out", str(tmp_path / "runs" / f"s{seed}"), "--set", f"seed={seed}"]) == 0
+        owa.append(json.loads((tmp_path / "runs" / f"s{seed}" / "metrics.json").read_text())["owa"])
+    table = build_tables(collect_runs(tmp_path / "runs"), tmp_path / "runs")["m4"]
+    weekly = table[table["frequency"] == "Weekly"]
+    assert len(weekly) == 1 and owa[0] != owa[1]
+    row = weekly.iloc[0]
+    assert row.seeds == "7,8" and row.owa == pytest.approx(np.mean(owa))
+    assert row.owa_std == pytest.approx(np.std(owa, ddof=1))
+    average = table[table["run"] == "(weighted average)"].iloc[0]
+    assert average.smape == pytest.approx(row.smape)
+
+
 def test_an_m4_variant_can_tune_one_frequency(monkeypatch):
     from timellm.experiments import presets
 

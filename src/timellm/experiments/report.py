@@ -171,11 +171,11 @@ def _same_but_seed(record: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def _merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs that differ only in their seed become one row: the mean of mse/mae and their spread.
+def _merge_seeds(rows: list[dict[str, Any]], metrics: Sequence[str] = ("mse", "mae")) -> list[dict[str, Any]]:
+    """Runs that differ only in their seed become one row: the mean of each metric and its spread.
 
-    ``mse_std``/``mae_std`` are sample standard deviations (ddof 1) over the seeds; ``seeds`` lists
-    them. A single run keeps its row (no spread columns filled).
+    ``<metric>_std`` are sample standard deviations (ddof 1) over the seeds; ``seeds`` lists
+    them. A single run keeps its row (no spread columns filled). M4 rows merge sMAPE, MASE and OWA.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -186,11 +186,11 @@ def _merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(group[0])
             continue
         merged = dict(group[0])
-        for metric in ("mse", "mae"):
+        for metric in metrics:
             values = np.array([g[metric] for g in group], dtype=np.float64)
             merged[metric] = float(values.mean())
             merged[f"{metric}_std"] = float(values.std(ddof=1))
-        for metric in ("mse", "mae"):
+        for metric in metrics:
             paper = merged.get(f"paper_{metric}")
             merged[f"rel_{metric}"] = relative(merged[metric], paper)
         merged["seeds"] = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"] or 0))
@@ -328,6 +328,9 @@ def _common_seeds(group: pd.DataFrame) -> str | None:
     return None
 
 
+M4_METRICS = ("smape", "mase", "owa")
+
+
 def _m4_row(run: Run, root: Path) -> dict[str, Any]:
     r, m = run.record, run.metrics
     baselines = m.get("baselines", {})
@@ -356,6 +359,8 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
         "rel_owa": None,
         "paper_note": f"per frequency: {NOT_IN_SPEC}",
         **_provenance(r, m),
+        "seed": r.get("train", {}).get("seed"),
+        "_same_but_seed": _same_but_seed(r),
     }
 
 
@@ -428,7 +433,9 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
     for protocol, items in rows.items():
         if not items:
             continue
-        if protocol != "m4":  # seeds merged; datasets in name order, horizons in numeric order
+        if protocol == "m4":  # seeds merged, frequencies in run order
+            items = _merge_seeds(items, M4_METRICS)
+        else:  # seeds merged; datasets in name order, horizons in numeric order
             items = sorted(
                 _merge_seeds(items),
                 key=lambda r: (
@@ -445,10 +452,10 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
         # the grouping keys of seeds and averages ("_same_but_seed", "_family") are not columns
         items = [{k: v for k, v in r.items() if not k.startswith("_")} for r in items]
         table = pd.DataFrame(items)
-        if protocol != "m4":
-            for column in ("seeds", "mse_std", "mae_std"):
-                if column not in table:
-                    table[column] = None
+        spread = [f"{m}_std" for m in (M4_METRICS if protocol == "m4" else ("mse", "mae"))]
+        for column in ("seeds", *spread):
+            if column not in table:
+                table[column] = None
         for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
             if (
                 column in table
@@ -487,17 +494,20 @@ MARKDOWN_COLUMNS = {
         "precision", "train_seconds", "test_series_per_s", "commit",
     ],
     "few_shot": [
-        "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mae", "paper_mse",
+        "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
+        "seeds", "paper_mse",
         "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds", "commit",
     ],
     "zero_shot": [
-        "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mae", "paper_mse",
+        "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
+        "seeds", "paper_mse",
         "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds", "commit",
     ],
     "m4": [
-        "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "naive2_smape",
+        "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "owa_std",
+        "seeds", "naive2_smape",
         "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
         "paper_owa", "rel_smape", "rel_mase", "rel_owa",
         "budget", "train_seconds", "commit",
