@@ -91,8 +91,12 @@ def test_m4_presets_follow_the_short_term_setting(capsys):
     }.items():
         for preset in (presets[name], presets[f"{name}-cpu"]):
             m, t = preset.model, preset.train
-            assert (m.seq_len, m.pred_len, m.patch_len, m.stride) == (seq_len, horizon, 1, 1)
+            # the cpu variant's Weekly looks back 4 x horizon (chosen on validation, m4.yaml)
+            expected = 4 * horizon if preset.name == "m4-Weekly-cpu" else seq_len
+            assert (m.seq_len, m.pred_len, m.patch_len, m.stride) == (expected, horizon, 1, 1)
             assert (m.d_model, m.d_ff, m.num_prototypes, t.loss) == (8, 32, 100, "smape")
+    assert presets["m4-Weekly-cpu"].model.normalization == "last"
+    assert presets["m4-Weekly"].model.normalization == presets["m4-Hourly-cpu"].model.normalization == "revin"
     assert presets["m4-Hourly"].model.llm_layers is None and presets["m4-Hourly-cpu"].model.llm_layers == 2
     assert get_m4_preset("h", "paper") == presets["m4-Hourly"]
     with pytest.raises(PresetError, match="unknown M4 preset 'm4-Hourly-gpu'"):
