@@ -217,13 +217,17 @@ def test_config_rejects_bad_settings():
 
 @pytest.mark.parametrize("normalization", ["revin", "last", "seasonal"])
 def test_a_zero_head_forecasts_the_normalisations_centre(normalization):
-    """With the head's output at zero the forecast is the centre: mean, last value or seasonal naive."""
+    """zero_head: the untrained forecast is the centre (mean, last value or seasonal naive)."""
     config = tiny_config(
         seq_len=24, pred_len=10, patch_len=8, stride=4, normalization=normalization, period=4
     )
-    model = TimeLLM(config)
-    for parameter in model.head.linear.parameters():
-        torch.nn.init.zeros_(parameter)
+    torch.manual_seed(0)
+    model = TimeLLM(config.replace(zero_head=True))
+    torch.manual_seed(0)
+    default = TimeLLM(config)
+    # only the head's weights differ from the default initialisation
+    for (name, ours), theirs in zip(model.state_dict().items(), default.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs) != name.startswith("head."), name
     x = torch.randn(2, 24, 3) * 4 + 7
     centre = {
         "revin": x.mean(dim=1, keepdim=True).expand(2, 10, 3),
@@ -231,6 +235,10 @@ def test_a_zero_head_forecasts_the_normalisations_centre(normalization):
         "seasonal": x[:, [20, 21, 22, 23] * 2 + [20, 21], :],
     }[normalization]
     torch.testing.assert_close(model.eval()(x), centre, atol=1e-5, rtol=1e-5)
+    # a training step moves it away from the centre: the head's gradient is not zero
+    model.train()
+    torch.nn.functional.mse_loss(model(x), x[:, :10]).backward()
+    assert model.head.linear.weight.grad.abs().sum() > 0
 
 
 def test_reprogramming_matches_the_released_formula():

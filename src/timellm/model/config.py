@@ -59,6 +59,9 @@ class TimeLLMConfig:
     # the forecast is a correction to seasonal naive with `period` (layers.normalize)
     normalization: Literal["revin", "last", "seasonal"] = "revin"
     period: int | None = None  # the seasonal period of normalization "seasonal" (ETTh: 24 hours)
+    # start the output head at zero, so that the untrained model forecasts the normalisation's
+    # centre (the mean, the last value or seasonal naive) and training learns a correction to it
+    zero_head: bool = False
 
     # --- execution --------------------------------------------------------------------------
     fast_path: bool = True  # cache what is exact to cache (prompt K/V, tokens, E'); False: the plain oracle

@@ -184,9 +184,13 @@ class Reprogramming(nn.Module):
 class FlattenHead(nn.Module):
     """(S, P, C) -> (S, H): flatten channels-major (C x P, as released), linear, dropout."""
 
-    def __init__(self, channels: int, num_patches: int, pred_len: int, dropout: float = 0.1):
+    def __init__(
+        self, channels: int, num_patches: int, pred_len: int, dropout: float = 0.1, zero: bool = False
+    ):
         super().__init__()
         self.linear = nn.Linear(channels * num_patches, pred_len)
+        if zero:  # initialised (the random stream consumed as usual), then zeroed
+            nn.init.zeros_(self.linear.weight), nn.init.zeros_(self.linear.bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ class TimeLLM(nn.Module):
                 self.mixer = nn.TransformerEncoderLayer(
                     c.d_model, c.n_heads, dropout=c.dropout, batch_first=True
                 )
-            self.head = FlattenHead(c.d_model, num_patches, c.pred_len, c.dropout)
+            self.head = FlattenHead(c.d_model, num_patches, c.pred_len, c.dropout, zero=c.zero_head)
             return
 
         if backbone is None:
@@ -123,7 +123,7 @@ class TimeLLM(nn.Module):
             )
         self.prototypes = TextPrototypes(backbone.vocab_size, c.num_prototypes)
         self.reprogramming = Reprogramming(c.d_model, c.n_heads, c.head_dim, d_llm, c.attention_dropout)
-        self.head = FlattenHead(c.d_ff, num_patches, c.pred_len, c.dropout)
+        self.head = FlattenHead(c.d_ff, num_patches, c.pred_len, c.dropout, zero=c.zero_head)
 
         self.backbone = backbone
         self.llm = backbone.model  # frozen; never saved with the adapter
