@@ -170,6 +170,40 @@ def test_m4_runs_that_differ_only_in_their_seed_are_one_row(weekly_m4, tmp_path)
     assert average.smape == pytest.approx(row.smape)
 
 
+def test_an_m4_preset_tuned_for_one_frequency_still_averages_with_the_others(tmp_path):
+    root = tmp_path / "runs"
+    for frequency, series, epochs, smape in (("Hourly", 414, 15, 17.0), ("Weekly", 359, 30, 8.0)):
+        record = {
+            "protocol": "m4",
+            "preset": f"m4-{frequency}-cpu",
+            "frequency": frequency,
+            "dataset": "m4",
+            "model": {"llm_layers": 2, "backbone": "smollm2-135m"},
+            "train": {"epochs": epochs, "max_train_windows": 960, "seed": 2021},
+        }
+        metrics = {
+            "protocol": "m4",
+            "frequency": frequency,
+            "series": series,
+            "smape": smape,
+            "mase": 2.0,
+            "owa": 0.9,
+            "naive2_smape": 18.0,
+            "naive2_mase": 2.4,
+            "variant": "time-llm",
+            "backbone": "smollm2-135m",
+            "llm_layers": 2,
+        }
+        _fake_run(root / frequency, record, metrics)
+    table = build_tables(collect_runs(root), root)["m4"]
+    average = table[table["run"] == "(weighted average)"]
+    assert len(average) == 1 and average.iloc[0].series == 773
+    assert average.iloc[0].smape == pytest.approx((414 * 17.0 + 359 * 8.0) / 773)
+    assert average.iloc[0].budget == (
+        "2 layers, <= 15 epochs, <= 960 windows/epoch; Weekly: 2 layers, <= 30 epochs, <= 960 windows/epoch"
+    )
+
+
 def test_an_m4_variant_can_tune_one_frequency(monkeypatch):
     from timellm.experiments import presets
 

@@ -253,11 +253,23 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
     }
 
 
-def _family(record: dict[str, Any], pred_len: Any) -> str:
-    """The preset a run's horizon belongs to, without the horizon ("illness-48-cpu" -> "illness-cpu"):
-    the horizons of one shipped preset average together even where one of them is tuned."""
+def _family(record: dict[str, Any], part: Any) -> str:
+    """The preset a run belongs to, without its horizon or M4 frequency ``part`` ("illness-48-cpu" ->
+    "illness-cpu", "m4-Weekly-cpu" -> "m4-cpu"): the horizons (frequencies) of one shipped preset
+    average together even where one of them is tuned."""
     preset = str(record.get("preset") or "")
-    return preset.replace(f"-{pred_len}", "", 1) if preset else _budget(record)
+    return preset.replace(f"-{part}", "", 1) if preset else _budget(record)
+
+
+def _family_budget(group: pd.DataFrame, part: str, label: str) -> str:
+    """The budget shared by most rows of an average, then each other row's: "...; at 48: ..."."""
+    common = group["budget"].astype(str).mode().iloc[0]
+    others = [
+        f"{label}{p}: {b}"
+        for p, b in zip(group[part], group["budget"].astype(str), strict=True)
+        if b != common
+    ]
+    return "; ".join([common, *others])
 
 
 def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -277,13 +289,7 @@ def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if sorted(group["pred_len"]) != sorted(horizons):
             continue
         group = group.sort_values("pred_len")
-        common = group["budget"].astype(str).mode().iloc[0]
-        others = [
-            f"at {h}: {b}"
-            for h, b in zip(group["pred_len"], group["budget"].astype(str), strict=True)
-            if b != common
-        ]
-        budget = "; ".join([common, *others])
+        budget = _family_budget(group, "pred_len", "at ")
         mse, mae = float(group["mse"].mean()), float(group["mae"].mean())
         paper = PAPER_LONG_TERM_AVERAGE.get(dataset)
         out.append(
@@ -360,20 +366,27 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
         "paper_note": f"per frequency: {NOT_IN_SPEC}",
         **_provenance(r, m),
         "seed": r.get("train", {}).get("seed"),
-        "_same_but_seed": _same_but_seed(r),
+        # a reference model (DLinear) trains from the same recorded settings: its variant tells it apart
+        "_same_but_seed": _same_but_seed({**r, "variant": m.get("variant", "time-llm")}),
+        "_family": _family(r, m.get("frequency", r.get("frequency"))),
     }
 
 
 def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The series-weighted overall row of each backbone and budget, over the frequencies present."""
+    """The series-weighted overall row of each variant, backbone and preset, over the frequencies present.
+
+    A preset tuned for one frequency still averages with the others; the budget column then
+    lists that frequency's own budget after the common one.
+    """
     out = []
     frame = pd.DataFrame(rows)
     if "variant" not in frame:
         frame["variant"] = "time-llm"
-    for (variant, backbone, layers, budget), group in frame.groupby(
-        ["variant", "backbone", "llm_layers", "budget"], dropna=False, sort=False
+    for (variant, backbone, layers, _), group in frame.groupby(
+        ["variant", "backbone", "llm_layers", "_family"], dropna=False, sort=False
     ):
         group = group.drop_duplicates("frequency", keep="last")
+        budget = _family_budget(group, "frequency", "")
         records = group.to_dict("records")
         total = weighted_m4(records)
         snaive = {"smape": None, "mase": None, "owa": None}
