@@ -23,7 +23,14 @@ from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
 from timellm.experiments.protocols import _m4_model, transfer_preset
-from timellm.experiments.report import PAPER_M4_AVERAGE, build_tables, classify, collect_runs
+from timellm.experiments.report import (
+    PAPER_M4_AVERAGE,
+    ZERO_SHOT_CURVES,
+    build_tables,
+    classify,
+    collect_runs,
+    write_report,
+)
 from timellm.model.config import ExecutionSettings
 
 TINY = [
@@ -370,6 +377,9 @@ def test_transfer_trains_on_the_source_and_tests_on_the_target(data_dir, tmp_pat
         assert metrics["baselines"][name] == pytest.approx(scores)
     assert metrics["test_windows_total"] == len(target.test) - 48 - 12 + 1
     assert classify(record, metrics) == "zero_shot"
+    # the report draws its training curve, titled with the target's test scores
+    written, _ = write_report(out, tmp_path / "report")
+    assert set(written) == {"zero_shot"} and (tmp_path / "report" / ZERO_SHOT_CURVES).stat().st_size > 0
 
     assert main([*args[:4], "ETTh1", "--data-dir", str(data_dir), "--out", str(tmp_path / "same")]) == 2
     assert "a target other than the source" in capsys.readouterr().err

@@ -192,3 +192,33 @@ def plot_data_curve(rows: pd.DataFrame, path: str | Path, title: str) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_training_curves(panels: list[dict], path: str | Path, title: str) -> Path:
+    """Training and validation loss against Adam steps, one panel per experiment, one colour per run.
+
+    panels: each ``{"title": str, "runs": [(label, history), ...]}``, a history being a run's
+    ``history.csv`` (columns ``steps``, ``train_loss``, ``val_loss``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for k, (label, history) in enumerate(panel["runs"]):
+            colour = f"C{k}"
+            ax.plot(history["steps"], history["val_loss"], "o-", color=colour, label=f"{label}: validation")
+            ax.plot(history["steps"], history["train_loss"], ":", color=colour, label=f"{label}: training")
+        ax.set_title(panel["title"], fontsize=8)
+        ax.set_xlabel("Adam steps")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

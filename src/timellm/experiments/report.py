@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from timellm.evaluation.m4 import weighted_m4
-from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
+from timellm.experiments.folders import HISTORY, METRICS, RUN_CONFIG, read_run_files
 from timellm.experiments.tables import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -580,7 +580,48 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[d
         written[protocol] = path
         sections.append(section)
     _data_curves(build_tables(runs, root), out_dir)
+    _zero_shot_curves(runs, out_dir)
     return written, "\n".join(sections)
+
+
+ZERO_SHOT_CURVES = "zero_shot_curves.png"
+
+
+def _zero_shot_curves(runs: Sequence[Run], out_dir: Path) -> Path | None:
+    """``zero_shot_curves.png``: each zero-shot run's training and source-validation loss by step,
+    one panel per source, target and horizon, titled with the target's test scores beside its
+    seasonal naive: how far training on the source went, and what that gave on the target."""
+    from timellm.plotting import plot_training_curves
+
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.protocol == "zero_shot" and (run.path / HISTORY).is_file():
+            r = run.record
+            key = (r.get("dataset"), r.get("test_dataset"), run.metrics.get("pred_len"))
+            groups.setdefault(key, []).append(run)
+    if not groups:
+        return None
+    panels = []
+    for (source, target, horizon), group in sorted(groups.items(), key=lambda item: str(item[0])):
+        group = sorted(group, key=lambda run: run.record.get("train", {}).get("seed") or 0)
+        mse = np.mean([run.metrics["mse"] for run in group])
+        mae = np.mean([run.metrics["mae"] for run in group])
+        naive = group[0].metrics.get("baselines", {}).get("seasonal_naive", {})
+        seeds = "" if len(group) == 1 else f" (mean of {len(group)} seeds)"
+        loss = group[0].record.get("train", {}).get("loss", "mse")
+        title = f"{source} -> {target}, {horizon}, {loss.upper()} loss\n{target} test {mse:.3f} / {mae:.3f}{seeds}"
+        if naive:
+            title += f"; seasonal naive {naive['mse']:.3f} / {naive['mae']:.3f}"
+        curves = [
+            (f"seed {run.record.get('train', {}).get('seed')}", pd.read_csv(run.path / HISTORY))
+            for run in group
+        ]
+        panels.append({"title": title, "runs": curves})
+    return plot_training_curves(
+        panels,
+        out_dir / ZERO_SHOT_CURVES,
+        "Zero-shot: loss on the source by step (test MSE / MAE on the target)",
+    )
 
 
 def _data_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
