@@ -93,7 +93,15 @@ def test_fast_path_agrees_at_inference_and_caches_the_prototypes(backbone):
 
 
 @pytest.mark.parametrize(
-    "changes", [{"prompt_statistics": False}, {"use_prompt": False}, {"llm": "random"}], ids=str
+    "changes",
+    [
+        {"prompt_statistics": False},
+        {"use_prompt": False},
+        {"llm": "random"},
+        {"normalization": "last"},
+        {"normalization": "seasonal", "period": 4},
+    ],
+    ids=str,
 )
 def test_fast_path_agrees_without_statistics_without_prompt_and_on_a_random_llm(changes):
     fast, plain = twins("tiny-random-llama", **changes)
