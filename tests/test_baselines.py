@@ -21,9 +21,7 @@ def test_dlinear_shapes(seq_len, pred_len, channels, normalization):
 
 
 def test_dlinear_with_subtract_last_starts_from_the_last_value():
-    model = DLinear(12, 4, kernel_size=5, normalization="last")
-    for layer in (model.seasonal, model.trend):
-        torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+    model = DLinear(12, 4, kernel_size=5, normalization="last", zero=True)
     x = torch.randn(2, 12, 3) * 5 + 10
     torch.testing.assert_close(model(x), x[:, -1:, :].expand(2, 4, 3))
     with pytest.raises(

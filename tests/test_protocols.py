@@ -242,6 +242,9 @@ def test_m4_dlinear_reference_takes_the_models_normalisation(weekly_m4, tmp_path
     for kind in ("revin", "last"):
         model = _m4_model(config.replace(normalization=kind), "dlinear", ExecutionSettings())
         assert model.normalization == kind
+    seasonal = config.replace(normalization="seasonal", period=4, zero_head=True)
+    model = _m4_model(seasonal, "dlinear", ExecutionSettings())
+    assert (model.normalization, model.period) == ("seasonal", 4) and not model.trend.weight.any()
     common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY, "--reference", "dlinear"]
     assert main([*common, "--out", str(tmp_path / "last"), "--set", "normalization=last"]) == 0
     record = (tmp_path / "last" / "config.yaml").read_text()

@@ -75,7 +75,7 @@ class DLinear(nn.Module):
     Both maps are shared across channels (``individual=False`` of the paper). ``normalization``
     ("revin", "last" or "seasonal" with ``period``, as Time-LLM's: :func:`timellm.model.layers.normalize`) adds instance
     normalisation (no affine) around it, useful for series of very different scales (M4); the
-    paper's DLinear has none, hence the default None.
+    paper's DLinear has none, hence the default None. ``zero=True`` starts both maps at zero.
     """
 
     def __init__(
@@ -85,6 +85,7 @@ class DLinear(nn.Module):
         kernel_size: int = 25,
         normalization: str | None = None,
         period: int | None = None,
+        zero: bool = False,
     ):
         super().__init__()
         if normalization is not None and normalization not in NORMALIZATIONS:
@@ -95,6 +96,9 @@ class DLinear(nn.Module):
         self.normalization, self.period = normalization, period
         self.seasonal = nn.Linear(seq_len, pred_len)
         self.trend = nn.Linear(seq_len, pred_len)
+        if zero:  # as Time-LLM's zero_head: the untrained forecast is the normalisation's centre
+            for layer in (self.seasonal, self.trend):
+                nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
 
     def forward(self, past_values: torch.Tensor) -> torch.Tensor:
         """(B, T, N) -> (B, H, N)."""

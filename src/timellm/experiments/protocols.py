@@ -103,6 +103,7 @@ def _m4_model(config: TimeLLMConfig, reference: str | None, execution: Execution
             kernel_size=min(25, config.seq_len - 1) | 1,
             normalization=config.normalization,
             period=config.period,
+            zero=config.zero_head,
         )
     raise ValueError(f"reference must be one of {', '.join(M4_REFERENCES)} or None, found {reference!r}")
 
