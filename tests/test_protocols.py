@@ -103,7 +103,9 @@ def test_m4_presets_follow_the_short_term_setting(capsys):
             assert (m.seq_len, m.pred_len, m.patch_len, m.stride) == (expected, horizon, 1, 1)
             assert (m.d_model, m.d_ff, m.num_prototypes, t.loss) == (8, 32, 100, "smape")
     assert presets["m4-Weekly-cpu"].model.normalization == "last"
-    assert presets["m4-Weekly"].model.normalization == presets["m4-Hourly-cpu"].model.normalization == "revin"
+    assert presets["m4-Weekly"].model.normalization == presets["m4-Hourly"].model.normalization == "revin"
+    hourly = presets["m4-Hourly-cpu"].model
+    assert (hourly.normalization, hourly.period, hourly.zero_head) == ("seasonal", 24, True)
     assert presets["m4-Hourly"].model.llm_layers is None and presets["m4-Hourly-cpu"].model.llm_layers == 2
     assert get_m4_preset("h", "paper") == presets["m4-Hourly"]
     with pytest.raises(PresetError, match="unknown M4 preset 'm4-Hourly-gpu'"):
