@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PatchTSTConfig, PatchTSTForPrediction
 
-from timellm.model.layers import NORMALIZATIONS, normalize, revin_denormalize
+from timellm.model.config import NORMALIZATIONS
+from timellm.model.layers import normalize, revin_denormalize
 
 
 def _check_past(past_values: torch.Tensor, seq_len: int | None = None) -> None:

@@ -170,7 +170,7 @@ def m4_presets() -> dict[str, Preset]:
         name = f"m4-{f.name}"
         presets[name] = _build(name, "m4", settings)
         for variant, extra in data.get("variants", {}).items():
-            extra = dict(extra)
+            extra = dict(extra or {})
             own = extra.pop("by_frequency", {}).get(f.name)
             presets[f"{name}-{variant}"] = _build(
                 f"{name}-{variant}", "m4", _merge(_merge(settings, extra), own)

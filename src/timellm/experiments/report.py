@@ -572,14 +572,15 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[d
     out_dir = Path(out_dir) if out_dir is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
     written, sections = {}, []
-    for protocol, table in build_tables(runs, root).items():
+    tables = build_tables(runs, root)
+    for protocol, table in tables.items():
         table.to_csv(out_dir / f"{protocol}.csv", index=False)
         section = render_markdown(protocol, table)
         path = out_dir / f"report_{protocol}.md"
         path.write_text(f"# Time-LLM reproduction: {TITLES[protocol].lower()}\n\n" + section)
         written[protocol] = path
         sections.append(section)
-    _data_curves(build_tables(runs, root), out_dir)
+    _data_curves(tables, out_dir)
     _zero_shot_curves(runs, out_dir)
     return written, "\n".join(sections)
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 LLMVariant = Literal["pretrained", "random", "attention", "transformer", "none"]
 LLM_VARIANTS: tuple[str, ...] = ("pretrained", "random", "attention", "transformer", "none")
+NORMALIZATIONS: tuple[str, ...] = ("revin", "last", "seasonal")  # layers.normalize
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class TimeLLMConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), found {getattr(self, name)!r}")
-        if self.normalization not in ("revin", "last", "seasonal"):
+        if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be 'revin', 'last' or 'seasonal', found {self.normalization!r}"
             )

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timellm.model.config import NORMALIZATIONS
+
 REVIN_EPS = 1e-5
 
 
@@ -26,9 +28,6 @@ def revin_normalize(
 def revin_denormalize(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Undo :func:`revin_normalize` on a forecast y: (S, H)."""
     return y * std + mean
-
-
-NORMALIZATIONS: tuple[str, ...] = ("revin", "last", "seasonal")
 
 
 def normalize(
@@ -55,9 +54,9 @@ def normalize(
     """
     if kind == "revin":
         return revin_normalize(x, eps)
-    std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
     if kind == "last":
         last = x[..., -1:].detach()
+        std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps).detach()
         return (x - last) / std, last, std
     if kind == "seasonal":
         if pred_len is None or period is None or not 1 <= period <= x.shape[-1]:
@@ -65,7 +64,7 @@ def normalize(
                 f"seasonal normalisation needs pred_len and a period in [1, {x.shape[-1]}] (the "
                 f"look-back); found pred_len {pred_len!r}, period {period!r}"
             )
-        normalised, _, _ = revin_normalize(x, eps)
+        normalised, _, std = revin_normalize(x, eps)
         steps = torch.arange(pred_len, device=x.device) % period + (x.shape[-1] - period)  # (H,)
         return normalised, x[..., steps].detach(), std
     raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; found {kind!r}")
