@@ -466,7 +466,7 @@ def test_report_tables_per_protocol_beside_the_paper(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "## M4 short-term forecasting" in printed and "not in SPEC" in printed
+    assert "## M4 short-term forecasting" in printed and "not in SPEC" not in printed
     assert {p.name for p in out.iterdir()} == {
         f"{kind}{p}.{ext}"
         for p in ("long_term", "few_shot", "zero_shot", "m4")
@@ -486,20 +486,25 @@ def test_report_tables_per_protocol_beside_the_paper(tmp_path, capsys):
     )
     assert average.budget == f"{common}; at 336: {tuned}"
 
-    for name in ("few_shot", "zero_shot"):
-        table = pd.read_csv(out / f"{name}.csv")
-        assert len(table) == 1 and math.isnan(table.loc[0, "paper_mse"])  # no number invented
-        assert table.loc[0, "paper_note"] == "paper figure not in SPEC"
-    assert pd.read_csv(out / "zero_shot.csv").loc[0, "target"] == "ETTh2"
-    assert pd.read_csv(out / "few_shot.csv").loc[0, "percent"] == 10
+    # every row beside its own cell: the same share of data, the same transfer pair and horizon
+    few = pd.read_csv(out / "few_shot.csv").iloc[0]
+    assert few.percent == 10 and (few.paper_mse, few.paper_mae) == (0.448, 0.460)
+    assert few.rel_mse == pytest.approx((0.5 - 0.448) / 0.448)
+    zero = pd.read_csv(out / "zero_shot.csv").iloc[0]
+    assert zero.target == "ETTh2" and (zero.paper_mse, zero.paper_mae) == (0.279, 0.337)
+    # the baselines' four-horizon averages stand beside average rows only
+    assert math.isnan(h1.paper_dlinear_avg_mse) and average.paper_dlinear_avg_mse == 0.431
 
     m4 = pd.read_csv(out / "m4.csv").set_index("frequency")
-    assert list(m4.index) == ["Hourly", "Weekly", "Average (Hourly, Weekly)"]
+    assert list(m4.index) == ["Hourly", "Weekly", "Others (Hourly, Weekly)", "Average (Hourly, Weekly)"]
+    assert math.isnan(m4.loc["Hourly", "paper_owa"]) and "Others" in m4.loc["Hourly", "paper_note"]
+    others = m4.loc["Others (Hourly, Weekly)"]
+    assert (others.paper_smape, others.paper_mase, others.paper_owa) == (4.795, 3.178, 1.006)
     total = m4.loc["Average (Hourly, Weekly)"]
     assert total.smape == pytest.approx((414 * 15.0 + 359 * 10.0) / 773)
     assert (total.paper_smape, total.paper_mase, total.paper_owa) == PAPER_M4_AVERAGE
-    assert total.rel_owa == pytest.approx((total.owa - 0.859) / 0.859)
-    assert "not like for like" in total.paper_note
+    # 773 series against the paper's 100,000: another quantity, so no relative figure
+    assert "not like for like" in total.paper_note and math.isnan(total.rel_owa)
     assert total.snaive_smape == pytest.approx(2 * total.smape) and total.snaive_mase == pytest.approx(1.0)
     assert "timellm m4 --frequency Hourly" in (out / "report_m4.md").read_text()
 
@@ -509,6 +514,31 @@ def test_report_of_a_folder_without_runs(tmp_path, capsys):
     assert "no run folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_folder_of_tables_is_rendered_again_beside_the_paper(tmp_path):
+    root = tmp_path / "runs"
+    for h in (96, 192, 336, 720):
+        _fake_run(root / f"h1-{h}", *_long_term("ETTh1", h, 0.4, 0.42))
+    _fake_run(root / "zs", *_long_term("ETTm2", 96, 0.37, 0.38, test_dataset="ETTm1"))
+    _fake_run(root / "m4" / "Hourly", *_m4("Hourly", 414, 15.0, 1.2, 18.383, 2.395))
+    first = tmp_path / "first"
+    write_report(root, first)
+    long_term = pd.read_csv(first / "long_term.csv")
+    long_term.loc[:, ["paper_mse", "rel_mse", "paper_note"]] = [0.0, 0.0, "stale"]  # an older report's cells
+    long_term.to_csv(first / "long_term.csv", index=False)
+    before = pd.read_csv(first / "zero_shot.csv")
+
+    again = tmp_path / "again"
+    written, _ = write_report(first, again)  # no run folder there: the tables themselves
+    assert set(written) == {"long_term", "zero_shot", "m4"}
+    table = pd.read_csv(again / "long_term.csv")
+    assert list(table["paper_mse"]) == [0.362, 0.398, 0.430, 0.442, 0.408]
+    assert list(table["mse"]) == pytest.approx([0.4] * 5)  # the numbers are untouched
+    zero = pd.read_csv(again / "zero_shot.csv")
+    assert zero.loc[0, "paper_mse"] == 0.359 and zero.loc[0, "mse"] == before.loc[0, "mse"]
+    m4 = pd.read_csv(again / "m4.csv")
+    assert list(m4["frequency"]) == ["Hourly", "Others (Hourly)", "Average (Hourly)"]
 
 
 def test_report_merges_runs_that_differ_only_in_their_seed(tmp_path):

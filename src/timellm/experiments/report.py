@@ -4,9 +4,13 @@ Every folder under a root that holds ``config.yaml`` and ``metrics.json`` is a r
 ``m4`` (an M4 run), ``zero_shot`` (tested on another dataset than it was trained on), ``few_shot``
 (trained on less than 100 % of the training windows) or ``long_term``. For each protocol present
 :func:`write_report` writes ``<protocol>.csv`` (the numbers) and ``report_<protocol>.md`` (the
-same table for reading, with notes). The paper's figures are those of SPEC §5 only: where the
-specification gives none (few-shot, zero-shot, M4 per frequency) the cell stays empty and the
-note says so rather than quoting a number from memory.
+same table for reading, with notes).
+
+Each row stands beside the paper's own cell (:mod:`timellm.experiments.paper`): the same dataset
+and horizon, share of training data, transfer pair or M4 frequency. Averages over horizons
+(frequencies) are rows of their own, beside the paper's averages; no row is ever set against an
+average of other rows. A folder of tables this command wrote before (and no run folders) is
+rendered again with the paper's cells attached afresh, its numbers untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from timellm.evaluation.m4 import weighted_m4
+from timellm.experiments import paper
 from timellm.experiments.folders import HISTORY, METRICS, RUN_CONFIG, read_run_files
 from timellm.experiments.tables import markdown_table
 
@@ -35,52 +40,8 @@ TITLES = {
     "zero_shot": "Zero-shot transfer",
     "m4": "M4 short-term forecasting",
 }
-
-# SPEC §5: Time-LLM (LLaMA-7B), MSE / MAE on the standardised scale.
-PAPER_LONG_TERM_AVERAGE = {
-    "ETTh1": (0.408, 0.423),
-    "ETTh2": (0.334, 0.383),
-    "ETTm1": (0.329, 0.372),
-    "ETTm2": (0.251, 0.313),
-    "weather": (0.225, 0.257),
-    "electricity": (0.158, 0.252),
-    "traffic": (0.388, 0.264),
-    "illness": (1.435, 0.801),
-}
-PAPER_LONG_TERM_HORIZON = {
-    ("ETTh1", 96): (0.362, 0.392),
-    ("ETTh1", 192): (0.398, 0.418),
-    ("ETTh1", 336): (0.430, 0.427),
-    ("ETTh1", 720): (0.442, 0.457),
-}
-# SPEC §5: the baselines' four-horizon averages (the SPEC has no per-horizon baseline figure).
-PAPER_BASELINES_AVERAGE = {
-    "patchtst": {
-        "ETTh1": (0.413, 0.430),
-        "ETTh2": (0.330, 0.379),
-        "ETTm1": (0.351, 0.380),
-        "ETTm2": (0.255, 0.315),
-        "weather": (0.225, 0.264),
-        "electricity": (0.161, 0.252),
-        "traffic": (0.390, 0.263),
-        "illness": (1.443, 0.797),
-    },
-    "dlinear": {
-        "ETTh1": (0.423, 0.437),
-        "ETTh2": (0.431, 0.447),
-        "ETTm1": (0.357, 0.378),
-        "ETTm2": (0.267, 0.333),
-        "weather": (0.248, 0.300),
-        "electricity": (0.166, 0.263),
-        "traffic": (0.433, 0.295),
-        "illness": (2.169, 1.041),
-    },
-}
-HORIZONS = {"illness": (24, 36, 48, 60)}  # every other benchmark: 96, 192, 336, 720
-# SPEC §5: M4 weighted over all six frequencies (100,000 series): SMAPE, MASE, OWA.
-PAPER_M4_AVERAGE = (11.983, 1.595, 0.859)
-M4_ALL_SERIES = 100_000
-NOT_IN_SPEC = "paper figure not in SPEC"
+PAPER_M4_AVERAGE = paper.M4_AVERAGE
+M4_ALL_SERIES = paper.M4_ALL_SERIES
 
 
 @dataclass
@@ -203,19 +164,43 @@ def _merge_seeds(rows: list[dict[str, Any]], metrics: Sequence[str] = ("mse", "m
     return out
 
 
+def paper_cell(protocol: str, row: dict[str, Any]) -> tuple[tuple[float, ...] | None, str]:
+    """The paper's cell for one row of ``protocol`` (``pred_len`` "avg" for an average row) and
+    its label: always the same dataset, horizon, share and transfer pair, never another row's."""
+    if protocol == "m4":
+        return paper.m4_cell(str(row.get("frequency")))
+    dataset, horizon = row.get("dataset"), row.get("pred_len")
+    if protocol == "few_shot":
+        return paper.few_shot_cell(float(row.get("percent") or 100), dataset, horizon)
+    if protocol == "zero_shot":
+        return paper.zero_shot_cell(dataset, row.get("target"), horizon)
+    return paper.long_term_cell(dataset, horizon)
+
+
+def attach_paper(protocol: str, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the paper's cell, its label and our relative difference to it."""
+    metrics = M4_METRICS if protocol == "m4" else ("mse", "mae")
+    cell, note = paper_cell(protocol, row)
+    out = dict(row, paper_note=note)
+    for i, metric in enumerate(metrics):
+        out[f"paper_{metric}"] = cell[i] if cell else None
+        out[f"rel_{metric}"] = relative(row.get(metric), cell[i] if cell else None)
+    if protocol != "m4":
+        # the baselines' published figures are four-horizon averages: beside average rows only
+        average = protocol == "long_term" and row.get("pred_len") == "avg"
+        for name, table in paper.BASELINES_AVERAGE.items():
+            for i, metric in enumerate(("mse", "mae")):
+                figure = table.get(row.get("dataset"), (None, None))[i] if average else None
+                out[f"paper_{name}_avg_{metric}"] = figure
+    return out
+
+
 def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
     r, m = run.record, run.metrics
     dataset, target = r.get("dataset"), r.get("test_dataset", r.get("dataset"))
     pred_len = m.get("pred_len", r.get("model", {}).get("pred_len"))
-    paper, note = None, NOT_IN_SPEC
-    if protocol == "long_term":
-        if (dataset, pred_len) in PAPER_LONG_TERM_HORIZON:
-            paper, note = PAPER_LONG_TERM_HORIZON[(dataset, pred_len)], f"paper: {dataset}-{pred_len}"
-        elif dataset in PAPER_LONG_TERM_AVERAGE:
-            paper = PAPER_LONG_TERM_AVERAGE[dataset]
-            note = f"paper: {dataset} average over 4 horizons (per horizon {NOT_IN_SPEC})"
     baselines = m.get("baselines", {})
-    return {
+    row = {
         "run": _name(run, root),
         "dataset": dataset,
         "target": target,
@@ -225,18 +210,6 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "llm_layers": m.get("llm_layers"),
         "mse": m.get("mse"),
         "mae": m.get("mae"),
-        "paper_mse": paper[0] if paper else None,
-        "paper_mae": paper[1] if paper else None,
-        "rel_mse": relative(m.get("mse"), paper[0] if paper else None),
-        "rel_mae": relative(m.get("mae"), paper[1] if paper else None),
-        "paper_note": note,
-        **{
-            f"paper_{name}_avg_{metric}": (
-                table.get(dataset, (None, None))[i] if protocol == "long_term" else None
-            )
-            for name, table in PAPER_BASELINES_AVERAGE.items()
-            for i, metric in enumerate(("mse", "mae"))
-        },
         "last_value_mse": baselines.get("last_value", {}).get("mse"),
         "last_value_mae": baselines.get("last_value", {}).get("mae"),
         "seasonal_naive_mse": baselines.get("seasonal_naive", {}).get("mse"),
@@ -251,6 +224,7 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "_same_but_seed": _same_but_seed(r),
         "_family": _family(r, pred_len),
     }
+    return attach_paper(protocol, row)
 
 
 def _family(record: dict[str, Any], part: Any) -> str:
@@ -272,8 +246,9 @@ def _family_budget(group: pd.DataFrame, part: str, label: str) -> str:
     return "; ".join([common, *others])
 
 
-def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One average row per dataset, backbone and preset whose four horizons are all present.
+def _horizon_averages(protocol: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One average row per dataset (transfer pair, share of data), backbone and preset whose
+    horizons are all present: those the paper's own average covers (ETTh1 at 5 %: three).
 
     A preset tuned at one horizon (its own budget there) still averages with its other horizons;
     the average's budget is then the common one, followed by each other horizon's.
@@ -281,48 +256,35 @@ def _long_term_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     frame = pd.DataFrame(rows)
     frame = frame[frame["test_windows"] == frame["test_windows_total"]]  # whole test splits only
-    for (dataset, backbone, layers, _), group in frame.groupby(
-        ["dataset", "backbone", "llm_layers", "_family"], dropna=False
-    ):
-        horizons = HORIZONS.get(dataset, (96, 192, 336, 720))
+    keys = ["dataset", "target", "percent", "backbone", "llm_layers", "_family"]
+    for (dataset, target, percent, backbone, layers, _), group in frame.groupby(keys, dropna=False):
+        wanted = paper.horizons(dataset)
+        if protocol == "few_shot":  # the paper's 5 % averages of ETTh1 and ETTh2 have no 720
+            wanted = tuple(h for h in wanted if (float(percent), dataset, h) in paper.FEW_SHOT) or wanted
         group = group.drop_duplicates("pred_len", keep="last")
-        if sorted(group["pred_len"]) != sorted(horizons):
+        if sorted(group["pred_len"]) != sorted(wanted):
             continue
         group = group.sort_values("pred_len")
-        budget = _family_budget(group, "pred_len", "at ")
-        mse, mae = float(group["mse"].mean()), float(group["mae"].mean())
-        paper = PAPER_LONG_TERM_AVERAGE.get(dataset)
-        out.append(
-            {
-                "run": "(average)",
-                "dataset": dataset,
-                "target": dataset,
-                "pred_len": "avg",
-                "percent": 100,
-                "backbone": backbone,
-                "llm_layers": layers,
-                "mse": mse,
-                "mae": mae,
-                "paper_mse": paper[0] if paper else None,
-                "paper_mae": paper[1] if paper else None,
-                "rel_mse": relative(mse, paper[0] if paper else None),
-                "rel_mae": relative(mae, paper[1] if paper else None),
-                "paper_note": f"paper: {dataset} average over 4 horizons" if paper else NOT_IN_SPEC,
-                **{
-                    f"paper_{name}_avg_{metric}": table.get(dataset, (None, None))[i]
-                    for name, table in PAPER_BASELINES_AVERAGE.items()
-                    for i, metric in enumerate(("mse", "mae"))
-                },
-                **{
-                    f"{ref}_{metric}": float(group[f"{ref}_{metric}"].mean())
-                    for ref in ("last_value", "seasonal_naive")
-                    for metric in ("mse", "mae")
-                },
-                "budget": budget,
-                "seeds": _common_seeds(group),
-                "commit": ",".join(sorted({str(c) for c in group["commit"]})),
-            }
-        )
+        row = {
+            "run": "(average)",
+            "dataset": dataset,
+            "target": target,
+            "pred_len": "avg",
+            "percent": percent,
+            "backbone": backbone,
+            "llm_layers": layers,
+            "mse": float(group["mse"].mean()),
+            "mae": float(group["mae"].mean()),
+            **{
+                f"{ref}_{metric}": float(group[f"{ref}_{metric}"].mean())
+                for ref in ("last_value", "seasonal_naive")
+                for metric in ("mse", "mae")
+            },
+            "budget": _family_budget(group, "pred_len", "at "),
+            "seeds": _common_seeds(group),
+            "commit": ",".join(sorted({str(c) for c in group["commit"]})),
+        }
+        out.append(attach_paper(protocol, row))
     return out
 
 
@@ -342,7 +304,7 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
     baselines = m.get("baselines", {})
     # seasonal naive with the frequency's period (period 1: the last value, Naive1)
     snaive = baselines.get("seasonal_naive", baselines.get("naive1", {}))
-    return {
+    row = {
         "run": _name(run, root),
         "frequency": m.get("frequency", r.get("frequency")),
         "variant": m.get("variant", "time-llm"),
@@ -357,77 +319,107 @@ def _m4_row(run: Run, root: Path) -> dict[str, Any]:
         "snaive_smape": snaive.get("smape"),
         "snaive_mase": snaive.get("mase"),
         "snaive_owa": snaive.get("owa"),
-        "paper_smape": None,
-        "paper_mase": None,
-        "paper_owa": None,
-        "rel_smape": None,
-        "rel_mase": None,
-        "rel_owa": None,
-        "paper_note": f"per frequency: {NOT_IN_SPEC}",
         **_provenance(r, m),
         "seed": r.get("train", {}).get("seed"),
         # a reference model (DLinear) trains from the same recorded settings: its variant tells it apart
         "_same_but_seed": _same_but_seed({**r, "variant": m.get("variant", "time-llm")}),
         "_family": _family(r, m.get("frequency", r.get("frequency"))),
     }
+    return attach_paper("m4", row)
 
 
-def _m4_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The series-weighted overall row of each variant, backbone and preset, over the frequencies present.
+def _m4_average(group: pd.DataFrame, variant: Any, backbone: Any, layers: Any) -> dict[str, Any]:
+    """The series-weighted row of the frequencies in ``group`` (one row per frequency)."""
+    records = group.to_dict("records")
+    total = weighted_m4(records)
+    snaive = {"smape": None, "mase": None, "owa": None}
+    if all(isinstance(x.get("snaive_smape"), float) and math.isfinite(x["snaive_smape"]) for x in records):
+        snaive = weighted_m4([{**x, "smape": x["snaive_smape"], "mase": x["snaive_mase"]} for x in records])
+    return {
+        "variant": variant,
+        "series": total["series"],
+        "backbone": backbone,
+        "llm_layers": layers,
+        "smape": total["smape"],
+        "mase": total["mase"],
+        "owa": total["owa"],
+        "naive2_smape": total["naive2_smape"],
+        "naive2_mase": total["naive2_mase"],
+        "snaive_smape": snaive["smape"],
+        "snaive_mase": snaive["mase"],
+        "snaive_owa": snaive["owa"],
+        "budget": _family_budget(group, "frequency", ""),
+    }
+
+
+def _m4_averages(rows: list[dict[str, Any]], families: bool = True) -> list[dict[str, Any]]:
+    """Per variant, backbone and preset: the series-weighted row of the frequencies present beside
+    the paper's weighted average over all six, and of Weekly, Daily and Hourly present beside the
+    paper's "Others" row, which pools those three.
 
     A preset tuned for one frequency still averages with the others; the budget column then
-    lists that frequency's own budget after the common one.
+    lists that frequency's own budget after the common one. ``families`` False groups by variant,
+    backbone and layers alone (tables read back, which keep no preset name).
     """
     out = []
     frame = pd.DataFrame(rows)
+    frame = frame[~frame["frequency"].astype(str).str.startswith(("Average", "Others"))]
     if "variant" not in frame:
         frame["variant"] = "time-llm"
+    if not families or "_family" not in frame:
+        frame = frame.assign(_family="")
     for (variant, backbone, layers, _), group in frame.groupby(
         ["variant", "backbone", "llm_layers", "_family"], dropna=False, sort=False
     ):
         group = group.drop_duplicates("frequency", keep="last")
-        budget = _family_budget(group, "frequency", "")
-        records = group.to_dict("records")
-        total = weighted_m4(records)
-        snaive = {"smape": None, "mase": None, "owa": None}
-        if all(
-            isinstance(x.get("snaive_smape"), float) and math.isfinite(x["snaive_smape"]) for x in records
-        ):
-            snaive = weighted_m4(
-                [{**x, "smape": x["snaive_smape"], "mase": x["snaive_mase"]} for x in records]
+        others = group[group["frequency"].isin(paper.M4_OTHERS_FREQUENCIES)]
+        if len(others):
+            names = ", ".join(others["frequency"])
+            row = _m4_average(others, variant, backbone, layers)
+            missing = [f for f in paper.M4_OTHERS_FREQUENCIES if f not in set(others["frequency"])]
+            note = "paper: Others, Weekly + Daily + Hourly pooled (4,999 series)"
+            if missing:
+                note += (
+                    f"; ours without {', '.join(missing)} ({row['series']:,} series): not like for like, "
+                    "no relative figure"
+                )
+            out.append(
+                {
+                    "run": "(weighted average)",
+                    "frequency": f"Others ({names})",
+                    **row,
+                    **_paper_triple(paper.M4_OTHERS, row, like_for_like=not missing),
+                    "paper_note": note,
+                }
             )
-        frequencies = ", ".join(group["frequency"])
-        paper = PAPER_M4_AVERAGE
+        row = _m4_average(group, variant, backbone, layers)
+        names = ", ".join(group["frequency"])
         note = "paper: weighted over all six frequencies"
-        if total["series"] != M4_ALL_SERIES:
-            note += f" (100,000 series); ours over {frequencies} ({total['series']:,}): not like for like"
+        if row["series"] != M4_ALL_SERIES:
+            note += f" (100,000 series); ours over {names} ({row['series']:,}): not like for like, no relative figure"
         out.append(
             {
                 "run": "(weighted average)",
-                "frequency": f"Average ({frequencies})",
-                "variant": variant,
-                "series": total["series"],
-                "backbone": backbone,
-                "llm_layers": layers,
-                "smape": total["smape"],
-                "mase": total["mase"],
-                "owa": total["owa"],
-                "naive2_smape": total["naive2_smape"],
-                "naive2_mase": total["naive2_mase"],
-                "snaive_smape": snaive["smape"],
-                "snaive_mase": snaive["mase"],
-                "snaive_owa": snaive["owa"],
-                "paper_smape": paper[0],
-                "paper_mase": paper[1],
-                "paper_owa": paper[2],
-                "rel_smape": relative(total["smape"], paper[0]),
-                "rel_mase": relative(total["mase"], paper[1]),
-                "rel_owa": relative(total["owa"], paper[2]),
+                "frequency": f"Average ({names})",
+                **row,
+                **_paper_triple(PAPER_M4_AVERAGE, row, like_for_like=row["series"] == M4_ALL_SERIES),
                 "paper_note": note,
-                "budget": budget,
             }
         )
     return out
+
+
+def _paper_triple(
+    cell: tuple[float, float, float], row: dict[str, Any], like_for_like: bool
+) -> dict[str, Any]:
+    """The paper's figures beside an average row; the relative difference only where the average
+    covers the same series as the paper's (another mix of frequencies is another quantity)."""
+    return {
+        **{f"paper_{m}": cell[i] for i, m in enumerate(M4_METRICS)},
+        **{
+            f"rel_{m}": relative(row[m], cell[i]) if like_for_like else None for i, m in enumerate(M4_METRICS)
+        },
+    }
 
 
 def _horizon(row: dict[str, Any]) -> float:
@@ -458,24 +450,13 @@ def build_tables(runs: Sequence[Run], root: str | Path) -> dict[str, pd.DataFram
                     _horizon(r),
                 ),
             )
-        if protocol == "long_term":
-            items = items + _long_term_averages(items)
-        elif protocol == "m4":
+        if protocol != "m4":
+            items = items + _horizon_averages(protocol, items)
+        else:
             items = items + _m4_averages(items)
         # the grouping keys of seeds and averages ("_same_but_seed", "_family") are not columns
         items = [{k: v for k, v in r.items() if not k.startswith("_")} for r in items]
-        table = pd.DataFrame(items)
-        spread = [f"{m}_std" for m in (M4_METRICS if protocol == "m4" else ("mse", "mae"))]
-        for column in ("seeds", *spread):
-            if column not in table:
-                table[column] = None
-        for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
-            if (
-                column in table
-                and table[column].map(lambda v: v is None or isinstance(v, (int, float))).all()
-            ):
-                table[column] = table[column].astype("Int64")  # counts stay integers beside empty cells
-        tables[protocol] = table
+        tables[protocol] = _typed(protocol, pd.DataFrame(items))
     return tables
 
 
@@ -509,13 +490,13 @@ MARKDOWN_COLUMNS = {
     "few_shot": [
         "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
-        "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
+        "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds", "commit",
     ],
     "zero_shot": [
         "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
-        "paper_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
+        "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds", "commit",
     ],
     "m4": [
@@ -549,9 +530,20 @@ def render_markdown(protocol: str, table: pd.DataFrame) -> str:
             "official Naive2 forecasts (Naive2 scores 1); snaive: the seasonal naive forecast from the same "
             "inputs (period 1: the last value). The average rows weigh each frequency by its series."
         )
-    notes = sorted({n for n in table["paper_note"].dropna() if n})
-    if notes:
-        parts.append("Paper column: " + "; ".join(notes) + ". Relative difference = (ours - paper) / paper.")
+    parts.append(
+        "Paper columns: Time-LLM (LLaMA-7B) in the paper's own cell for each row, the same "
+        + ("frequency" if protocol == "m4" else "dataset and horizon")
+        + {"few_shot": " at the same share of training data", "zero_shot": " and transfer pair"}.get(
+            protocol, ""
+        )
+        + "; average rows beside the paper's averages (the CSV's `paper_note` names each cell). "
+        "Relative difference = (ours - paper) / paper."
+    )
+    caveats = sorted(
+        {n for n in table["paper_note"].dropna() if "no " in n or "not like" in n or "printed" in n}
+    )
+    if caveats:
+        parts.append("Where the cell differs: " + "; ".join(caveats) + ".")
     commands = [
         (r["run"], r["command"]) for r in table.to_dict("records") if isinstance(r.get("command"), str)
     ]
@@ -560,19 +552,65 @@ def render_markdown(protocol: str, table: pd.DataFrame) -> str:
     return "\n".join(parts) + "\n"
 
 
+def read_tables(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """The tables a report wrote to ``folder`` (``<protocol>.csv``), with the paper's cells
+    attached afresh: the numbers of every row stay as they are; M4's averages are recomputed
+    from its frequency rows (they are series-weighted sums of them)."""
+    folder = Path(folder)
+    tables = {}
+    for protocol in PROTOCOLS:
+        path = folder / f"{protocol}.csv"
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(
+            path, dtype={"seeds": str, "commit": str, "pred_len": str}, float_precision="round_trip"
+        )
+        columns = list(frame.columns)
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        if protocol == "m4":
+            rows = [r for r in rows if not str(r["frequency"]).startswith(("Average", "Others"))]
+            rows = [attach_paper(protocol, r) for r in rows]
+            rows += _m4_averages(rows, families=False)
+        else:
+            for r in rows:
+                r["pred_len"] = int(r["pred_len"]) if str(r["pred_len"]).isdigit() else r["pred_len"]
+            rows = [attach_paper(protocol, r) for r in rows]
+        table = pd.DataFrame(rows)
+        table = table.reindex(columns=[*columns, *(c for c in table.columns if c not in columns)])
+        tables[protocol] = _typed(protocol, table)
+    return tables
+
+
+def _typed(protocol: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Spread and seed columns always present; counts as integers beside empty cells."""
+    spread = [f"{m}_std" for m in (M4_METRICS if protocol == "m4" else ("mse", "mae"))]
+    for column in ("seeds", *spread):
+        if column not in table:
+            table[column] = None
+    for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
+        if column in table and table[column].map(lambda v: v is None or isinstance(v, (int, float))).all():
+            table[column] = pd.to_numeric(table[column]).astype("Int64")
+    return table
+
+
 def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[dict[str, Path], str]:
     """Write ``<protocol>.csv`` and ``report_<protocol>.md`` for each protocol found under ``root``.
 
-    Returns the written Markdown files by protocol and the whole report as Markdown.
+    ``root`` holds run folders, or (none of them) the tables of an earlier report, which are
+    rendered again beside the paper's cells (:func:`read_tables`). Returns the written Markdown
+    files by protocol and the whole report as Markdown.
     """
     root = Path(root)
     runs = collect_runs(root)
-    if not runs:
-        raise FileNotFoundError(f"no run folder (with {RUN_CONFIG} and {METRICS}) under {root}")
+    tables = build_tables(runs, root) if runs else read_tables(root)
+    if not tables:
+        raise FileNotFoundError(
+            f"no run folder (with {RUN_CONFIG} and {METRICS}) and no report table "
+            f"({', '.join(p + '.csv' for p in PROTOCOLS)}) under {root}"
+        )
     out_dir = Path(out_dir) if out_dir is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
     written, sections = {}, []
-    tables = build_tables(runs, root)
     for protocol, table in tables.items():
         table.to_csv(out_dir / f"{protocol}.csv", index=False)
         section = render_markdown(protocol, table)
