@@ -89,3 +89,76 @@ def test_importing_timellm_does_not_import_statsforecast():
     code = "import sys, timellm, timellm.forecaster, timellm.cli.main; print('statsforecast' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+class _Slow:
+    """A stand-in for a statsforecast model whose every fit takes ``seconds``."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def forecast(self, y, h, level=None):
+        import time
+
+        time.sleep(self.seconds)
+        out = {"mean": np.full(h, y[-1])}
+        for lv in level or []:
+            out[f"lo-{lv}"], out[f"hi-{lv}"] = out["mean"] - 1, out["mean"] + 1
+        return out
+
+
+def test_a_model_past_its_budget_is_dropped_with_one_line_saying_how_to_keep_it(monkeypatch, caplog):
+    import time
+
+    from timellm.evaluation import statistical
+
+    monkeypatch.setattr(
+        statistical, "_model", lambda name, season: _Slow(0.15 if name == "AutoARIMA" else 0.0)
+    )
+    histories = [seasonal(60, seed=i) for i in range(8)]
+    start = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="timellm"):
+        out = forecast_windows(histories, 4, [12] * 8, ("AutoARIMA", "Naive"), budget=0.4)
+    assert time.perf_counter() - start < 1.5  # not the 8 x 0.15 s the slow model would take
+    assert set(out) == {"Naive"}
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "AutoARIMA dropped: it ran past its time budget of 0.4 s" in dropped[0]
+    assert "raise the budget" in dropped[0]
+    # a progress line per model and window
+    assert sum("Naive: window" in r.getMessage() for r in caplog.records) == 8
+
+
+def test_a_single_fit_longer_than_the_budget_is_interrupted(monkeypatch):
+    import time
+
+    from timellm.evaluation import statistical
+
+    monkeypatch.setattr(statistical, "_model", lambda name, season: _Slow(30.0))
+    start = time.perf_counter()
+    out = forecast_windows([seasonal(60)], 4, [12], ("AutoETS",), budget=0.3)
+    assert out == {} and time.perf_counter() - start < 5
+
+
+def test_no_budget_lets_every_model_finish(monkeypatch):
+    from timellm.evaluation import statistical
+
+    monkeypatch.setattr(statistical, "_model", lambda name, season: _Slow(0.01))
+    for budget in (None, 0):
+        out = forecast_windows([seasonal(60)] * 3, 4, [12] * 3, ("AutoETS",), levels=[80], budget=budget)
+        assert np.isfinite(out["AutoETS"].mean).all() and np.isfinite(out["AutoETS"].upper[80]).all()
+    with pytest.raises(ValueError, match="budget must be a number of seconds"):
+        forecast_windows([seasonal(60)], 4, [12], ("AutoETS",), budget=-1)
+
+
+def test_long_seasons_run_mstl_and_are_named_for_it():
+    from timellm.evaluation.statistical import LONG_SEASON, model_name
+
+    weekly = 100 + 10 * np.sin(2 * np.pi * np.arange(300) / 52) + np.random.default_rng(0).normal(0, 1, 300)
+    out = forecast_windows([weekly], 52, [52], ("AutoETS", "AutoARIMA", "AutoTheta"), levels=[80])
+    assert [r.model for r in out.values()] == ["MSTL-AutoETS", "MSTL-AutoARIMA", "AutoTheta"]
+    truth = 100 + 10 * np.sin(2 * np.pi * np.arange(300, 352) / 52)
+    for result in out.values():  # each forecasts the season, unlike a non-seasonal fit
+        assert np.corrcoef(result.mean[0], truth)[0, 1] > 0.9, result.model
+        assert (result.lower[80] < result.upper[80]).all()
+    assert model_name("AutoARIMA", LONG_SEASON) == "AutoARIMA"  # 24 (hourly) keeps the seasonal models
+    assert model_name("Naive", 168) == "Naive"

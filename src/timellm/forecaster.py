@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -69,8 +70,15 @@ from timellm.data.frames import (
     season_length,
 )
 from timellm.data.windows import WindowDataset
-from timellm.evaluation import metrics
+from timellm.evaluation.backtest import SUMMARY_ID, mase_scale, score_backtest, score_columns
+from timellm.evaluation.conformal import (
+    conformity_scores,
+    interval_columns,
+    sample_windows,
+)
 from timellm.evaluation.statistical import (
+    DEFAULT_BUDGET,
+    LONG_SEASON_MODELS,
     STATISTICAL_MODELS,
     check_levels,
     forecast_windows,
@@ -141,8 +149,16 @@ class TimeLLMForecaster:
     """
 
     alias = "TimeLLM"  # the forecast column, one column per model as in neuralforecast
-    # columns the forecasts add beside the id, time and target columns: no input column may be named so
-    output_columns = (alias, "cutoff", "SeasonalNaive")
+    # columns the forecasts and scores add beside the id, time and target columns, and the names of
+    # interval and score columns (TimeLLM-lo-80, coverage-80, MSIS-80, ...): no input column may be so named
+    output_columns = (
+        alias,
+        "cutoff",
+        *STATISTICAL_MODELS,
+        *LONG_SEASON_MODELS.values(),
+        *score_columns(),
+    )
+    output_pattern = re.compile(r"^(?:.+-(?:lo|hi)|coverage|width|MSIS|best-MSIS)-\d+(?:\.\d+)?$")
 
     def __init__(
         self,
@@ -197,6 +213,7 @@ class TimeLLMForecaster:
         self.history: SeriesSet | None = None  # the series of the last fit, predict(df=None) continues them
         # conformity scores (n, H) of the held-out validation windows: |error| / look-back spread
         self.calibration: np.ndarray | None = None
+        self.calibration_constant = 0  # held-out windows left out of it: a constant look-back
 
     # -------------------------------------------------------------------------------------------
     # properties
@@ -315,11 +332,22 @@ class TimeLLMForecaster:
         if not refit:
             self._require_model()
         levels = check_levels(level)
-        data = self.prepare(df)
+        return self._cross_validate(self.prepare(df), n_windows, step_size, val_size, refit, levels)
+
+    def _cross_validate(
+        self,
+        data: SeriesSet,
+        n_windows: int,
+        step_size: int | None,
+        val_size: int | None,
+        refit: bool,
+        levels: tuple[float, ...],
+    ) -> pd.DataFrame:
+        """:meth:`cross_validation` of validated series."""
         val = None
         if refit:  # the data before each series' first cutoff (len - span rows) is all training sees
             span = self._span(n_windows, step_size)
-            before = SeriesSet([_head(s, max(len(s) - span, 0)) for s in data], data.format)
+            before = SeriesSet([s.head(max(len(s) - span, 0)) for s in data], data.format)
             val = self._val_size(val_size, before)
             self._resolve_seq_len(before, val, " before the first cutoff")
         windows = self._windows(data, n_windows, step_size, val)
@@ -348,6 +376,7 @@ class TimeLLMForecaster:
         season: int | None = None,
         baselines: Iterable[str] | str | None = STATISTICAL_MODELS,
         level: Iterable[float] | None = None,
+        baseline_budget: float | None = DEFAULT_BUDGET,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Cross-validate beside statistical baselines on the same cutoffs and score every model.
 
@@ -355,21 +384,32 @@ class TimeLLMForecaster:
         ``statsforecast`` (default: all; ``"none"`` or ``()``: Time-LLM alone), each fitted on
         exactly the history before each cutoff. ``season`` is the seasonal period of the models
         and of MASE (default: from each series' frequency: 24 for hourly data, 7 for daily, 12
-        for monthly, ...). ``level``: interval coverages in percent; Time-LLM's are conformal,
-        the baselines' their own.
+        for monthly, ...). Above a season of 24, AutoETS and AutoARIMA run on the seasonally
+        adjusted series of an STL decomposition and are named so (``MSTL-AutoETS``,
+        ``MSTL-AutoARIMA``): statsforecast's seasonal ETS stops at 24 and its seasonal ARIMA
+        search can run for an hour at 52. ``baseline_budget``: seconds each baseline may spend
+        over all windows (default 60; None or 0: no limit); one past it is dropped from the
+        results, with a warning. ``level``: interval coverages in percent; Time-LLM's are
+        conformal, the baselines' their own.
 
         Returns (the cross-validation frame with a column per baseline and its intervals, the
         scores): one row per series and model and an ``overall`` row per model, with MSE and MAE
         on the data's own scale, MASE (the mean absolute error over that of the in-sample seasonal
         naive forecast before the first cutoff; undefined, NaN, for a series without seasonal
         variation), ``coverage-<level>`` and ``width-<level>`` (share of true values inside the
-        interval, mean interval width), ``seconds`` (fit + forecast time of the model over all
-        series; on the overall rows) and ``best`` (the lowest MASE of the series, or MAE where
-        MASE is undefined). ``scores.attrs["season"]`` holds each series' period.
+        interval, mean interval width), ``MSIS-<level>`` (M4's mean scaled interval score: the
+        width plus 2 / (1 - level) times each miss, over the MASE scale; lower is better),
+        ``seconds`` (fit + forecast time of the model over all series; on the overall rows),
+        ``best`` (the lowest MASE of the series, or MAE where MASE is undefined) and
+        ``best-MSIS-<level>``. Interpolated values (``interpolate=True``) are forecast but never
+        scored as truth. ``scores.attrs["season"]`` holds each series' period.
         """
+        if not refit:
+            self._require_model()
+        data = self.prepare(df)
+        self._refuse_summary_id(data)
         if season is not None:
             _check_positive("season", season)
-            data = self.prepare(df)
             history = [len(s) - self._span(n_windows, step_size) for s in data]  # before the first cutoff
             if season >= max(history):
                 raise SeriesLengthError(
@@ -379,13 +419,21 @@ class TimeLLMForecaster:
                 )
         models = parse_baselines(baselines)
         levels = check_levels(level)
+        if baseline_budget is not None and (
+            isinstance(baseline_budget, bool)
+            or not isinstance(baseline_budget, (int, float))
+            or not baseline_budget >= 0
+        ):
+            raise InputDataError(
+                f"baseline_budget must be a number of seconds (0 or None: no limit), found {baseline_budget!r}"
+            )
         start = time.perf_counter()
-        cv = self.cross_validation(df, n_windows, step_size, val_size, refit, level=levels)
+        cv = self._cross_validate(data, n_windows, step_size, val_size, refit, levels)
         seconds = {self.alias: time.perf_counter() - start}
         data = self.history
         windows = self._windows(data, n_windows, step_size)
         periods = {s.id: season or season_length(s.freq) for s in data}
-        histories, seasons, labels = [], [], []
+        histories, seasons, labels, observed = [], [], [], []
         for i, cutoffs in windows.items():
             s = data.series[i]
             if cutoffs[0] <= periods[s.id]:
@@ -400,9 +448,15 @@ class TimeLLMForecaster:
                 histories.append(s.values[:c])
                 seasons.append(periods[s.id])
                 labels.append(f"series {s.id!r} at cutoff {s.timestamps[c - 1]}")
-        for name, result in forecast_windows(
-            histories, self.horizon, seasons, models, levels, labels
-        ).items():
+                observed.append(
+                    np.ones(self.horizon, bool) if s.observed is None else s.observed[c : c + self.horizon]
+                )
+        ran = []
+        for result in forecast_windows(
+            histories, self.horizon, seasons, models, levels, labels, budget=baseline_budget
+        ).values():
+            name = result.model
+            ran.append(name)
             cv[name] = result.mean.reshape(-1)
             for lv in sorted(levels, reverse=True):  # the column order of TimeLLM's intervals
                 cv[interval_names(name, lv)[0]] = result.lower[lv].reshape(-1)
@@ -412,8 +466,15 @@ class TimeLLMForecaster:
         scales = {}
         for i, cutoffs in windows.items():
             s = data.series[i]
-            scales[s.id] = _mase_scale(s.values[: cutoffs[0]], periods[s.id])
-        scores = score_backtest(cv, self.format, scales, (self.alias, *models), levels, seconds)
+            scales[s.id] = mase_scale(s.values[: cutoffs[0]], periods[s.id])
+        scored = np.concatenate(observed)
+        if not scored.all():
+            logger.warning(
+                "%d of %d forecast step(s) fall on interpolated values: forecast, but left out of the scores",
+                int((~scored).sum()),
+                len(scored),
+            )
+        scores = score_backtest(cv, self.format, scales, (self.alias, *ran), levels, seconds, scored)
         scores.attrs["season"] = periods
         return cv, scores
 
@@ -543,16 +604,28 @@ class TimeLLMForecaster:
         )
         names = list(inputs.values())
         for setting, name in inputs.items():
-            if name in self.output_columns:
+            if name in self.output_columns or self.output_pattern.match(str(name)):
                 raise ColumnError(
-                    f"{setting}={name!r} clashes with the column {name!r} that forecasts are written to "
-                    f"({', '.join(self.output_columns)}); rename that column of the data"
+                    f"{setting}={name!r} clashes with the column {name!r} that forecasts or scores are "
+                    f"written to ({', '.join(self.output_columns)}, and <model>-lo-<level>, "
+                    "<model>-hi-<level>, coverage-<level>, width-<level>, MSIS-<level>); rename that "
+                    "column of the data"
                 )
             if names.count(name) > 1:
                 clash = [k for k, v in inputs.items() if v == name]
                 raise ColumnError(
                     f"{' and '.join(clash)} are both {name!r}; the id, time and target columns must differ"
                 )
+
+    def _refuse_summary_id(self, data: SeriesSet) -> None:
+        """Refuse a series whose id is that of the scores' summary rows (it would merge with them)."""
+        clash = [s.id for s in data if str(s.id) == SUMMARY_ID]
+        if clash:
+            what = "column" if self.format.wide else f"id in column {self.format.id_col!r}"
+            raise ColumnError(
+                f"a series is named {clash[0]!r} ({what}), the name of the summary rows of the backtest "
+                "scores; rename that series"
+            )
 
     def _val_size(self, val_size: int | None, data: SeriesSet | None = None) -> int:
         """The validation steps per series: the argument, else the forecaster's, else the default.
@@ -670,11 +743,14 @@ class TimeLLMForecaster:
         )
         self.fit_result = fit(model, train_set, val_set, train_config)
         self.model = model
-        self.calibration = self._conformity_scores(held_out, val)
+        self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
         logger.info(
-            "prediction intervals: calibrated on %d held-out validation windows (%d series)",
+            "prediction intervals: calibrated on %d held-out validation windows (%d series)%s",
             len(self.calibration),
             len(held_out),
+            f"; {self.calibration_constant} more had a constant look-back (no error scale)"
+            if self.calibration_constant
+            else "",
         )
 
     def _span(self, n_windows: int, step_size: int | None) -> int:
@@ -739,45 +815,37 @@ class TimeLLMForecaster:
             context,
         )
 
-    def _conformity_scores(self, series: list[Series], val: int) -> np.ndarray:
-        """|truth - forecast| / look-back spread of every validation window (stride 1): (n, H).
-
-        Windows whose look-back is constant have no spread to scale by and are left out.
+    def _conformity_scores(self, series: list[Series], val: int) -> tuple[np.ndarray, int]:
+        """Conformity scores of the validation windows (stride 1; an even sample of at most
+        :data:`~timellm.evaluation.conformal.MAX_CALIBRATION_WINDOWS` of them): ((n, H), the
+        windows left out for a constant look-back).
         """
         h = self.horizon
         t = self.seq_len  # the windows of the validation sets of _fit_series
         pairs = [(s, end) for s in series for end in range(max(len(s) - val, t), len(s) - h + 1)]
+        pairs = [pairs[i] for i in sample_windows(len(pairs))]
         if not pairs:
-            return np.empty((0, h))
+            return np.empty((0, h)), 0
         ends = [end for _, end in pairs]
         forecasts = np.stack(self._forecast([s for s, _ in pairs], ends))  # (n, H)
         truth = np.stack([s.values[end : end + h] for s, end in pairs])  # (n, H)
-        spread = self._spread([s for s, _ in pairs], ends)  # (n,)
-        keep = spread > 0
-        return np.abs(truth - forecasts)[keep] / spread[keep, None]
+        return conformity_scores(self._pasts([s for s, _ in pairs], ends), forecasts, truth)
 
-    def _spread(self, series: list[Series], ends: list[int]) -> np.ndarray:
-        """Standard deviation of the ``seq_len`` rows before ``ends[i]``: (n,)."""
+    def _pasts(self, series: list[Series], ends: list[int]) -> np.ndarray:
+        """The ``seq_len`` rows before ``ends[i]`` of ``series[i]``: (n, T)."""
         t = self.seq_len
-        return np.array([np.std(s.values[end - t : end]) for s, end in zip(series, ends, strict=True)])
+        if not series:
+            return np.empty((0, t))
+        return np.stack([s.values[end - t : end] for s, end in zip(series, ends, strict=True)])
 
     def _intervals(
         self, series: list[Series], ends: list[int], forecasts: list[np.ndarray], levels: tuple[float, ...]
     ) -> list[dict[str, np.ndarray]]:
         """Conformal interval columns of every forecast, ``TimeLLM-lo-95`` ... ``TimeLLM-hi-95``."""
-        if not levels:
-            return [{} for _ in forecasts]
-        quantiles = {lv: conformal_quantiles(self.calibration, lv) for lv in levels}  # level -> (H,)
-        spread = self._spread(series, ends)
-        bands = []
-        for pred, width in zip(forecasts, spread, strict=True):
-            band = {}
-            for lv in sorted(levels, reverse=True):
-                band[interval_names(self.alias, lv)[0]] = pred - width * quantiles[lv]
-            for lv in levels:
-                band[interval_names(self.alias, lv)[1]] = pred + width * quantiles[lv]
-            bands.append(band)
-        return bands
+        pasts = self._pasts(series, ends)
+        return interval_columns(
+            self.alias, pasts, forecasts, levels, self.calibration, self.calibration_constant
+        )
 
     @torch.no_grad()
     def _forecast(self, series: SeriesSet | list[Series], ends: list[int]) -> list[np.ndarray]:
@@ -818,104 +886,9 @@ def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainCon
     return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
 
 
-def conformal_quantiles(scores: np.ndarray | None, level: float) -> np.ndarray:
-    """Split-conformal quantile of each horizon step: the ceil((n + 1) level)-th smallest score, (H,).
-
-    scores: (n, H) conformity scores of n held-out windows. With fewer than level / (100 - level)
-    windows the quantile would be infinite (19 for 95 %, 4 for 80 %): that is refused.
-    """
-    if scores is None:
-        raise InputDataError(
-            "this forecaster has no calibration scores for intervals (an adapter saved without them): "
-            "fit it again to get prediction intervals"
-        )
-    n = len(scores)
-    rank = math.ceil((n + 1) * level / 100 - 1e-9)
-    if rank > n:
-        needed = math.ceil(level / (100 - level) - 1e-9)
-        raise InputDataError(
-            f"a {level:g} % interval needs at least {needed} held-out validation windows to calibrate on, "
-            f"this forecaster has {n}: fit it with a larger val_size=... (every step beyond the horizon "
-            "adds one window per series), or ask for a lower level"
-        )
-    return np.sort(scores, axis=0)[rank - 1]
-
-
 def _least_seq_len(config: TimeLLMConfig) -> int:
     """The shortest look-back the model accepts: one patch, and room for the prompt's lags."""
     return max(config.patch_len, 2 * config.top_k_lags)
-
-
-def _head(s: Series, rows: int) -> Series:
-    """The first ``rows`` rows of a series."""
-    return Series(s.id, s.values[:rows], s.timestamps[:rows], s.freq)
-
-
-def _mase_scale(insample: np.ndarray, period: int) -> float:
-    """MASE denominator of one series (:func:`metrics.seasonal_scale`); NaN where it is undefined.
-
-    Undefined: a history no longer than the period, or without seasonal variation (a scale at
-    rounding-noise level of the values counts as none).
-    """
-    try:
-        scale = float(metrics.seasonal_scale(insample, period))
-    except ValueError:
-        return math.nan
-    return scale if scale > 1e-9 * float(np.abs(insample).max(initial=0.0)) else math.nan
-
-
-def score_backtest(
-    cv: pd.DataFrame,
-    fmt: FrameFormat,
-    scales: dict[Any, float],
-    models: tuple[str, ...],
-    levels: tuple[float, ...] = (),
-    seconds: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """MSE, MAE, MASE (and interval coverage and width) of each model per series and overall.
-
-    ``scales``: each series' MASE denominator (NaN: MASE undefined for it); ``seconds``: each
-    model's fit + forecast time, put on its overall row. ``best`` marks the model of lowest MASE
-    per series (lowest MAE where MASE is undefined) and overall.
-    """
-    target = "y" if fmt.wide else fmt.target_col
-    seconds = seconds or {}
-
-    def row(sid, model, group, scale) -> dict[str, Any]:
-        truth, pred = group[target].to_numpy(), group[model].to_numpy()
-        mae = metrics.mae(pred, truth)
-        out = {
-            fmt.id_col: sid,
-            "model": model,
-            "MSE": metrics.mse(pred, truth),
-            "MAE": mae,
-            "MASE": mae / scale if math.isfinite(scale) else math.nan,
-        }
-        for lv in levels:
-            lo, hi = (group[c].to_numpy() for c in interval_names(model, lv))
-            out[f"coverage-{lv:g}"] = float(np.mean((lo <= truth) & (truth <= hi)))
-            out[f"width-{lv:g}"] = float(np.mean(hi - lo))
-        return out
-
-    rows = []
-    for sid, group in cv.groupby(fmt.id_col, sort=False):
-        rows += [row(sid, m, group, scales[sid]) for m in models]
-    per_series = pd.DataFrame(rows)
-    for m in models:
-        overall = row("overall", m, cv, math.nan)
-        mase = per_series.loc[per_series["model"] == m, "MASE"].to_numpy()
-        overall["MASE"] = float(np.nanmean(mase)) if np.isfinite(mase).any() else math.nan
-        overall["seconds"] = seconds.get(m, math.nan)
-        rows.append(overall)
-    scores = pd.DataFrame(rows)
-    if "seconds" not in scores:
-        scores["seconds"] = math.nan
-    scores["best"] = False
-    for _, group in scores.groupby(fmt.id_col, sort=False):
-        key = "MASE" if group["MASE"].notna().any() else "MAE"
-        if group[key].notna().any():
-            scores.loc[group[key].idxmin(), "best"] = True
-    return scores
 
 
 def _scaling(values: np.ndarray) -> tuple[float, float]:

@@ -105,9 +105,16 @@ class Series:
     values: np.ndarray  # (L,) float64, finite
     timestamps: pd.Index  # (L,) DatetimeIndex, or an integer Index
     freq: Any  # pandas offset (datetimes) or a positive int step (integers)
+    # (L,) bool, False where a value was filled by interpolation; None: every value was observed
+    observed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def head(self, rows: int) -> Series:
+        """The first ``rows`` rows of the series."""
+        observed = None if self.observed is None else self.observed[:rows]
+        return Series(self.id, self.values[:rows], self.timestamps[:rows], self.freq, observed)
 
     def future(self, steps: int, after: int | None = None) -> pd.Index:
         """The ``steps`` timestamps following position ``after`` (default: the last observation)."""
@@ -603,7 +610,8 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
         method = "time" if isinstance(times, pd.DatetimeIndex) else "index"
         y = pd.Series(y, index=times).interpolate(method=method, limit_direction="both").to_numpy()
         logger.warning("series %r: interpolated %d missing value(s)", sid, int(nan.sum()))
-    return Series(sid, np.asarray(y, dtype=np.float64), times, freq)
+    observed = ~nan if nan.any() else None
+    return Series(sid, np.asarray(y, dtype=np.float64), times, freq, observed)
 
 
 def _step_text(step: Any) -> str:

@@ -113,3 +113,29 @@ def mase(pred, true, insample, period: int) -> float:
 def owa(smape: float, mase: float, smape_naive2: float, mase_naive2: float) -> float:
     """Overall weighted average of M4: ½ (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2); Naive2 scores 1."""
     return 0.5 * (smape / smape_naive2 + mase / mase_naive2)
+
+
+def interval_score(lower, upper, true, level: float) -> np.ndarray:
+    """The interval score of each element (Gneiting & Raftery 2007; M4's MSIS before scaling).
+
+    ``(u - l) + 2/a (l - y) 1{y < l} + 2/a (y - u) 1{y > u}`` with ``a = 1 - level / 100``: the
+    width, plus a penalty for every miss that grows with the distance to the interval and with
+    the level. A narrower interval that still covers scores lower; one that misses pays for it.
+    """
+    lower, upper, true = _array(lower), _array(upper), _array(true)
+    _same_shape(lower, true), _same_shape(upper, true)
+    if not 0 < float(level) < 100:
+        raise ValueError(f"level must be strictly between 0 and 100 (a coverage in percent), found {level!r}")
+    alpha = 1.0 - float(level) / 100.0
+    below = np.clip(lower - true, 0.0, None)
+    above = np.clip(true - upper, 0.0, None)
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def msis(lower, upper, true, level: float, scale: float) -> float:
+    """M4's mean scaled interval score: the mean :func:`interval_score` over ``scale``.
+
+    ``scale`` is the series' MASE denominator (:func:`seasonal_scale`), so that MSIS, like MASE,
+    compares across series of different magnitudes; lower is better.
+    """
+    return float(np.mean(interval_score(lower, upper, true, level)) / scale)
