@@ -388,6 +388,12 @@ def test_a_huge_value_outside_the_look_back_is_refused_before_training(no_traini
         (dict(target_col="TimeLLM"), "target_col='TimeLLM' clashes with the column 'TimeLLM'"),
         (dict(id_col="cutoff"), "id_col='cutoff' clashes"),
         (dict(time_col="SeasonalNaive"), "time_col='SeasonalNaive' clashes"),
+        (dict(target_col="Naive"), "target_col='Naive' clashes with the column 'Naive'"),
+        (dict(time_col="AutoETS"), "time_col='AutoETS' clashes"),
+        (dict(id_col="model"), "id_col='model' clashes"),
+        (dict(target_col="MSTL-AutoARIMA"), "target_col='MSTL-AutoARIMA' clashes"),
+        (dict(target_col="TimeLLM-lo-80"), "target_col='TimeLLM-lo-80' clashes"),
+        (dict(time_col="MSIS-95"), "time_col='MSIS-95' clashes"),
         (dict(id_col="ds"), "id_col and time_col are both 'ds'"),
         (dict(time_col="y", wide=True), "time_col and the target column of the output are both 'y'"),
     ],
@@ -438,3 +444,51 @@ def test_a_d_ff_wider_than_the_backbone_names_the_setting():
     fc = TimeLLMForecaster(12, backbone="tiny-random-llama", **{**TINY, "d_ff": 128})
     with pytest.raises(ValueError, match="use d_ff=32 or less"):
         fc.fit(frame((80,), ("h",)))
+
+
+def test_backtest_scores_msis_per_level_and_marks_the_best(fitted):
+    from timellm.evaluation import metrics
+
+    df = frame()
+    models = ("SeasonalNaive", "Naive")
+    cv, scores = fitted.backtest(df, n_windows=2, refit=False, baselines=models, level=[80, 95])
+    table = scores.set_index(["unique_id", "model"])
+    for lv in (80, 95):
+        assert {f"MSIS-{lv}", f"best-MSIS-{lv}"} <= set(scores.columns)
+        assert scores.groupby("unique_id")[f"best-MSIS-{lv}"].sum().eq(1).all()
+        for sid, group in scores.groupby("unique_id"):
+            best = group.loc[group[f"MSIS-{lv}"].idxmin(), "model"]
+            assert table.loc[(sid, best), f"best-MSIS-{lv}"]
+    # the score by hand for one series and model: width + 2/a * misses, over the MASE scale
+    s0 = fitted.prepare(df).series[0]
+    rows = cv[cv.unique_id == "s0"]
+    scale = float(metrics.seasonal_scale(s0.values[: len(s0) - 24], 24))
+    expected = metrics.interval_score(rows["Naive-lo-80"], rows["Naive-hi-80"], rows.y, 80).mean() / scale
+    assert table.loc[("s0", "Naive"), "MSIS-80"] == pytest.approx(expected)
+    assert table.loc[("overall", "Naive"), "MSIS-80"] == pytest.approx(
+        np.mean([table.loc[(s, "Naive"), "MSIS-80"] for s in ("s0", "s1")])
+    )
+
+
+def test_a_series_named_overall_is_refused_before_any_work(fitted):
+    df = frame()
+    df.loc[df.unique_id == "s1", "unique_id"] = "overall"
+    with pytest.raises(ColumnError, match="a series is named 'overall'.*summary rows.*rename that series"):
+        fitted.backtest(df, refit=False, baselines="none")
+    assert len(fitted.cross_validation(df, refit=False)) == 24  # no summary rows there: allowed
+
+
+def test_interpolated_values_are_forecast_but_not_scored(fitted, caplog):
+    df = frame()
+    last = df.index[df.unique_id == "s0"][-3:]
+    df.loc[last[:2], "y"] = np.nan  # two of the last window's true values are missing
+    fc = TimeLLMForecaster.__new__(TimeLLMForecaster)
+    fc.__dict__.update(fitted.__dict__)
+    fc.interpolate = True
+    with caplog.at_level("WARNING", logger="timellm.forecaster"):
+        cv, scores = fc.backtest(df, refit=False, baselines=("Naive",))
+    assert "2 of 24 forecast step(s) fall on interpolated values" in caplog.text
+    rows = cv[cv.unique_id == "s0"]
+    kept = rows.iloc[:-3].index.append(rows.index[-1:])
+    mae = np.mean(np.abs(cv.loc[kept, "TimeLLM"] - cv.loc[kept, "y"]))
+    assert scores.set_index(["unique_id", "model"]).loc[("s0", "TimeLLM"), "MAE"] == pytest.approx(mae)
