@@ -1,5 +1,5 @@
-"""The package's layers: imports point one way (cli -> experiments -> forecaster -> training ->
-evaluation -> data -> model -> backbones), so the library never depends on its harness."""
+"""The package's layers: imports point one way (cli -> experiments -> forecaster -> settings ->
+training -> evaluation -> data -> model -> backbones), so the library never depends on its harness."""
 
 import ast
 from pathlib import Path
@@ -7,7 +7,17 @@ from pathlib import Path
 import timellm
 
 PACKAGE = Path(timellm.__file__).parent
-LAYERS = ["cli", "experiments", "forecaster", "training", "evaluation", "data", "model", "backbones"]
+LAYERS = [
+    "cli",
+    "experiments",
+    "forecaster",
+    "settings",
+    "training",
+    "evaluation",
+    "data",
+    "model",
+    "backbones",
+]
 
 
 def _imports(path: Path) -> list[str]:
@@ -37,6 +47,41 @@ def test_imports_point_down_the_layers():
 def test_every_layer_is_a_package_or_module_that_exists():
     for name in LAYERS:
         assert (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file(), name
+
+
+def test_the_forecast_path_never_imports_the_experiment_harness():
+    """forecast and backtest read their settings from timellm.settings: of the practitioner's
+    commands only the demo, which trains a packaged preset, reaches into timellm.experiments."""
+    harness = []
+    for path in [PACKAGE / "forecaster.py", PACKAGE / "settings.py", *(PACKAGE / "evaluation").rglob("*.py")]:
+        harness += [f"{path.name} imports {m}" for m in _imports(path) if m.startswith("timellm.experiments")]
+    tree = ast.parse((PACKAGE / "cli" / "forecast.py").read_text())
+    for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        if function.name == "cmd_demo":
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("timellm.experiments"):
+                harness.append(f"cli/forecast.py:{function.name} imports {node.module}")
+    module_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    harness += [
+        f"cli/forecast.py imports {n.module}"
+        for n in module_level
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("timellm.experiments")
+    ]
+    assert not harness, "\n".join(harness)
+
+
+def test_the_command_line_loads_without_the_harness():
+    """Building the parser (every command's options) imports nothing of timellm.experiments."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from timellm.cli.main import build_parser; build_parser(); "
+        "print(any(k.startswith('timellm.experiments') for k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def _options(parser) -> set[str]:

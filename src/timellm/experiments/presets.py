@@ -5,27 +5,18 @@ and ``run`` of the YAML files, of ``--set`` keys and of a run folder's config.ya
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import yaml
 
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.settings import SECTIONS, SettingsError, execution_dict, execution_settings, split_settings
 from timellm.training.config import TrainConfig
 
-# settings of a run that are neither model nor training settings: max_test_windows (score an evenly
-# spaced subset of the test windows) and refit (M4: once validation has chosen the epoch count,
-# train a fresh adapter on the whole training series for that many epochs and forecast with it)
-RUN_FIELDS = ("max_test_windows", "refit")
-# how the model executes, chosen per run (autocast follows the run's precision, not a setting here)
-EXECUTION_FIELDS = ("gradient_checkpointing", "attention", "compile", "compile_scope")
-SECTIONS = ("model", "train", "execution", "run")
-
-
-class PresetError(ValueError):
-    """An unknown preset or a bad override; the message lists what is known."""
+# an unknown preset is a settings error like an unknown setting: one exception for both
+PresetError = SettingsError
 
 
 @dataclass(frozen=True)
@@ -48,57 +39,6 @@ class Preset:
             {**self.run, **settings["run"]},
             execution_settings({**execution_dict(self.execution), **settings["execution"]}),
         )
-
-
-def execution_dict(execution: ExecutionSettings) -> dict[str, Any]:
-    """The settings of ``execution`` a preset or run record holds (``EXECUTION_FIELDS``)."""
-    return {name: getattr(execution, name) for name in EXECUTION_FIELDS}
-
-
-def execution_settings(values: dict[str, Any] | None) -> ExecutionSettings:
-    """``ExecutionSettings`` from a preset's or run record's ``execution`` section, checked."""
-    values = dict(values or {})
-    unknown = set(values) - set(EXECUTION_FIELDS)
-    if unknown:
-        raise PresetError(
-            f"unknown execution setting(s) {', '.join(sorted(unknown))}; known: {', '.join(EXECUTION_FIELDS)}"
-        )
-    checkpointing = values.get("gradient_checkpointing", False)
-    if not isinstance(checkpointing, bool):
-        raise PresetError(f"gradient_checkpointing must be true or false, found {checkpointing!r}")
-    try:
-        return ExecutionSettings(**values)
-    except ValueError as err:
-        raise PresetError(str(err)) from None
-
-
-def split_settings(
-    overrides: dict[str, Any], sections: tuple[str, ...] = SECTIONS
-) -> dict[str, dict[str, Any]]:
-    """``{"llm_layers": 4, "train.epochs": 2}`` -> ``{"model": {"llm_layers": 4}, "train": {"epochs": 2},
-    ...}`` with every section of ``SECTIONS``; an unknown key is an error.
-
-    A bare key is looked up in the model's, then the training's, the execution's and the run's
-    settings; a dotted key names its section. ``sections`` limits where a key may go.
-    """
-    known = {
-        "model": {f.name for f in fields(TimeLLMConfig)},
-        "train": {f.name for f in fields(TrainConfig)},
-        "execution": set(EXECUTION_FIELDS),
-        "run": set(RUN_FIELDS),
-    }
-    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    for key, value in overrides.items():
-        section, _, name = key.rpartition(".")
-        target = next(
-            (s for s in sections if section in ("", s) and name in known[s]),
-            None,
-        )
-        if target is None:
-            names = sorted(set().union(*(known[s] for s in sections)))
-            raise PresetError(f"unknown setting {key!r}; known settings: {', '.join(names)}")
-        out[target][name] = value
-    return out
 
 
 def _merge(base: dict, extra: dict | None) -> dict:
@@ -210,20 +150,3 @@ def get_preset(name: str) -> Preset:
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise PresetError(f"unknown preset {name!r}.{hint} List them with `timellm presets`.")
     return presets[name]
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["llm_layers=4", "train.epochs=2"]`` -> ``{"llm_layers": 4, "train.epochs": 2}`` (YAML values)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise PresetError(f"a setting is key=value, found {pair!r}")
-        parsed = yaml.safe_load(value) if value.strip() else None
-        if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
-            parsed = float(parsed)  # YAML 1.1 reads 1e-3 (no dot, no sign) as a string
-        out[key.strip()] = parsed
-    return out
-
-
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -33,12 +33,13 @@ from timellm.data.m4 import (
 from timellm.evaluation.baselines import DLinear, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.m4 import score_m4
 from timellm.experiments.folders import RunFolder
-from timellm.experiments.presets import Preset, execution_dict, get_preset
+from timellm.experiments.presets import Preset, get_preset
 from timellm.experiments.runs import train_and_test
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
+from timellm.settings import execution_dict
 from timellm.training.loop import fit, seed_everything
 
 logger = logging.getLogger(__name__)

@@ -29,10 +29,11 @@ from timellm.experiments.folders import (
     RunFolder,
     read_run_record,
 )
-from timellm.experiments.presets import Preset, execution_dict, execution_settings
+from timellm.experiments.presets import Preset
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
+from timellm.settings import execution_dict, execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
 from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precision, seed_everything
 
