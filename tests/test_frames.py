@@ -180,7 +180,9 @@ def test_season_length_follows_the_frequency():
     from pandas.tseries.frequencies import to_offset
 
     expected = {"h": 24, "15min": 96, "D": 7, "W-SUN": 52, "MS": 12, "QS-OCT": 4, "YE-DEC": 1, "2h": 12}
+    expected.update({"7min": 1, "5h": 1, "24h": 1})  # no whole number of steps in a day: no season
     assert {f: season_length(to_offset(f)) for f in expected} == expected
+    assert season_length(pd.DateOffset(months=1)) == 12 and season_length(pd.DateOffset(months=5)) == 1
     assert season_length(1) == 1
 
 
@@ -321,3 +323,52 @@ def test_max_seq_len_counts_validation_and_windows():
     # every series holds 3 windows (span 6 + 2 x 1); before the first cutoff one trains with 30 validation steps
     assert max_seq_len([120, 100], 6, 6, n_windows=3, step_size=1) == 100 - 8
     assert max_seq_len([120, 100], 6, 30, n_windows=3, step_size=1) == 120 - 8 - 30 - 6
+
+
+def test_monthly_data_dated_mid_month_is_monthly_not_half_monthly(caplog):
+    ds = pd.date_range("2010-01-01", periods=120, freq="MS") + pd.Timedelta(days=14)  # the 15th
+    frame = pd.DataFrame({"ds": ds, "y": np.arange(120.0)})
+    with caplog.at_level("WARNING", logger="timellm"):
+        series = prepare_series(frame, interpolate=True).series[0]
+    assert len(series) == 120 and "interpolat" not in caplog.text  # nothing invented
+    assert season_length(series.freq) == 12
+    future = series.future(12)
+    assert list(future) == list(pd.date_range("2020-01-01", periods=12, freq="MS") + pd.Timedelta(days=14))
+    # one month missing: refused, or filled as one month (not as 120 half-months)
+    gappy = frame.drop(index=50)
+    with pytest.raises(TimestampError, match="1 timestamp\\(s\\) missing"):
+        prepare_series(gappy)
+    filled = prepare_series(gappy, interpolate=True).series[0]
+    assert (
+        len(filled) == 120
+        and filled.timestamps[50] == ds[50]
+        and filled.values[50] == pytest.approx(50, abs=0.1)
+    )
+    quarterly = pd.DataFrame({"ds": ds[::3], "y": np.arange(40.0)})
+    assert season_length(prepare_series(quarterly).series[0].freq) == 4
+
+
+def test_magnitudes_too_small_to_standardise_are_refused():
+    frame = long_frame()
+    frame["y"] = (frame["y"] + 1) * 1e-199
+    with pytest.raises(ValueDataError, match="no larger than .*e-19. in magnitude.*rescale the series"):
+        prepare_series(frame)
+    frame["y"] = (long_frame()["y"] + 1) * 1e-140  # small, but its statistics stay finite and non-zero
+    assert np.std(prepare_series(frame).series[0].values) > 0
+    frame["y"] = 0.0  # a constant zero series has nothing to standardise: allowed
+    assert prepare_series(frame).series[0].values.max() == 0
+
+
+def test_daily_data_across_a_daylight_saving_change_keeps_its_local_dates():
+    days = pd.date_range("2024-03-25", periods=14, freq="D", tz="Europe/Berlin")
+    frame = pd.DataFrame({"ds": [t.isoformat() for t in days], "y": np.arange(14.0)})
+    series = prepare_series(frame).series[0]
+    assert series.freq_name == "D" and series.timestamps[-1] == pd.Timestamp("2024-04-07")
+
+
+def test_a_period_typed_time_column_is_read_as_the_periods_starts():
+    frame = pd.DataFrame({"ds": pd.period_range("2020-01", periods=30, freq="M"), "y": np.arange(30.0)})
+    series = prepare_series(frame).series[0]
+    assert series.timestamps[0] == pd.Timestamp("2020-01-01") and season_length(series.freq) == 12
+    quarters = pd.DataFrame({"ds": pd.period_range("2020Q1", periods=9, freq="Q"), "y": np.arange(9.0)})
+    assert season_length(prepare_series(quarters).series[0].freq) == 4

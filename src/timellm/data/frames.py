@@ -54,6 +54,7 @@ __all__ = [
     "ValueDataError",
     "check_output_path",
     "check_table_path",
+    "infer_frequency",
     "max_seq_len",
     "prepare_series",
     "read_table",
@@ -78,6 +79,9 @@ MAX_LISTED = 5  # rows or values quoted in one error message
 # Each series is standardised with its mean and standard deviation in float64: the squared
 # deviations must stay finite (float64 ends at 1.8e308) for series of up to 1e8 rows.
 MAX_ABS_VALUE = 1e150
+# ... and the squared deviations of a series must not underflow (float64's smallest normal number
+# is 2.2e-308): a series whose largest magnitude is below this cannot be standardised either
+MIN_ABS_VALUE = 1e-150
 # pandas' default markers of a missing cell (read_csv's documentation), kept for every column but ids
 MISSING_MARKERS = (
     *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
@@ -469,6 +473,15 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
         )
     if pd.api.types.is_datetime64_any_dtype(ds):
         return pd.DatetimeIndex(ds)
+    periods = ds.map(lambda v: isinstance(v, pd.Period)).to_numpy(dtype=bool)
+    if periods.all():  # pandas Periods (a PeriodIndex's values): each period's first instant
+        try:
+            return pd.PeriodIndex(ds.to_numpy()).to_timestamp(how="start")
+        except (ValueError, TypeError) as err:  # periods of several frequencies
+            raise TimestampError(
+                f"series {sid!r}: {column} holds pandas Periods that cannot be read as one grid ({err}); "
+                "convert them with .dt.to_timestamp() to dates of one frequency"
+            ) from None
     try:
         times = _to_datetime(ds)
         # pandas 2 (statsforecast needs pandas < 3) returns timestamps of several offsets as objects,
@@ -490,6 +503,17 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
             ) from None
         times = _to_datetime(ds, utc=True)
         offsets = ", ".join(sorted(set(text.str.extract(f"({OFFSET_SUFFIX})", expand=False).dropna()))[:4])
+        local = _to_datetime(text.str.replace(OFFSET_SUFFIX, "", regex=True))  # the wall-clock times
+        if _regular(local) and not _regular(times):
+            # daily (or coarser) data across a daylight-saving change: regular on the local calendar,
+            # not in UTC (a day of 23 or 25 hours); the dates are what the data means
+            logger.info(
+                "series %r: timestamps have several UTC offsets (%s); kept their local times, which are "
+                "regular (in UTC they are not, across a daylight-saving change)",
+                sid,
+                offsets,
+            )
+            return pd.DatetimeIndex(local)
         logger.info(
             "series %r: timestamps have several UTC offsets (%s); converted them to UTC", sid, offsets
         )
@@ -510,6 +534,12 @@ def _parse_times(ds: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
             "or integer steps"
         )
     return pd.DatetimeIndex(times)
+
+
+def _regular(times: pd.Series) -> bool:
+    """Whether parsed timestamps lie on one frequency (sorted, without gaps)."""
+    index = pd.DatetimeIndex(times.dropna()).sort_values()
+    return len(index) == len(times) and not index.has_duplicates and infer_frequency(index) is not None
 
 
 def _to_datetime(ds: pd.Series, utc: bool = False) -> pd.Series:
@@ -552,6 +582,14 @@ def _parse_values(y: pd.Series, rows: np.ndarray, sid: Any, fmt: FrameFormat) ->
             "deviation that standardise a series overflow: rescale the series (divide it by a power "
             "of ten), or correct the values if they are errors"
         )
+    finite = values[np.isfinite(values)]
+    largest = float(np.abs(finite).max(initial=0.0))
+    if 0 < largest < MIN_ABS_VALUE:
+        raise ValueDataError(
+            f"series {sid!r}: {column} has values no larger than {largest:.3g} in magnitude; expected "
+            f"magnitudes of at least {MIN_ABS_VALUE:.0e} somewhere in the series, below which the variance "
+            "that standardises it underflows to zero: rescale the series (multiply it by a power of ten)"
+        )
     return values
 
 
@@ -574,7 +612,7 @@ def _regular_series(sid: Any, times: pd.Index, y: np.ndarray, rows: np.ndarray, 
             "expected one row per series and time step (aggregate the duplicates, or give each series its own id)"
         )
 
-    freq = _infer_frequency(times)
+    freq = infer_frequency(times)
     if freq is None:
         step, grid = _gap_grid(times)
         if grid is None:
@@ -623,7 +661,7 @@ def _step_text(step: Any) -> str:
     return text if text[0].isdigit() else "1" + text
 
 
-def _infer_frequency(times: pd.Index) -> Any:
+def infer_frequency(times: pd.Index) -> Any:
     """The grid's step: a pandas offset for datetimes, an int for integer steps; None if irregular."""
     if len(times) < 2:
         return None
@@ -635,7 +673,22 @@ def _infer_frequency(times: pd.Index) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas 3 announces a future return type; to_offset takes both
         inferred = pd.infer_freq(times)
-    return None if inferred is None else to_offset(inferred)
+    if inferred is not None:
+        return to_offset(inferred)
+    months = _month_steps(times)
+    if months is not None and len(np.unique(np.diff(months))) == 1 and months[1] > months[0]:
+        return pd.DateOffset(months=int(months[1] - months[0]))
+    return None
+
+
+def _month_steps(times: pd.DatetimeIndex) -> np.ndarray | None:
+    """Months since year 0 of each timestamp when all fall on one day of the month (up to the
+    28th) at one time of day, the calendar of monthly data dated mid-month; else None."""
+    if len(times) < 2 or times[0].day > 28:
+        return None
+    if not (times.day == times[0].day).all() or not (times.time == times[0].time()).all():
+        return None
+    return np.asarray(times.year, dtype=np.int64) * 12 + np.asarray(times.month, dtype=np.int64) - 1
 
 
 def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
@@ -665,12 +718,49 @@ def _gap_grid(times: pd.Index) -> tuple[Any, pd.Index | None]:
     return step, pd.Index(np.arange(times[0], times[-1] + step, step))
 
 
-CALENDAR_STEPS = ("YS", "YE", "QS", "QE", "MS", "ME", "SMS", "SME", "B")  # coarsest first
+MONTHS_FROM_ANY_DAY = "months"  # months counted from the day of the first timestamp (the 15th, ...)
+CALENDAR_STEPS = (
+    "YS",
+    "YE",
+    "QS",
+    "QE",
+    "MS",
+    "ME",
+    MONTHS_FROM_ANY_DAY,
+    "SMS",
+    "SME",
+    "B",
+)  # coarsest first
+
+
+def _month_grid(times: pd.DatetimeIndex) -> tuple[Any, pd.Index | None]:
+    """A grid of whole months from the first timestamp's day, holding every timestamp; else (None, None)."""
+    months = _month_steps(times)
+    if months is None:
+        return None, None
+    step = int(np.gcd.reduce(np.diff(months)))
+    if step <= 0:
+        return None, None
+    offset = pd.DateOffset(months=step)
+    grid = pd.date_range(times[0], times[-1], freq=offset)
+    if len(grid) <= 2 * len(times) and times.isin(grid).all():
+        return offset, grid
+    return None, None
 
 
 def _calendar_grid(times: pd.DatetimeIndex) -> tuple[Any, pd.Index | None]:
-    """The coarsest calendar grid holding every timestamp with at most as many gaps as observations."""
+    """The coarsest calendar grid holding every timestamp with at most as many gaps as observations.
+
+    Monthly data dated on another day than the first or last (the 15th, say) lies on a grid of
+    months from that day, tried before the half-monthly grids, which would hold it too but with
+    every other step missing.
+    """
     for name in CALENDAR_STEPS:
+        if name == MONTHS_FROM_ANY_DAY:
+            offset, grid = _month_grid(times)
+            if grid is not None:
+                return offset, grid
+            continue
         offset = to_offset(name)
         if not all(offset.is_on_offset(t) for t in times[:: max(len(times) // 64, 1)]):
             continue
@@ -722,15 +812,19 @@ def max_seq_len(
 def season_length(freq: Any) -> int:
     """The usual seasonal period for a frequency: a day of hours/minutes, a week of days, a year of months.
 
-    Integer steps have no known calendar: 1 (the naive forecast).
+    Integer steps have no known calendar, nor steps that do not divide a day (7 minutes): 1 (the
+    naive forecast). This is the one season rule: :mod:`timellm.data.sources` uses it too.
     """
     if not isinstance(freq, pd.offsets.BaseOffset):
         return 1
+    if type(freq) is pd.DateOffset:  # months from a day other than the first or last (monthly on the 15th)
+        months = int(freq.kwds.get("months", 0)) + 12 * int(freq.kwds.get("years", 0))
+        return 12 // months if months > 0 and 12 % months == 0 else 1
     code = freq.rule_code.split("-")[0].upper()
     n = max(int(freq.n), 1)
     per_day = {"H": 24, "T": 24 * 60, "MIN": 24 * 60, "S": 24 * 3600}
-    if code in per_day:
-        return max(per_day[code] // n, 1)
+    if code in per_day:  # a day of steps, where a day is a whole number of them
+        return per_day[code] // n if per_day[code] % n == 0 and per_day[code] > n else 1
     table = {"D": 7, "B": 5, "C": 5, "W": 52, "M": 12, "MS": 12, "ME": 12, "BM": 12, "BMS": 12, "SM": 24}
     table.update({"SMS": 24, "BME": 12, "Q": 4, "QS": 4, "QE": 4, "BQ": 4, "BQS": 4, "BQE": 4})
     if code in table:

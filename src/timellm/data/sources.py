@@ -24,7 +24,7 @@ import pandas as pd
 
 from timellm.data.benchmarks import Splits, load_splits, standardised_splits
 from timellm.data.errors import ColumnError, DataError, TimestampError
-from timellm.data.frames import FrameFormat, prepare_series, read_table
+from timellm.data.frames import FrameFormat, infer_frequency, prepare_series, read_table, season_length
 
 
 @dataclass(frozen=True)
@@ -70,32 +70,15 @@ class DataSource:
         return cls(**data)
 
 
-# steps per "day-like" season for the seasonal-naive reference, by the median spacing of the rows
-_PERIODS = [
-    (pd.Timedelta(minutes=1), 1440),
-    (pd.Timedelta(minutes=5), 288),
-    (pd.Timedelta(minutes=10), 144),
-    (pd.Timedelta(minutes=15), 96),
-    (pd.Timedelta(minutes=30), 48),
-    (pd.Timedelta(hours=1), 24),
-    (pd.Timedelta(days=1), 7),
-    (pd.Timedelta(weeks=1), 52),
-]
-
-
 def infer_period(times: pd.Series) -> int | None:
-    """The seasonal period implied by the rows' spacing (hourly: 24, daily: 7, ...), or None."""
-    step = times.sort_values().diff().median()
-    if pd.isna(step):
-        return None
-    for spacing, period in _PERIODS:
-        if step == spacing:
-            return period
-    if pd.Timedelta(days=28) <= step <= pd.Timedelta(days=31):
-        return 12
-    if pd.Timedelta(days=89) <= step <= pd.Timedelta(days=92):
-        return 4
-    return None
+    """The seasonal period of the rows' frequency (hourly: 24, daily: 7, ...), or None without one.
+
+    The rule of :func:`timellm.data.frames.season_length`, the one every command uses.
+    """
+    index = pd.DatetimeIndex(times.dropna()).sort_values()
+    freq = infer_frequency(index)
+    period = season_length(freq) if freq is not None else 1
+    return period if period > 1 else None
 
 
 ROW_STEP = "__row__"  # the time column of a wide file without one: the rows' positions
