@@ -10,14 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import tiny_config
 from timellm import TimeLLM
-from timellm.experiments.speed import (
-    TRAIN_ROWS,
-    RunSpec,
-    etth1_windows,
-    fast_path_flops,
-    plain_path_flops,
-    run_one,
-)
+from timellm.experiments.flops import fast_path_flops, plain_path_flops
+from timellm.experiments.measure import TRAIN_ROWS, RunSpec, etth1_windows, run_one
 from timellm.model.config import ExecutionSettings
 from timellm.model.layers import revin_normalize
 
@@ -125,7 +119,7 @@ def test_one_configuration_is_measured(etth1_like, path, attention, fused_adam):
 
 
 def test_the_ladders_released_reprogramming_computes_what_ours_does(etth1_like):
-    from timellm.experiments.speed import _build_model
+    from timellm.experiments.measure import _build_model
 
     spec = tiny_spec(etth1_like, path="plain", mode="infer", steps=1)
     x = torch.randn(3, 48, 2)
@@ -141,9 +135,9 @@ def test_the_ladders_released_reprogramming_computes_what_ours_does(etth1_like):
 
 
 def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_batches(etth1_like, tmp_path):
-    from timellm.experiments.speed import report, speed_benchmark
+    from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
 
-    frame = speed_benchmark(
+    settings = SpeedSettings(
         backbone="tiny-random-llama",
         layers=2,
         batch=4,
@@ -165,6 +159,7 @@ def test_the_benchmark_runs_each_configuration_in_a_child_and_sweeps_inference_b
         model_changes={"d_ff": 16, "d_model": 8, "num_prototypes": 20},
         out=tmp_path / "speed.csv",
     )
+    frame = speed_benchmark(settings)
     assert list(frame["path"]) == ["plain", "fast"] and (frame["series_per_s"] > 0).all()
     assert frame.loc[frame.path == "fast", "attn_implementation"].item() == "timellm_grouped"
     sizes = pd.read_csv(tmp_path / "speed_batches.csv")

@@ -242,7 +242,7 @@ def test_a_zero_head_forecasts_the_normalisations_centre(normalization):
 
 
 def test_reprogramming_matches_the_released_formula():
-    from timellm.experiments.speed import released_attention, released_reprogramming
+    from timellm.experiments.measure import released_attention, released_reprogramming
     from timellm.model.layers import Reprogramming
 
     torch.manual_seed(0)

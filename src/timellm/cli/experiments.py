@@ -510,19 +510,19 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from timellm.experiments.speed import report, speed_benchmark
+    from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
 
-    frame = speed_benchmark(
+    settings = SpeedSettings(
         backbone=args.backbone,
         layers=args.layers,
         batch=args.batch,
         steps=args.steps,
         infer_steps=args.infer_steps,
         warmup=args.warmup,
-        dtypes=args.dtypes,
-        paths=args.paths,
-        modes=args.modes,
-        mallocs=args.malloc,
+        dtypes=None if args.dtypes is None else tuple(args.dtypes),
+        paths=tuple(args.paths),
+        modes=tuple(args.modes),
+        mallocs=tuple(args.malloc),
         threads=args.threads,
         data=args.data,
         breakdown=not args.no_breakdown,
@@ -532,11 +532,11 @@ def cmd_bench(args) -> int:
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,
         compile_scope=args.compile_scope,
-        infer_batches=args.infer_batches,
+        infer_batches=tuple(args.infer_batches),
         profile=args.profile,
         out=args.out,
     )
-    print(report(frame))  # the tables are the product of this command
+    print(report(speed_benchmark(settings)))  # the tables are the product of this command
     return 0
 
 
