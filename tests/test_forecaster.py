@@ -492,3 +492,69 @@ def test_interpolated_values_are_forecast_but_not_scored(fitted, caplog):
     kept = rows.iloc[:-3].index.append(rows.index[-1:])
     mae = np.mean(np.abs(cv.loc[kept, "TimeLLM"] - cv.loc[kept, "y"]))
     assert scores.set_index(["unique_id", "model"]).loc[("s0", "TimeLLM"), "MAE"] == pytest.approx(mae)
+
+
+def _edit(path, change):
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(change(record)))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: {**c, "llm_layers": 4}, "config.json was changed after the adapter was saved"),
+        (
+            lambda c: {**c, "backbone": "tiny-random-gpt2"},
+            "config.json was changed after the adapter was saved",
+        ),
+        (lambda c: None, "config.json was changed"),
+    ],
+)
+def test_a_hand_edited_config_is_refused_by_its_checksum(fitted, tmp_path, change, expected):
+    fitted.save_pretrained(tmp_path / "adapter")
+    _edit(tmp_path / "adapter" / "config.json", change)
+    with pytest.raises(AdapterLoadError, match=expected):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+
+
+def test_a_config_unlike_the_weights_is_refused_without_a_forecaster_file(fitted, tmp_path):
+    fitted.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "forecaster.json").unlink()  # a bare model folder: no checksums
+    _edit(tmp_path / "adapter" / "config.json", lambda c: {**c, "llm_layers": 4})
+    with pytest.raises(
+        AdapterLoadError, match="does not match the model its weights .*llm_layers: 4 in config"
+    ):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "config.json").write_text("null")
+    with pytest.raises(AdapterLoadError, match="must hold a JSON object of settings, found NoneType"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            lambda r: {**r, "calibration": {"a": 1}},
+            "'calibration' must be null or a list of score rows of 12",
+        ),
+        (
+            lambda r: {**r, "calibration": [[-v for v in row] for row in r["calibration"]]},
+            "'calibration' holds negative scores",
+        ),
+        (lambda r: {**r, "calibration": [["x"] * 12]}, "'calibration' must be rows of numbers"),
+        (lambda r: {**r, "columns": None}, "'columns' must be an object"),
+        (lambda r: {**r, "columns": {"id_col": 3}}, "columns.id_col must be a column name"),
+        (lambda r: {**r, "interpolate": "yes"}, "'interpolate' must be true or false"),
+        (lambda r: {**r, "val_size": 2}, "'val_size' must be null or an integer of at least the horizon 12"),
+        (lambda r: {**r, "max_steps": 0}, "'max_steps' must be null or a positive integer"),
+        (lambda r: {**r, "horizon": 24}, "'horizon' must be 12, as in config.json"),
+        (lambda r: {**r, "train": []}, "'train' must be an object"),
+        (lambda r: {**r, "checksums": "x"}, "'checksums' must map file names to sha256"),
+        (lambda r: [r], "must hold a JSON object"),
+    ],
+)
+def test_every_field_of_a_saved_forecaster_is_checked(fitted, tmp_path, change, expected):
+    fitted.save_pretrained(tmp_path / "adapter")
+    _edit(tmp_path / "adapter" / "forecaster.json", change)
+    with pytest.raises(AdapterLoadError, match=expected):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")

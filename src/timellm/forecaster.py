@@ -86,8 +86,14 @@ from timellm.evaluation.statistical import (
     parse_baselines,
 )
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
-from timellm.model.modeling import CONFIG_FILE, AdapterLoadError, TimeLLM
+from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
+from timellm.training.checkpoint import (
+    check_config_matches_weights,
+    folder_checksums,
+    read_json_object,
+    verify_checksums,
+)
 from timellm.training.config import split_legacy_execution
 from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
 
@@ -109,6 +115,8 @@ FORECASTER_KEYS = frozenset(
         "max_steps",
         "train",
         "calibration",
+        "calibration_constant",
+        "checksums",
     }
 )
 
@@ -511,6 +519,9 @@ class TimeLLMForecaster:
         }
         if self.calibration is not None:  # the conformity scores: intervals after loading, no retraining
             record["calibration"] = self.calibration.tolist()
+            record["calibration_constant"] = self.calibration_constant
+        # what was written is what from_pretrained reads: a file edited afterwards is refused
+        record["checksums"] = folder_checksums(directory, [CONFIG_FILE, ADAPTER_FILE])
         (directory / FORECASTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 
@@ -534,7 +545,25 @@ class TimeLLMForecaster:
                 f"{directory} is not an adapter folder: it holds no {CONFIG_FILE} "
                 "(save one with save_pretrained)"
             )
-        config = TimeLLMConfig.load(directory / CONFIG_FILE)
+        config_path = directory / CONFIG_FILE
+        record_path = directory / FORECASTER_FILE
+        record: dict[str, Any] = {}
+        if record_path.is_file():
+            record = read_json_object(record_path, "forecaster file", AdapterLoadError)
+            if record.get("format") != FORECASTER_FORMAT:
+                raise AdapterLoadError(
+                    f"{record_path} is not a timellm forecaster file (no format {FORECASTER_FORMAT!r})"
+                )
+            check_known_keys(record, FORECASTER_KEYS, record_path, AdapterLoadError)
+            if "checksums" in record:
+                verify_checksums(directory, record["checksums"], record_path, AdapterLoadError)
+        config_data = read_json_object(config_path, "adapter config", AdapterLoadError)
+        try:
+            config = TimeLLMConfig.from_dict(config_data)
+        except (ValueError, TypeError) as err:
+            raise AdapterLoadError(f"adapter config {config_path}: {err}") from None
+        if (directory / ADAPTER_FILE).is_file():
+            check_config_matches_weights(config_data, config_path, directory / ADAPTER_FILE, AdapterLoadError)
         wrong = []
         if horizon is not None and horizon != config.pred_len:
             _check_positive("horizon", horizon)
@@ -549,21 +578,13 @@ class TimeLLMForecaster:
                 f"its own look-back; ask for horizon={config.pred_len} and "
                 "leave the look-back out, or train a new adapter"
             )
-        record: dict[str, Any] = {}
-        if (directory / FORECASTER_FILE).is_file():
-            try:
-                record = json.loads((directory / FORECASTER_FILE).read_text())
-            except json.JSONDecodeError as err:
-                raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not valid JSON: {err}") from None
-            if not isinstance(record, dict) or record.get("format") != FORECASTER_FORMAT:
-                raise AdapterLoadError(f"{directory / FORECASTER_FILE} is not a timellm forecaster file")
-            check_known_keys(record, FORECASTER_KEYS, directory / FORECASTER_FILE, AdapterLoadError)
+        _check_record(record, config, record_path)
         # earlier versions saved the execution settings among the training settings: not saved now
         saved_train, _ = split_legacy_execution(record.get("train", {}))
         try:
             train = TrainConfig.from_dict(saved_train)
-        except ValueError as err:
-            raise AdapterLoadError(f"{directory / FORECASTER_FILE}: {err}") from None
+        except (ValueError, TypeError) as err:
+            raise AdapterLoadError(f"{record_path}: 'train': {err}") from None
         forecaster = cls(
             config.pred_len,
             config=config,
@@ -578,6 +599,7 @@ class TimeLLMForecaster:
             forecaster.calibration = np.asarray(record["calibration"], dtype=np.float64).reshape(
                 -1, config.pred_len
             )
+            forecaster.calibration_constant = record.get("calibration_constant", 0)
         return forecaster
 
     # -------------------------------------------------------------------------------------------
@@ -895,6 +917,58 @@ def _scaling(values: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of a series part; a constant part gets std 1."""
     mean, std = float(np.mean(values)), float(np.std(values))
     return mean, std if std > 0 else 1.0
+
+
+def _check_record(record: dict[str, Any], config: TimeLLMConfig, path: Path) -> None:
+    """Every field of a forecaster file, checked against its type and the adapter's config."""
+
+    def refuse(field: str, expected: str) -> None:
+        raise AdapterLoadError(f"{path}: {field!r} must be {expected}, found {record[field]!r:.80}")
+
+    if record.get("version", FORECASTER_VERSION) != FORECASTER_VERSION:
+        raise AdapterLoadError(
+            f"{path} has format version {record['version']!r}; this timellm reads version {FORECASTER_VERSION}"
+        )
+    for field, value in (("horizon", config.pred_len), ("seq_len", config.seq_len)):
+        if field in record and record[field] != value:
+            refuse(field, f"{value}, as in {CONFIG_FILE}")
+    columns = record.get("columns", {})
+    if not isinstance(columns, dict) or set(columns) - {"id_col", "time_col", "target_col", "wide"}:
+        raise AdapterLoadError(
+            f"{path}: 'columns' must be an object of id_col, time_col, target_col and wide, found {columns!r:.80}"
+        )
+    for name, value in columns.items():
+        if name == "wide" and not isinstance(value, bool):
+            raise AdapterLoadError(f"{path}: columns.wide must be true or false, found {value!r}")
+        if name != "wide" and (not isinstance(value, str) or not value):
+            raise AdapterLoadError(f"{path}: columns.{name} must be a column name (text), found {value!r}")
+    if "interpolate" in record and not isinstance(record["interpolate"], bool):
+        refuse("interpolate", "true or false")
+    if record.get("val_size") is not None and (
+        not _is_int(record["val_size"]) or record["val_size"] < config.pred_len
+    ):
+        refuse("val_size", f"null or an integer of at least the horizon {config.pred_len}")
+    if record.get("max_steps") is not None and (not _is_int(record["max_steps"]) or record["max_steps"] < 1):
+        refuse("max_steps", "null or a positive integer")
+    if "train" in record and not isinstance(record["train"], dict):
+        refuse("train", "an object of training settings")
+    if not _is_int(record.get("calibration_constant", 0)) or record.get("calibration_constant", 0) < 0:
+        refuse("calibration_constant", "a count of windows (an integer of at least 0)")
+    scores = record.get("calibration")
+    if scores is None:
+        return
+    h = config.pred_len
+    if not isinstance(scores, list) or not all(isinstance(row, list) and len(row) == h for row in scores):
+        refuse("calibration", f"null or a list of score rows of {h} numbers each (one per horizon step)")
+    numbers = [v for row in scores for v in row]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        refuse("calibration", "rows of numbers")
+    array = np.asarray(numbers, dtype=np.float64)
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise AdapterLoadError(
+            f"{path}: 'calibration' holds {'negative' if (array < 0).any() else 'non-finite'} scores; "
+            "conformity scores are absolute errors over a spread, finite and at least 0: fit the forecaster again"
+        )
 
 
 def _is_int(value: Any) -> bool:

@@ -432,3 +432,92 @@ def _load_optimizer(adam: torch.optim.Optimizer, saved: Checkpoint, state: dict[
         adam.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"checkpoint file {path} does not fit this optimiser: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# saved adapter folders (save_pretrained): what was written is what is read
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_checksums(directory: Path, names: list[str]) -> dict[str, str]:
+    """The sha256 of each named file of a folder, to record beside them at save time."""
+    return {name: file_digest(directory / name) for name in names}
+
+
+def verify_checksums(directory: Path, checksums: Any, record: Path, error: type[Exception]) -> None:
+    """Refuse a folder whose files differ from the sha256 recorded in ``record`` when it was saved."""
+    if not isinstance(checksums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in checksums.items()
+    ):
+        raise error(f"{record}: 'checksums' must map file names to sha256 hex digests, found {checksums!r}")
+    for name, expected in checksums.items():
+        path = directory / name
+        if not path.is_file():
+            raise error(
+                f"adapter folder {directory} lacks {name}, which was saved with it (listed in {record})"
+            )
+        if file_digest(path) != expected:
+            raise error(
+                f"{path} was changed after the adapter was saved (its sha256 differs from the one in "
+                f"{record}): restore the file as saved, or train a new adapter"
+            )
+
+
+def read_json_object(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """A JSON file that must hold one object (a mapping), with a one-line error otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {what} {path}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{what} {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise error(
+            f"{what} {path} must hold a JSON object of settings, found {type(data).__name__}: {data!r:.60}"
+        )
+    return data
+
+
+def saved_weights_config(path: Path) -> dict[str, Any] | None:
+    """The model config written into a safetensors file's metadata at save time, or None if none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, SafetensorError):
+        return None  # the weights' own loader reports unreadable files
+    try:
+        config = json.loads(metadata.get("config", "null"))
+    except json.JSONDecodeError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def check_config_matches_weights(config: dict[str, Any], config_path: Path, weights: Path, error) -> None:
+    """Refuse a ``config.json`` that differs from the config its weights were saved with.
+
+    The adapter's weights carry their model config in their metadata: a config edited afterwards
+    (another backbone, another ``llm_layers``) would rebuild another model around the same weights
+    and forecast wrongly without any shape mismatch to show it.
+    """
+    saved = saved_weights_config(weights)
+    if saved is None:
+        return
+    keys = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    if keys:
+        shown = "; ".join(
+            f"{k}: {config.get(k)!r} in {config_path.name}, {saved.get(k)!r} there" for k in keys[:4]
+        )
+        raise error(
+            f"{config_path} does not match the model its weights {weights.name} were saved with ({shown}): "
+            "restore the saved config.json, or train a new adapter"
+        )
