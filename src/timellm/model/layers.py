@@ -112,6 +112,9 @@ class TextPrototypes(nn.Module):
 
     def forward(self, word_embeddings: torch.Tensor) -> torch.Tensor:
         """(V, D) -> (V', D)."""
+        if not torch.is_autocast_enabled(word_embeddings.device.type):
+            # a vocabulary stored narrower (weights=bf16) in a run that computes in fp32
+            word_embeddings = word_embeddings.to(self.mapping.weight.dtype)
         return self.mapping(word_embeddings.T).T
 
 

@@ -7,6 +7,7 @@ with shared weights, so the model works on S = B*N univariate series. P patches,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -44,6 +45,7 @@ from timellm.model.layers import (
     patchify,
     revin_denormalize,
 )
+from timellm.model.memory import plan_storage
 from timellm.model.precision import resolve_precision
 from timellm.model.prompt import (
     StatisticsTokenizer,
@@ -68,8 +70,9 @@ class AdapterLoadError(ValueError):
 class TimeLLM(nn.Module):
     """A frozen language model reprogrammed to forecast: ``forward(past_values) -> forecasts``.
 
-    ``execution`` says how to run (autocast, gradient checkpointing); it may be replaced at any
-    time and is never saved. ``config.fast_path`` caches what is exact to cache (see
+    ``execution`` says how to run (autocast, gradient checkpointing, the frozen weights' storage);
+    it may be replaced at any time and is never saved; its ``weights=auto`` stores the frozen LLM
+    in what ``precision`` (the run's: auto, fp32, bf16, fp16) computes in on this machine. ``config.fast_path`` caches what is exact to cache (see
     :mod:`timellm.model.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
     """
 
@@ -78,6 +81,7 @@ class TimeLLM(nn.Module):
         config: TimeLLMConfig,
         backbone: Backbone | None = None,
         execution: ExecutionSettings | None = None,
+        precision: str = "auto",
     ):
         super().__init__()
         self.config = config
@@ -112,7 +116,7 @@ class TimeLLM(nn.Module):
             return
 
         if backbone is None:
-            backbone = _load_backbone_for(c, c.llm_layers)
+            backbone = _load_backbone_for(c, c.llm_layers, self.execution, precision)
         else:
             check_backbone_matches(c, backbone)
         d_llm = backbone.hidden_size
@@ -460,12 +464,20 @@ def _same_spec(a: str, b: str) -> bool:
     return path_a.exists() and path_b.exists() and path_a.resolve() == path_b.resolve()
 
 
-def _load_backbone_for(config: TimeLLMConfig, layers: int | None) -> Backbone:
+def _load_backbone_for(
+    config: TimeLLMConfig, layers: int | None, execution: ExecutionSettings, precision: str = "auto"
+) -> Backbone:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights, _ = plan_storage(dataclasses.replace(config, llm_layers=layers), execution, precision, device)
     if config.llm == "random":
         # a fixed seed, so that a saved random-LLM adapter reloads onto the very same random LLM
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return load_backbone(
-                config.backbone, layers, random_init=True, trust_remote_code=config.trust_remote_code
+                config.backbone,
+                layers,
+                random_init=True,
+                trust_remote_code=config.trust_remote_code,
+                weights=weights,
             )
-    return load_backbone(config.backbone, layers, trust_remote_code=config.trust_remote_code)
+    return load_backbone(config.backbone, layers, trust_remote_code=config.trust_remote_code, weights=weights)

@@ -123,3 +123,50 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         if reason is not None:
             _warn_once(precision, device.type, reason)
     return precision
+
+
+# --------------------------------------------------------------------------------------------
+# the frozen LLM's storage dtype (ExecutionSettings.weights)
+
+WEIGHTS = ("auto", "fp32", "bf16", "fp16", "int8")
+# bytes per frozen parameter in each storage (int8: torchao's int8 values; its per-row scales are
+# counted apart, see timellm.model.memory)
+STORAGE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+
+
+def resolve_weights(
+    weights: str,
+    precision: str,
+    device: torch.device | str,
+    fp32_bytes: int | None = None,
+    available_bytes: int | None = None,
+) -> str:
+    """The storage of the frozen LLM's weights: ``weights`` unless it is ``auto``.
+
+    ``auto`` stores them in the precision the run computes in (``precision`` resolved on
+    ``device``): bf16 (fp16) where it autocasts to bf16 (fp16), fp32 elsewhere. Where fp32 compute
+    is chosen but fp32 weights (``fp32_bytes``) would not fit in ``available_bytes``, it stores
+    bf16 and computes fp32 (each layer's weights upcast as it runs), and says so in one log line.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; found {weights!r}")
+    if weights != "auto":
+        return weights
+    compute = resolve_precision(precision, device)
+    if compute != "fp32":
+        return compute
+    if fp32_bytes is not None and available_bytes is not None and fp32_bytes > available_bytes:
+        logger.info(
+            "weights auto: the frozen LLM's fp32 weights (%.1f GiB) would not fit in the %.1f GiB "
+            "available, so they are stored in bf16 and computed in fp32 (upcast layer by layer)",
+            fp32_bytes / 2**30,
+            available_bytes / 2**30,
+        )
+        return "bf16"
+    return "fp32"
+
+
+def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """The dtype the LLM's matmuls run in for a run of ``precision`` on ``device``."""
+    return STORAGE_DTYPES[resolve_precision(precision, device)]
