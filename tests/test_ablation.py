@@ -11,8 +11,11 @@ from timellm.data.sources import DataSource
 from timellm.experiments.ablation import (
     BUDGETS,
     COLUMNS,
+    RECIPES,
+    SEEDS_CSV,
     TABLE_CSV,
     TABLE_MD,
+    TUNING_CSV,
     VARIANTS,
     resolve_budget,
     resolve_variants,
@@ -70,8 +73,9 @@ def test_ablation_writes_one_row_per_variant_with_every_column(tmp_path, hourly_
     markdown = (tmp_path / "abl" / TABLE_MD).read_text()
     assert markdown.count("\n") == len(VARIANTS) + 2 and "| w/o LLM |" in markdown
     # the Time-LLM variants leave run folders that `timellm explain` reads
-    assert (tmp_path / "abl" / "time-llm" / "adapter" / "adapter.safetensors").is_file()
-    assert (tmp_path / "abl" / "random-llm" / "config.yaml").is_file()
+    assert (tmp_path / "abl" / "time-llm" / "seed-2021" / "adapter" / "adapter.safetensors").is_file()
+    assert (tmp_path / "abl" / "random-llm" / "seed-2021" / "config.yaml").is_file()
+    assert (written["test_series_per_s"] > 0).all()
 
 
 def test_the_same_seed_gives_the_same_numbers(tmp_path, hourly_csv):
@@ -110,9 +114,53 @@ def test_several_seeds_give_each_variant_a_mean_and_a_spread(tmp_path, hourly_cs
     )
     assert list(pd.read_csv(tmp_path / "s" / TABLE_CSV).columns) == COLUMNS
     assert " ± " in (tmp_path / "s" / TABLE_MD).read_text()
-    assert (tmp_path / "s" / "seed-2" / "time-llm" / "adapter" / "adapter.safetensors").is_file()
+    assert (tmp_path / "s" / "time-llm" / "seed-2" / "adapter" / "adapter.safetensors").is_file()
     with pytest.raises(ValueError, match="two distinct seeds"):
         run_ablation_seeds(tiny_preset(), tmp_path / "t", [1], source=hourly_csv)
+
+
+def test_an_interrupted_ablation_continues_where_it_stopped(tmp_path, hourly_csv):
+    def ablate(variants, seeds, **changes):
+        return run_ablation(
+            tiny_preset(**changes),
+            tmp_path / "r",
+            variants=variants,
+            budget="tiny",
+            source=hourly_csv,
+            seeds=seeds,
+        )
+
+    ablate("dlinear,seasonal-naive", [1])
+    first = pd.read_csv(tmp_path / "r" / SEEDS_CSV)
+    table = ablate("dlinear,seasonal-naive,no-llm", [1, 2])  # a later pass: more variants and seeds
+    every = pd.read_csv(tmp_path / "r" / SEEDS_CSV)
+    kept = ["variant", "seed", "mse", "train_seconds"]  # the finished rows were kept, not rerun
+    assert len(every) == 6 and every.iloc[:2][kept].equals(first[kept])
+    assert list(table["seeds"]) == [2, 2, 2]
+    with pytest.raises(ValueError, match="other settings"):
+        ablate("dlinear", [1], d_model=16)  # another model in the same folder: refused
+
+
+def test_converged_budget_chooses_each_variants_learning_rate_on_validation(tmp_path, hourly_csv):
+    table = run_ablation(
+        tiny_preset(),
+        tmp_path / "c",
+        variants="dlinear,seasonal-naive",
+        budget="converged",
+        source=hourly_csv,
+        seeds=[1, 2],
+    )
+    tuning = pd.read_csv(tmp_path / "c" / TUNING_CSV)
+    assert list(tuning["learning_rate"]) == list(RECIPES["small"].learning_rates)
+    assert (tuning["seed"] == 1).all() and tuning["chosen"].sum() == 1  # searched once, on the first seed
+    best = tuning.loc[tuning["best_val_loss"].idxmin()]
+    assert bool(best.chosen)
+    every = pd.read_csv(tmp_path / "c" / SEEDS_CSV).set_index(["variant", "seed"])
+    assert every.loc[("dlinear", 1), "learning_rate"] == best.learning_rate
+    assert every.loc[("dlinear", 2), "learning_rate"] == best.learning_rate
+    assert every.loc[("dlinear", 1), "best_val_loss"] == pytest.approx(best.best_val_loss)
+    assert every.loc[("dlinear", 1), "batch_size"] == RECIPES["small"].train["batch_size"]
+    assert table.set_index("variant").loc["dlinear", "seeds"] == 2
 
 
 def test_budgets_and_variants_resolve_or_fail_clearly():
@@ -168,7 +216,7 @@ def test_ablate_cli_on_a_csv_prints_the_markdown_table(tmp_path, capsys):
     assert "mine, horizon 12, 20 test windows" in out
     assert (tmp_path / "o" / TABLE_CSV).is_file()
     assert main([*args[:-1], str(tmp_path / "seeds"), "--seeds", "1,2"]) == 0
-    assert " ± " in capsys.readouterr().out and (tmp_path / "seeds" / "seed-1" / TABLE_CSV).is_file()
+    assert " ± " in capsys.readouterr().out and (tmp_path / "seeds" / SEEDS_CSV).is_file()
 
 
 def test_ablate_cli_errors_are_one_line(tmp_path, capsys):

@@ -1,9 +1,18 @@
 """Is the language model useful here? Time-LLM beside its ablations and classic baselines.
 
 The question of Tan et al. (NeurIPS 2024), asked of the user's own data: every variant is trained
-by :func:`timellm.training.fit` under one :class:`TrainConfig` (the same seed, hence the same
-initialisation draws and the same training windows in the same order, and the same budget), tested
-on the same test windows with the same metrics, timed, and set against full Time-LLM.
+by :func:`timellm.training.fit` (the same seed, hence the same initialisation draws and the same
+training windows in the same order), tested on the same test windows with the same metrics, timed,
+and set against full Time-LLM.
+
+Two kinds of budget. An equal budget (``preset``, ``cpu``, ``WxE``) gives every variant the same
+training settings. ``converged`` lets every variant train to its own validation optimum: each
+follows its :class:`Recipe` (batch, epochs, early stopping), and where the recipe names several
+learning rates the one with the best validation loss of the first seed is kept for every seed
+(``tuning.csv``); the test split is never looked at before that choice.
+
+Resumable: one row per variant and seed is appended to ``ablation_seeds.csv`` as soon as it is
+scored; run again with the same settings, the ablation skips what is there.
 
 Variants are data, not forks of the model: a Time-LLM ablation is a set of :class:`TimeLLMConfig`
 overrides, a baseline a factory of a module with the same ``forward(past_values (B, T, N)) ->
@@ -19,12 +28,13 @@ import platform
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
 from timellm.backbones.loading import Backbone, load_backbone
@@ -35,7 +45,7 @@ from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast,
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
 from timellm.evaluation.statistical import forecast_windows
-from timellm.experiments.folders import RunFolder
+from timellm.experiments.folders import RUN_CONFIG, RunFolder, _jsonable, read_run_record
 from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
@@ -47,7 +57,8 @@ logger = logging.getLogger(__name__)
 FULL = "time-llm"
 TABLE_CSV = "ablation.csv"
 TABLE_MD = "ablation.md"
-SEEDS_CSV = "ablation_seeds.csv"  # run_ablation_seeds: one row per variant and seed
+SEEDS_CSV = "ablation_seeds.csv"  # one row per variant and seed, appended as each finishes
+TUNING_CSV = "tuning.csv"  # the learning rates tried on validation (converged budget) and the choice
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Variant:
     overrides: dict[str, Any] | None = None  # TimeLLMConfig settings: an ablation of our model
     baseline: Callable[[TimeLLMConfig], nn.Module] | None = None  # a trained baseline's factory
     naive: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None  # (past, pred_len, period)
+    recipe: str = "small"  # how it trains under the converged budget: a key of RECIPES
 
     @property
     def kind(self) -> str:
@@ -76,19 +88,32 @@ def _patchtst(c: TimeLLMConfig) -> nn.Module:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
-        Variant(FULL, "Time-LLM", "prompt + reprogramming + frozen pretrained LLM", overrides={}),
+        Variant(
+            FULL, "Time-LLM", "prompt + reprogramming + frozen pretrained LLM", overrides={}, recipe="llm"
+        ),
         Variant(
             "random-llm",
             "random-init LLM",
             "same LLM architecture, fresh random weights, frozen",
             overrides={"llm": "random"},
+            recipe="llm",
         ),
-        Variant("no-prompt", "w/o prompt", "no Prompt-as-Prefix", overrides={"use_prompt": False}),
+        Variant(
+            "minilm",
+            "MiniLM backbone",
+            "all-MiniLM-L6-v2 (BERT encoder, hidden 384) in place of the preset's LLM",
+            overrides={"backbone": "minilm-l6"},
+            recipe="llm",
+        ),
+        Variant(
+            "no-prompt", "w/o prompt", "no Prompt-as-Prefix", overrides={"use_prompt": False}, recipe="llm"
+        ),
         Variant(
             "no-statistics",
             "w/o input statistics",
             "prompt without min/max/median/trend/lags",
             overrides={"prompt_statistics": False},
+            recipe="llm",
         ),
         Variant("no-llm", "w/o LLM", "patch embedding -> linear head", overrides={"llm": "none"}),
         Variant(
@@ -165,16 +190,57 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+CONVERGED = "converged"  # every variant to its own validation optimum (its Recipe)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a variant trains under the ``converged`` budget: TrainConfig overrides on top of the
+    preset's settings, and the learning rates among which validation chooses (none: the preset's)."""
+
+    name: str
+    train: dict[str, Any]
+    learning_rates: tuple[float, ...] = ()
+
+
+RECIPES: dict[str, Recipe] = {
+    # models of a few hundred thousand weights: large batches in fp32 (bf16 autocast costs more than
+    # it saves on matrices this small), every epoch a fresh subset of at most 30,000 series-windows,
+    # the released code's halving schedule with early stopping, and the learning rate chosen on
+    # validation over three decades (DLinear's published rates span 1e-4 to 5e-2 across datasets)
+    "small": Recipe(
+        "small",
+        {
+            "batch_size": 256,
+            "eval_batch_size": 256,
+            "epochs": 10,
+            "patience": 3,
+            "schedule": "halving",
+            "precision": "fp32",
+            "max_train_windows": 30_000,
+            "max_val_windows": 20_000,
+        },
+        (1e-4, 1e-3, 1e-2),
+    ),
+    # a frozen LLM in the loop: the preset's own budget (its cpu variant: up to 3 epochs of 2000
+    # series-windows, lr 2e-4 cosine, chosen on validation when the preset was tuned), early stopping
+    "llm": Recipe("llm", {}),
+}
+
+
 def resolve_budget(train: TrainConfig, budget: str | None) -> TrainConfig:
-    """Apply a named budget or ``WxE`` to a training configuration (None keeps it)."""
-    if budget is None:
+    """Apply a named budget or ``WxE`` to a training configuration (None keeps it).
+
+    ``converged`` is per variant (:func:`variant_training`); here it keeps ``train``."""
+    if budget is None or budget == CONVERGED:
         return train
     if budget in BUDGETS:
         return train.replace(**BUDGETS[budget])
     match = re.fullmatch(r"(\d+)x(\d+)", budget.strip())
     if match is None:
         raise ValueError(
-            f"unknown budget {budget!r}: use one of {', '.join(BUDGETS)} or WINDOWSxEPOCHS, e.g. 1500x2"
+            f"unknown budget {budget!r}: use one of {', '.join([*BUDGETS, CONVERGED])} or WINDOWSxEPOCHS, "
+            "e.g. 1500x2"
         )
     return train.replace(max_train_windows=int(match.group(1)), epochs=int(match.group(2)))
 
@@ -198,25 +264,39 @@ def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
     return [v for v in known.values() if v.name in wanted]
 
 
+def variant_training(
+    variant: Variant, train: TrainConfig, budget: str | None
+) -> tuple[TrainConfig, tuple[float, ...]]:
+    """The training settings of ``variant`` under ``budget`` and the learning rates to choose from
+    on validation (empty: ``train``'s own)."""
+    if budget != CONVERGED:
+        return resolve_budget(train, budget), ()
+    recipe = RECIPES[variant.recipe]
+    return train.replace(**recipe.train), recipe.learning_rates
+
+
 @dataclass
 class _Context:
-    """What the variants of one ablation share: the data, the settings and the loaded backbone."""
+    """What the variants of one ablation share: the data, the settings and the loaded backbones."""
 
     splits: Splits
     model: TimeLLMConfig
     train: TrainConfig
+    budget: str | None
     max_test_windows: int | None
     out_dir: Path
     record: dict[str, Any]
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
-    backbone: Backbone | None = None  # the pretrained backbone, loaded once for every variant using it
+    backbones: dict[tuple[str, int | None], Backbone] = field(default_factory=dict)  # loaded once each
     test_windows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def pretrained_backbone(self) -> Backbone:
-        if self.backbone is None:
-            c = self.model
-            self.backbone = load_backbone(c.backbone, c.llm_layers, trust_remote_code=c.trust_remote_code)
-        return self.backbone
+    def pretrained_backbone(self, config: TimeLLMConfig) -> Backbone:
+        key = (config.backbone, config.llm_layers)
+        if key not in self.backbones:
+            self.backbones[key] = load_backbone(
+                config.backbone, config.llm_layers, trust_remote_code=config.trust_remote_code
+            )
+        return self.backbones[key]
 
     def test_arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(past (W, T, N), true (W, H, N)) of the test windows every variant is scored on."""
@@ -228,15 +308,15 @@ class _Context:
         return self.test_windows
 
 
-def _build(variant: Variant, ctx: _Context) -> nn.Module:
+def _build(variant: Variant, ctx: _Context, seed: int) -> nn.Module:
     if variant.baseline is not None:
-        seed_everything(ctx.train.seed)  # the same initialisation draws for every run of a variant
+        seed_everything(seed)  # the same initialisation draws for every run of a variant
         return variant.baseline(ctx.model)
     config = ctx.model.replace(**variant.overrides)
-    # the pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
+    # a pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
     # under a fixed seed of its own, and the LLM-free ablations need none
-    backbone = ctx.pretrained_backbone() if config.llm == "pretrained" else None
-    seed_everything(ctx.train.seed)  # after loading: the adapter's draws never depend on the order
+    backbone = ctx.pretrained_backbone(config) if config.llm == "pretrained" else None
+    seed_everything(seed)  # after loading: the adapter's draws never depend on the order
     return TimeLLM(config, backbone, execution=ctx.execution)
 
 
@@ -244,48 +324,139 @@ def _count(model: nn.Module, trainable: bool) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
-def _run_variant(variant: Variant, ctx: _Context) -> dict[str, Any]:
-    s = ctx.splits
-    row: dict[str, Any] = {"variant": variant.name, "label": variant.label, "kind": variant.kind}
-    if variant.naive is not None:
-        past, true = ctx.test_arrays()
-        started = time.perf_counter()
-        pred = variant.naive(past, s.pred_len, s.period)
-        row.update(trainable_params=0, total_params=0, train_seconds=0.0, epochs_run=0, steps=0)
-        row["infer_seconds"] = time.perf_counter() - started
-        row.update(mse=mse(pred, true), mae=mae(pred, true), test_windows=int(past.shape[0]))
-        return row
+def _series_per_second(windows: int, channels: int, seconds: float) -> float | None:
+    return windows * channels / seconds if seconds > 0 else None
 
-    model = _build(variant, ctx)
-    row.update(trainable_params=_count(model, True), total_params=_count(model, False))
-    logger.info(
-        "%s (%s): %s trainable of %s parameters",
-        variant.name,
-        variant.about,
-        f"{row['trainable_params']:,}",
-        f"{row['total_params']:,}",
-    )
+
+def _naive_row(variant: Variant, ctx: _Context) -> dict[str, Any]:
+    s = ctx.splits
+    past, true = ctx.test_arrays()
+    started = time.perf_counter()
+    pred = variant.naive(past, s.pred_len, s.period)
+    seconds = time.perf_counter() - started
+    return {
+        "trainable_params": 0,
+        "total_params": 0,
+        "train_seconds": 0.0,
+        "epochs_run": 0,
+        "steps": 0,
+        "infer_seconds": seconds,
+        "test_series_per_s": _series_per_second(past.shape[0], past.shape[2], seconds),
+        "mse": mse(pred, true),
+        "mae": mae(pred, true),
+        "test_windows": int(past.shape[0]),
+    }
+
+
+def _fit(variant: Variant, ctx: _Context, train: TrainConfig, seed: int) -> tuple[nn.Module, Any]:
+    s = ctx.splits
+    model = _build(variant, ctx, seed)
     train_set = WindowDataset(s.train, s.seq_len, s.pred_len)
     val_set = WindowDataset(s.val, s.seq_len, s.pred_len)
-    result = fit(model, train_set, val_set, ctx.train)
+    return model, fit(model, train_set, val_set, train.replace(seed=seed))
+
+
+def _choose_learning_rate(
+    variant: Variant, ctx: _Context, train: TrainConfig, grid: tuple[float, ...], seed: int
+) -> tuple[float, tuple[nn.Module, Any] | None]:
+    """The learning rate of ``grid`` with the lowest validation loss (seed ``seed``), and that
+    run's model and result, so the seed need not train again. Recorded in ``tuning.csv``, which a
+    resumed ablation reads instead of searching again."""
+    path = ctx.out_dir / TUNING_CSV
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["variant", "learning_rate"])
+    chosen = done[(done["variant"] == variant.name) & done["chosen"].astype(bool)] if len(done) else done
+    if len(chosen):
+        return float(chosen["learning_rate"].iloc[0]), None
+    trials, best = [], None
+    for rate in grid:
+        model, result = _fit(variant, ctx, train.replace(learning_rate=rate), seed)
+        trials.append(
+            {
+                "variant": variant.name,
+                "seed": seed,
+                "learning_rate": rate,
+                "best_val_loss": result.best_val_loss,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "train_seconds": result.train_seconds,
+            }
+        )
+        logger.info("%s at lr %g: validation loss %.4f", variant.name, rate, result.best_val_loss)
+        if best is None or result.best_val_loss < best[2].best_val_loss:
+            best = (rate, model, result)
+    for trial in trials:
+        trial["chosen"] = trial["learning_rate"] == best[0]
+    pd.DataFrame([*done.to_dict("records"), *trials]).to_csv(path, index=False)
+    return best[0], (best[1], best[2])
+
+
+def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
+    """Train (if it trains), test and time one variant with one seed: one row of the table."""
+    s = ctx.splits
+    row: dict[str, Any] = {
+        "variant": variant.name,
+        "label": variant.label,
+        "kind": variant.kind,
+        "seed": seed,
+    }
+    if variant.naive is not None:
+        return {**row, **_naive_row(variant, ctx)}
+
+    train, grid = variant_training(variant, ctx.train, ctx.budget)
+    trained = None
+    if len(grid) > 1:
+        rate, trained = _choose_learning_rate(variant, ctx, train, grid, seed)
+        train = train.replace(learning_rate=rate)
+    elif grid:
+        train = train.replace(learning_rate=grid[0])
+    model, result = trained or _fit(variant, ctx, train, seed)
+    row.update(trainable_params=_count(model, True), total_params=_count(model, False))
+    logger.info(
+        "%s (%s), seed %d: %s trainable of %s parameters, lr %g",
+        variant.name,
+        variant.about,
+        seed,
+        f"{row['trainable_params']:,}",
+        f"{row['total_params']:,}",
+        train.learning_rate,
+    )
+    model.eval()
+    device = next(model.parameters()).device.type
+    autocast = None  # tested in the precision it trained in (what the run's auto resolved to)
+    if result.precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if result.precision == "bf16" else torch.float16
+        autocast = lambda: torch.autocast(device, dtype=dtype)  # noqa: E731
     started = time.perf_counter()
     _, pred, true = predict_windows(
-        model, s.test, s.seq_len, s.pred_len, ctx.train.eval_batch_size, max_windows=ctx.max_test_windows
+        model,
+        s.test,
+        s.seq_len,
+        s.pred_len,
+        train.eval_batch_size,
+        autocast=autocast,
+        max_windows=ctx.max_test_windows,
     )
-    row["infer_seconds"] = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     row.update(
         train_seconds=result.train_seconds,
+        infer_seconds=seconds,
+        test_series_per_s=_series_per_second(pred.shape[0], pred.shape[2], seconds),
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         steps=result.steps,
         best_val_loss=result.best_val_loss,
+        learning_rate=train.learning_rate,
+        batch_size=train.batch_size,
+        precision=result.precision,
         mse=mse(pred, true),
         mae=mae(pred, true),
         test_windows=int(pred.shape[0]),
     )
-    folder = RunFolder(ctx.out_dir / variant.name)
+    folder = RunFolder(ctx.out_dir / variant.name / f"seed-{seed}")
     if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
-        folder.create({**ctx.record, "variant": variant.name, "model": model.config.to_dict()})
+        folder.create(
+            {**ctx.record, "variant": variant.name, "model": model.config.to_dict(), "train": train.to_dict()}
+        )
         model.save_pretrained(folder.adapter_dir)
     else:
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -309,6 +480,10 @@ COLUMNS = [
     "total_params",
     "train_seconds",
     "infer_seconds",
+    "test_series_per_s",
+    "learning_rate",
+    "batch_size",
+    "precision",
     "epochs_run",
     "best_epoch",
     "steps",
@@ -316,6 +491,31 @@ COLUMNS = [
     "test_windows",
     "commit",
 ]
+# one row per variant and seed: the table's columns less the spread, plus the seed
+SEED_COLUMNS = [
+    c for c in COLUMNS if c not in ("mse_std", "mae_std", "seeds", "mse_vs_full_pct", "mae_vs_full_pct")
+]
+SEED_COLUMNS.insert(3, "seed")
+
+
+def summarize_seeds(every: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant (in first-seen order) from rows per variant and seed: the mean of each
+    metric, time and count, ``mse_std``/``mae_std`` the sample standard deviations (ddof 1; empty
+    for one seed, 0 for the deterministic naive forecasts), ``seeds`` how many, and each variant's
+    difference to Time-LLM in % (means over the seeds each ran)."""
+    order = list(dict.fromkeys(every["variant"]))
+    grouped = every.groupby("variant", sort=False)
+    numeric = [
+        c for c in every.columns if c not in ("variant", "label", "kind", "commit", "seed", "precision")
+    ]
+    summary = grouped[numeric].mean()
+    summary["mse_std"] = grouped["mse"].std(ddof=1)
+    summary["mae_std"] = grouped["mae"].std(ddof=1)
+    summary["seeds"] = grouped["seed"].nunique()
+    summary = summary.join(grouped[["label", "kind"]].first())
+    summary["precision"] = grouped["precision"].first() if "precision" in every else None
+    summary["commit"] = grouped["commit"].agg(lambda c: ",".join(dict.fromkeys(map(str, c))))
+    return _table(summary.loc[order].reset_index())
 
 
 def _table(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
@@ -336,6 +536,8 @@ ABLATION_HEADERS = {
     "trainable_params": "trainable params",
     "train_seconds": "train s",
     "infer_seconds": "infer s",
+    "test_series_per_s": "test series/s",
+    "learning_rate": "lr",
 }
 
 
@@ -350,6 +552,10 @@ def _ablation_cell(value: Any, column: str) -> str:
         return f"{value:.1f}"
     if column == "infer_seconds":
         return f"{value:.2f}"
+    if column == "test_series_per_s":
+        return f"{value:,.0f}"
+    if column == "learning_rate":
+        return f"{value:g}"
     return plain_cell(value, column)
 
 
@@ -376,37 +582,10 @@ def ablation_markdown(table: pd.DataFrame) -> str:
 def run_ablation_seeds(
     preset: Preset, out_dir: str | Path, seeds: Sequence[int], **kwargs: Any
 ) -> pd.DataFrame:
-    """:func:`run_ablation` once per seed (into ``out_dir/seed-<seed>``), then one table of the means.
-
-    Every variant's ``mse`` and ``mae`` are the means over the seeds, ``mse_std`` and ``mae_std``
-    their sample standard deviations (ddof 1; 0 for the deterministic naive forecasts), ``seeds``
-    how many; times and counts are means too. Writes ``ablation.csv`` and ``.md`` to ``out_dir``
-    and each seed's table as ``ablation_seeds.csv`` (one row per variant and seed).
-    """
+    """:func:`run_ablation` over several seeds: each variant's mean and sample standard deviation."""
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"run_ablation_seeds needs at least two distinct seeds, found {list(seeds)}")
-    out_dir = Path(out_dir)
-    per_seed = []
-    for seed in seeds:
-        table = run_ablation(preset.with_overrides({"seed": seed}), out_dir / f"seed-{seed}", **kwargs)
-        per_seed.append(table.assign(seed=seed))
-    every = pd.concat(per_seed, ignore_index=True)
-    order = list(dict.fromkeys(every["variant"]))
-    grouped = every.groupby("variant", sort=False)
-    numeric = [c for c in every.columns if c not in ("variant", "label", "kind", "commit", "seed")]
-    summary = grouped[numeric].mean()
-    summary["mse_std"] = grouped["mse"].std(ddof=1)
-    summary["mae_std"] = grouped["mae"].std(ddof=1)
-    summary["seeds"] = grouped["seed"].nunique()
-    firsts = grouped[["label", "kind"]].first()
-    summary["commit"] = grouped["commit"].agg(lambda c: ",".join(dict.fromkeys(map(str, c))))
-    summary = summary.join(firsts).loc[order].reset_index()
-    table = _table(summary.drop(columns=["mse_vs_full_pct", "mae_vs_full_pct"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    every.to_csv(out_dir / SEEDS_CSV, index=False)
-    table.to_csv(out_dir / TABLE_CSV, index=False)
-    (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
-    return table
+    return run_ablation(preset, out_dir, seeds=seeds, **kwargs)
 
 
 def environment() -> dict[str, Any]:
@@ -422,6 +601,30 @@ def environment() -> dict[str, Any]:
     }
 
 
+# what must agree for a resumed ablation to add rows to the same table
+RESUME_KEYS = ("preset", "dataset", "data", "budget", "model", "train", "execution", "run", "test_windows")
+
+
+def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
+    """The rows an earlier run of this ablation wrote to ``folder`` (none if it is new); an
+    ablation with other settings there is an error rather than a mixed table."""
+    rows = folder / SEEDS_CSV
+    if not rows.is_file():
+        return pd.DataFrame(columns=SEED_COLUMNS)
+    if (folder / RUN_CONFIG).is_file():
+        earlier = read_run_record(folder)
+        mine = yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
+        for settings in (earlier, mine):  # the seeds of each invocation may differ
+            settings["train"] = {k: v for k, v in (settings.get("train") or {}).items() if k != "seed"}
+        differs = [k for k in RESUME_KEYS if earlier.get(k) != mine.get(k)]
+        if differs:
+            raise ValueError(
+                f"{folder} holds an ablation with other settings ({', '.join(differs)} differ): "
+                "continue it with the same preset, budget and --set options, or choose another --out"
+            )
+    return pd.read_csv(rows)
+
+
 def run_ablation(
     preset: Preset,
     out_dir: str | Path,
@@ -431,15 +634,19 @@ def run_ablation(
     data_dir: str | Path | None = None,
     source: DataSource | None = None,
     command: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Train and test every variant under one budget; write ``ablation.csv``/``.md`` to ``out_dir``.
+    """Train and test every variant once per seed; write the tables to ``out_dir``.
 
     ``source`` is the data (default: the preset's benchmark); the model and training settings come
-    from ``preset`` with ``budget`` applied (see :data:`BUDGETS`). Returns the table (one row per
-    variant, columns :data:`COLUMNS`). The CSV is rewritten after every variant, so an interrupted
-    ablation keeps what finished.
+    from ``preset`` with ``budget`` applied (see :data:`BUDGETS`; ``converged``: :data:`RECIPES`).
+    ``seeds`` default to the preset's. Every (variant, seed) row is appended to
+    ``ablation_seeds.csv`` as it finishes, and ``ablation.csv``/``.md`` (the means, columns
+    :data:`COLUMNS`) rewritten; a variant and seed already there is skipped, so an interrupted
+    ablation continues where it stopped. Returns the table of means.
     """
     chosen = resolve_variants(variants)
+    seeds = list(seeds) if seeds else [preset.train.seed]
     train = resolve_budget(preset.train, budget)
     source = source or DataSource(benchmark=preset.dataset)
     model_config = preset.model
@@ -455,44 +662,61 @@ def run_ablation(
         "dataset": splits.name,
         "test_dataset": splits.name,
         "data": source.to_dict(),
-        "budget": budget or "preset",
+        # the converged budget's recipes are part of its settings: a resumed ablation must share them
+        "budget": {"converged": {k: asdict(r) for k, r in RECIPES.items()}}
+        if budget == CONVERGED
+        else budget or "preset",
         "variants": [v.name for v in chosen],
         "command": command,
         "model": model_config.to_dict(),
-        "train": train.to_dict(),
+        "train": train.replace(seed=seeds[0]).to_dict(),
         "execution": execution_dict(preset.execution),
         "run": dict(preset.run),
         "test_windows": min(max_test or total_test, total_test),
         "test_windows_total": total_test,
         "environment": environment(),
     }
+    done = _resumable(out_dir, record)
     folder.create(record)
-    ctx = _Context(splits, model_config, train, max_test, out_dir, record, preset.execution)
-    rows: list[dict[str, Any]] = []
+    ctx = _Context(splits, model_config, train, budget, max_test, out_dir, record, preset.execution)
+    finished = {(str(v), int(s)) for v, s in zip(done["variant"], done["seed"], strict=True)}
+    every, rows = done, done.to_dict("records")
     with folder.log("ablation.log"):
         logger.info(
-            "ablation of %s on %s: %d variants, budget %s (%s series-windows x %d epochs), %d of %d test windows",
+            "ablation of %s on %s: %d variants x %d seeds, budget %s, %d of %d test windows%s",
             preset.name,
             splits.name,
             len(chosen),
+            len(seeds),
             budget or "preset",
-            train.max_train_windows or "all",
-            train.epochs,
             record["test_windows"],
             total_test,
+            f"; {len(finished)} rows already there" if finished else "",
         )
         for variant in chosen:
-            row = _run_variant(variant, ctx)
-            logger.info(
-                "%s: MSE %.4f MAE %.4f, train %.1f s, test %.1f s",
-                variant.name,
-                row["mse"],
-                row["mae"],
-                row["train_seconds"],
-                row["infer_seconds"],
-            )
-            rows.append(row)
-            table = _table(rows)
-            table.to_csv(out_dir / TABLE_CSV, index=False)
-            (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
+            for seed in seeds:
+                if (variant.name, seed) in finished:
+                    continue
+                row = _run_variant(variant, ctx, seed)
+                logger.info(
+                    "%s seed %d: MSE %.4f MAE %.4f, train %.1f s, test %.1f s",
+                    variant.name,
+                    seed,
+                    row["mse"],
+                    row["mae"],
+                    row["train_seconds"],
+                    row["infer_seconds"],
+                )
+                rows.append(row)
+                every = pd.DataFrame(rows).reindex(columns=SEED_COLUMNS)
+                every.to_csv(out_dir / SEEDS_CSV, index=False)
+                _write_tables(every, out_dir)
+    wanted = {v.name for v in chosen}
+    return summarize_seeds(every[every["variant"].isin(wanted) & every["seed"].isin(seeds)])
+
+
+def _write_tables(every: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    table = summarize_seeds(every)
+    table.to_csv(out_dir / TABLE_CSV, index=False)
+    (out_dir / TABLE_MD).write_text(ablation_markdown(table) + "\n")
     return table

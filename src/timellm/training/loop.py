@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
+from timellm.data.windows import WindowDataset
 from timellm.model.precision import resolve_precision
 from timellm.training import checkpoint as ckpt
 from timellm.training.checkpoint import Progress, run_precision, trainable_state
@@ -231,6 +232,68 @@ class EpochSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator)[: self.num_samples].tolist())
 
 
+class WindowBatches:
+    """Batches of a :class:`~timellm.data.windows.WindowDataset` (or an index subset of one) cut
+    straight from its tensor: the items a ``DataLoader`` over ``order`` would collate, in the same
+    order, without a Python call per item.
+
+    For a small model (DLinear: two linear maps) fetching and collating items one by one costs far
+    more than the step itself; a gather over the whole batch costs about what one item did.
+    ``order`` is a sampler (iterated afresh every epoch) or None (every item once, in order).
+    """
+
+    def __init__(self, dataset: WindowDataset, batch_size: int, order: Sampler | None = None, indices=None):
+        self.dataset, self.batch_size, self.order = dataset, batch_size, order
+        self.indices = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
+        self.skip = 0
+        d = dataset
+        self._starts = torch.as_tensor(d.starts, dtype=torch.long)
+        self._windows = d.data.unfold(0, d.seq_len + d.pred_len, 1)  # (windows, N, T + H), a view
+
+    @classmethod
+    def of(cls, dataset: Dataset, batch_size: int, order: Sampler | None = None) -> WindowBatches | None:
+        """Batches of ``dataset`` when it is a WindowDataset or a Subset of one, else None."""
+        if isinstance(dataset, WindowDataset):
+            return cls(dataset, batch_size, order)
+        if isinstance(dataset, Subset) and isinstance(dataset.dataset, WindowDataset):
+            return cls(dataset.dataset, batch_size, order, dataset.indices)
+        return None
+
+    def __len__(self) -> int:
+        count = len(self.order) if self.order is not None else len(self._items())
+        return math.ceil(count / self.batch_size)
+
+    def _items(self) -> torch.Tensor:
+        return self.indices if self.indices is not None else torch.arange(len(self.dataset))
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.order is not None and hasattr(self.order, "set_epoch"):
+            self.order.set_epoch(epoch)
+
+    def skip_first(self, batches: int) -> WindowBatches:
+        """Resume mid-epoch: the next iteration starts after ``batches`` batches (once)."""
+        self.skip = batches
+        return self
+
+    def gather(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item indices (B,) -> (past (B, T, C), future (B, H, C)) as the dataset's items stack."""
+        d = self.dataset
+        if d.channel_independent:
+            window, channel = items // d.channels, items % d.channels
+            values = self._windows[self._starts[window], channel].unsqueeze(-1)  # (B, T + H, 1)
+        else:
+            values = self._windows[self._starts[items]].transpose(1, 2).contiguous()  # (B, T + H, N)
+        return values[:, : d.seq_len], values[:, d.seq_len :]
+
+    def __iter__(self):
+        items = self._items()
+        if self.order is not None:
+            items = items[torch.as_tensor(list(self.order), dtype=torch.long)]
+        first, self.skip = self.skip * self.batch_size, 0
+        for start in range(first, len(items), self.batch_size):
+            yield self.gather(items[start : start + self.batch_size])
+
+
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
     """A fixed, evenly spaced subset of at most ``limit`` items (all when None)."""
     n = len(dataset)
@@ -280,9 +343,13 @@ def mean_losses(
     desc: str = "validate",
 ) -> dict[str, float]:
     """:func:`mean_loss` of each loss in ``names`` (keys of :data:`LOSSES`), in one pass."""
-    loader = accelerator.prepare_data_loader(
-        DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers)
-    )
+    loader = _in_memory(dataset, config.eval_batch_size, config, accelerator)
+    if loader is None:
+        loader = accelerator.prepare_data_loader(
+            DataLoader(
+                dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.num_workers
+            )
+        )
     was_training = model.training
     model.eval()
     totals, count = dict.fromkeys(names, 0.0), 0
@@ -334,17 +401,21 @@ def fit(
 
     per_epoch = min(config.max_train_windows or len(train_set), len(train_set))
     sampler = EpochSampler(len(train_set), per_epoch, config.seed)
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        drop_last=False,
-        # its own generator: starting an epoch must not draw from the global one (dropout's)
-        generator=torch.Generator().manual_seed(config.seed),
-    )
     adam = make_adam(model.parameters(), config.learning_rate)
-    model, optimizer, loader = accelerator.prepare(model, adam, loader)
+    loader = _in_memory(train_set, config.batch_size, config, accelerator, sampler)
+    if loader is None:
+        loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            drop_last=False,
+            # its own generator: starting an epoch must not draw from the global one (dropout's)
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        model, optimizer, loader = accelerator.prepare(model, adam, loader)
+    else:
+        model, optimizer = accelerator.prepare(model, adam)
     batches_per_epoch = len(loader)  # on each process, after sharding
     scheduler, step_every = make_scheduler(adam, config, math.ceil(batches_per_epoch / config.grad_accum))
     validates = val_set is not None
@@ -372,7 +443,10 @@ def fit(
     session_start = time.perf_counter()
     while progress.epoch <= config.epochs and not progress.stopped:
         epoch = progress.epoch
-        batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
+        if isinstance(loader, WindowBatches):
+            batches = loader.skip_first(progress.batch)
+        else:
+            batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
         # accelerate's loaders re-number epochs on every iteration (their own count, which a
         # resumed run restarts): give them ours, and the sampler too, wherever it sits
         batches.set_epoch(epoch)
@@ -512,6 +586,16 @@ def fit(
 
 # --------------------------------------------------------------------------------------------
 # helpers of the loop
+
+
+def _in_memory(dataset: Dataset, batch_size: int, config: TrainConfig, accelerator, order=None):
+    """:class:`WindowBatches` where they serve: one process, no loader workers asked for."""
+    if accelerator.num_processes > 1 or config.num_workers:
+        return None
+    batches = WindowBatches.of(dataset, batch_size, order)
+    if batches is not None and accelerator.device.type != "cpu":
+        return None  # accelerate's loader moves batches to the device
+    return batches
 
 
 def _checkpointing(accelerator, checkpoint_dir: Path | None, config: TrainConfig, resume: bool):
