@@ -234,26 +234,27 @@ def _name_list(text: str) -> list[str]:
     return names
 
 
-def _int_list(text: str) -> list[int]:
+def _integers(text: str) -> list[int] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; None where a part is not an integer or there is none."""
     try:
         numbers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        numbers = []
-    if not numbers or min(numbers) <= 0:
+        return None
+    return numbers or None
+
+
+def _int_list(text: str) -> list[int]:
+    numbers = _integers(text)
+    if numbers is None or min(numbers) <= 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, found {text!r}")
     return numbers
 
 
 def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+    seeds = _integers(text)
+    if seeds is None or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, e.g. 2021,2022,2023; found {text!r}"
-        ) from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct integer seeds, e.g. 2021,2022,2023; found {text!r}"
+            f"expected distinct integer seeds, comma-separated, e.g. 2021,2022,2023; found {text!r}"
         )
     return seeds
 
@@ -483,15 +484,15 @@ def cmd_ablate(args) -> int:
 def cmd_explain(args) -> int:
     from timellm.experiments.explain import explain_run
 
-    result = explain_run(
-        args.run_dir,
-        window=args.window,
-        channel=args.channel,
-        top_words=args.top_words,
-        top_prototypes=args.top_prototypes,
-        heatmap=args.heatmap,
-        data_dir=args.data_dir,
-    )
+    options = (
+        "window",
+        "channel",
+        "top_words",
+        "top_prototypes",
+        "heatmap",
+        "data_dir",
+    )  # named as the API's
+    result = explain_run(args.run_dir, **{name: getattr(args, name) for name in options})
     words = result["words"]
     shown = words if args.prototypes is None else words[: args.prototypes]
     print(f"text prototypes: nearest vocabulary words (cosine similarity), {len(shown)} of {len(words)}")
@@ -510,31 +511,14 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from dataclasses import fields
+
     from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
 
+    # the options are named as the settings, except the three that read better negated or plural
+    given = {f.name: getattr(args, f.name) for f in fields(SpeedSettings) if hasattr(args, f.name)}
     settings = SpeedSettings(
-        backbone=args.backbone,
-        layers=args.layers,
-        batch=args.batch,
-        steps=args.steps,
-        infer_steps=args.infer_steps,
-        warmup=args.warmup,
-        dtypes=None if args.dtypes is None else tuple(args.dtypes),
-        paths=tuple(args.paths),
-        modes=tuple(args.modes),
-        mallocs=tuple(args.malloc),
-        threads=args.threads,
-        data=args.data,
-        breakdown=not args.no_breakdown,
-        ladder=not args.no_ladder,
-        plain_attention=args.plain_attention,
-        plain_fused_adam=args.plain_fused_adam,
-        gradient_checkpointing=args.gradient_checkpointing,
-        compile=args.compile,
-        compile_scope=args.compile_scope,
-        infer_batches=tuple(args.infer_batches),
-        profile=args.profile,
-        out=args.out,
+        **given, mallocs=args.malloc, breakdown=not args.no_breakdown, ladder=not args.no_ladder
     )
     print(report(speed_benchmark(settings)))  # the tables are the product of this command
     return 0
