@@ -257,3 +257,45 @@ def test_statsforecast_models_score_the_same_test_windows_on_request(tmp_path, h
     assert (table["trainable_params"] == 0).all() and (table["infer_seconds"] > 0).all()
     # a sine of period 24 with noise: the seasonal models beat a MSE of the series' variance (1 after scaling)
     assert (table["mse"] < 1).all()
+
+
+def _fake_ablation(folder, dataset, mses):
+    """An ablation folder as `timellm ablate` leaves it: its record and its rows per variant and seed."""
+    from timellm.experiments.folders import RunFolder
+
+    RunFolder(folder).create(
+        {"dataset": dataset, "budget": "converged", "model": {"pred_len": 96}, "test_windows_total": 50}
+    )
+    rows = [
+        {"variant": v, "label": VARIANTS[v].label, "kind": VARIANTS[v].kind, "seed": seed, "mse": m, "mae": m}
+        | {"train_seconds": 1.0, "test_series_per_s": 10.0, "epochs_run": 3, "test_windows": 50}
+        | {"learning_rate": 0.01, "commit": "abc"}
+        for v, by_seed in mses.items()
+        for seed, m in by_seed.items()
+    ]
+    pd.DataFrame(rows).to_csv(folder / SEEDS_CSV, index=False)
+
+
+def test_the_summary_reads_every_dataset_and_pairs_variants_with_time_llm_by_seed(tmp_path):
+    from timellm.experiments.ablation_summary import PAIRED_CSV, sign_test
+    from timellm.experiments.report import write_report
+
+    root = tmp_path / "runs"
+    _fake_ablation(
+        root / "a", "ETTh1", {"time-llm": {1: 0.40, 2: 0.42}, "no-llm": {1: 0.41, 2: 0.44, 3: 0.5}}
+    )
+    _fake_ablation(root / "b", "ETTh2", {"time-llm": {1: 0.30}, "no-llm": {1: 0.29}, "dlinear": {1: 0.33}})
+    written, markdown = write_report(root, tmp_path / "out")
+    assert "ablation" in written and "Paired over (dataset, seed)" in markdown
+    summary = pd.read_csv(tmp_path / "out" / "ablation_summary.csv").set_index(["dataset", "variant"])
+    etth1 = summary.loc[("ETTh1", "no-llm")]
+    assert etth1.seeds == 3 and etth1.mse == pytest.approx((0.41 + 0.44 + 0.5) / 3)
+    assert etth1.mse_vs_time_llm_pct == pytest.approx(100 * (etth1.mse / 0.41 - 1))
+    paired = pd.read_csv(tmp_path / "out" / PAIRED_CSV).set_index("variant")
+    no_llm = paired.loc["no-llm"]
+    # seed 3 has no Time-LLM partner: three pairs, two of them worse without the LLM
+    assert (no_llm.pairs, no_llm.worse, no_llm.better, no_llm.datasets) == (3, 2, 1, 2)
+    assert no_llm.sign_p == pytest.approx(sign_test(2, 3)) == pytest.approx(1.0)
+    assert no_llm.median_change_pct == pytest.approx(100 * 0.01 / 0.40)
+    assert (tmp_path / "out" / "ablation_summary.png").stat().st_size > 0
+    assert sign_test(0, 10) == pytest.approx(2 / 1024) and sign_test(10, 10) == pytest.approx(2 / 1024)

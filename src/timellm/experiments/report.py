@@ -28,6 +28,8 @@ import pandas as pd
 
 from timellm.evaluation.m4 import weighted_m4
 from timellm.experiments import paper
+from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
+from timellm.experiments.ablation_summary import write_ablation_summary
 from timellm.experiments.folders import HISTORY, METRICS, RUN_CONFIG, read_run_files
 from timellm.experiments.tables import markdown_table
 
@@ -77,8 +79,11 @@ def collect_runs(root: str | Path) -> list[Run]:
     if not root.is_dir():
         raise FileNotFoundError(f"runs folder {root} does not exist")
     runs = []
+    ablations = {path.parent for path in root.rglob(ABLATION_ROWS)}
     for config in sorted(root.rglob(RUN_CONFIG)):
         folder = config.parent
+        if ablations & {folder, *folder.parents}:
+            continue  # an ablation and its variants' folders: the ablation summary reads those
         record, metrics = read_run_files(folder)
         if metrics is None:
             logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
@@ -603,14 +608,17 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[d
     root = Path(root)
     runs = collect_runs(root)
     tables = build_tables(runs, root) if runs else read_tables(root)
+    out_dir = Path(out_dir) if out_dir is not None else root
+    ablations = write_ablation_summary(root, out_dir)
+    if ablations and not tables:
+        return {"ablation": ablations["markdown"]}, ablations["markdown"].read_text()
     if not tables:
         raise FileNotFoundError(
             f"no run folder (with {RUN_CONFIG} and {METRICS}) and no report table "
             f"({', '.join(p + '.csv' for p in PROTOCOLS)}) under {root}"
         )
-    out_dir = Path(out_dir) if out_dir is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, sections = {}, []
+    written, sections = ({"ablation": ablations["markdown"]} if ablations else {}), []
     for protocol, table in tables.items():
         table.to_csv(out_dir / f"{protocol}.csv", index=False)
         section = render_markdown(protocol, table)
@@ -620,6 +628,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[d
         sections.append(section)
     _data_curves(tables, out_dir)
     _zero_shot_curves(runs, out_dir)
+    if ablations:
+        sections.append("## Ablation\n\n" + ablations["markdown"].read_text())
     return written, "\n".join(sections)
 
 

@@ -1,0 +1,307 @@
+"""Is the language model useful? One answer over several datasets.
+
+:func:`write_ablation_summary` gathers the ablations under a folder (each a ``timellm ablate``
+output folder, one per dataset and horizon, with its rows per variant and seed) into:
+
+- ``ablation_summary.csv`` / ``.md``: datasets x variants, MSE and MAE as mean ± sample standard
+  deviation over the seeds, each variant's change relative to Time-LLM, training seconds and test
+  series per second, the learning rate and budget each trained with, the test windows scored;
+- ``ablation_summary_seeds.csv``: every (dataset, variant, seed) row;
+- ``ablation_paired.csv``: the paired reading of each variant against Time-LLM over the
+  (dataset, seed) pairs where both ran: how often the variant is worse, a two-sided sign test, a
+  Wilcoxon signed-rank test (scipy, where installed) and the median relative change;
+- ``ablation_summary.png``: per dataset, each variant's MSE relative to Time-LLM, with error bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from timellm.experiments.ablation import FULL, SEEDS_CSV, VARIANTS
+from timellm.experiments.folders import RUN_CONFIG, read_run_record
+from timellm.experiments.tables import markdown_table
+
+logger = logging.getLogger(__name__)
+
+SUMMARY = "ablation_summary"
+PAIRED_CSV = "ablation_paired.csv"
+REMOVED_LLM = "no-llm"  # the variant whose paired reading answers "does removing the LLM hurt?"
+
+
+def find_ablations(root: str | Path) -> list[Path]:
+    """Every ablation folder (one holding ``ablation_seeds.csv``) under ``root``, in path order."""
+    return sorted(path.parent for path in Path(root).rglob(SEEDS_CSV))
+
+
+def collect_ablation_rows(root: str | Path) -> pd.DataFrame:
+    """Every (dataset, variant, seed) row of the ablations under ``root``, with the dataset, horizon,
+    test windows and budget of the ablation it belongs to."""
+    frames = []
+    for folder in find_ablations(root):
+        rows = pd.read_csv(folder / SEEDS_CSV)
+        record = read_run_record(folder) if (folder / RUN_CONFIG).is_file() else {}
+        budget = record.get("budget")
+        frames.append(
+            rows.assign(
+                dataset=record.get("dataset", folder.name),
+                pred_len=(record.get("model") or {}).get("pred_len"),
+                test_windows_total=record.get("test_windows_total"),
+                budget=next(iter(budget)) if isinstance(budget, dict) else budget,
+                ablation=str(folder.relative_to(root)) if folder != Path(root) else folder.name,
+                command=record.get("command"),
+            )
+        )
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _variant_order(names) -> list[str]:
+    known = [v for v in VARIANTS if v in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+def summary_table(every: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset and variant: mean ± std over the seeds, and the change to Time-LLM.
+
+    The change compares means over the seeds each ran (``reference_seeds`` says Time-LLM's): where
+    a variant has more seeds than Time-LLM so far, the paired reading is the like-for-like one.
+    """
+    out = []
+    for (dataset, pred_len), group in every.groupby(["dataset", "pred_len"], sort=False):
+        full = group[group["variant"] == FULL]
+        for variant in _variant_order(group["variant"].unique()):
+            rows = group[group["variant"] == variant]
+            mse, mae = rows["mse"].mean(), rows["mae"].mean()
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "pred_len": pred_len,
+                "variant": variant,
+                "label": rows["label"].iloc[0],
+                "mse": mse,
+                "mse_std": rows["mse"].std(ddof=1) if len(rows) > 1 else None,
+                "mae": mae,
+                "mae_std": rows["mae"].std(ddof=1) if len(rows) > 1 else None,
+                "seeds": len(rows),
+                "mse_vs_time_llm_pct": 100 * (mse / full["mse"].mean() - 1) if len(full) else None,
+                "mae_vs_time_llm_pct": 100 * (mae / full["mae"].mean() - 1) if len(full) else None,
+                "reference_seeds": len(full),
+                "train_seconds": rows["train_seconds"].mean(),
+                "test_series_per_s": rows["test_series_per_s"].mean(),
+                "learning_rate": _one(rows.get("learning_rate")),
+                "batch_size": _one(rows.get("batch_size")),
+                "epochs_run": rows["epochs_run"].mean(),
+                "trainable_params": _one(rows.get("trainable_params")),
+                "test_windows": _one(rows["test_windows"]),
+                "test_windows_total": _one(rows["test_windows_total"]),
+                "budget": _one(rows["budget"]),
+                "commit": ",".join(dict.fromkeys(str(c) for c in rows["commit"].dropna())) or None,
+                "command": _one(rows["command"]),
+            }
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def _one(values: pd.Series | None) -> Any:
+    """The value all rows share, else None (e.g. a learning rate chosen once for every seed)."""
+    if values is None:
+        return None
+    distinct = values.dropna().unique()
+    return (
+        distinct[0].item()
+        if len(distinct) == 1 and hasattr(distinct[0], "item")
+        else (distinct[0] if len(distinct) == 1 else None)
+    )
+
+
+def sign_test(worse: int, n: int) -> float:
+    """Two-sided exact binomial test of ``worse`` of ``n`` against one half."""
+    if n == 0:
+        return math.nan
+    k = min(worse, n - worse)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_reading(every: pd.DataFrame, variant: str, reference: str = FULL) -> dict[str, Any]:
+    """``variant`` against ``reference`` over the (dataset, seed) pairs where both ran.
+
+    ``worse``: pairs where the variant's MSE is higher (for ``no-llm``: removing the LLM hurts);
+    ``median_change_pct``: the median of (variant - reference) / reference; ``sign_p``: two-sided
+    exact sign test; ``wilcoxon_p``: two-sided Wilcoxon signed-rank test of the relative changes
+    (None without scipy or with fewer than two pairs).
+    """
+    keys = ["dataset", "pred_len", "seed"]
+    mine = every[every["variant"] == variant].set_index(keys)["mse"]
+    theirs = every[every["variant"] == reference].set_index(keys)["mse"]
+    both = pd.concat([mine.rename("variant"), theirs.rename("reference")], axis=1, join="inner")
+    change = (both["variant"] - both["reference"]) / both["reference"]
+    n, worse = len(change), int((change > 0).sum())
+    wilcoxon = None
+    if n >= 2 and (change != 0).any():
+        try:
+            from scipy.stats import wilcoxon as test
+        except ImportError:  # scipy is optional: the sign test stands alone
+            test = None
+        if test is not None:
+            wilcoxon = float(test(change.to_numpy()).pvalue)
+    return {
+        "variant": variant,
+        "reference": reference,
+        "pairs": n,
+        "datasets": both.index.get_level_values("dataset").nunique() if n else 0,
+        "worse": worse,
+        "better": int((change < 0).sum()),
+        "median_change_pct": 100 * float(change.median()) if n else None,
+        "mean_change_pct": 100 * float(change.mean()) if n else None,
+        "sign_p": sign_test(worse, int((change != 0).sum())),
+        "wilcoxon_p": wilcoxon,
+    }
+
+
+def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
+    """Per dataset, each variant's test MSE relative to Time-LLM's (mean over seeds, error bar: the
+    standard deviation over seeds of the variant's MSE, relative to Time-LLM's mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(every["dataset"]))
+    with_full = [d for d in datasets if (every[(every["dataset"] == d)]["variant"] == FULL).any()]
+    if not with_full:
+        return None
+    variants = [v for v in _variant_order(every["variant"].unique()) if v != FULL]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(with_full)), 4))
+    width = 0.8 / max(len(variants), 1)
+    for i, variant in enumerate(variants):
+        means, spreads = [], []
+        for dataset in with_full:
+            rows = every[every["dataset"] == dataset]
+            reference = rows[rows["variant"] == FULL]["mse"].mean()
+            mine = rows[rows["variant"] == variant]["mse"] / reference
+            means.append(mine.mean() if len(mine) else np.nan)
+            spreads.append(mine.std(ddof=1) if len(mine) > 1 else 0.0)
+        x = np.arange(len(with_full)) + (i - (len(variants) - 1) / 2) * width
+        label = VARIANTS[variant].label if variant in VARIANTS else variant
+        ax.bar(x, means, width, yerr=spreads, capsize=2, label=label)
+    ax.axhline(1.0, color="black", lw=1, label="Time-LLM")
+    ax.set_xticks(np.arange(len(with_full)), with_full)
+    ax.set_ylabel("test MSE / Time-LLM's")
+    ax.set_ylim(bottom=0.5)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title("Each variant's test MSE relative to Time-LLM (mean over seeds ± std)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if column.endswith("_pct"):
+        return f"{value:+.1f}%"
+    if column in ("sign_p", "wilcoxon_p"):
+        return f"{value:.3g}"
+    if column == "train_seconds":
+        return f"{value:.1f}"
+    if column == "test_series_per_s":
+        return f"{value:,.0f}"
+    if column == "learning_rate":
+        return f"{value:g}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if column not in ("epochs_run",) else f"{value:.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
+    shown = table.copy()
+    for metric in ("mse", "mae"):
+        shown[metric] = [
+            f"{m:.4f} ± {s:.4f}" if s is not None and math.isfinite(s) else f"{m:.4f}"
+            for m, s in zip(shown[metric], shown[f"{metric}_std"].astype(float), strict=True)
+        ]
+    shown["test"] = [
+        "all" if w == t else f"{int(w)} of {int(t)}"
+        for w, t in zip(shown["test_windows"], shown["test_windows_total"], strict=True)
+    ]
+    columns = [
+        "dataset", "pred_len", "label", "mse", "mae", "seeds", "mse_vs_time_llm_pct", "mae_vs_time_llm_pct",
+        "train_seconds", "test_series_per_s", "learning_rate", "epochs_run", "test",
+    ]  # fmt: skip
+    headers = {
+        "pred_len": "horizon",
+        "label": "variant",
+        "mse": "MSE",
+        "mae": "MAE",
+        "mse_vs_time_llm_pct": "ΔMSE vs Time-LLM",
+        "mae_vs_time_llm_pct": "ΔMAE vs Time-LLM",
+        "train_seconds": "train s",
+        "test_series_per_s": "test series/s",
+        "learning_rate": "lr",
+        "epochs_run": "epochs",
+        "test": "test windows",
+    }
+    parts = [markdown_table(shown, columns, headers=headers, cell=_cell)]
+    if len(paired):
+        parts += [
+            "",
+            "Paired over (dataset, seed): each variant against Time-LLM with the same seed.",
+            "",
+            markdown_table(
+                paired,
+                [
+                    "variant",
+                    "pairs",
+                    "datasets",
+                    "worse",
+                    "better",
+                    "median_change_pct",
+                    "sign_p",
+                    "wilcoxon_p",
+                ],
+                headers={"worse": "worse than Time-LLM", "median_change_pct": "median ΔMSE"},
+                cell=_cell,
+            ),
+        ]
+    return "\n".join(parts)
+
+
+def write_ablation_summary(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write the summary files of the ablations under ``root`` to ``out_dir`` (none: {})."""
+    every = collect_ablation_rows(root)
+    if every.empty:
+        return {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summary_table(every)
+    variants = [v for v in _variant_order(every["variant"].unique()) if v != FULL]
+    paired = (
+        pd.DataFrame([paired_reading(every, v) for v in variants])
+        if (every["variant"] == FULL).any()
+        else pd.DataFrame()
+    )
+    written = {
+        "summary": out_dir / f"{SUMMARY}.csv",
+        "seeds": out_dir / f"{SUMMARY}_seeds.csv",
+        "markdown": out_dir / f"{SUMMARY}.md",
+    }
+    table.to_csv(written["summary"], index=False)
+    every.to_csv(written["seeds"], index=False)
+    if len(paired):
+        paired.to_csv(out_dir / PAIRED_CSV, index=False)
+        written["paired"] = out_dir / PAIRED_CSV
+    written["markdown"].write_text(summary_markdown(table, paired) + "\n")
+    figure = plot_relative(every, out_dir / f"{SUMMARY}.png")
+    if figure is not None:
+        written["figure"] = figure
+    return written
