@@ -240,7 +240,13 @@ def test_backtest_prints_scores_per_series_and_overall(tmp_path, capsys):
         list(cv.columns) == ["unique_id", "ds", "cutoff", "TimeLLM", "y", "SeasonalNaive"] and len(cv) == 24
     )
     message = one_line_error(capsys, "backtest", data, "--horizon", 6, "--windows", 20, *SMALL)
-    assert "cross-validation with 20 window(s) needs at least 168" in message and "--seq-len" in message
+    assert "cross-validation with 20 window(s) needs at least 168" in message
+    # the windows take the rows, not the look-back: a shorter look-back cannot help, and is not advised
+    assert "fewer --windows" in message and "--seq-len" not in message
+    message = one_line_error(
+        capsys, "backtest", data, "--horizon", 6, "--windows", 10, "--seq-len", 60, *SMALL[2:]
+    )
+    assert "--seq-len ...: at most" in message  # here it can
 
 
 def test_errors_have_no_traceback_in_a_real_process(tmp_path):
@@ -330,7 +336,17 @@ def test_forecast_with_intervals_and_a_backtest_plot_with_coverage(tmp_path, cap
     )
     assert code == 0, err
     header = next(line for line in out.splitlines() if line.startswith("series"))
-    assert header.split() == ["series", "model", "MSE", "MAE", "MASE", "cover-80", "width-80", "seconds"]
+    assert header.split() == [
+        "series",
+        "model",
+        "MSE",
+        "MAE",
+        "MASE",
+        "cover-80",
+        "width-80",
+        "MSIS-80",
+        "seconds",
+    ]
     overall = [line.split() for line in out.splitlines() if line.startswith("overall")][0]
     assert overall[1] == "TimeLLM" and 0 <= float(overall[5]) <= 1 and float(overall[6]) > 0
     assert (tmp_path / "bt.png").stat().st_size > 10_000
@@ -532,3 +548,150 @@ def test_misleading_answers_are_now_clear(tmp_path, capsys):
     code, out, err = run(capsys, "backtest", data, "--horizon", 6, "--season", 70, *SMALL)
     assert code == 0, err
     assert "series 's1': 64 rows before the first cutoff, not more than one season (70)" in err
+
+
+# issue 27: no command overwrites its input; names that clash with the output; a series named overall
+
+
+def test_an_output_that_is_an_input_is_refused_and_nothing_written(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    before = data.read_bytes()
+    for command in ("forecast", "backtest"):
+        message = refused_before_training(capsys, command, data, "--horizon", 6, "--out", data, *SMALL)
+        assert f"cannot write the --out file {data}: it would overwrite the input {data}" in message
+    link = tmp_path / "same.csv"
+    link.symlink_to(data)
+    message = refused_before_training(capsys, "backtest", data, "--horizon", 6, "--scores", link, *SMALL)
+    assert "would overwrite the input" in message
+    relative = Path(os.path.relpath(data))  # the same file by another spelling
+    message = refused_before_training(capsys, "forecast", relative, "--horizon", 6, "--out", data, *SMALL)
+    assert "would overwrite the input" in message
+    assert data.read_bytes() == before
+    code, _, err = run(capsys, "forecast", data, "--horizon", 6, "--save", tmp_path / "m", *SMALL)
+    assert code == 0, err
+    config = (tmp_path / "m" / "config.json").read_bytes()
+    message = one_line_error(
+        capsys,
+        "forecast",
+        data,
+        "--horizon",
+        6,
+        "--model",
+        tmp_path / "m",
+        "--out",
+        tmp_path / "m" / "config.json",
+    )
+    assert "would overwrite the input" in message or "unknown format" in message
+    message = one_line_error(
+        capsys, "forecast", tmp_path / "m" / "config.json", "--horizon", 6, "--save", tmp_path / "m", *SMALL
+    )
+    assert "cannot write the --save folder" in message and "would overwrite the input" in message
+    assert (tmp_path / "m" / "config.json").read_bytes() == config
+
+
+@pytest.mark.parametrize(
+    "option, name",
+    [("--target-col", "Naive"), ("--time-col", "AutoETS"), ("--id-col", "model"), ("--target-col", "MASE")],
+)
+def test_column_names_that_clash_with_any_output_column_are_refused(tmp_path, capsys, option, name):
+    data = write_csv(tmp_path / "data.csv")
+    frame = pd.read_csv(data).rename(columns={"y": "Naive", "ds": "AutoETS", "unique_id": "model"})
+    frame.to_csv(data, index=False)
+    message = refused_before_training(capsys, "backtest", data, "--horizon", 6, option, name, *SMALL)
+    assert f"'{name}' clashes with the column '{name}'" in message
+
+
+def test_a_series_named_overall_is_refused_in_a_backtest(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv")
+    frame = pd.read_csv(data)
+    frame.loc[frame.unique_id == "s1", "unique_id"] = "overall"
+    frame.to_csv(data, index=False)
+    message = refused_before_training(
+        capsys, "backtest", data, "--horizon", 6, "--out", tmp_path / "cv.csv", *SMALL
+    )
+    assert "a series is named 'overall'" in message and not (tmp_path / "cv.csv").exists()
+
+
+def test_a_series_id_that_looks_like_a_setting_is_quoted_as_written(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv", lengths=(80, 20))
+    frame = pd.read_csv(data)
+    frame.loc[frame.unique_id == "s1", "unique_id"] = "val_size=3"
+    frame.to_csv(data, index=False)
+    message = refused_before_training(capsys, "forecast", data, "--horizon", 6, *SMALL)
+    assert "series 'val_size=3'" in message and "--seq-len" in message
+
+
+def test_backtest_table_and_scores_file_have_msis_per_level(tmp_path, capsys):
+    data = write_csv(tmp_path / "data.csv", lengths=(160, 150))
+    frame = pd.read_csv(data)
+    frame["y"] += np.random.default_rng(0).normal(0, 0.3, len(frame))  # a seasonal naive error: MSIS defined
+    frame.to_csv(data, index=False)
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--windows",
+        2,
+        "--level",
+        80,
+        "--baselines",
+        "SeasonalNaive,Naive",
+        "--scores",
+        tmp_path / "scores.csv",
+        *SMALL,
+    )
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("series"))
+    assert "cover-80" in header and "width-80" in header and "MSIS-80" in header
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"unique_id": str})
+    assert {"MSIS-80", "best-MSIS-80"} <= set(scores.columns)
+    assert scores.groupby("unique_id")["best-MSIS-80"].sum().eq(1).all()
+    marked = [
+        line for line in out.splitlines() if any(f"{v:.3f}*" in line for v in scores["MSIS-80"].dropna())
+    ]
+    assert len(marked) == 3  # the best MSIS of s0, s1 and overall
+
+
+def test_the_baseline_budget_is_an_option_and_a_dropped_model_says_how_to_keep_it(
+    tmp_path, capsys, monkeypatch
+):
+    from timellm.evaluation import statistical
+
+    real = statistical._model
+
+    class Slow:
+        def __init__(self, model):
+            self.model = model
+
+        def forecast(self, **kwargs):
+            import time
+
+            time.sleep(1.0)
+            return self.model.forecast(**kwargs)
+
+    monkeypatch.setattr(
+        statistical,
+        "_model",
+        lambda name, season: Slow(real(name, season)) if name == "AutoTheta" else real(name, season),
+    )
+    data = write_csv(tmp_path / "data.csv")
+    code, out, err = run(
+        capsys,
+        "backtest",
+        data,
+        "--horizon",
+        6,
+        "--baselines",
+        "AutoTheta,Naive",
+        "--baseline-budget",
+        0.2,
+        *SMALL,
+    )
+    assert code == 0, err
+    assert (
+        "AutoTheta dropped: it ran past its time budget of 0.2 s" in err
+        and "--baseline-budget SECONDS" in err
+    )
+    assert "AutoTheta" not in out and "Naive" in out

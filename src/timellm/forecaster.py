@@ -295,6 +295,7 @@ class TimeLLMForecaster:
             "forecasting",
             f"the look-back {self.seq_len}",
             max_seq_len([len(s) for s in data], 0),
+            takers=None,
         )
         ends = [len(s) for s in data]
         forecasts = self._forecast(data, ends)
@@ -669,13 +670,27 @@ class TimeLLMForecaster:
             )
         return val
 
-    def _advice(self, largest: int) -> str:
-        advice = "lower the look-back with seq_len=..."
-        if largest >= self.config.patch_len:
-            advice += f": at most {largest} for these series"
-        return advice
+    def _advice(self, largest: int, takers: str | None = "a shorter horizon=...") -> str:
+        """What to change when series are too short: the look-back if a shorter one the model
+        accepts would fit, else what takes the rows (``takers``: the horizon, the windows), or
+        longer series."""
+        least = _least_seq_len(self.config)
+        if largest >= least:
+            return f"lower the look-back with seq_len=...: at most {largest} for these series"
+        ask = f"ask for {takers}, or give longer series" if takers else "give longer series"
+        return (
+            f"no look-back fits (the model needs at least {least} steps), so a shorter one cannot help: {ask}"
+        )
 
-    def _require_length(self, data: SeriesSet, needed: int, task: str, breakdown: str, largest: int) -> None:
+    def _require_length(
+        self,
+        data: SeriesSet,
+        needed: int,
+        task: str,
+        breakdown: str,
+        largest: int,
+        takers: str | None = "a shorter horizon=...",
+    ) -> None:
         """Refuse series shorter than ``needed`` rows, naming the shortest and the longest look-back that fits."""
         short = [s for s in data if len(s) < needed]
         if not short:
@@ -684,11 +699,17 @@ class TimeLLMForecaster:
         more = f" (and {len(short) - 1} more series)" if len(short) > 1 else ""
         raise SeriesLengthError(
             f"series {shortest.id!r}{more} is too short: {len(shortest)} rows, but {task} needs at least "
-            f"{needed} = {breakdown}; {self._advice(largest)}"
+            f"{needed} = {breakdown}; {self._advice(largest, takers)}"
         )
 
     def _require_training_rows(
-        self, data: SeriesSet, lengths: list[int], val: int, largest: int, context: str = ""
+        self,
+        data: SeriesSet,
+        lengths: list[int],
+        val: int,
+        largest: int,
+        context: str = "",
+        takers: str | None = "a shorter horizon=...",
     ) -> None:
         """Refuse data in which no series has a training window before its validation steps."""
         t, h = self.seq_len, self.horizon
@@ -698,7 +719,7 @@ class TimeLLMForecaster:
         raise SeriesLengthError(
             f"no series is long enough to train on{where}: training needs look-back {t} + horizon {h} "
             f"+ validation {val} = {t + h + val} rows in at least one series, the longest has {max(lengths)}; "
-            f"{self._advice(largest)}, or lower val_size=..."
+            f"{self._advice(largest, takers)}; or lower val_size=..."
         )
 
     def _windows(
@@ -718,12 +739,12 @@ class TimeLLMForecaster:
             breakdown += f" + {n_windows - 1} x step {step}"
         lengths = [len(s) for s in data]
         largest = max_seq_len(lengths, self.horizon, val, n_windows=n_windows, step_size=step)
-        self._require_length(
-            data, self.seq_len + span, f"cross-validation with {n_windows} window(s)", breakdown, largest
-        )
+        takers = "a shorter horizon=..., fewer n_windows=... or a smaller step_size=..."
+        task = f"cross-validation with {n_windows} window(s)"
+        self._require_length(data, self.seq_len + span, task, breakdown, largest, takers)
         if val is not None:
             before = [n - span for n in lengths]
-            self._require_training_rows(data, before, val, largest, "before the first cutoff")
+            self._require_training_rows(data, before, val, largest, "before the first cutoff", takers)
         return {i: [len(s) - span + k * step for k in range(n_windows)] for i, s in enumerate(data)}
 
     def _fit_series(self, data: SeriesSet, val: int, context: str = "") -> None:

@@ -74,6 +74,7 @@ SETTING_FLAGS = {
     "step_size": "--step-size",
     "season": "--season",
     "period": "--period",
+    "baseline_budget": "--baseline-budget",
 }
 
 SWITCHES = {"interpolate=True": "--interpolate", "wide=True": "--wide"}
@@ -102,8 +103,6 @@ def with_flags(message: str) -> str:
     from timellm.model.config import TimeLLMConfig
     from timellm.training.config import TrainConfig
 
-    for setting, switch in SWITCHES.items():
-        message = re.sub(rf"\b{re.escape(setting)}", switch, message)
     settings = {f.name for f in fields(TimeLLMConfig)} | {f.name for f in fields(TrainConfig)}
 
     def flag(match: re.Match) -> str:
@@ -112,4 +111,12 @@ def with_flags(message: str) -> str:
             return f"{SETTING_FLAGS[name]} "
         return f"--set {name}=" if name in settings else match.group(0)
 
-    return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=", flag, message)
+    def rewrite(text: str) -> str:
+        for setting, switch in SWITCHES.items():
+            text = re.sub(rf"\b{re.escape(setting)}", switch, text)
+        return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=", flag, text)
+
+    # quoted text (a series id such as 'val_size=3', a file name) is the user's own: left as written;
+    # a quote mark inside a word or after one (don't, the series') is an apostrophe, not a quote
+    parts = re.split(r"""((?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w))""", message)
+    return "".join(part if i % 2 else rewrite(part) for i, part in enumerate(parts))

@@ -33,8 +33,10 @@ def add_commands(sub) -> None:
         help="forecast the last windows of your series and score them beside statistical baselines",
         description="Cross-validate on the end of every series: train on the data before the first "
         "cutoff (unless --model), forecast --windows windows of --horizon steps, and print MSE, MAE and "
-        "MASE per series and overall beside AutoETS, AutoTheta, AutoARIMA, SeasonalNaive and Naive of "
-        "statsforecast, fitted on the same history before each cutoff.",
+        "MASE (and with --level coverage, width and MSIS) per series and overall beside AutoETS, "
+        "AutoTheta, AutoARIMA, SeasonalNaive and Naive of statsforecast, fitted on the same history "
+        "before each cutoff. Above a season of 24 (weekly data: 52) AutoETS and AutoARIMA run on the "
+        "seasonally adjusted series of an STL decomposition, named MSTL-AutoETS and MSTL-AutoARIMA.",
     )
     _add_user_data_options(p)
     p.add_argument("--windows", type=int, default=1, help="windows per series (default 1)")
@@ -50,12 +52,25 @@ def add_commands(sub) -> None:
         help="statistical baselines: all (default), none, or a comma-separated list of "
         "AutoETS, AutoTheta, AutoARIMA, SeasonalNaive, Naive",
     )
-    _add_level_option(p, "score prediction intervals: coverage and mean width of every model at each level")
+    p.add_argument(
+        "--baseline-budget",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="time each statistical baseline may take over all windows; one past it is dropped with a "
+        "warning (default 60; 0: no limit)",
+    )
+    _add_level_option(
+        p,
+        "score prediction intervals: coverage, mean width and MSIS (M4's mean scaled interval score) of "
+        "every model at each level",
+    )
     p.add_argument(
         "--plot",
         help="draw history, truth, Time-LLM and the best baseline of (up to four) series to this PNG",
     )
     p.add_argument("--out", help="also write the forecasts beside the truth to this .csv/.parquet file")
+    p.add_argument("--scores", help="also write the scores table to this .csv/.parquet file")
 
     p = sub.add_parser(
         "example-data", help="write a small real data set (two hourly series of ETTh1) as a long CSV"
@@ -207,17 +222,31 @@ def _write(frame, path: str) -> None:
 
 
 def _check_outputs(args) -> None:
-    """Every output writable, in a format that can be written here, before any training."""
-    from timellm.data.frames import check_output_path, check_table_path
+    """Every output writable, in a format that can be written here, and none of them an input
+    (the data file, the --model folder's files), before any training."""
+    from timellm.data.frames import check_not_input, check_output_path, check_table_path
+    from timellm.forecaster import FORECASTER_FILE
+    from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE
 
-    if getattr(args, "out", None):
-        check_table_path(args.out, "--out file")
+    adapter_files = (CONFIG_FILE, ADAPTER_FILE, FORECASTER_FILE)
+    inputs = [args.data]
+    if getattr(args, "model", None):
+        inputs += [Path(args.model) / name for name in adapter_files]
+    for option in ("out", "scores"):
+        if getattr(args, option, None):
+            check_table_path(getattr(args, option), f"--{option} file")
+            check_not_input(getattr(args, option), inputs, f"--{option} file")
     if getattr(args, "save", None):
         check_output_path(args.save, "--save folder", folder=True)
+        check_not_input(args.save, inputs, "--save folder", writes=adapter_files)
     if getattr(args, "plot", None):
         if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
             raise CLIError(f"--plot {args.plot}: expected a file name ending in {', '.join(PLOT_SUFFIXES)}")
         check_output_path(args.plot, "--plot file")
+        check_not_input(args.plot, inputs, "--plot file")
+    outputs = [getattr(args, o) for o in ("out", "scores", "plot") if getattr(args, o, None)]
+    for i, path in enumerate(outputs):
+        check_not_input(path, outputs[:i], "output file")
 
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib writes without extras
@@ -292,6 +321,7 @@ def cmd_backtest(args) -> int:
         season=args.season,
         baselines=baselines,
         level=levels,
+        baseline_budget=args.baseline_budget,
     )
     fmt = forecaster.format
     seasons = sorted(set(scores.attrs["season"].values()))
@@ -301,24 +331,37 @@ def cmd_backtest(args) -> int:
         f"{forecaster.seq_len}, cutoffs {cutoffs.min()} to {cutoffs.max()}; seasonal period "
         f"{', '.join(map(str, seasons))} (statistical models and MASE); MSE and MAE on the data's own "
         "scale; seconds: fit + forecast of every window; * best MASE of the series"
+        + (
+            "; MSIS: M4's mean scaled interval score (width + misses, lower is better), * best"
+            if levels
+            else ""
+        )
     )
     width = max(12, *(len(str(v)) + 2 for v in scores[fmt.id_col]))
-    interval_columns = [c for lv in levels for c in (f"coverage-{lv:g}", f"width-{lv:g}")]
-    header = f"{'series':<{width}}{'model':<16}{'MSE':>12}{'MAE':>12}{'MASE':>9}"
-    header += "".join(f"{c.replace('coverage', 'cover'):>12}" for c in interval_columns)
+    model_width = max(16, *(len(str(m)) + 2 for m in scores["model"]))
+    header = f"{'series':<{width}}{'model':<{model_width}}{'MSE':>12}{'MAE':>12}{'MASE':>9}"
+    for lv in levels:
+        header += f"{f'cover-{lv:g}':>10}{f'width-{lv:g}':>11}{f'MSIS-{lv:g}':>11} "
     print(header + f"{'seconds':>9}")
     previous = None
     for row in scores.to_dict("records"):
         sid = row[fmt.id_col]
         label, previous = (str(sid) if sid != previous else ""), sid
         mase = "n/a" if math.isnan(row["MASE"]) else f"{row['MASE']:.3f}"
-        line = f"{label:<{width}}{row['model']:<16}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}"
-        line += "".join(f"{row[c]:>12.3g}" for c in interval_columns)
+        line = f"{label:<{width}}{row['model']:<{model_width}}{row['MSE']:>12.4g}{row['MAE']:>12.4g}{mase:>9}"
+        for lv in levels:
+            msis = row[f"MSIS-{lv:g}"]
+            shown = "n/a" if math.isnan(msis) else f"{msis:.3f}"
+            mark = "*" if row[f"best-MSIS-{lv:g}"] else " "
+            line += f"{row[f'coverage-{lv:g}']:>10.3g}{row[f'width-{lv:g}']:>11.3g}{shown:>11}{mark}"
         seconds = "" if math.isnan(row["seconds"]) else f"{row['seconds']:.1f}"
         print(line + f"{seconds:>9}" + (" *" if row["best"] else ""))
     if args.out:
         _write(cv, args.out)
         print(f"forecasts beside the truth: {args.out}")
+    if args.scores:
+        _write(scores, args.scores)
+        print(f"scores: {args.scores}")
     if args.plot:
         from timellm.plotting import plot_backtest
 

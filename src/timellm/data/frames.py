@@ -52,6 +52,7 @@ __all__ = [
     "SeriesSet",
     "TimestampError",
     "ValueDataError",
+    "check_not_input",
     "check_output_path",
     "check_table_path",
     "infer_frequency",
@@ -237,6 +238,29 @@ def _read_csv(path: Path, compression: str, fmt: FrameFormat | None) -> pd.DataF
 def parquet_available() -> bool:
     """Whether pandas can read and write Parquet here (it needs pyarrow or fastparquet)."""
     return any(importlib.util.find_spec(name) is not None for name in ("pyarrow", "fastparquet"))
+
+
+def check_not_input(
+    path: str | Path, inputs: Sequence[str | Path], what: str = "output", writes: Sequence[str] = ()
+) -> None:
+    """Refuse an output that is one of the command's inputs, which writing would destroy.
+
+    ``writes``: for an output folder, the names of the files written into it; an input among
+    them is refused too. Paths are compared after resolving links and ``..``.
+    """
+    path = Path(path)
+    targets = [path, *(path / name for name in writes)]
+    for given in inputs:
+        source = Path(given)
+        for target in targets:
+            same = target.resolve() == source.resolve()
+            if not same and target.exists() and source.exists():
+                same = os.path.samefile(target, source)
+            if same:
+                raise DataFileError(
+                    f"cannot write the {what} {path}: it would overwrite the input {source}; "
+                    "choose another name for the output"
+                )
 
 
 def check_output_path(path: str | Path, what: str = "output", folder: bool = False) -> Path:
