@@ -242,10 +242,10 @@ def test_an_m4_variant_can_tune_one_frequency(monkeypatch):
 def test_m4_dlinear_reference_takes_the_models_normalisation(weekly_m4, tmp_path):
     config = tiny_config(seq_len=26, pred_len=13, patch_len=1, stride=1)
     for kind in ("revin", "last"):
-        model = _m4_model(config.replace(normalization=kind), "dlinear", ExecutionSettings())
+        model = _m4_model(config.replace(normalization=kind), "dlinear", ExecutionSettings(), seed=0)
         assert model.normalization == kind
     seasonal = config.replace(normalization="seasonal", period=4, zero_head=True)
-    model = _m4_model(seasonal, "dlinear", ExecutionSettings())
+    model = _m4_model(seasonal, "dlinear", ExecutionSettings(), seed=0)
     assert (model.normalization, model.period) == ("seasonal", 4) and not model.trend.weight.any()
     common = ["m4", "--frequency", "W", "--data-dir", str(weekly_m4), *TINY, "--reference", "dlinear"]
     assert main([*common, "--out", str(tmp_path / "last"), "--set", "normalization=last"]) == 0

@@ -93,7 +93,11 @@ def m4_references(data: M4Data, inputs: torch.Tensor, data_dir: Path) -> dict[st
 M4_REFERENCES = ("dlinear",)
 
 
-def _m4_model(config: TimeLLMConfig, reference: str | None, execution: ExecutionSettings) -> nn.Module:
+def _m4_model(
+    config: TimeLLMConfig, reference: str | None, execution: ExecutionSettings, seed: int
+) -> nn.Module:
+    """A fresh model of the run (Time-LLM, or the reference named), its initialisation drawn under ``seed``."""
+    seed_everything(seed)
     if reference is None:
         return TimeLLM(config, execution=execution)
     if reference == "dlinear":
@@ -171,8 +175,7 @@ def run_m4(
     folder.create(record)
     with folder.log():
         logger.info("run %s: %s", run_dir, command or preset.name)
-        seed_everything(train_config.seed)
-        model = _m4_model(model_config, reference, preset.execution)
+        model = _m4_model(model_config, reference, preset.execution, train_config.seed)
         train_set = data.training_windows(seq_len, holdout=True)
         val_set = TensorDataset(*data.validation_set(seq_len))
         logger.info(
@@ -191,8 +194,7 @@ def run_m4(
                 "refit: a fresh model on the whole training series for %d epochs (validation's choice)",
                 result.best_epoch,
             )
-            seed_everything(train_config.seed)
-            model = _m4_model(model_config, reference, preset.execution)
+            model = _m4_model(model_config, reference, preset.execution, train_config.seed)
             full_set = data.training_windows(seq_len, holdout=False)
             again = fit(model, full_set, None, train_config.replace(epochs=result.best_epoch))
             history = history + [{**row, "refit": True} for row in again.history]
