@@ -101,14 +101,3 @@ def execution_settings(values: dict[str, Any] | None) -> ExecutionSettings:
         return ExecutionSettings(**values)
     except ValueError as err:
         raise SettingsError(str(err)) from None
-
-
-def check_precisions(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` checked against :data:`PRECISION_DTYPES` (``auto`` resolves per device, so it is
-    not one to compare)."""
-    unknown = [name for name in names if name not in PRECISION_DTYPES]
-    if unknown:
-        raise SettingsError(
-            f"unknown precision(s) {', '.join(unknown)}; known: {', '.join(PRECISION_DTYPES)}"
-        )
-    return tuple(names)
