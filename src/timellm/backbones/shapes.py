@@ -79,14 +79,32 @@ def build_shaped_backbone(
         config.hidden_size,
         storage,
     )
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(storage, torch.bfloat16)  # int8: from bf16
     # the same weights every time, without touching the caller's random state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = LlamaModel(empty)  # embeddings, final norm, rotary embedding
+        model = _materialised(LlamaModel, empty, dtype)  # embeddings, final norm, rotary embedding
+        model.apply(model._init_weights)
         store_weights(model, storage)
         for index in range(layers):
-            layer = LlamaDecoderLayer(config, layer_idx=index)
+            layer = _materialised(LlamaDecoderLayer, config, dtype, layer_idx=index)
             layer.apply(model._init_weights)
             model.layers.append(store_weights(layer.requires_grad_(False), storage))
     model.config.num_hidden_layers = layers
     return model, total
+
+
+def _materialised(cls, config, dtype: torch.dtype, **kwargs):
+    """``cls(config)`` allocated once, directly in ``dtype`` (built on the meta device first); the
+    caller initialises its weights. LLaMA's only buffer, the rotary frequencies, is recomputed."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    with torch.device("meta"):
+        module = cls(config, **kwargs)
+    module = module.to(dtype=dtype).to_empty(device="cpu")
+    if isinstance(getattr(module, "rotary_emb", None), LlamaRotaryEmbedding):
+        module.rotary_emb = LlamaRotaryEmbedding(config=config)
+    left = [name for name, _ in module.named_buffers() if not name.startswith("rotary_emb.")]
+    if left:
+        raise BackboneError(f"cannot build {cls.__name__} on the meta device: buffers {left} need values")
+    return module

@@ -1,0 +1,354 @@
+"""``timellm bench memory``: what a Time-LLM run holds, by backbone size and weight storage.
+
+Each (backbone, weights) cell runs in a fresh child process at the paper's ETTh1-96 model settings
+(all layers, 1000 prototypes, d_ff 128, look-back 512) on real ETTh1 windows (all 7 channels):
+load, a few inference batches, then a few Adam steps of the adapter through the frozen LLM
+(inference first: the allocator keeps what training frees, which would hide inference's own peak).
+It records
+the resident set after the load, the peak of each phase (``VmHWM``, reset between phases), the
+estimate of :mod:`timellm.model.memory` beside each measured peak, the estimate at the paper's
+batch of 24 windows (marked as an estimate), series per second, and the share of the compute
+dtype's matmul peak that the step's FLOPs reach. A cell the estimate says cannot fit is not run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from timellm.model.memory import GiB, available_memory, estimate_memory, plan_storage
+
+logger = logging.getLogger(__name__)
+
+BACKBONES = ("smollm2-135m", "random-llama-1b", "random-llama-7b")
+WEIGHTS = ("fp32", "bf16", "int8")
+CHANNELS = 7  # ETTh1's channels: every window is 7 series
+PAPER_BATCH = 24  # windows a batch in the paper's scripts
+
+
+@dataclass(frozen=True)
+class MemoryBenchSettings:
+    """What ``timellm bench memory`` measures."""
+
+    backbones: tuple[str, ...] = BACKBONES
+    weights: tuple[str, ...] = WEIGHTS
+    batch_size: int = 1  # windows a batch (x 7 channels); the paper's 24 is estimated, not run, on a CPU
+    train_steps: int = 2  # Adam steps; the last one is timed
+    infer_batches: int = 2  # inference batches; the last one is timed
+    precision: str = "auto"  # the run's compute precision (auto: bf16 where native)
+    gradient_checkpointing: bool = False
+    data: str | None = None  # ETTh1 CSV (default: $TIMELLM_DATA, else the packaged copy)
+    out: str | None = "results"  # folder for memory.csv and memory.md; None writes nothing
+    model_changes: dict = field(default_factory=dict)  # other model settings (tests: a small model)
+
+
+def paper_config(backbone: str, changes: dict | None = None):
+    """The paper's ETTh1-96 model settings on ``backbone`` (all its layers)."""
+    import dataclasses
+
+    from timellm.experiments.presets import get_preset
+
+    config = dataclasses.replace(get_preset("ETTh1-96").model, backbone=backbone, llm_layers=None)
+    return dataclasses.replace(config, **(changes or {}))
+
+
+def memory_benchmark(settings: MemoryBenchSettings) -> pd.DataFrame:
+    """Run every cell in a child process; return (and write to ``settings.out``) the table."""
+    import torch
+
+    from timellm.experiments.flops import matmul_peak
+    from timellm.model.config import ExecutionSettings
+    from timellm.model.precision import resolve_precision
+
+    compute = resolve_precision(settings.precision, "cpu")
+    peaks = {
+        name: matmul_peak(dtype)[0] for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
+    logger.info(
+        "matmul peak (2048^2): fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s", peaks["fp32"] / 1e9, peaks["bf16"] / 1e9
+    )
+    rows = []
+    for backbone in settings.backbones:
+        for weights in settings.weights:
+            config = paper_config(backbone, settings.model_changes)
+            execution = ExecutionSettings(
+                weights=weights, gradient_checkpointing=settings.gradient_checkpointing
+            )
+            storage, _ = plan_storage(config, execution, settings.precision, "cpu")
+            row = {
+                "backbone": backbone,
+                "weights": storage,
+                "compute": compute,
+                "batch_windows": settings.batch_size,
+            }
+            needed = estimate_memory(
+                config,
+                storage=storage,
+                compute=compute,
+                batch_series=settings.batch_size * CHANNELS,
+                training=True,
+                gradient_checkpointing=settings.gradient_checkpointing,
+            ).total
+            room = available_memory("cpu")
+            if needed > room:
+                logger.info(
+                    "%s with %s weights: estimated %.1f GiB > %.1f GiB available; not run",
+                    backbone,
+                    storage,
+                    needed / GiB,
+                    room / GiB,
+                )
+                row.update(
+                    status=f"does not fit: estimate {needed / GiB:.1f} GiB > {room / GiB:.1f} GiB available"
+                )
+                rows.append(row)
+                continue
+            logger.info("%s with %s weights: measuring in a child process", backbone, storage)
+            row.update(_run_child(settings, backbone, weights))
+            row["matmul_peak_gflops"] = round(peaks["bf16" if compute == "bf16" else "fp32"] / 1e9, 1)
+            for phase in ("train", "infer"):
+                rate = row.get(f"{phase}_gflops")
+                if rate is not None:
+                    row[f"{phase}_peak_fraction"] = round(rate / row["matmul_peak_gflops"], 3)
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["peaks"] = peaks
+    if settings.out:
+        write(frame, Path(settings.out), settings)
+    return frame
+
+
+def _run_child(settings: MemoryBenchSettings, backbone: str, weights: str) -> dict:
+    from timellm._malloc import tuned_environment
+
+    payload = json.dumps({"settings": asdict(settings), "backbone": backbone, "weights": weights})
+    env = tuned_environment()  # the allocator the command line runs with
+    command = [sys.executable, "-m", "timellm.experiments.memory_bench", payload]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return {"status": f"failed (exit {done.returncode}): {tail[0]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# one cell, in the child
+
+
+def _status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    """Start a new high-water mark of the resident set (Linux: writing 5 to clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _etth1_batch(path: str | None, seq_len: int, pred_len: int, windows: int):
+    """``windows`` look-back windows of all 7 ETTh1 channels (B, T, 7), standardised, and their futures."""
+    import numpy as np
+    import torch
+
+    from timellm.data.benchmarks import find_file
+
+    frame = pd.read_csv(path or find_file("ETTh1"))
+    values = frame.drop(columns=["date"]).to_numpy(np.float32)
+    train = values[:8640]
+    values = (values - train.mean(0)) / train.std(0)
+    starts = np.linspace(0, len(values) - seq_len - pred_len, windows).astype(int)
+    past = np.stack([values[s : s + seq_len] for s in starts])
+    future = np.stack([values[s + seq_len : s + seq_len + pred_len] for s in starts])
+    return torch.from_numpy(past), torch.from_numpy(future)
+
+
+def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> dict:
+    """Load, train and infer one configuration in this process; return its measured row."""
+    import contextlib
+
+    import torch
+
+    from timellm.experiments.flops import fast_path_flops
+    from timellm.model.config import ExecutionSettings
+    from timellm.model.modeling import TimeLLM
+    from timellm.model.precision import STORAGE_DTYPES, resolve_precision
+
+    config = paper_config(backbone, settings.model_changes)
+    execution = ExecutionSettings(weights=weights, gradient_checkpointing=settings.gradient_checkpointing)
+    compute = resolve_precision(settings.precision, "cpu")
+    storage, _ = plan_storage(config, execution, settings.precision, "cpu")
+    past, future = _etth1_batch(settings.data, config.seq_len, config.pred_len, settings.batch_size)
+    series = past.shape[0] * past.shape[2]
+    base = _status_kib("VmRSS")
+
+    def estimate(training: bool, batch_series: int = series) -> float:
+        e = estimate_memory(
+            config,
+            storage=storage,
+            compute=compute,
+            batch_series=batch_series,
+            training=training,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            base=base,
+        )
+        return e.total / GiB
+
+    _reset_peak()
+    start = time.perf_counter()
+    model = TimeLLM(config, execution=execution, precision=settings.precision)
+    load_s = time.perf_counter() - start
+    row = {
+        "status": "ok",
+        "frozen_params_m": round(sum(p.numel() for p in model.llm.parameters()) / 1e6, 1),
+        "base_gib": round(base / GiB, 2),
+        "after_load_gib": round(_status_kib("VmRSS") / GiB, 2),
+        "load_peak_gib": round(_status_kib("VmHWM") / GiB, 2),
+        "load_s": round(load_s, 1),
+    }
+    autocast = (
+        torch.autocast("cpu", dtype=STORAGE_DTYPES[compute])
+        if compute != "fp32"
+        else contextlib.nullcontext()
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=1e-4)
+    prefix = len(model.prefix_ids)
+    stats_ids, _ = model.statistics_token_ids(past.permute(0, 2, 1).reshape(series, -1))
+    stats = float(stats_ids.shape[1])
+
+    model.eval()
+    _reset_peak()
+    with torch.no_grad():
+        for _ in range(settings.infer_batches):
+            start = time.perf_counter()
+            with autocast:
+                model(past)
+            infer_s = time.perf_counter() - start
+    row["infer_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
+    row["infer_estimate_gib"] = round(estimate(False), 2)
+    row["infer_estimate_b24_gib"] = round(estimate(False, PAPER_BATCH * CHANNELS), 1)
+    row["infer_batch_s"] = round(infer_s, 2)
+    row["infer_series_per_s"] = round(series / infer_s, 2)
+    row["infer_gflops"] = round(fast_path_flops(model, series, prefix, stats, False) / infer_s / 1e9, 1)
+    model.train()
+    _reset_peak()
+    step_s = 0.0
+    for _ in range(settings.train_steps):
+        start = time.perf_counter()
+        with autocast:
+            loss = torch.nn.functional.mse_loss(model(past).float(), future)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        step_s = time.perf_counter() - start
+    row["train_loss"] = round(float(loss), 4)
+    row["train_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
+    row["train_estimate_gib"] = round(estimate(True), 2)
+    row["train_estimate_b24_gib"] = round(estimate(True, PAPER_BATCH * CHANNELS), 1)
+    row["train_step_s"] = round(step_s, 2)
+    row["train_series_per_s"] = round(series / step_s, 2)
+    row["train_gflops"] = round(fast_path_flops(model, series, prefix, stats, True) / step_s / 1e9, 1)
+
+    if torch.cuda.is_available():
+        row["cuda_max_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GiB, 2)
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# the table
+
+
+COLUMNS = [
+    "backbone",
+    "weights",
+    "compute",
+    "gradient_checkpointing",
+    "frozen_params_m",
+    "after_load_gib",
+    "load_peak_gib",
+    "train_peak_gib",
+    "train_estimate_gib",
+    "train_estimate_b24_gib",
+    "infer_peak_gib",
+    "infer_estimate_gib",
+    "infer_estimate_b24_gib",
+    "train_series_per_s",
+    "infer_series_per_s",
+    "train_peak_fraction",
+    "infer_peak_fraction",
+    "status",
+]
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    shown = frame[[c for c in COLUMNS if c in frame.columns]].fillna("")
+    head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    return head + "\n".join(
+        "| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)
+    )
+
+
+def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None:
+    from timellm.experiments.folders import source_commit
+
+    out.mkdir(parents=True, exist_ok=True)
+    peaks_attr = frame.attrs.get("peaks", {})
+    frame = frame.assign(cpu=cpu_model(), commit=source_commit() or "")
+    for name, value in peaks_attr.items():
+        frame[f"{name}_matmul_peak_gflops"] = round(value / 1e9, 1)
+    path = out / "memory.csv"
+    if path.is_file():  # keep the rows of other cells; a re-measured cell replaces its old row
+        old = pd.read_csv(path)
+        keys = ["backbone", "weights", "gradient_checkpointing"]
+        fresh = set(map(tuple, frame[keys].astype(str).to_numpy()))
+        kept = old[[tuple(r) not in fresh for r in old[keys].astype(str).to_numpy()]]
+        frame = pd.concat([kept, frame], ignore_index=True)
+    frame.to_csv(path, index=False)
+    peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks_attr.items())
+    lines = [
+        "# Memory by backbone size and weight storage (`timellm bench memory`)",
+        "",
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; matmul peak of the last run (2048x2048, torch): {peaks} "
+        "(each row's own peaks are in memory.csv).",
+        f"Paper ETTh1-96 model settings (all layers, 1000 prototypes, d_ff 128), {settings.batch_size} "
+        f"window(s) of 7 channels a batch, precision {settings.precision}. Memory in GiB (resident set); "
+        "`*_estimate_b24_gib` is the estimate at the paper's batch of 24 windows, not a measurement.",
+        "",
+        markdown(frame),
+        "",
+    ]
+    (out / "memory.md").write_text("\n".join(lines))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _main(payload: str) -> None:
+    args = json.loads(payload)
+    raw = args["settings"]
+    raw["backbones"], raw["weights"] = tuple(raw["backbones"]), tuple(raw["weights"])
+    settings = MemoryBenchSettings(**raw)
+    row = measure_cell(settings, args["backbone"], args["weights"])
+    sys.stdout.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    _main(sys.argv[1])
