@@ -72,3 +72,21 @@ def ensure_tuned_allocator(argv: Sequence[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *args], tuned_environment())
+
+
+def release_free_memory() -> None:
+    """Hand the free pages inside glibc's heap back to the OS (``malloc_trim``), tuned or not.
+
+    With the tuned thresholds nothing freed is ever returned, so building a model tensor by tensor
+    (a bf16 layer, its quantisation temporaries, then its int8 weights) would leave every
+    temporary's pages resident: a 7B int8 backbone held 18 GiB for 7 GiB of weights. Called after
+    each such step, the resident set stays at what is alive. A no-op off glibc.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        logger.debug("malloc_trim is not available here")

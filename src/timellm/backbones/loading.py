@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from timellm._malloc import release_free_memory
 from timellm.backbones.errors import BackboneError
 from timellm.backbones.shapes import SHAPE_ALIASES, build_shaped_backbone
 from timellm.backbones.storage import storage_of, store_weights
@@ -144,6 +145,7 @@ def load_backbone(
         folder, spec, llm_layers, random_init, trust_remote_code, attn_implementation, gguf_hint, weights
     )
     store_weights(model, weights)
+    release_free_memory()  # what conversions freed (int8: the bf16 weights) leaves the resident set
     return _freeze(Backbone(model, tokenizer, spec, _is_causal(model), total))
 
 

@@ -14,6 +14,7 @@ import logging
 
 import torch
 
+from timellm._malloc import release_free_memory
 from timellm.backbones.errors import BackboneError
 from timellm.backbones.storage import store_weights
 
@@ -85,11 +86,12 @@ def build_shaped_backbone(
         torch.manual_seed(0)
         model = _materialised(LlamaModel, empty, dtype)  # embeddings, final norm, rotary embedding
         model.apply(model._init_weights)
-        store_weights(model, storage)
+        store_weights(model, "bf16" if storage == "int8" else storage)  # int8 is for linears only
         for index in range(layers):
             layer = _materialised(LlamaDecoderLayer, config, dtype, layer_idx=index)
             layer.apply(model._init_weights)
             model.layers.append(store_weights(layer.requires_grad_(False), storage))
+            release_free_memory()  # the layer's temporaries (bf16 before int8) leave the resident set
     model.config.num_hidden_layers = layers
     return model, total
 

@@ -126,7 +126,9 @@ def add_commands(sub) -> None:
     p.add_argument("--heatmap", help="write a PNG heat map of patch-to-prototype attention here")
     add_common(p)
 
-    p = sub.add_parser("bench", help="benchmarks: `timellm bench speed` (fast vs plain path)")
+    p = sub.add_parser(
+        "bench", help="benchmarks: `timellm bench speed` (fast vs plain path), `timellm bench memory`"
+    )
     bench = p.add_subparsers(dest="which", required=True, metavar="BENCHMARK")
     p = bench.add_parser(
         "speed",
@@ -189,10 +191,40 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--out", default="results/speed.csv")
 
+    p = bench.add_parser(
+        "memory",
+        help="memory after the load and peak memory of training and inference, by backbone and weight storage",
+        description="The paper's ETTh1-96 model (all layers, 1000 prototypes) on each backbone and weight "
+        "storage, each in a fresh process: resident set after the load, peaks of inference and of Adam "
+        "steps beside the estimate, series per second and the share of the matmul peak. Cells the "
+        "estimate says cannot fit are listed, not run. Writes memory.csv and memory.md.",
+    )
+    p.add_argument(
+        "--backbones",
+        type=_name_list,
+        default="smollm2-135m,random-llama-1b,random-llama-7b",
+        help="comma-separated backbone specs (random-llama-7b: LLaMA-7B's shape, random weights)",
+    )
+    p.add_argument("--weights", type=_name_list, default="fp32,bf16,int8", help="storages to compare")
+    p.add_argument("--batch", type=int, default=1, help="ETTh1 windows a batch (x 7 channels)")
+    p.add_argument("--steps", type=int, default=2, help="Adam steps (the last is timed)")
+    p.add_argument("--infer-steps", type=int, default=2, help="inference batches (the last is timed)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
+    )
+    p.add_argument(
+        "--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA, else the packaged copy)"
+    )
+    p.add_argument("--out", default="results", help="folder for memory.csv and memory.md")
+
     p = sub.add_parser("presets", help="list the packaged presets")
     p.add_argument("--all", action="store_true", help="show every setting of each preset")
 
-    p = sub.add_parser("info", help="parameter counts of a model built from a preset")
+    p = sub.add_parser(
+        "info",
+        help="parameter counts and the memory a preset needs, estimated from its config (nothing is loaded)",
+    )
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
     add_set(p)
@@ -421,25 +453,67 @@ def cmd_presets(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from timellm.model.modeling import TimeLLM
+    """Sizes and the memory a preset needs, from its config alone: nothing is loaded."""
+    import torch
+
+    from timellm.model.memory import (
+        GiB,
+        adapter_parameters,
+        available_memory,
+        estimate_memory,
+        llm_shape,
+        plan_storage,
+    )
 
     preset = _resolve_preset(args)
-    model = TimeLLM(preset.model)
-    backbone = model.backbone
-    print(f"preset {preset.name}, backbone {preset.model.backbone}")
-    if backbone is not None:
+    c, train = preset.model, preset.train
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"preset {preset.name}, backbone {c.backbone}")
+    shape = None
+    if c.llm not in ("none", "attention", "transformer"):
+        shape = llm_shape(c.backbone, c.llm_layers, c.trust_remote_code)
         print(
-            f"backbone: hidden {backbone.hidden_size}, vocabulary {backbone.vocab_size}, "
-            f"layers used {backbone.num_layers} of {backbone.total_layers}, causal {backbone.is_causal}"
+            f"backbone: width {shape.hidden}, vocabulary {shape.vocab}, {shape.layers} layers used, "
+            f"{shape.parameters:,} frozen parameters"
         )
-    trainable, total = model.num_parameters(True), model.num_parameters()
-    print(f"trainable parameters: {trainable:,}")
-    print(f"total parameters:     {total:,}")
-    for name, module in model.named_children():
-        count = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        if count:
-            print(f"  {name:<16}{count:>14,}")
+    print(f"trainable parameters: {adapter_parameters(c, shape):,}")
+    storage, compute = plan_storage(c, preset.execution, train.precision, device)
+    channels = _channels(preset.dataset)
+    print(
+        f"memory, estimated before loading (weights {storage}, computing in {compute} on {device}; "
+        f"gradient checkpointing {'on' if preset.execution.gradient_checkpointing else 'off'}):"
+    )
+    for training, windows, per_window, what in (
+        (True, train.batch_size, 1, f"training, {train.batch_size} series a step"),
+        (
+            False,
+            train.eval_batch_size,
+            channels,
+            f"testing, {train.eval_batch_size} windows x {channels} channels",
+        ),
+    ):
+        e = estimate_memory(
+            c,
+            storage=storage,
+            compute=compute,
+            batch_series=windows * per_window,
+            training=training,
+            gradient_checkpointing=preset.execution.gradient_checkpointing,
+        )
+        print(f"  {what}: {e.describe()}")
+    print(f"  available on {device}: {available_memory(device) / GiB:.1f} GiB")
     return 0
+
+
+def _channels(dataset: str | None) -> int:
+    """Channels of a benchmark (its CSV header, without the time column); 1 where it is not at hand."""
+    from timellm.data.benchmarks import find_file
+
+    try:
+        with open(find_file(dataset)) as handle:
+            return max(1, len(handle.readline().split(",")) - 1)
+    except (OSError, ValueError, TypeError, KeyError, LookupError):
+        return 1
 
 
 def cmd_ablate(args) -> int:
@@ -513,6 +587,8 @@ def cmd_explain(args) -> int:
 def cmd_bench(args) -> int:
     from dataclasses import fields
 
+    if args.which == "memory":
+        return _bench_memory(args)
     from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
 
     # the options are named as the settings, except the three that read better negated or plural
@@ -521,6 +597,24 @@ def cmd_bench(args) -> int:
         **given, mallocs=args.malloc, breakdown=not args.no_breakdown, ladder=not args.no_ladder
     )
     print(report(speed_benchmark(settings)))  # the tables are the product of this command
+    return 0
+
+
+def _bench_memory(args) -> int:
+    from timellm.experiments.memory_bench import MemoryBenchSettings, markdown, memory_benchmark
+
+    settings = MemoryBenchSettings(
+        backbones=tuple(args.backbones),
+        weights=tuple(args.weights),
+        batch_size=args.batch,
+        train_steps=args.steps,
+        infer_batches=args.infer_steps,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        data=args.data,
+        out=args.out,
+    )
+    print(markdown(memory_benchmark(settings)))  # the table is the product of this command
     return 0
 
 

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False))
     from timellm.backbones.loading import BackboneError
     from timellm.data.benchmarks import DataError
+    from timellm.model.memory import InsufficientMemoryError
     from timellm.model.modeling import AdapterLoadError
     from timellm.settings import SettingsError
     from timellm.training.loop import NonFiniteLossError
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         DataError,
         BackboneError,
         AdapterLoadError,
+        InsufficientMemoryError,
         FileNotFoundError,
         ValueError,
     ) as err:

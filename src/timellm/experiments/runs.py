@@ -31,6 +31,7 @@ from timellm.experiments.folders import (
 )
 from timellm.experiments.presets import Preset
 from timellm.model.config import TimeLLMConfig
+from timellm.model.memory import check_memory
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
@@ -115,7 +116,22 @@ def train_and_test(
                 train_config.batch_size,
             )
         seed_everything(train_config.seed)
-        model = TimeLLM(model_config, execution=preset.execution)
+        # refuse a run that cannot fit before the backbone is loaded: training a batch of series,
+        # and testing a batch of windows with all their channels
+        for training, windows, channels, setting in (
+            (True, train_config.batch_size, 1, "train.batch_size"),
+            (False, train_config.eval_batch_size, splits.channels, "train.eval_batch_size"),
+        ):
+            check_memory(
+                model_config,
+                preset.execution,
+                precision=train_config.precision,
+                batch_windows=windows,
+                channels=channels,
+                training=training,
+                batch_setting=setting,
+            )
+        model = TimeLLM(model_config, execution=preset.execution, precision=train_config.precision)
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
             model_config.backbone,

@@ -335,10 +335,13 @@ def check_memory(
     training: bool,
     device: torch.device | str | None = None,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    batch_setting: str | None = None,
 ) -> MemoryEstimate:
     """Estimate the run and refuse it, before anything is loaded, if it cannot fit.
 
-    Raises :class:`InsufficientMemoryError` naming the estimate, what is free, and the settings
+    ``batch_windows`` windows of ``channels`` series a batch; ``batch_setting`` names the setting
+    that sets it (advised when a smaller batch would fit). Raises
+    :class:`InsufficientMemoryError` naming the estimate, what is free, and the settings
     (weights, gradient checkpointing, batch size, layers) that would fit.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -370,7 +373,8 @@ def check_memory(
         options.append(("gradient_checkpointing=true", estimate(ckpt=True)))
     for windows in (batch_windows // 4, 1):
         if 0 < windows < batch_windows:
-            name = f"train.batch_size={windows}" if training else f"eval_batch_size={windows}"
+            setting = batch_setting or ("train.batch_size" if training else "train.eval_batch_size")
+            name = f"{setting}={windows}"
             options.append((name, estimate(series=windows * channels)))
     if config.llm_layers is None or config.llm_layers > 1:
         shape = llm_shape(config.backbone, config.llm_layers, config.trust_remote_code)

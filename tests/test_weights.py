@@ -1,0 +1,205 @@
+"""The frozen LLM's weight storage (weights=fp32|bf16|fp16|int8|auto) and the memory estimate."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import timellm.model.memory as memory
+from conftest import tiny_config
+from timellm import TimeLLM
+from timellm.backbones.loading import load_backbone
+from timellm.backbones.storage import torchao_available
+from timellm.data import WindowDataset
+from timellm.model.config import ExecutionSettings
+from timellm.model.memory import InsufficientMemoryError, check_memory, estimate_memory, llm_shape
+from timellm.model.precision import resolve_weights
+from timellm.training.loop import TrainConfig, fit
+
+RNG = np.random.default_rng(0)
+DATA = (np.sin(np.arange(400)[:, None] / 6 + np.arange(2)) + 0.1 * RNG.standard_normal((400, 2))).astype(
+    np.float32
+)
+PAST = torch.from_numpy(DATA[None, :48].copy())  # (1, 48, 2)
+
+
+def build(weights: str, precision: str = "fp32", backbone: str = "tiny-random-llama", **changes) -> TimeLLM:
+    torch.manual_seed(0)
+    config = tiny_config(backbone, **changes)
+    return TimeLLM(config, execution=ExecutionSettings(weights=weights), precision=precision)
+
+
+@pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert"])
+@pytest.mark.parametrize("weights", ["bf16", "fp16"])
+def test_narrow_weights_forecast_what_fp32_weights_forecast(backbone, weights):
+    """Stored in 16 bits and widened as each layer runs: the fp32 forecast up to the weights' rounding."""
+    wide, narrow = build("fp32", backbone=backbone).eval(), build(weights, backbone=backbone).eval()
+    assert wide.backbone.storage == "fp32" and narrow.backbone.storage == weights
+    with torch.no_grad():
+        gap = (wide(PAST) - narrow(PAST)).abs().max()
+    assert gap < 2e-2, gap  # bf16 keeps 8 bits of mantissa: about 4e-3 relative per weight
+    # and under bf16 autocast the stored bf16 weights give what autocast makes of fp32 weights
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        gap = (wide(PAST) - build("bf16", backbone=backbone).eval()(PAST)).abs().max()
+    assert gap < 5e-2, gap
+
+
+def test_bf16_storage_trains_like_fp32_weights_under_autocast(caplog):
+    """The same loss curve for a few steps; the adapter and its optimiser state stay fp32."""
+    data = WindowDataset(DATA, 48, 12)
+    config = TrainConfig(
+        epochs=3, batch_size=8, max_train_windows=32, learning_rate=3e-3, precision="bf16", seed=1
+    )
+    curves = {}
+    for weights in ("fp32", "bf16"):
+        model = build(weights, precision="bf16")
+        result = fit(model, data, WindowDataset(DATA[300:], 48, 12), config)
+        curves[weights] = [row["train_loss"] for row in result.history]
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+        assert {v.dtype for v in model.adapter_state_dict().values()} == {torch.float32}
+    np.testing.assert_allclose(curves["bf16"], curves["fp32"], rtol=2e-2)
+
+
+def test_the_optimiser_state_is_fp32_and_no_frozen_weight_takes_a_gradient():
+    model = build("bf16").train()
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model(PAST).pow(2).mean().backward()
+    optimiser.step()
+    for state in optimiser.state.values():
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    assert all(p.grad is None for p in model.llm.parameters())
+
+
+def test_a_saved_adapter_does_not_depend_on_the_storage(tmp_path):
+    """Saved from a bf16-stored model, loaded onto fp32 weights (and back): the same adapter."""
+    model = build("bf16")
+    model.save_pretrained(tmp_path / "adapter")
+    torch.manual_seed(5)  # another initialisation, overwritten by the load
+    other = TimeLLM(tiny_config(), execution=ExecutionSettings(weights="fp32"), precision="fp32")
+    other.load_adapter(tmp_path / "adapter" / "adapter.safetensors")
+    for key, value in model.adapter_state_dict().items():
+        assert torch.equal(value, other.adapter_state_dict()[key]), key
+    with torch.no_grad():
+        gap = (model.eval()(PAST) - other.eval()(PAST)).abs().max()
+    assert gap < 2e-2
+
+
+def test_resume_with_bf16_storage_gives_the_uninterrupted_run(tmp_path):
+    data, val = WindowDataset(DATA[:300], 48, 12), WindowDataset(DATA[250:], 48, 12, max_windows=8)
+    config = TrainConfig(epochs=2, batch_size=8, max_train_windows=24, checkpoint_every=2, deterministic=True)
+    whole = fit(build("bf16"), data, val, config, checkpoint_dir=tmp_path / "whole")
+    first = fit(build("bf16"), data, val, config.replace(epochs=1), checkpoint_dir=tmp_path / "part")
+    again = fit(build("bf16"), data, val, config, checkpoint_dir=tmp_path / "part", resume=True)
+    assert first.epochs_run == 1
+    assert again.history == whole.history
+
+
+@pytest.mark.skipif(not torchao_available(), reason="torchao (weights=int8) is not installed")
+def test_int8_weights_forecast_and_train():
+    model = build("int8")
+    assert model.backbone.storage == "int8"
+    with torch.no_grad():
+        gap = (model.eval()(PAST) - build("fp32").eval()(PAST)).abs().max()
+    assert torch.isfinite(gap) and gap < 5e-2
+    model.train()
+    before = {k: v.clone() for k, v in model.adapter_state_dict().items()}
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(PAST).pow(2).mean().backward()
+    optimiser.step()
+    assert any(not torch.equal(v, model.adapter_state_dict()[k]) for k, v in before.items())
+
+
+def test_auto_follows_the_compute_precision_and_falls_back_to_bf16_where_fp32_would_not_fit(caplog):
+    assert resolve_weights("auto", "bf16", "cpu") == "bf16"
+    assert resolve_weights("auto", "fp32", "cpu") == "fp32"
+    assert resolve_weights("int8", "fp32", "cpu") == "int8"
+    with caplog.at_level("INFO"):
+        assert (
+            resolve_weights("auto", "fp32", "cpu", fp32_bytes=10 * 2**30, available_bytes=8 * 2**30) == "bf16"
+        )
+    assert "stored in bf16 and computed in fp32" in caplog.text
+    with pytest.raises(ValueError, match="weights must be one of"):
+        resolve_weights("int4", "fp32", "cpu")
+    with pytest.raises(ValueError, match="weights must be"):
+        ExecutionSettings(weights="int4")
+
+
+def test_auto_picks_bf16_storage_itself_when_fp32_weights_exceed_the_memory(monkeypatch):
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "1K")  # less than any fp32 backbone
+    model = build("auto", precision="fp32")
+    assert model.backbone.storage == "bf16"
+
+
+# --------------------------------------------------------------------------------------------
+# the estimate
+
+
+def test_the_estimate_counts_the_weights_in_their_storage():
+    config = tiny_config()
+    shape = llm_shape(config.backbone, config.llm_layers)
+    loaded = load_backbone(config.backbone)
+    assert shape.parameters == sum(p.numel() for p in loaded.model.parameters())
+    sizes = {
+        w: estimate_memory(config, storage=w, compute="fp32", batch_series=4, training=False, base=0).weights
+        for w in ("fp32", "bf16", "int8")
+    }
+    assert sizes["fp32"] == 2 * sizes["bf16"] == 4 * shape.parameters
+    assert sizes["int8"] < sizes["bf16"]
+
+
+def test_the_estimate_grows_with_the_batch_and_checkpointing_saves_activations():
+    config = tiny_config()
+
+    def total(**kw):
+        base = dict(storage="bf16", compute="bf16", batch_series=8, training=True, base=0)
+        return estimate_memory(config, **{**base, **kw})
+
+    assert total(batch_series=64).total > total().total
+    assert total(gradient_checkpointing=True).activations < total().activations
+    assert total(training=False).adapter < total().adapter  # no gradient, no Adam moments
+
+
+def test_a_run_that_cannot_fit_is_refused_before_loading_with_settings_that_fit(monkeypatch):
+    """Simulated free memory between the bf16 and the fp32 need: the error names what fits."""
+    config = dataclasses.replace(tiny_config(), num_prototypes=20)
+    need = {
+        w: estimate_memory(config, storage=w, compute="fp32", batch_series=8, training=True).total
+        for w in ("fp32", "bf16")
+    }
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", str((need["fp32"] + need["bf16"]) // 2))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the backbone was loaded although the run cannot fit")
+
+    monkeypatch.setattr("timellm.model.modeling.load_backbone", no_load)
+    with pytest.raises(InsufficientMemoryError, match=r"needs about .* GiB .* available .* weights=bf16"):
+        check_memory(
+            config, ExecutionSettings(weights="fp32"), precision="fp32", batch_windows=8, training=True
+        )
+    fits = check_memory(
+        config, ExecutionSettings(weights="bf16"), precision="fp32", batch_windows=8, training=True
+    )
+    assert fits.storage == "bf16"
+
+
+def test_memory_limit_setting_is_parsed(monkeypatch):
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "1.5G")
+    assert memory.simulated_available() == int(1.5 * 2**30)
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="TIMELLM_MEMORY_LIMIT"):
+        memory.simulated_available()
+
+
+@pytest.mark.real_backbone
+def test_the_paper_scale_shapes_have_the_papers_sizes():
+    """LLaMA-7B's architecture (6.6 B parameters with SmolLM2's 49,152-word vocabulary), counted on
+    the meta device; one layer of the 1B shape built for real, stored in bf16."""
+    seven = llm_shape("random-llama-7b", None)
+    assert (seven.layers, seven.hidden, seven.intermediate, seven.vocab) == (32, 4096, 11008, 49152)
+    assert 6.6e9 < seven.parameters < 6.8e9
+    one = load_backbone("random-llama-1b", 1, weights="bf16")
+    assert one.storage == "bf16" and one.num_layers == 1 and one.total_layers == 16
+    assert sum(p.numel() for p in one.model.parameters()) == llm_shape("random-llama-1b", 1).parameters
+    weight = one.model.layers[0].mlp.gate_proj.weight
+    assert 0.015 < float(weight.float().std()) < 0.025  # LLaMA's initialisation, not empty memory
