@@ -88,6 +88,7 @@ def memory_benchmark(settings: MemoryBenchSettings) -> pd.DataFrame:
                 "weights": storage,
                 "compute": compute,
                 "batch_windows": settings.batch_size,
+                "gradient_checkpointing": settings.gradient_checkpointing,
             }
             needed = estimate_memory(
                 config,
