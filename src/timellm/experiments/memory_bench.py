@@ -45,6 +45,7 @@ class MemoryBenchSettings:
     infer_batches: int = 2  # inference batches; the last one is timed
     precision: str = "auto"  # the run's compute precision (auto: bf16 where native)
     gradient_checkpointing: bool = False
+    llm_batch: int | None = None  # series through the LLM at once in inference (None: the whole batch)
     data: str | None = None  # ETTh1 CSV (default: $TIMELLM_DATA, else the packaged copy)
     out: str | None = "results"  # folder for memory.csv and memory.md; None writes nothing
     model_changes: dict = field(default_factory=dict)  # other model settings (tests: a small model)
@@ -89,6 +90,7 @@ def memory_benchmark(settings: MemoryBenchSettings) -> pd.DataFrame:
                 "compute": compute,
                 "batch_windows": settings.batch_size,
                 "gradient_checkpointing": settings.gradient_checkpointing,
+                "llm_batch": settings.llm_batch,
             }
             needed = estimate_memory(
                 config,
@@ -185,7 +187,9 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
     from timellm.model.precision import STORAGE_DTYPES, resolve_precision
 
     config = paper_config(backbone, settings.model_changes)
-    execution = ExecutionSettings(weights=weights, gradient_checkpointing=settings.gradient_checkpointing)
+    execution = ExecutionSettings(
+        weights=weights, gradient_checkpointing=settings.gradient_checkpointing, llm_batch=settings.llm_batch
+    )
     compute = resolve_precision(settings.precision, "cpu")
     storage, _ = plan_storage(config, execution, settings.precision, "cpu")
     past, future = _etth1_batch(settings.data, config.seq_len, config.pred_len, settings.batch_size)
@@ -201,6 +205,7 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
             training=training,
             gradient_checkpointing=settings.gradient_checkpointing,
             base=base,
+            llm_batch=settings.llm_batch,
         )
         return e.total / GiB
 
@@ -274,6 +279,7 @@ COLUMNS = [
     "weights",
     "compute",
     "gradient_checkpointing",
+    "llm_batch",
     "frozen_params_m",
     "after_load_gib",
     "load_peak_gib",
@@ -310,7 +316,9 @@ def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None
     path = out / "memory.csv"
     if path.is_file():  # keep the rows of other cells; a re-measured cell replaces its old row
         old = pd.read_csv(path)
-        keys = ["backbone", "weights", "gradient_checkpointing"]
+        if "llm_batch" not in old.columns:
+            old["llm_batch"] = None
+        keys = ["backbone", "weights", "gradient_checkpointing", "llm_batch"]
         fresh = set(map(tuple, frame[keys].astype(str).to_numpy()))
         kept = old[[tuple(r) not in fresh for r in old[keys].astype(str).to_numpy()]]
         frame = pd.concat([kept, frame], ignore_index=True)

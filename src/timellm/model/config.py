@@ -184,8 +184,16 @@ class ExecutionSettings:
     # runs) or "int8" (torchao's weight-only int8, 1 byte a weight). The adapter, its optimiser,
     # the loss and the normalisation statistics stay fp32 whatever this is
     weights: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    # at most this many series through the frozen LLM at once when forecasting (no gradient): the
+    # prompt's keys and values of every layer are held for these only, the memory that decides
+    # whether a 7B backbone forecasts within a budget; None: the whole batch at once (fastest)
+    llm_batch: int | None = None
 
     def __post_init__(self) -> None:
+        if self.llm_batch is not None and (
+            not isinstance(self.llm_batch, int) or isinstance(self.llm_batch, bool) or self.llm_batch <= 0
+        ):
+            raise ValueError(f"llm_batch must be a positive integer or None, found {self.llm_batch!r}")
         if self.weights not in ("auto", "fp32", "bf16", "fp16", "int8"):
             raise ValueError(
                 f"weights must be 'auto', 'fp32', 'bf16', 'fp16' or 'int8', found {self.weights!r}"

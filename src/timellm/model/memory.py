@@ -212,11 +212,13 @@ def estimate_memory(
     gradient_checkpointing: bool = False,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     base: int | None = None,
+    llm_batch: int | None = None,
 ) -> MemoryEstimate:
     """The peak memory of running ``config`` on ``batch_series`` series a batch (windows x channels).
 
     ``storage``: fp32, bf16, fp16 or int8 (resolved, not auto); ``compute``: fp32, bf16 or fp16.
     ``base``: the process's memory before the load (default: its resident set now).
+    ``llm_batch``: series through the LLM at once in inference (ExecutionSettings.llm_batch).
     """
     c = config
     no_llm = c.llm in ("none", "attention", "transformer")
@@ -237,7 +239,8 @@ def estimate_memory(
     prompt = prompt_tokens if c.use_prompt else 0
     keys = prompt + p
     # the prompt's keys and values (every layer, every series); in training also the patch tokens'
-    cache = 2 * shape.layers * s * (keys if training else prompt) * shape.kv_width * act
+    at_once = s if training or llm_batch is None else min(s, llm_batch)  # series in the LLM at once
+    cache = 2 * shape.layers * at_once * (keys if training else prompt) * shape.kv_width * act
     per_token = SAVED_PER_D * shape.hidden + SAVED_PER_I * shape.intermediate  # x act bytes
     working = (WORKING_PER_D * shape.hidden + WORKING_PER_I * shape.intermediate) * act
     # reprogramming attention over V' prototypes: scores, softmax and dropout mask (fp32)
@@ -249,7 +252,7 @@ def estimate_memory(
             layers = shape.layers * s * p * per_token * act
         activations = layers + reprogram
     else:
-        activations = s * max(prompt, p) * working + reprogram
+        activations = at_once * max(prompt, p) * working + reprogram
     workspace = shape.largest_matrix * act if stored != act or storage == "int8" else 0
     return MemoryEstimate(
         base, weights, adapter, cache, activations, workspace, storage, compute, training, s
@@ -349,7 +352,9 @@ def check_memory(
     storage, compute = plan_storage(config, execution, precision, device)
     ckpt = execution.gradient_checkpointing
 
-    def estimate(cfg=config, storage=storage, ckpt=ckpt, series=batch_series) -> MemoryEstimate:
+    def estimate(
+        cfg=config, storage=storage, ckpt=ckpt, series=batch_series, chunk=execution.llm_batch
+    ) -> MemoryEstimate:
         return estimate_memory(
             cfg,
             storage=storage,
@@ -358,6 +363,7 @@ def check_memory(
             training=training,
             gradient_checkpointing=ckpt,
             prompt_tokens=prompt_tokens,
+            llm_batch=chunk,
         )
 
     found = estimate()
@@ -371,6 +377,8 @@ def check_memory(
             options.append((f"weights={other}", estimate(storage=other)))
     if training and not ckpt:
         options.append(("gradient_checkpointing=true", estimate(ckpt=True)))
+    if not training and (execution.llm_batch or batch_series) > 1 and batch_series > 1:
+        options.append(("llm_batch=1", estimate(chunk=1)))
     for windows in (batch_windows // 4, 1):
         if 0 < windows < batch_windows:
             setting = batch_setting or ("train.batch_size" if training else "train.eval_batch_size")

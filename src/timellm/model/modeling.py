@@ -263,7 +263,18 @@ class TimeLLM(nn.Module):
         return ids.to(x.device), mask.long().to(x.device)
 
     def run_llm(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches."""
+        """[prompt ; reprogrammed patches] through the frozen LLM: returns (S, P, D) at the patches.
+
+        Without gradient, at most ``execution.llm_batch`` series at a time (each series runs on
+        its own in the LLM, so the chunks give what the whole batch gives, up to rounding).
+        """
+        chunk = self.execution.llm_batch
+        if chunk is None or torch.is_grad_enabled() or tokens.shape[0] <= chunk:
+            return self._run_llm_batch(x, tokens)
+        parts = [self._run_llm_batch(x[i : i + chunk], tokens[i : i + chunk]) for i in range(0, len(x), chunk)]
+        return torch.cat(parts)  # (S, P, D)
+
+    def _run_llm_batch(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if self.execution.gradient_checkpointing:
             install_layer_checkpointing(self.llm)  # idempotent; acts only inside checkpointing(True)
         compiled, scope = self._compiles_now(), self.execution.compile_scope
