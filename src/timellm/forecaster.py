@@ -86,6 +86,7 @@ from timellm.evaluation.statistical import (
     parse_baselines,
 )
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.memory import check_memory
 from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
 from timellm.training.checkpoint import (
@@ -534,11 +535,13 @@ class TimeLLMForecaster:
         horizon: int | None = None,
         seq_len: int | None = None,
         backbone: Backbone | None = None,
+        execution: ExecutionSettings | None = None,
     ) -> TimeLLMForecaster:
         """Load a saved forecaster (or any saved Time-LLM adapter folder) without training.
 
         ``horizon`` and ``seq_len``, when given, must be the ones the adapter was trained for: an
-        adapter forecasts exactly its own horizon from exactly its own look-back.
+        adapter forecasts exactly its own horizon from exactly its own look-back. ``execution``:
+        how the model runs here (the frozen weights' storage, ``llm_batch``, ...); never saved.
         """
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
@@ -595,7 +598,19 @@ class TimeLLMForecaster:
             interpolate=record.get("interpolate", False),
             **record.get("columns", {}),
         )
-        forecaster.model = TimeLLM.from_pretrained(directory, backbone)
+        forecaster.execution = execution or ExecutionSettings()
+        if backbone is None:  # refuse what cannot fit before the backbone is loaded
+            check_memory(
+                config,
+                forecaster.execution,
+                precision=train.precision,
+                batch_windows=train.eval_batch_size,
+                training=False,
+                batch_setting="train_config.eval_batch_size",
+            )
+        forecaster.model = TimeLLM.from_pretrained(
+            directory, backbone, execution=forecaster.execution, precision=train.precision
+        )
         if record.get("calibration") is not None:
             forecaster.calibration = np.asarray(record["calibration"], dtype=np.float64).reshape(
                 -1, config.pred_len
@@ -771,9 +786,21 @@ class TimeLLMForecaster:
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
         seed_everything(train_config.seed)
-        model = TimeLLM(
-            c, execution=self.execution
-        )  # loads the backbone and checks the prompt fits it: before training is announced
+        # refuse what cannot fit before the backbone is loaded: a training batch, and a forecast batch
+        for training, windows, setting in (
+            (True, train_config.batch_size, "train_config.batch_size"),
+            (False, train_config.eval_batch_size, "train_config.eval_batch_size"),
+        ):
+            check_memory(
+                c,
+                self.execution,
+                precision=train_config.precision,
+                batch_windows=windows,
+                training=training,
+                batch_setting=setting,
+            )
+        # loads the backbone and checks the prompt fits it: before training is announced
+        model = TimeLLM(c, execution=self.execution, precision=train_config.precision)
         logger.info(
             "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
             "%s epoch(s)%s",

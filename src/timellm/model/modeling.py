@@ -271,7 +271,9 @@ class TimeLLM(nn.Module):
         chunk = self.execution.llm_batch
         if chunk is None or torch.is_grad_enabled() or tokens.shape[0] <= chunk:
             return self._run_llm_batch(x, tokens)
-        parts = [self._run_llm_batch(x[i : i + chunk], tokens[i : i + chunk]) for i in range(0, len(x), chunk)]
+        parts = [
+            self._run_llm_batch(x[i : i + chunk], tokens[i : i + chunk]) for i in range(0, len(x), chunk)
+        ]
         return torch.cat(parts)  # (S, P, D)
 
     def _run_llm_batch(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -406,13 +408,20 @@ class TimeLLM(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, backbone: Backbone | None = None) -> TimeLLM:
-        """Rebuild the model saved in ``directory``, loading the backbone its config names."""
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        backbone: Backbone | None = None,
+        execution: ExecutionSettings | None = None,
+        precision: str = "auto",
+    ) -> TimeLLM:
+        """Rebuild the model saved in ``directory``, loading the backbone its config names (its
+        weights stored as ``execution.weights`` resolves for ``precision``)."""
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{directory} holds no {CONFIG_FILE}: not a saved Time-LLM adapter")
         config = TimeLLMConfig.load(directory / CONFIG_FILE)
-        model = cls(config, backbone)
+        model = cls(config, backbone, execution=execution, precision=precision)
         model.load_adapter(directory / ADAPTER_FILE)
         return model
 
