@@ -110,6 +110,30 @@ class _WidenedLinear(torch.autograd.Function):
         return grad_x, None, None, None
 
 
+class _Int8Linear(torch.autograd.Function):
+    """y = x W^T + b with torchao's int8 W; backward dequantises W again instead of keeping it.
+
+    Autograd through torchao's own linear keeps a dequantised copy of every weight for backward,
+    twice the int8 model; this keeps the int8 weight only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad @ weight.dequantize().to(grad.dtype), None, None
+
+
+def _int8_linear_forward(self, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return F.linear(x, self.weight, self.bias)
+    return _Int8Linear.apply(x, self.weight, self.bias)
+
+
 def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
     dtype = run_dtype(x)
     if self.weight.dtype == dtype:
@@ -150,8 +174,8 @@ def _widen_on_the_fly(module: nn.Module) -> None:
     if getattr(module, _WIDENED, False):
         return
     weight = getattr(module, "weight", None)
-    if isinstance(module, nn.Linear) and not _is_int8(weight):
-        forward = _linear_forward
+    if isinstance(module, nn.Linear):
+        forward = _int8_linear_forward if _is_int8(weight) else _linear_forward
     elif _is_conv1d(module):
         forward = _conv1d_forward
     elif isinstance(module, nn.Embedding):

@@ -6,14 +6,16 @@ The estimate is the sum of what a run holds at its peak (bytes):
   the current resident set, where the estimate is made;
 - ``weights``: the frozen LLM's parameters times the bytes of their storage (int8: one byte plus
   torchao's per-row scale), counted on a model built on the meta device from the backbone's config;
-- ``adapter``: the trainable parameters in fp32; training adds their gradient and Adam's two
-  moments (16 bytes a parameter), and the copy of the vocabulary the prototype mapping keeps for
-  its gradient where it computes in another dtype than the vocabulary is stored in;
+- ``adapter``: the trainable parameters in fp32; training adds their gradient, Adam's two
+  moments, autocast's copies and the optimiser's temporaries (28 bytes a parameter, measured),
+  and what autograd keeps of the frozen weights where they are stored wider than they compute
+  (fp32 weights under bf16 autocast: a bf16 copy of each, the vocabulary included);
 - ``cache``: the fast path's prompt keys and values, every layer, every series of the batch;
 - ``activations``: in training, what autograd keeps for backward through every layer at the patch
   tokens (with gradient checkpointing: one layer input each, plus one layer recomputed), and the
   reprogramming attention; in inference, one layer's working set;
-- ``workspace``: one weight matrix widened to the compute dtype where the storage is narrower.
+- ``workspace``: one weight matrix widened to the compute dtype where the storage is narrower,
+  and what the first forward adds to any process (kernel workspaces, caches: 0.3 GiB, measured).
 
 Per-token activation bytes follow the decoder layer's saved tensors (norm inputs in fp32, the
 projections' inputs, the MLP's three intermediate products) and were checked against measured
@@ -46,6 +48,12 @@ DEFAULT_PROMPT_TOKENS = 190
 SAVED_PER_D, SAVED_PER_I = 11, 4
 # one layer's working set in inference, per token, in the same units
 WORKING_PER_D, WORKING_PER_I = 4, 3
+# bytes a trainable parameter holds in training: itself, its gradient and Adam's two moments (16),
+# autocast's 16-bit copies of it and of its gradient, and the optimiser step's temporaries
+TRAIN_BYTES_PER_PARAMETER = 28
+# what the first forward adds to a process whatever the model: kernel workspaces, the
+# tokenizer's and autocast's caches (measured on SmolLM2-135M and the LLaMA-shaped backbones)
+RUNTIME = int(0.3 * 2**30)
 
 
 class InsufficientMemoryError(MemoryError):
@@ -225,16 +233,20 @@ def estimate_memory(
     shape = None if no_llm else llm_shape(c.backbone, c.llm_layers, c.trust_remote_code)
     act = STORAGE_BYTES[compute]
     base = current_rss() if base is None else base
-    adapter = adapter_parameters(c, shape) * (16 if training else 4)
+    adapter = adapter_parameters(c, shape) * (TRAIN_BYTES_PER_PARAMETER if training else 4)
     s, p = batch_series, c.num_patches
     if shape is None:
         tokens = s * p * c.d_model * 4 * (8 if training else 2)
-        return MemoryEstimate(base, 0, adapter, 0, tokens, 0, storage, compute, training, s)
+        return MemoryEstimate(base, 0, adapter, 0, tokens, RUNTIME, storage, compute, training, s)
 
     weights = weight_bytes(shape, storage)
     stored = 4 if storage == "fp32" else 2
-    if training and stored != act:
-        # the vocabulary in the compute dtype, kept for the mapping's gradient
+    if training and stored > act:
+        # autocast's narrow copies of the frozen weights (the vocabulary's for the mapping), kept
+        # for backward
+        adapter += (shape.linear_parameters + shape.vocab * shape.hidden) * act
+    elif training and stored < act:
+        # the vocabulary widened to the compute dtype, kept for the mapping's gradient
         adapter += shape.vocab * shape.hidden * act
     prompt = prompt_tokens if c.use_prompt else 0
     keys = prompt + p
@@ -253,7 +265,7 @@ def estimate_memory(
         activations = layers + reprogram
     else:
         activations = at_once * max(prompt, p) * working + reprogram
-    workspace = shape.largest_matrix * act if stored != act or storage == "int8" else 0
+    workspace = RUNTIME + (shape.largest_matrix * act if stored != act or storage == "int8" else 0)
     return MemoryEstimate(
         base, weights, adapter, cache, activations, workspace, storage, compute, training, s
     )
