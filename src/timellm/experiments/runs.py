@@ -89,6 +89,21 @@ def train_and_test(
             f"{run_dir} holds the checkpoint of an unfinished run: continue it with "
             f"resume_run(RUN_DIR), or delete {checkpoint_dir} to start over"
         )
+    # refuse a run that cannot fit before the backbone is loaded or the run folder is written:
+    # training a batch of series, and testing a batch of windows with all their channels
+    for training, windows, channels, setting in (
+        (True, train_config.batch_size, 1, "train.batch_size"),
+        (False, train_config.eval_batch_size, test_splits.channels, "train.eval_batch_size"),
+    ):
+        check_memory(
+            model_config,
+            preset.execution,
+            precision=train_config.precision,
+            batch_windows=windows,
+            channels=channels,
+            training=training,
+            batch_setting=setting,
+        )
     accelerator = make_accelerator(train_config)
     main = accelerator.is_main_process
     folder = RunFolder(run_dir, main)
@@ -116,21 +131,6 @@ def train_and_test(
                 train_config.batch_size,
             )
         seed_everything(train_config.seed)
-        # refuse a run that cannot fit before the backbone is loaded: training a batch of series,
-        # and testing a batch of windows with all their channels
-        for training, windows, channels, setting in (
-            (True, train_config.batch_size, 1, "train.batch_size"),
-            (False, train_config.eval_batch_size, splits.channels, "train.eval_batch_size"),
-        ):
-            check_memory(
-                model_config,
-                preset.execution,
-                precision=train_config.precision,
-                batch_windows=windows,
-                channels=channels,
-                training=training,
-                batch_setting=setting,
-            )
         model = TimeLLM(model_config, execution=preset.execution, precision=train_config.precision)
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
