@@ -6,7 +6,8 @@ output folder, one per dataset and horizon, with its rows per variant and seed) 
 - ``ablation_summary.csv`` / ``.md``: datasets x variants, MSE and MAE as mean ± sample standard
   deviation over the seeds, each variant's change relative to Time-LLM, training seconds and test
   series per second, the learning rate and budget each trained with, the test windows scored;
-- ``ablation_summary_seeds.csv``: every (dataset, variant, seed) row;
+- ``ablation_summary_seeds.csv``: every (dataset, variant, seed) row; ``ablation_summary_tuning.csv``:
+  the learning rates tried on validation (budget ``converged``) and the one kept;
 - ``ablation_paired.csv``: the paired reading of each variant against Time-LLM over the
   (dataset, seed) pairs where both ran: how often the variant is worse, a two-sided sign test, a
   Wilcoxon signed-rank test (scipy, where installed) and the median relative change;
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.experiments.ablation import FULL, SEEDS_CSV, VARIANTS
+from timellm.experiments.ablation import FULL, SEEDS_CSV, TUNING_CSV, VARIANTS
 from timellm.experiments.folders import RUN_CONFIG, read_run_record
 from timellm.experiments.tables import markdown_table
 
@@ -300,6 +301,14 @@ def write_ablation_summary(root: str | Path, out_dir: str | Path) -> dict[str, P
     if len(paired):
         paired.to_csv(out_dir / PAIRED_CSV, index=False)
         written["paired"] = out_dir / PAIRED_CSV
+    tuning = [
+        pd.read_csv(folder / TUNING_CSV).assign(dataset=folder.name)
+        for folder in find_ablations(root)
+        if (folder / TUNING_CSV).is_file()
+    ]
+    if tuning:  # the learning rates each variant tried on validation, and the one kept
+        written["tuning"] = out_dir / f"{SUMMARY}_tuning.csv"
+        pd.concat(tuning, ignore_index=True).to_csv(written["tuning"], index=False)
     written["markdown"].write_text(summary_markdown(table, paired) + "\n")
     figure = plot_relative(every, out_dir / f"{SUMMARY}.png")
     if figure is not None:
