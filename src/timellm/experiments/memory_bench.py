@@ -185,6 +185,7 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
     from timellm.model.config import ExecutionSettings
     from timellm.model.modeling import TimeLLM
     from timellm.model.precision import STORAGE_DTYPES, resolve_precision
+    from timellm.training.loop import make_adam
 
     config = paper_config(backbone, settings.model_changes)
     execution = ExecutionSettings(
@@ -227,7 +228,7 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
         else contextlib.nullcontext()
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(trainable, lr=1e-4)
+    optimiser = make_adam(trainable, 1e-4)  # the training loop's Adam (fused where the device has it)
     prefix = len(model.prefix_ids)
     stats_ids, _ = model.statistics_token_ids(past.permute(0, 2, 1).reshape(series, -1))
     stats = float(stats_ids.shape[1])
@@ -268,6 +269,43 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
     if torch.cuda.is_available():
         row["cuda_max_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GiB, 2)
     return row
+
+
+def refresh_estimates(frame: pd.DataFrame, model_changes: dict | None = None) -> pd.DataFrame:
+    """Every measured row's estimate columns as the current estimator gives them (the estimate is a
+    function of the row's settings and measured base, so rows measured earlier stay comparable)."""
+    frame = frame.copy()
+    for index, row in frame.iterrows():
+        if row.get("status") != "ok":
+            continue
+        peaks = estimated_peaks(row.to_dict(), model_changes)
+        b24 = estimated_peaks({**row.to_dict(), "batch_windows": PAPER_BATCH / CHANNELS}, model_changes)
+        for phase in ("train", "infer"):
+            frame.loc[index, f"{phase}_estimate_gib"] = round(peaks[phase], 2)
+            frame.loc[index, f"{phase}_estimate_b24_gib"] = round(b24[phase], 1)
+    return frame
+
+
+def estimated_peaks(row: dict, model_changes: dict | None = None) -> dict[str, float]:
+    """The current estimate (GiB) of a measured cell's training and inference peaks, from its
+    backbone, storage, compute dtype, batch and settings, and the process base it measured."""
+    config = paper_config(row["backbone"], model_changes)
+    llm_batch = row.get("llm_batch")
+    llm_batch = None if llm_batch is None or pd.isna(llm_batch) else int(llm_batch)
+    peaks = {}
+    for phase, training in (("train", True), ("infer", False)):
+        e = estimate_memory(
+            config,
+            storage=row["weights"],
+            compute=row["compute"],
+            batch_series=round(float(row["batch_windows"]) * CHANNELS),
+            training=training,
+            gradient_checkpointing=bool(row["gradient_checkpointing"]),
+            base=int(float(row["base_gib"]) * GiB),
+            llm_batch=llm_batch,
+        )
+        peaks[phase] = e.total / GiB
+    return peaks
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +360,7 @@ def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None
         fresh = set(map(tuple, frame[keys].astype(str).to_numpy()))
         kept = old[[tuple(r) not in fresh for r in old[keys].astype(str).to_numpy()]]
         frame = pd.concat([kept, frame], ignore_index=True)
+    frame = refresh_estimates(frame, settings.model_changes)
     frame.to_csv(path, index=False)
     peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks_attr.items())
     lines = [

@@ -135,7 +135,7 @@ def train_and_test(
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
             model_config.backbone,
-            model_config.llm_layers or 0,
+            model.backbone.num_layers if model.backbone else 0,
             model.backbone.total_layers if model.backbone else 0,
             f"{model.num_parameters(True):,}",
             f"{model.num_parameters():,}",

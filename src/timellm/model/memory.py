@@ -253,7 +253,10 @@ def estimate_memory(
     # the prompt's keys and values (every layer, every series); in training also the patch tokens'
     at_once = s if training or llm_batch is None else min(s, llm_batch)  # series in the LLM at once
     cache = 2 * shape.layers * at_once * (keys if training else prompt) * shape.kv_width * act
-    per_token = SAVED_PER_D * shape.hidden + SAVED_PER_I * shape.intermediate  # x act bytes
+    # x act bytes; torchao's int8 linears return fp32 under autocast, so the MLP's saved products
+    # (the I terms) are twice as wide there (measured: 1B-shaped, int8, no checkpointing)
+    wide_mlp = 2 if storage == "int8" else 1
+    per_token = SAVED_PER_D * shape.hidden + wide_mlp * SAVED_PER_I * shape.intermediate
     working = (WORKING_PER_D * shape.hidden + WORKING_PER_I * shape.intermediate) * act
     # reprogramming attention over V' prototypes: scores, softmax and dropout mask (fp32)
     reprogram = s * c.n_heads * p * c.num_prototypes * 4 * (3 if training else 1)
