@@ -216,6 +216,12 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--data", default=None, help="ETTh1.csv(.gz) (default: $TIMELLM_DATA, else the packaged copy)"
     )
+    p.add_argument(
+        "--llm-batch",
+        type=int,
+        default=None,
+        help="series through the LLM at once in inference (execution llm_batch)",
+    )
     p.add_argument("--out", default="results", help="folder for memory.csv and memory.md")
 
     p = sub.add_parser("presets", help="list the packaged presets")
@@ -611,6 +617,7 @@ def _bench_memory(args) -> int:
         infer_batches=args.infer_steps,
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
+        llm_batch=args.llm_batch,
         data=args.data,
         out=args.out,
     )

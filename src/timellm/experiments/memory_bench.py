@@ -312,38 +312,37 @@ def estimated_peaks(row: dict, model_changes: dict | None = None) -> dict[str, f
 # the table
 
 
-COLUMNS = [
-    "backbone",
-    "weights",
-    "compute",
-    "gradient_checkpointing",
-    "llm_batch",
-    "frozen_params_m",
-    "after_load_gib",
-    "load_peak_gib",
-    "train_peak_gib",
-    "train_estimate_gib",
-    "train_estimate_b24_gib",
-    "infer_peak_gib",
-    "infer_estimate_gib",
-    "infer_estimate_b24_gib",
-    "train_series_per_s",
-    "infer_series_per_s",
-    "train_peak_fraction",
-    "infer_peak_fraction",
-    "status",
-]
+BACKBONE_ORDER = {name: i for i, name in enumerate(BACKBONES)}
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    shown = frame[[c for c in COLUMNS if c in frame.columns]].fillna("")
-    head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
-    return head + "\n".join(
-        "| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)
+    """The table of memory.md: one row per cell, memory in GiB, estimates in brackets."""
+    head = (
+        "| backbone | weights | gradient checkpointing | llm_batch | after load | inference peak (estimate) | "
+        "training peak (estimate) | at batch 24, estimated: inference / training | series/s: inference / "
+        "training | share of the matmul peak: inference / training | status |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
+    rows = [head]
+    for r in frame.itertuples():
+        ckpt = "on" if r.gradient_checkpointing else "off"
+        if r.status != "ok":
+            rows.append(f"| {r.backbone} | {r.weights} | {ckpt} | | | | | | | | {r.status} |")
+            continue
+        chunk = "" if pd.isna(getattr(r, "llm_batch", None)) else int(r.llm_batch)
+        rows.append(
+            f"| {r.backbone} | {r.weights} | {ckpt} | {chunk} | {r.after_load_gib:.2f} | "
+            f"{r.infer_peak_gib:.2f} ({r.infer_estimate_gib:.2f}) | {r.train_peak_gib:.2f} ({r.train_estimate_gib:.2f}) | "
+            f"{r.infer_estimate_b24_gib:.1f} / {r.train_estimate_b24_gib:.1f} | "
+            f"{r.infer_series_per_s:.2f} / {r.train_series_per_s:.2f} | "
+            f"{r.infer_peak_fraction:.2f} / {r.train_peak_fraction:.2f} | ok |"
+        )
+    return "\n".join(rows)
 
 
 def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None:
+    """Add ``frame``'s cells to ``out``/memory.csv (a re-measured cell replaces its row), refresh
+    every row's estimate, and render ``out``/memory.md from the whole file."""
     from timellm.experiments.folders import source_commit
 
     out.mkdir(parents=True, exist_ok=True)
@@ -352,30 +351,55 @@ def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None
     for name, value in peaks_attr.items():
         frame[f"{name}_matmul_peak_gflops"] = round(value / 1e9, 1)
     path = out / "memory.csv"
-    if path.is_file():  # keep the rows of other cells; a re-measured cell replaces its old row
+    if path.is_file() and frame.empty:  # nothing measured: render what the file holds
+        frame = pd.read_csv(path)
+    elif path.is_file():
         old = pd.read_csv(path)
-        if "llm_batch" not in old.columns:
-            old["llm_batch"] = None
         keys = ["backbone", "weights", "gradient_checkpointing", "llm_batch"]
-        fresh = set(map(tuple, frame[keys].astype(str).to_numpy()))
-        kept = old[[tuple(r) not in fresh for r in old[keys].astype(str).to_numpy()]]
+        fresh = {_key(r) for r in frame[keys].to_dict("records")}
+        kept = old[[_key(r) not in fresh for r in old[keys].to_dict("records")]]
         frame = pd.concat([kept, frame], ignore_index=True)
     frame = refresh_estimates(frame, settings.model_changes)
+    frame = frame.sort_values(
+        ["backbone", "gradient_checkpointing", "llm_batch", "weights"],
+        key=lambda c: c.map(BACKBONE_ORDER).fillna(len(BACKBONE_ORDER)) if c.name == "backbone" else c,
+        na_position="first",
+        kind="stable",
+    )
     frame.to_csv(path, index=False)
-    peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks_attr.items())
     lines = [
-        "# Memory by backbone size and weight storage (`timellm bench memory`)",
+        "# Memory and speed by backbone size and weight storage",
         "",
-        f"CPU: {cpu_model()}, {os.cpu_count()} cores; matmul peak of the last run (2048x2048, torch): {peaks} "
-        "(each row's own peaks are in memory.csv).",
-        f"Paper ETTh1-96 model settings (all layers, 1000 prototypes, d_ff 128), {settings.batch_size} "
-        f"window(s) of 7 channels a batch, precision {settings.precision}. Memory in GiB (resident set); "
-        "`*_estimate_b24_gib` is the estimate at the paper's batch of 24 series, not a measurement.",
+        "`timellm bench memory`: the paper's ETTh1-96 model (all layers of the backbone, 1000 text "
+        "prototypes, d_ff 128, look-back 512) on real ETTh1 windows, each cell in a fresh process: "
+        f"load, {settings.infer_batches} inference batches, then {settings.train_steps} Adam steps of the "
+        "adapter through the frozen LLM. A batch is one window of ETTh1's 7 channels (7 series); "
+        "`at batch 24` is the estimate of `timellm.model.memory` at the paper's 24 series, not a "
+        "measurement. Memory is the resident set in GiB (1 GiB = 1.074 GB): after the load, and the "
+        "peak of each phase beside the estimate. The share of the matmul peak divides the FLOPs a step "
+        "computes by its wall time and by a 2048x2048 matmul's rate in the compute dtype, measured in "
+        "the same run. The commit of each row is in memory.csv.",
+        "",
+        f"CPU: `{cpu_model()}`, {os.cpu_count()} cores; matmul peaks measured by the runs: fp32 "
+        f"{_span(frame, 'fp32')} GFLOP/s, bf16 {_span(frame, 'bf16')} GFLOP/s.",
         "",
         markdown(frame),
         "",
     ]
     (out / "memory.md").write_text("\n".join(lines))
+
+
+def _span(frame: pd.DataFrame, dtype: str) -> str:
+    column = frame.get(f"{dtype}_matmul_peak_gflops")
+    if column is None or not column.notna().any():
+        return "?"
+    return f"{column.min():.0f}-{column.max():.0f}"
+
+
+def _key(record: dict) -> tuple:
+    chunk = record.get("llm_batch")
+    chunk = None if chunk is None or pd.isna(chunk) else int(chunk)
+    return record["backbone"], record["weights"], bool(record["gradient_checkpointing"]), chunk
 
 
 def cpu_model() -> str:
