@@ -156,10 +156,13 @@ def test_baselines_forecast_the_same_cutoffs_and_timestamps_from_the_same_histor
                 np.testing.assert_allclose(window[m], expected[m].mean[0], rtol=1e-6)
                 np.testing.assert_allclose(window[f"{m}-hi-80"], expected[m].upper[80][0], rtol=1e-6)
     assert scores.attrs["season"] == {"s0": 24, "s1": 7}
-    assert set(scores.model) == {"TimeLLM", *models}
-    assert len(scores) == 3 * 5  # two series and overall, five models
+    assert set(scores.model) == {"TimeLLM", *models, "Combination"}
+    assert len(scores) == 3 * 6  # two series and overall, six models
+    # the combination: the median of Time-LLM, AutoETS and AutoTheta (not of the naive references)
+    np.testing.assert_allclose(cv.Combination, np.median(cv[["TimeLLM", "AutoETS", "AutoTheta"]], axis=1))
+    assert np.isnan(scores.loc[scores.model == "Combination", "coverage-80"]).all()  # no intervals of its own
     covered = scores.set_index(["unique_id", "model"]).loc[("overall", "AutoETS"), "coverage-80"]
-    assert 0 <= covered <= 1 and scores["width-80"].ge(0).all()  # AutoETS may fit the noiseless sine exactly
+    assert 0 <= covered <= 1 and scores["width-80"].dropna().ge(0).all()  # AutoETS may fit a sine exactly
     assert scores.loc[scores.model == "TimeLLM", "width-80"].gt(0).all()
 
 
@@ -558,3 +561,16 @@ def test_every_field_of_a_saved_forecaster_is_checked(fitted, tmp_path, change, 
     _edit(tmp_path / "adapter" / "forecaster.json", change)
     with pytest.raises(AdapterLoadError, match=expected):
         TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+
+
+def test_many_series_validate_and_calibrate_on_an_even_sample_of_windows(monkeypatch):
+    from timellm.evaluation import conformal
+
+    seen = fake_training(monkeypatch)
+    monkeypatch.setattr(forecaster_module, "MAX_CALIBRATION_WINDOWS", 40)
+    monkeypatch.setattr(conformal, "MAX_CALIBRATION_WINDOWS", 40)
+    fc = TimeLLMForecaster(6, llm="none", **AUTO)
+    df = frame((200, 200, 200, 200), ("h",) * 4)
+    fc.fit(df)
+    assert seen["val"] == 4 * 10  # 20 validation windows per series, 10 of each read
+    assert len(fc.calibration) == 40  # and as many scores calibrate the intervals

@@ -17,7 +17,8 @@ as that constant, exactly (RevIN cannot divide by its zero spread).
 
 Validation. The last ``val_size`` steps of every series (default: the horizon + 19, that is 20
 validation windows per series) are held out for early stopping; the forecaster then forecasts from
-the end of the whole series.
+the end of the whole series. With many series, early stopping reads an evenly spaced sample of
+about 2,000 of those windows, and so does the interval calibration.
 
 Look-back. ``seq_len="auto"`` (the default) picks, at every fit, the longest look-back up to 512
 that leaves at least as many training windows as look-back steps in the shortest series
@@ -34,7 +35,12 @@ guarantee of split conformal holds (coverage of at least ``level`` on average ov
 exchangeable with them), and no level needs a new training: every level reads the same scores.
 Scaling by the look-back spread (normalised conformal) rather than pooling raw errors gives a
 quiet series narrow bands and a volatile one wide bands from one adapter. A window whose
-look-back is constant is forecast as that constant with an interval of width zero.
+look-back is constant is forecast as that constant with an interval of width zero. The
+calibration itself lives in :mod:`timellm.evaluation.conformal`.
+
+Backtests. :meth:`TimeLLMForecaster.backtest` scores Time-LLM beside statsforecast's models on the
+same cutoffs (:mod:`timellm.evaluation.backtest`): MSE, MAE, MASE and, per interval level,
+coverage, width and M4's MSIS, with a median combination as an extra row.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ from timellm.data.frames import (
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.backtest import SUMMARY_ID, mase_scale, score_backtest, score_columns
 from timellm.evaluation.conformal import (
+    MAX_CALIBRATION_WINDOWS,
     conformity_scores,
     interval_columns,
     sample_windows,
@@ -131,6 +138,8 @@ DEFAULT_MAX_STEPS = 100
 # validation windows per series by default (val_size = horizon + 19): a steadier early stopping than
 # one window, and enough held-out forecasts to calibrate a 95 % interval from a single series
 DEFAULT_VALIDATION_WINDOWS = 20
+# the backtest's extra model: the median of Time-LLM's and the automatic statistical models' forecasts
+COMBINATION = "Combination"
 EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
 
 
@@ -165,6 +174,7 @@ class TimeLLMForecaster:
         "cutoff",
         *STATISTICAL_MODELS,
         *LONG_SEASON_MODELS.values(),
+        COMBINATION,
         *score_columns(),
     )
     output_pattern = re.compile(r"^(?:.+-(?:lo|hi)|coverage|width|MSIS|best-MSIS)-\d+(?:\.\d+)?$")
@@ -387,6 +397,7 @@ class TimeLLMForecaster:
         baselines: Iterable[str] | str | None = STATISTICAL_MODELS,
         level: Iterable[float] | None = None,
         baseline_budget: float | None = DEFAULT_BUDGET,
+        combination: bool = True,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Cross-validate beside statistical baselines on the same cutoffs and score every model.
 
@@ -400,7 +411,11 @@ class TimeLLMForecaster:
         search can run for an hour at 52. ``baseline_budget``: seconds each baseline may spend
         over all windows (default 60; None or 0: no limit); one past it is dropped from the
         results, with a warning. ``level``: interval coverages in percent; Time-LLM's are
-        conformal, the baselines' their own.
+        conformal, the baselines' their own. ``combination`` (default True): one more model,
+        ``Combination``, the median of the point forecasts of Time-LLM and the automatic
+        statistical models that ran (AutoETS, AutoTheta, AutoARIMA or their MSTL forms; M4's
+        lesson that a combination often beats its members), without intervals; Time-LLM's own
+        row is kept as it is.
 
         Returns (the cross-validation frame with a column per baseline and its intervals, the
         scores): one row per series and model and an ``overall`` row per model, with MSE and MAE
@@ -477,6 +492,11 @@ class TimeLLMForecaster:
         for i, cutoffs in windows.items():
             s = data.series[i]
             scales[s.id] = mase_scale(s.values[: cutoffs[0]], periods[s.id])
+        members = [self.alias, *(m for m in ran if m not in ("SeasonalNaive", "Naive"))]
+        if combination and len(members) > 1:
+            cv[COMBINATION] = cv[members].median(axis=1, skipna=False)
+            ran.append(COMBINATION)
+            logger.info("%s: the median of %s", COMBINATION, ", ".join(members))
         scored = np.concatenate(observed)
         if not scored.all():
             logger.warning(
@@ -779,10 +799,14 @@ class TimeLLMForecaster:
                 train_sets.append(WindowDataset(scaled[:train_rows], t, h))
             else:
                 logger.info("series %r: too short for training windows; used for validation only", s.id)
-            val_sets.append(WindowDataset(scaled[-(t + val) :], t, h))
+            val_sets.append(scaled[-(t + val) :])
             held_out.append(s)
         if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
             raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
+        # early stopping reads at most about MAX_CALIBRATION_WINDOWS validation windows, evenly spaced in
+        # every series: thousands of series x 20 windows would cost more than the training itself
+        per_series = max(1, math.ceil(MAX_CALIBRATION_WINDOWS / len(val_sets)))
+        val_sets = [WindowDataset(part, t, h, max_windows=per_series) for part in val_sets]
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         train_config = budget(self.train_config, self.max_steps, len(train_set))
         seed_everything(train_config.seed)

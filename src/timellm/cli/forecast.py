@@ -303,6 +303,7 @@ def cmd_backtest(args) -> int:
 
     from timellm.data.frames import read_table
     from timellm.evaluation.statistical import parse_baselines
+    from timellm.forecaster import COMBINATION
 
     levels = _levels(args)
     baselines = parse_baselines(args.baselines)
@@ -337,6 +338,9 @@ def cmd_backtest(args) -> int:
             else ""
         )
     )
+    members = [m for m in dict.fromkeys(scores["model"]) if m not in (COMBINATION, "SeasonalNaive", "Naive")]
+    if COMBINATION in set(scores["model"]):
+        print(f"{COMBINATION}: the median of the forecasts of {', '.join(members)} (no intervals of its own)")
     width = max(12, *(len(str(v)) + 2 for v in scores[fmt.id_col]))
     model_width = max(16, *(len(str(m)) + 2 for m in scores["model"]))
     header = f"{'series':<{width}}{'model':<{model_width}}{'MSE':>12}{'MAE':>12}{'MASE':>9}"

@@ -75,6 +75,9 @@ def score_backtest(
             "MASE": mae / scale if math.isfinite(scale) else math.nan,
         }
         for lv in levels:
+            if interval_names(model, lv)[0] not in group:  # a model without intervals (the combination)
+                out.update({f"{kind}-{lv:g}": math.nan for kind in ("coverage", "width", "MSIS")})
+                continue
             lo, hi = (group[c].to_numpy() for c in interval_names(model, lv))
             out[f"coverage-{lv:g}"] = float(np.mean((lo <= truth) & (truth <= hi)))
             out[f"width-{lv:g}"] = float(np.mean(hi - lo))

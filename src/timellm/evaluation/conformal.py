@@ -42,8 +42,10 @@ def conformity_scores(pasts: np.ndarray, forecasts: np.ndarray, truth: np.ndarra
     return errors[keep] / spread[keep, None], int((~keep).sum())
 
 
-def sample_windows(count: int, limit: int = MAX_CALIBRATION_WINDOWS) -> np.ndarray:
-    """Indices of at most ``limit`` evenly spaced windows out of ``count`` (all of them if fewer)."""
+def sample_windows(count: int, limit: int | None = None) -> np.ndarray:
+    """Indices of at most ``limit`` (default :data:`MAX_CALIBRATION_WINDOWS`) evenly spaced
+    windows out of ``count`` (all of them if fewer)."""
+    limit = MAX_CALIBRATION_WINDOWS if limit is None else limit
     if count <= limit:
         return np.arange(count)
     return np.unique(np.linspace(0, count - 1, limit).round().astype(int))
