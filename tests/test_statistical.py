@@ -162,3 +162,23 @@ def test_long_seasons_run_mstl_and_are_named_for_it():
         assert (result.lower[80] < result.upper[80]).all()
     assert model_name("AutoARIMA", LONG_SEASON) == "AutoARIMA"  # 24 (hourly) keeps the seasonal models
     assert model_name("Naive", 168) == "Naive"
+
+
+def test_the_budget_is_not_swallowed_by_a_search_that_catches_exception(monkeypatch):
+    import time
+
+    from timellm.evaluation import statistical
+
+    class Searching:  # as statsforecast's AutoARIMA: every candidate fit inside try/except Exception
+        def forecast(self, y, h, level=None):
+            for _ in range(100):
+                try:
+                    time.sleep(0.1)
+                except Exception:
+                    continue
+            return {"mean": np.zeros(h)}
+
+    monkeypatch.setattr(statistical, "_model", lambda name, season: Searching())
+    start = time.perf_counter()
+    assert forecast_windows([seasonal(60)], 4, [12], ("AutoARIMA",), budget=0.3) == {}
+    assert time.perf_counter() - start < 3

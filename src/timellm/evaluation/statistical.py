@@ -118,8 +118,12 @@ def _model(name: str, season: int):
     return models.Naive()
 
 
-class BudgetExceeded(Exception):
-    """A baseline ran past its time budget (raised inside a fit by the budget's timer)."""
+class BudgetExceeded(BaseException):
+    """A baseline ran past its time budget (raised inside a fit by the budget's timer).
+
+    A BaseException, as KeyboardInterrupt is: statsforecast's model search catches Exception
+    around each candidate fit, and would otherwise swallow it and search on.
+    """
 
 
 @contextmanager
