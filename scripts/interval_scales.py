@@ -1,0 +1,66 @@
+"""Backtest a file as `timellm backtest FILE --horizon H --windows W --level 80 95` does (every default),
+write its forecasts and scores, then re-calibrate Time-LLM's conformal intervals with another
+look-back scale (the mean absolute step of the look-back instead of its standard deviation) on the
+same trained adapter, and score both.
+
+    python scripts/interval_scales.py FILE HORIZON WINDOWS OUT_PREFIX
+
+writes OUT_PREFIX_cv.csv, OUT_PREFIX_scores.csv and OUT_PREFIX_scales.csv (results/practitioner.md).
+"""
+
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from timellm import TimeLLMForecaster
+from timellm.data.frames import SeriesSet, read_table
+from timellm.evaluation import conformal
+from timellm.evaluation.backtest import mase_scale, score_backtest
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+path, h, n_windows, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+levels = (80, 95)
+fc = TimeLLMForecaster(h)
+df = read_table(path, fc.format)
+start = time.perf_counter()
+cv, scores = fc.backtest(df, n_windows=n_windows, level=levels)
+total = time.perf_counter() - start
+cv.to_csv(out + "_cv.csv", index=False)
+scores.to_csv(out + "_scores.csv", index=False)
+data = fc.history
+span = fc._span(n_windows, None)
+before = SeriesSet([s.head(len(s) - span) for s in data], data.format)
+val = fc._val_size(None, before)
+windows = fc._windows(data, n_windows, None)
+order = [(i, c) for i, cs in windows.items() for c in cs]
+series, ends = [data.series[i] for i, _ in order], [c for _, c in order]
+forecasts = list(cv["TimeLLM"].to_numpy().reshape(len(order), h))
+variants = {"spread": conformal.look_back_spread}
+variants["diff1"] = lambda pasts: np.mean(np.abs(np.diff(np.asarray(pasts, float), axis=1)), axis=1)
+rows = []
+periods = scores.attrs["season"]
+scales = {s.id: mase_scale(s.values[: windows[i][0]], periods[s.id]) for i, s in enumerate(data)}
+for name, scale in variants.items():
+    conformal.look_back_spread = scale
+    fc.calibration, fc.calibration_constant = fc._conformity_scores(list(before), val)
+    bands = fc._intervals(series, ends, forecasts, levels)
+    alt = cv.copy()
+    for col in bands[0]:
+        alt[col] = np.concatenate([b[col] for b in bands])
+    sc = score_backtest(alt, fc.format, scales, ("TimeLLM",), levels)
+    r = sc[sc.unique_id == "overall"].iloc[0].to_dict()
+    rows.append(
+        {
+            "scale": name,
+            "calibration_windows": len(fc.calibration),
+            **{k: r[k] for k in sc.columns if k.startswith(("coverage", "width", "MSIS"))},
+        }
+    )
+print(json.dumps({"file": path, "seconds": round(total, 1), "seq_len": fc.seq_len, "val": val}))
+print(scores[scores.unique_id == "overall"].to_string())
+print(pd.DataFrame(rows).to_string())
+pd.DataFrame(rows).to_csv(out + "_scales.csv", index=False)
