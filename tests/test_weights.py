@@ -1,6 +1,7 @@
 """The frozen LLM's weight storage (weights=fp32|bf16|fp16|int8|auto) and the memory estimate."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,13 +86,27 @@ def test_a_saved_adapter_does_not_depend_on_the_storage(tmp_path):
     assert gap < 2e-2
 
 
-def test_resume_with_bf16_storage_gives_the_uninterrupted_run(tmp_path):
+def test_resume_with_bf16_storage_gives_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Interrupted after its first checkpoint and resumed from a copy of it: the same run."""
+    import shutil
+
+    import timellm.training.checkpoint as ckpt
+
     data, val = WindowDataset(DATA[:300], 48, 12), WindowDataset(DATA[250:], 48, 12, max_windows=8)
     config = TrainConfig(epochs=2, batch_size=8, max_train_windows=24, checkpoint_every=2, deterministic=True)
+    save, copies = ckpt.save_checkpoint, []
+
+    def keep_a_copy(directory, tensors, state):
+        out = save(directory, tensors, state)
+        copies.append(shutil.copytree(out, tmp_path / f"copy{len(copies)}"))
+        return out
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", keep_a_copy)
     whole = fit(build("bf16"), data, val, config, checkpoint_dir=tmp_path / "whole")
-    first = fit(build("bf16"), data, val, config.replace(epochs=1), checkpoint_dir=tmp_path / "part")
-    again = fit(build("bf16"), data, val, config, checkpoint_dir=tmp_path / "part", resume=True)
-    assert first.epochs_run == 1
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    resumed = build("bf16")
+    assert resumed.backbone.storage == "bf16"
+    again = fit(resumed, data, val, config, checkpoint_dir=copies[0], resume=True)
     assert again.history == whole.history
 
 
@@ -162,6 +177,7 @@ def test_the_estimate_grows_with_the_batch_and_checkpointing_saves_activations()
 
 def test_a_run_that_cannot_fit_is_refused_before_loading_with_settings_that_fit(monkeypatch):
     """Simulated free memory between the bf16 and the fp32 need: the error names what fits."""
+    monkeypatch.setattr(memory, "current_rss", lambda: 0)  # the same process base in every estimate
     config = dataclasses.replace(tiny_config(), num_prototypes=20)
     need = {
         w: estimate_memory(config, storage=w, compute="fp32", batch_series=8, training=True).total
@@ -203,3 +219,82 @@ def test_the_paper_scale_shapes_have_the_papers_sizes():
     assert sum(p.numel() for p in one.model.parameters()) == llm_shape("random-llama-1b", 1).parameters
     weight = one.model.layers[0].mlp.gate_proj.weight
     assert 0.015 < float(weight.float().std()) < 0.025  # LLaMA's initialisation, not empty memory
+
+
+def test_llm_batch_forecasts_what_the_whole_batch_forecasts():
+    """At most k series through the LLM at once (inference): the same forecasts, less memory."""
+    past = torch.from_numpy(np.stack([DATA[i : i + 48] for i in range(0, 120, 20)]))  # (6, 48, 2)
+    whole = build("fp32").eval()
+    chunked = build("fp32").eval()
+    chunked.execution = dataclasses.replace(chunked.execution, llm_batch=5)  # 12 series: 5, 5, 2
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(past), whole(past), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="llm_batch must be"):
+        ExecutionSettings(llm_batch=0)
+
+
+@pytest.mark.skipif(not torchao_available(), reason="torchao (weights=int8) is not installed")
+def test_int8_backward_gives_the_input_gradient_of_the_dequantised_weights():
+    int8, wide = load_backbone("tiny-random-llama", weights="int8"), load_backbone("tiny-random-llama")
+    grads = []
+    for backbone in (int8, wide):
+        x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        backbone.model(inputs_embeds=x).last_hidden_state.sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=2e-2 * float(grads[1].abs().max()))
+
+
+def test_the_estimate_is_within_15_percent_of_the_measured_peaks():
+    """Every cell `timellm bench memory` measured (results/memory.csv): the current estimate,
+    from the cell's config and its measured process base, against the measured peak."""
+    import pandas as pd
+
+    from timellm.experiments.memory_bench import estimated_peaks
+
+    path = Path(__file__).resolve().parents[1] / "results" / "memory.csv"
+    if not path.is_file():
+        pytest.skip("no results/memory.csv: run `timellm bench memory`")
+    measured = pd.read_csv(path)
+    measured = measured[measured["status"] == "ok"]
+    assert len(measured) >= 6
+    for row in measured.itertuples():
+        estimate = estimated_peaks(row._asdict())
+        for phase in ("train", "infer"):
+            peak = getattr(row, f"{phase}_peak_gib")
+            assert abs(estimate[phase] - peak) <= 0.15 * peak, (
+                row.backbone,
+                row.weights,
+                phase,
+                estimate,
+                peak,
+            )
+
+
+def test_info_prints_the_estimate_without_loading_anything(monkeypatch, capsys):
+    from timellm.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("timellm info loaded a backbone")
+
+    monkeypatch.setattr("timellm.model.modeling.load_backbone", no_load)
+    assert main(["info", "--preset", "ETTh1-96", "--backbone", "tiny-random-llama"]) == 0
+    out = capsys.readouterr().out
+    assert "frozen parameters" in out and "trainable parameters" in out
+    assert "training, 24 series a step:" in out and "GiB" in out and "available on" in out
+
+
+def test_train_refuses_a_run_that_cannot_fit_in_one_line_before_writing_anything(
+    tmp_path, monkeypatch, capsys, data_dir
+):
+    from timellm.cli import main
+
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "1M")
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--preset", "ETTh1-96-cpu", "--set", "backbone=tiny-random-llama", "--set", "llm_layers=2",
+         "--data-dir", str(data_dir), "--out", str(run)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "this run needs about" in err and "available" in err
+    assert not run.exists()

@@ -383,8 +383,8 @@ def check_memory(
 
     found = estimate()
     room = simulated_available() or available_memory(device)
-    logger.info("memory: %s; %.2f GiB available", found.describe(), room / GiB)
     if found.total <= room:
+        logger.info("memory: %s; %.2f GiB available", found.describe(), room / GiB)
         return found
     options = []
     for other in ("bf16", "int8"):
@@ -411,6 +411,6 @@ def check_memory(
         "fits alone: combine them"
     )
     raise InsufficientMemoryError(
-        f"this run needs about {found.total / GiB:.1f} GiB ({found.describe()}) but "
-        f"{room / GiB:.1f} GiB are available on {device.type}; {advice}; set them with --set"
+        f"this run needs about {found.describe()}, but {room / GiB:.2f} GiB are available on "
+        f"{device.type}; {advice}; set them with --set"
     )
