@@ -185,6 +185,7 @@ def test_a_run_writes_its_folder_and_reevaluates(tmp_path):
         "compile": "none",
         "compile_scope": "modules",
         "weights": "auto",
+        "llm_batch": None,
     }
     # a record of an earlier version, with the execution settings among the training settings
     legacy = {k: v for k, v in record.items() if k != "execution"}
@@ -269,6 +270,7 @@ def test_execution_settings_are_the_models_and_fit_leaves_them():
         "compile": "none",
         "compile_scope": "modules",
         "weights": "auto",
+        "llm_batch": None,
     }
     assert preset.train == get_preset("ETTh1-96").train
     with pytest.raises(PresetError, match="attention must be"):
