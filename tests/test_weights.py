@@ -163,8 +163,20 @@ def test_the_estimate_counts_the_weights_in_their_storage():
     assert sizes["int8"] < sizes["bf16"]
 
 
-def test_the_estimate_grows_with_the_batch_and_checkpointing_saves_activations():
+def test_the_estimate_grows_with_the_batch_and_checkpointing_saves_activations(monkeypatch):
     config = tiny_config()
+    deep = memory.LLMShape(  # LLaMA-7B's sizes, without building it
+        parameters=6_600_000_000,
+        linear_parameters=6_400_000_000,
+        linear_rows=1_000_000,
+        largest_matrix=200_000_000,
+        layers=32,
+        hidden=4096,
+        intermediate=11008,
+        kv_width=4096,
+        vocab=32000,
+    )
+    monkeypatch.setattr(memory, "llm_shape", lambda *args: deep)
 
     def total(**kw):
         base = dict(storage="bf16", compute="bf16", batch_series=8, training=True, base=0)
