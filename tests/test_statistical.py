@@ -123,7 +123,7 @@ def test_a_model_past_its_budget_is_dropped_with_one_line_saying_how_to_keep_it(
     assert set(out) == {"Naive"}
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1 and "AutoARIMA dropped: it ran past its time budget of 0.4 s" in dropped[0]
-    assert "raise the budget" in dropped[0]
+    assert "raise the budget with baseline_budget=SECONDS" in dropped[0]
     # a progress line per model and window
     assert sum("Naive: window" in r.getMessage() for r in caplog.records) == 8
 

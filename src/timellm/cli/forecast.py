@@ -5,10 +5,12 @@ trains a packaged preset."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from timellm.cli.common import CLIError, add_common, add_set, logger, print_metrics
+from timellm.cli.common import CLIError, add_common, add_set, logger, print_metrics, with_flags
 
 
 def add_commands(sub) -> None:
@@ -314,16 +316,17 @@ def cmd_backtest(args) -> int:
         logger.warning(
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
         )
-    cv, scores = forecaster.backtest(
-        frame,
-        args.windows,
-        args.step_size,
-        refit=not args.model,
-        season=args.season,
-        baselines=baselines,
-        level=levels,
-        baseline_budget=args.baseline_budget,
-    )
+    with _option_names_in_warnings():
+        cv, scores = forecaster.backtest(
+            frame,
+            args.windows,
+            args.step_size,
+            refit=not args.model,
+            season=args.season,
+            baselines=baselines,
+            level=levels,
+            baseline_budget=args.baseline_budget,
+        )
     fmt = forecaster.format
     seasons = sorted(set(scores.attrs["season"].values()))
     cutoffs = cv["cutoff"]
@@ -387,6 +390,29 @@ def cmd_backtest(args) -> int:
             raise CLIError(f"cannot write {args.plot}: {err.strerror or err}") from None
         print(f"plot: {args.plot}")
     return 0
+
+
+class _OptionNames(logging.Filter):
+    """Warnings of the layers below name API settings (``baseline_budget=...``): here, this CLI's options."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            record.msg, record.args = with_flags(record.getMessage()), None
+        return True
+
+
+@contextmanager
+def _option_names_in_warnings():
+    """While a command runs the API, its log warnings name options as this command line spells them."""
+    names = _OptionNames()
+    handlers = list(logger.handlers)
+    for handler in handlers:
+        handler.addFilter(names)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(names)
 
 
 def _best_baselines(scores, id_col: str, baselines: tuple) -> dict:

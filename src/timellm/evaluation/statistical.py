@@ -258,8 +258,7 @@ def _fit_windows(
 def _dropped(model: str, budget: float | None, done: int, total: int) -> None:
     logger.warning(
         "%s dropped: it ran past its time budget of %g s after %d of %d window(s); to keep it, raise "
-        "the budget (--baseline-budget SECONDS, or baseline_budget= in the API; 0: no limit) or "
-        "forecast fewer windows",
+        "the budget with baseline_budget=SECONDS (0: no limit), or forecast fewer windows",
         model,
         budget,
         done,
