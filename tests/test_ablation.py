@@ -299,3 +299,28 @@ def test_the_summary_reads_every_dataset_and_pairs_variants_with_time_llm_by_see
     assert no_llm.median_change_pct == pytest.approx(100 * 0.01 / 0.40)
     assert (tmp_path / "out" / "ablation_summary.png").stat().st_size > 0
     assert sign_test(0, 10) == pytest.approx(2 / 1024) and sign_test(10, 10) == pytest.approx(2 / 1024)
+
+
+def test_build_model_builds_every_variant_of_the_config():
+    from timellm.model.ablations import LLMFreeTimeLLM, build_model
+
+    for llm in ("none", "attention", "transformer"):
+        model = build_model(tiny_config(llm=llm), seed=3)
+        assert type(model) is LLMFreeTimeLLM and isinstance(model, TimeLLM)
+        again = TimeLLM(tiny_config(llm=llm))  # the class builds the variant its config names
+        assert type(again) is LLMFreeTimeLLM
+        same = build_model(tiny_config(llm=llm), seed=3)
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters(), strict=True))
+    full = build_model(tiny_config(), seed=3)
+    assert type(full) is TimeLLM and full.backbone is not None
+    with pytest.raises(ValueError, match="has no LLM"):
+        LLMFreeTimeLLM(tiny_config(llm="none"), backbone=full.backbone)
+
+
+def test_a_saved_llm_free_adapter_loads_back_as_its_variant(tmp_path):
+    model = TimeLLM(tiny_config(llm="attention"))
+    model.save_pretrained(tmp_path / "a")
+    loaded = TimeLLM.from_pretrained(tmp_path / "a")
+    x = torch.randn(2, model.config.seq_len, 3)
+    model.eval(), loaded.eval()
+    assert type(loaded) is type(model) and torch.equal(model(x), loaded(x))

@@ -205,8 +205,10 @@ def test_an_m4_preset_tuned_for_one_frequency_still_averages_with_the_others(tmp
         }
         _fake_run(root / frequency, record, metrics)
     table = build_tables(collect_runs(root), root)["m4"]
-    average = table[table["run"] == "(weighted average)"]
+    average = table[table["frequency"].str.startswith("Average")]
     assert len(average) == 1 and average.iloc[0].series == 773
+    others = table[table["frequency"].str.startswith("Others")]  # the paper's pooled W + D + H row
+    assert len(others) == 1 and others.iloc[0].smape == average.iloc[0].smape
     assert average.iloc[0].smape == pytest.approx((414 * 17.0 + 359 * 8.0) / 773)
     assert average.iloc[0].budget == (
         "2 layers, <= 15 epochs, <= 960 windows/epoch; Weekly: 2 layers, <= 30 epochs, <= 960 windows/epoch"

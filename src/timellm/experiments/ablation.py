@@ -48,6 +48,7 @@ from timellm.evaluation.statistical import forecast_windows
 from timellm.experiments.folders import RUN_CONFIG, RunFolder, _jsonable, read_run_record
 from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
+from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig, fit, seed_everything
@@ -316,8 +317,8 @@ def _build(variant: Variant, ctx: _Context, seed: int) -> nn.Module:
     # a pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
     # under a fixed seed of its own, and the LLM-free ablations need none
     backbone = ctx.pretrained_backbone(config) if config.llm == "pretrained" else None
-    seed_everything(seed)  # after loading: the adapter's draws never depend on the order
-    return TimeLLM(config, backbone, execution=ctx.execution)
+    seed_everything(seed)
+    return build_model(config, ctx.execution, seed, backbone)  # seeded after loading, as every variant
 
 
 def _count(model: nn.Module, trainable: bool) -> int:

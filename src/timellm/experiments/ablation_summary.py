@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,23 @@ def summary_table(every: pd.DataFrame) -> pd.DataFrame:
                 "test_windows_total": _one(rows["test_windows_total"]),
                 "budget": _one(rows["budget"]),
                 "commit": ",".join(dict.fromkeys(str(c) for c in rows["commit"].dropna())) or None,
-                "command": _one(rows["command"]),
+                "command": _command(_one(rows["command"]), variant, sorted(rows["seed"].unique())),
             }
             out.append(row)
     return pd.DataFrame(out)
+
+
+def _command(command: str | None, variant: str, seeds: list) -> str | None:
+    """The ablation's recorded command (its latest pass) for this variant's row: the same
+    settings and folder, with this variant and its seeds (a resumed ablation adds rows to the
+    same folder, pass by pass)."""
+    if not command:
+        return None
+    command = re.sub(r" --variants \S+", "", command)
+    command = re.sub(r" --seeds \S+", "", command)
+    head, _, tail = command.partition(" --out ")
+    seeds_option = f" --seeds {','.join(str(int(s)) for s in seeds)}" if len(seeds) else ""
+    return f"{head} --variants {variant}{seeds_option}" + (f" --out {tail}" if tail else "")
 
 
 def _one(values: pd.Series | None) -> Any:
@@ -274,6 +288,14 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
                 cell=_cell,
             ),
         ]
+    commands = [c for c in dict.fromkeys(table["command"].dropna()) if c]
+    if commands:
+        parts += [
+            "",
+            "Commands (resumable: run again to continue, or with more variants and seeds to add rows):",
+            "",
+        ]
+        parts += [f"- `{c}`" for c in commands]
     return "\n".join(parts)
 
 

@@ -39,7 +39,6 @@ from timellm.model.layers import (
     FlattenHead,
     PatchEmbedding,
     Reprogramming,
-    SelfAttentionBlock,
     TextPrototypes,
     normalize,
     patchify,
@@ -67,6 +66,10 @@ class AdapterLoadError(ValueError):
     """A saved adapter does not fit the model it is loaded into; the message names the file."""
 
 
+# the ablations without an LLM (timellm.model.ablations): TimeLLM(config) builds those there
+LLM_FREE = ("none", "attention", "transformer")
+
+
 class TimeLLM(nn.Module):
     """A frozen language model reprogrammed to forecast: ``forward(past_values) -> forecasts``.
 
@@ -75,6 +78,15 @@ class TimeLLM(nn.Module):
     in what ``precision`` (the run's: auto, fp32, bf16, fp16) computes in on this machine. ``config.fast_path`` caches what is exact to cache (see
     :mod:`timellm.model.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
     """
+
+    def __new__(cls, config: TimeLLMConfig | None = None, *args, **kwargs):
+        # a config without an LLM (the ablations of Tan et al.) is built by its own class, so that
+        # every caller of TimeLLM(config), from_pretrained included, gets the variant it names
+        if cls is TimeLLM and config is not None and config.llm in LLM_FREE:
+            from timellm.model.ablations import LLMFreeTimeLLM
+
+            cls = LLMFreeTimeLLM
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -87,6 +99,11 @@ class TimeLLM(nn.Module):
         self.config = config
         self.execution = execution or ExecutionSettings()
         c = config
+        if c.llm in LLM_FREE:
+            raise ValueError(
+                f"llm={c.llm!r} has no LLM: build it with timellm.model.ablations.build_model "
+                "(TimeLLM(config) does so itself)"
+            )
         # what the fast path keeps between calls (see timellm.model.fastpath); E' in _text_prototypes
         self._prototype_cache = PrototypeCache()
         self._prefix_cache: PromptPrefixCache | None = None
@@ -96,25 +113,6 @@ class TimeLLM(nn.Module):
         num_patches = c.num_patches
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
         self.backbone: Backbone | None = None
-        if c.llm in ("none", "attention", "transformer"):
-            # The ablations of Tan et al. (NeurIPS 2024) as their code runs them for Time-LLM: no
-            # prompt, no text prototypes, no reprogramming; the patch embeddings go through nothing
-            # (w/o LLM), one self-attention layer (LLM2Attn) or one transformer encoder layer
-            # (LLM2Trsf), all randomly initialised and trained, then into a linear head.
-            if c.llm != "none" and c.d_model % c.n_heads:
-                raise ValueError(
-                    f"the {c.llm} ablation needs n_heads ({c.n_heads}) to divide d_model ({c.d_model})"
-                )
-            if c.llm == "attention":
-                self.mixer = SelfAttentionBlock(c.d_model, c.n_heads, c.attention_dropout, c.dropout)
-            elif c.llm == "transformer":
-                # feed-forward width 2048 is torch's default, which Tan et al.'s LLM2Trsf kept
-                self.mixer = nn.TransformerEncoderLayer(
-                    c.d_model, c.n_heads, dropout=c.dropout, batch_first=True
-                )
-            self.head = FlattenHead(c.d_model, num_patches, c.pred_len, c.dropout, zero=c.zero_head)
-            return
-
         if backbone is None:
             backbone = _load_backbone_for(c, c.llm_layers, self.execution, precision)
         else:
@@ -194,15 +192,10 @@ class TimeLLM(nn.Module):
         with self.autocast(past_values.device):
             patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
 
-            if c.llm == "none":
-                hidden = patches  # (S, P, d_model)
-            elif c.llm in ("attention", "transformer"):
-                hidden = self.mixer(patches)  # (S, P, d_model)
-            else:
-                prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
-                tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
-                with checkpointing(self.execution.gradient_checkpointing):
-                    hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
+            prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
+            tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
+            with checkpointing(self.execution.gradient_checkpointing):
+                hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
             out = self.head(hidden)  # (S, H)
 
         forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)

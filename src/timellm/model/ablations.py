@@ -1,0 +1,110 @@
+"""The model without its language model, and one builder for every variant of the config.
+
+Tan et al. (NeurIPS 2024) ask whether Time-LLM's frozen LLM earns its cost by taking it out. Their
+three ablations, as their code runs them for Time-LLM, keep the normalisation, the patch embedding
+and the output head, and drop the prompt, the text prototypes and the reprogramming: the patch
+embeddings go through nothing (``llm="none"``, w/o LLM), one randomly initialised self-attention
+layer (``"attention"``, LLM2Attn) or one transformer encoder layer (``"transformer"``, LLM2Trsf),
+trained with the rest. The random-weights LLM (``llm="random"``) is Time-LLM itself on a freshly
+initialised backbone and stays in :class:`~timellm.model.modeling.TimeLLM`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from timellm.backbones.loading import Backbone
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.layers import (
+    FlattenHead,
+    PatchEmbedding,
+    SelfAttentionBlock,
+    normalize,
+    patchify,
+    revin_denormalize,
+)
+from timellm.model.modeling import LLM_FREE, TimeLLM
+
+__all__ = ["LLM_FREE", "LLMFreeTimeLLM", "build_model"]
+
+
+class LLMFreeTimeLLM(TimeLLM):
+    """normalise -> patch -> (nothing | self-attention | transformer layer) -> head -> de-normalise.
+
+    A :class:`TimeLLM` in every other respect (saving, loading, parameter counts, execution
+    settings), so that the harness and the forecasting API treat the ablations like the model;
+    ``TimeLLM(config)`` with an LLM-free ``config.llm`` builds one.
+    """
+
+    def __init__(
+        self,
+        config: TimeLLMConfig,
+        backbone: Backbone | None = None,
+        execution: ExecutionSettings | None = None,
+        precision: str = "auto",
+    ):
+        nn.Module.__init__(self)
+        c = config
+        if c.llm not in LLM_FREE:
+            raise ValueError(f"LLMFreeTimeLLM builds llm={', '.join(LLM_FREE)}; found {c.llm!r}: use TimeLLM")
+        if backbone is not None:
+            raise ValueError(f"the {c.llm!r} ablation has no LLM: pass no backbone")
+        self.config = config
+        self.execution = execution or ExecutionSettings()
+        self.backbone = None
+        self.fast_path_reason = f"no LLM in the {c.llm!r} variant"
+        # the order of construction fixes the random draws: embedding, mixer, head
+        self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
+        if c.llm != "none" and c.d_model % c.n_heads:
+            raise ValueError(
+                f"the {c.llm} ablation needs n_heads ({c.n_heads}) to divide d_model ({c.d_model})"
+            )
+        if c.llm == "attention":
+            self.mixer = SelfAttentionBlock(c.d_model, c.n_heads, c.attention_dropout, c.dropout)
+        elif c.llm == "transformer":
+            # feed-forward width 2048 is torch's default, which Tan et al.'s LLM2Trsf kept
+            self.mixer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, dropout=c.dropout, batch_first=True)
+        self.head = FlattenHead(c.d_model, c.num_patches, c.pred_len, c.dropout, zero=c.zero_head)
+
+    def forward(self, past_values: torch.Tensor) -> torch.Tensor:
+        """(B, T, N) look-back windows -> (B, H, N) forecasts on the same scale."""
+        c = self.config
+        if past_values.ndim != 3 or past_values.shape[1] != c.seq_len:
+            raise ValueError(
+                f"past_values must have shape (batch, seq_len={c.seq_len}, channels), found {tuple(past_values.shape)}"
+            )
+        b, t, n = past_values.shape
+        series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
+        x, centre, scale = normalize(series, c.normalization, pred_len=c.pred_len, period=c.period)  # (S, T)
+        with self.autocast(past_values.device):
+            hidden = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
+            if c.llm != "none":
+                hidden = self.mixer(hidden)  # (S, P, d_model)
+            out = self.head(hidden)  # (S, H)
+        forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)
+        return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
+
+
+def build_model(
+    config: TimeLLMConfig,
+    execution: ExecutionSettings | None = None,
+    seed: int | None = None,
+    backbone: Backbone | None = None,
+    precision: str = "auto",
+) -> TimeLLM:
+    """Every variant of ``config``: Time-LLM on its pretrained (or a given, already loaded) or
+    random-weights backbone, or an LLM-free ablation.
+
+    ``seed`` seeds torch right before the trainable weights are drawn, after any backbone is
+    loaded, so that a variant's initial adapter never depends on what was loaded before it.
+    """
+    if config.llm == "pretrained" and backbone is None:
+        from timellm.model.modeling import _load_backbone_for
+
+        backbone = _load_backbone_for(config, config.llm_layers, execution or ExecutionSettings(), precision)
+    if seed is not None:
+        torch.manual_seed(seed)
+    if config.llm in LLM_FREE:
+        return LLMFreeTimeLLM(config, execution=execution)
+    return TimeLLM(config, backbone, execution=execution, precision=precision)
