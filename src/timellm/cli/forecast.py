@@ -38,7 +38,9 @@ def add_commands(sub) -> None:
         "MASE (and with --level coverage, width and MSIS) per series and overall beside AutoETS, "
         "AutoTheta, AutoARIMA, SeasonalNaive and Naive of statsforecast, fitted on the same history "
         "before each cutoff. Above a season of 24 (weekly data: 52) AutoETS and AutoARIMA run on the "
-        "seasonally adjusted series of an STL decomposition, named MSTL-AutoETS and MSTL-AutoARIMA.",
+        "seasonally adjusted series of an STL decomposition, named MSTL-AutoETS and MSTL-AutoARIMA. "
+        "An extra row, Combination, scores the median of the forecasts of Time-LLM and the automatic "
+        "statistical models.",
     )
     _add_user_data_options(p)
     p.add_argument("--windows", type=int, default=1, help="windows per series (default 1)")
@@ -117,7 +119,10 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
     p.add_argument(
-        "--val-size", type=int, help="steps at the end of each series for validation (default: horizon)"
+        "--val-size",
+        type=int,
+        help="steps at the end of each series for validation and interval calibration (default: the "
+        "horizon + 19, twenty windows, where the series are long enough; else the horizon)",
     )
     add_set(p, "a model or training setting")
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
