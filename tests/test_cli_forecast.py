@@ -134,6 +134,16 @@ def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
         capsys, "forecast", data, "--horizon", 6, "--max-steps", 5, "--model", tmp_path / "m"
     )
     assert "--max-steps would train a new adapter" in message
+    message = one_line_error(
+        capsys, "forecast", data, "--horizon", 6, "--set", "d_ff=8", "--model", tmp_path / "m"
+    )
+    assert "--set would train a new adapter" in message
+    # how the saved adapter runs is not training: its frozen weights stored in bf16, one series at a time
+    code, out, err = run(
+        capsys, "forecast", data, "--horizon", 6, "--model", tmp_path / "m", "--set", "weights=bf16",
+        "--set", "llm_batch=1",
+    )  # fmt: skip
+    assert code == 0 and "TimeLLM" in out, err
 
 
 def test_a_constant_series_forecasts_that_constant(tmp_path, capsys):

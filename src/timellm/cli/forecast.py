@@ -183,10 +183,14 @@ def _forecaster(args):
     }
     columns = {k: v for k, v in names.items() if v is not None}
     if args.model:
+        # execution settings (how the saved adapter runs: weights=bf16, llm_batch=1, ...) may be
+        # given; anything else would train a new adapter
+        settings = split_settings(parse_overrides(args.overrides), sections=("model", "train", "execution"))
+        trains = bool(settings["model"] or settings["train"])
         given = [
             "--set" if name == "overrides" else f"--{name.replace('_', '-')}"
             for name in TRAINING_OPTIONS
-            if getattr(args, name, None) not in (None, [])
+            if getattr(args, name, None) not in (None, []) and (name != "overrides" or trains)
         ]
         if given:
             raise CLIError(
@@ -194,7 +198,12 @@ def _forecaster(args):
                 f"out to forecast with --model {args.model}, or leave out --model to train"
             )
         seq_len = None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
-        forecaster = TimeLLMForecaster.from_pretrained(args.model, horizon=args.horizon, seq_len=seq_len)
+        forecaster = TimeLLMForecaster.from_pretrained(
+            args.model,
+            horizon=args.horizon,
+            seq_len=seq_len,
+            execution=execution_settings(settings["execution"]),
+        )
         forecaster.format = replace(forecaster.format, **columns)
         if args.interpolate:
             forecaster.interpolate = True
