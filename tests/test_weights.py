@@ -310,3 +310,24 @@ def test_train_refuses_a_run_that_cannot_fit_in_one_line_before_writing_anything
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "this run needs about" in err and "available" in err
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_bench_memory_measures_each_cell_in_a_child_and_writes_its_table(tmp_path):
+    import pandas as pd
+
+    from timellm.experiments.memory_bench import MemoryBenchSettings, memory_benchmark
+
+    small = dict(
+        seq_len=48, pred_len=12, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20
+    )
+    settings = MemoryBenchSettings(
+        backbones=("tiny-random-llama",), weights=("fp32", "bf16"), train_steps=1, infer_batches=1,
+        precision="fp32", out=str(tmp_path), model_changes=small,
+    )  # fmt: skip
+    frame = memory_benchmark(settings)
+    assert list(frame.status) == ["ok", "ok"], frame.status.tolist()
+    assert (frame.train_peak_gib >= frame.after_load_gib).all() and (frame.infer_series_per_s > 0).all()
+    written = pd.read_csv(tmp_path / "memory.csv")
+    assert set(written.weights) == {"fp32", "bf16"} and written.commit.notna().all()
+    assert "| tiny-random-llama | bf16 |" in (tmp_path / "memory.md").read_text()

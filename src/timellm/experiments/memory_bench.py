@@ -233,38 +233,36 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
     stats_ids, _ = model.statistics_token_ids(past.permute(0, 2, 1).reshape(series, -1))
     stats = float(stats_ids.shape[1])
 
-    model.eval()
-    _reset_peak()
-    with torch.no_grad():
-        for _ in range(settings.infer_batches):
-            start = time.perf_counter()
-            with autocast:
-                model(past)
-            infer_s = time.perf_counter() - start
-    row["infer_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
-    row["infer_estimate_gib"] = round(estimate(False), 2)
-    row["infer_estimate_b24_gib"] = round(estimate(False, PAPER_BATCH), 1)
-    row["infer_batch_s"] = round(infer_s, 2)
-    row["infer_series_per_s"] = round(series / infer_s, 2)
-    row["infer_gflops"] = round(fast_path_flops(model, series, prefix, stats, False) / infer_s / 1e9, 1)
-    model.train()
-    _reset_peak()
-    step_s = 0.0
-    for _ in range(settings.train_steps):
-        start = time.perf_counter()
+    def infer() -> None:
+        with torch.no_grad(), autocast:
+            model(past)
+
+    def train() -> None:
         with autocast:
             loss = torch.nn.functional.mse_loss(model(past).float(), future)
         loss.backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
-        step_s = time.perf_counter() - start
-    row["train_loss"] = round(float(loss), 4)
-    row["train_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
-    row["train_estimate_gib"] = round(estimate(True), 2)
-    row["train_estimate_b24_gib"] = round(estimate(True, PAPER_BATCH), 1)
-    row["train_step_s"] = round(step_s, 2)
-    row["train_series_per_s"] = round(series / step_s, 2)
-    row["train_gflops"] = round(fast_path_flops(model, series, prefix, stats, True) / step_s / 1e9, 1)
+        row["train_loss"] = round(float(loss), 4)
+
+    # inference first: the allocator keeps what training frees, which would hide inference's peak
+    for phase, step, count, training in (
+        ("infer", infer, settings.infer_batches, False),
+        ("train", train, settings.train_steps, True),
+    ):
+        model.train(training)
+        _reset_peak()
+        for _ in range(count):
+            start = time.perf_counter()
+            step()
+            seconds = time.perf_counter() - start  # the last step's: warm caches and kernels
+        row[f"{phase}_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
+        row[f"{phase}_estimate_gib"] = round(estimate(training), 2)
+        row[f"{phase}_estimate_b24_gib"] = round(estimate(training, PAPER_BATCH), 1)
+        row[f"{phase}_{'step' if training else 'batch'}_s"] = round(seconds, 2)
+        row[f"{phase}_series_per_s"] = round(series / seconds, 2)
+        flops = fast_path_flops(model, series, prefix, stats, training)
+        row[f"{phase}_gflops"] = round(flops / seconds / 1e9, 1)
 
     if torch.cuda.is_available():
         row["cuda_max_allocated_gib"] = round(torch.cuda.max_memory_allocated() / GiB, 2)
