@@ -35,12 +35,13 @@ from timellm.evaluation.m4 import score_m4
 from timellm.experiments.folders import RunFolder
 from timellm.experiments.presets import Preset, get_preset
 from timellm.experiments.runs import train_and_test
+from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict
-from timellm.training.loop import fit, seed_everything
+from timellm.training.loop import fit
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ def _m4_model(
     config: TimeLLMConfig, reference: str | None, execution: ExecutionSettings, seed: int
 ) -> nn.Module:
     """A fresh model of the run (Time-LLM, or the reference named), its initialisation drawn under ``seed``."""
-    seed_everything(seed)
     if reference is None:
-        return TimeLLM(config, execution=execution)
+        return build_model(config, execution, seed)
     if reference == "dlinear":
+        torch.manual_seed(seed)
         # the series' moving average window cannot be longer than the look-back
         return DLinear(
             config.seq_len,

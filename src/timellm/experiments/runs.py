@@ -30,13 +30,14 @@ from timellm.experiments.folders import (
     read_run_record,
 )
 from timellm.experiments.presets import Preset
+from timellm.model.ablations import build_model
 from timellm.model.config import TimeLLMConfig
 from timellm.model.memory import check_memory
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
-from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precision, seed_everything
+from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ def train_and_test(
                 accelerator.distributed_type.value,
                 train_config.batch_size,
             )
-        seed_everything(train_config.seed)
-        model = TimeLLM(model_config, execution=preset.execution, precision=train_config.precision)
+        model = build_model(
+            model_config, preset.execution, train_config.seed, precision=train_config.precision
+        )
         logger.info(
             "model: %s, %d of %d layers, trainable %s / total %s parameters",
             model_config.backbone,
