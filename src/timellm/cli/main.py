@@ -24,6 +24,10 @@ def _setup_logging(verbose: bool) -> None:
     secondary = int(os.environ.get("RANK", "0")) > 0
     logger.setLevel(logging.WARNING if secondary else logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    # torchao (weights=int8) logs a line for each optional GPU kernel library it cannot load, and
+    # torch's pytree warns about the types torchao registers: noise on a CPU, not ours to report
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -412,5 +412,5 @@ def check_memory(
     )
     raise InsufficientMemoryError(
         f"this run needs about {found.describe()}, but {room / GiB:.2f} GiB are available on "
-        f"{device.type}; {advice}; set them with --set"
+        f"{device.type}; {advice}"
     )
