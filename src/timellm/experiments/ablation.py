@@ -621,7 +621,7 @@ def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
         if differs:
             raise ValueError(
                 f"{folder} holds an ablation with other settings ({', '.join(differs)} differ): "
-                "continue it with the same preset, budget and --set options, or choose another --out"
+                "continue it with the same preset, budget and settings, or choose another output folder"
             )
     return pd.read_csv(rows)
 

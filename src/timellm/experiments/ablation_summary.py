@@ -117,11 +117,13 @@ def _command(command: str | None, variant: str, seeds: list) -> str | None:
     same folder, pass by pass)."""
     if not command:
         return None
-    command = re.sub(r" --variants \S+", "", command)
-    command = re.sub(r" --seeds \S+", "", command)
-    head, _, tail = command.partition(" --out ")
-    seeds_option = f" --seeds {','.join(str(int(s)) for s in seeds)}" if len(seeds) else ""
-    return f"{head} --variants {variant}{seeds_option}" + (f" --out {tail}" if tail else "")
+    command = re.sub(r" --variants \S+", "", command)  # command line, not a message
+    command = re.sub(r" --seeds \S+", "", command)  # command line, not a message
+    head, _, tail = command.partition(" --out ")  # command line, not a message
+    listed = ",".join(str(int(s)) for s in seeds)
+    seeds_part = f" --seeds {listed}" if len(seeds) else ""  # command line, not a message
+    out_part = f" --out {tail}" if tail else ""  # command line, not a message
+    return f"{head} --variants {variant}{seeds_part}{out_part}"  # command line, not a message
 
 
 def _one(values: pd.Series | None) -> Any:
