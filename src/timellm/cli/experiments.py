@@ -507,7 +507,11 @@ def cmd_info(args) -> int:
             gradient_checkpointing=preset.execution.gradient_checkpointing,
         )
         print(f"  {what}: {e.describe()}")
-    print(f"  available on {device}: {available_memory(device) / GiB:.1f} GiB")
+    room = available_memory(device)
+    print(
+        f"  available on {device}: "
+        + (f"{room / GiB:.1f} GiB" if room is not None else "cannot be read here")
+    )
     return 0
 
 

@@ -101,7 +101,7 @@ def memory_benchmark(settings: MemoryBenchSettings) -> pd.DataFrame:
                 gradient_checkpointing=settings.gradient_checkpointing,
             ).total
             room = available_memory("cpu")
-            if needed > room:
+            if room is not None and needed > room:
                 logger.info(
                     "%s with %s weights: estimated %.1f GiB > %.1f GiB available; not run",
                     backbone,

@@ -278,17 +278,16 @@ def estimate_memory(
 # what is free, and refusing what cannot fit
 
 
-def available_memory(device: torch.device | str = "cpu") -> int:
+def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes this process may still use on ``device``, its own resident set included (CPU: the
-    kernel's MemAvailable and any cgroup limit; GPU: the free device memory)."""
+    kernel's MemAvailable and any cgroup limit; GPU: the free device memory); None where the
+    system does not say (no /proc: nothing is then refused)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    available = _meminfo("MemAvailable")
-    limit = _cgroup_room()
-    room = min(x for x in (available, limit) if x is not None) if (available or limit) else None
-    return (room or 0) + current_rss()
+    known = [x for x in (_meminfo("MemAvailable"), _cgroup_room()) if x is not None]
+    return min(known) + current_rss() if known else None
 
 
 def _meminfo(field: str) -> int | None:
@@ -383,6 +382,11 @@ def check_memory(
 
     found = estimate()
     room = simulated_available() or available_memory(device)
+    if room is None:
+        logger.info(
+            "memory: %s; the memory available cannot be read here, so it is not checked", found.describe()
+        )
+        return found
     if found.total <= room:
         logger.info("memory: %s; %.2f GiB available", found.describe(), room / GiB)
         return found
