@@ -194,8 +194,9 @@ def _widen_on_the_fly(module: nn.Module) -> None:
 
 @contextlib.contextmanager
 def _quiet_torchao() -> Iterator[None]:
-    """torchao logs a line for each optional CUDA kernel library it cannot load on a CPU machine."""
-    quiet = [logging.getLogger(name) for name in ("torchao", "torchao.__init__", "root")]
+    """torchao logs a line for each optional CUDA kernel library it cannot load on a CPU machine,
+    and torch's pytree warns about the types it registers, once, at its import."""
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [log.level for log in quiet]
     for log in quiet:
         log.setLevel(logging.ERROR)
