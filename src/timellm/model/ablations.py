@@ -20,9 +20,7 @@ from timellm.model.layers import (
     FlattenHead,
     PatchEmbedding,
     SelfAttentionBlock,
-    normalize,
     patchify,
-    revin_denormalize,
 )
 from timellm.model.modeling import LLM_FREE, TimeLLM
 
@@ -67,23 +65,14 @@ class LLMFreeTimeLLM(TimeLLM):
             self.mixer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, dropout=c.dropout, batch_first=True)
         self.head = FlattenHead(c.d_model, c.num_patches, c.pred_len, c.dropout, zero=c.zero_head)
 
-    def forward(self, past_values: torch.Tensor) -> torch.Tensor:
-        """(B, T, N) look-back windows -> (B, H, N) forecasts on the same scale."""
+    def forecast_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised series (S, T) -> (S, H): patch embedding -> nothing, one attention or one
+        transformer layer -> head (the rest of the forward pass is Time-LLM's own)."""
         c = self.config
-        if past_values.ndim != 3 or past_values.shape[1] != c.seq_len:
-            raise ValueError(
-                f"past_values must have shape (batch, seq_len={c.seq_len}, channels), found {tuple(past_values.shape)}"
-            )
-        b, t, n = past_values.shape
-        series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
-        x, centre, scale = normalize(series, c.normalization, pred_len=c.pred_len, period=c.period)  # (S, T)
-        with self.autocast(past_values.device):
-            hidden = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
-            if c.llm != "none":
-                hidden = self.mixer(hidden)  # (S, P, d_model)
-            out = self.head(hidden)  # (S, H)
-        forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)
-        return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
+        hidden = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
+        if c.llm != "none":
+            hidden = self.mixer(hidden)  # (S, P, d_model)
+        return self.head(hidden)  # (S, H)
 
 
 def build_model(

@@ -190,16 +190,21 @@ class TimeLLM(nn.Module):
         series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
         x, centre, scale = normalize(series, c.normalization, pred_len=c.pred_len, period=c.period)  # (S, T)
         with self.autocast(past_values.device):
-            patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
-
-            prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
-            tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
-            with checkpointing(self.execution.gradient_checkpointing):
-                hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
-            out = self.head(hidden)  # (S, H)
+            out = self.forecast_normalised(x)  # (S, H)
 
         forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)
         return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
+
+    def forecast_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised series (S, T) -> their normalised forecasts (S, H): patch -> reprogram ->
+        frozen LLM -> head. The LLM-free ablations replace this part only."""
+        c = self.config
+        patches = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
+        prototypes = self._text_prototypes(self.backbone.word_embeddings)  # (V', D)
+        tokens = self.reprogramming(patches, prototypes)  # (S, P, D)
+        with checkpointing(self.execution.gradient_checkpointing):
+            hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
+        return self.head(hidden)  # (S, H)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The model's own mixed-precision context on ``device`` (its ExecutionSettings.autocast_dtype)."""
