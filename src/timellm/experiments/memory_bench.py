@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from timellm.model.memory import GiB, available_memory, estimate_memory, plan_storage
+from timellm.model.memory import GiB, available_memory, estimate_memory, plan_storage, process_memory
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +146,6 @@ def _run_child(settings: MemoryBenchSettings, backbone: str, weights: str) -> di
 # one cell, in the child
 
 
-def _status_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _reset_peak() -> None:
     """Start a new high-water mark of the resident set (Linux: writing 5 to clear_refs)."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -195,7 +188,7 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
     storage, _ = plan_storage(config, execution, settings.precision, "cpu")
     past, future = _etth1_batch(settings.data, config.seq_len, config.pred_len, settings.batch_size)
     series = past.shape[0] * past.shape[2]
-    base = _status_kib("VmRSS")
+    base = process_memory("VmRSS")
 
     def estimate(training: bool, batch_series: int = series) -> float:
         e = estimate_memory(
@@ -218,8 +211,8 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
         "status": "ok",
         "frozen_params_m": round(sum(p.numel() for p in model.llm.parameters()) / 1e6, 1),
         "base_gib": round(base / GiB, 2),
-        "after_load_gib": round(_status_kib("VmRSS") / GiB, 2),
-        "load_peak_gib": round(_status_kib("VmHWM") / GiB, 2),
+        "after_load_gib": round(process_memory("VmRSS") / GiB, 2),
+        "load_peak_gib": round(process_memory("VmHWM") / GiB, 2),
         "load_s": round(load_s, 1),
     }
     autocast = (
@@ -256,7 +249,7 @@ def measure_cell(settings: MemoryBenchSettings, backbone: str, weights: str) -> 
             start = time.perf_counter()
             step()
             seconds = time.perf_counter() - start  # the last step's: warm caches and kernels
-        row[f"{phase}_peak_gib"] = round(_status_kib("VmHWM") / GiB, 2)
+        row[f"{phase}_peak_gib"] = round(process_memory("VmHWM") / GiB, 2)
         row[f"{phase}_estimate_gib"] = round(estimate(training), 2)
         row[f"{phase}_estimate_b24_gib"] = round(estimate(training, PAPER_BATCH), 1)
         row[f"{phase}_{'step' if training else 'batch'}_s"] = round(seconds, 2)

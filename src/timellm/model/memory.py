@@ -199,15 +199,21 @@ def weight_bytes(shape: LLMShape, storage: str) -> int:
 # the estimate
 
 
-def current_rss() -> int:
-    """This process's resident set now, in bytes (0 where /proc cannot be read)."""
+def process_memory(field: str = "VmRSS") -> int:
+    """A memory figure of this process from /proc/self/status, in bytes: ``VmRSS`` (its resident
+    set now) or ``VmHWM`` (its peak); 0 where /proc cannot be read."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def current_rss() -> int:
+    """This process's resident set now, in bytes (0 where /proc cannot be read)."""
+    return process_memory("VmRSS")
 
 
 def estimate_memory(
