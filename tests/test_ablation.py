@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import TINY_MODEL, tiny_config
 from timellm.cli import main
@@ -22,6 +23,7 @@ from timellm.experiments.ablation import (
     run_ablation,
     run_ablation_seeds,
 )
+from timellm.experiments.folders import RUN_CONFIG
 from timellm.experiments.presets import get_preset
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig
@@ -139,6 +141,11 @@ def test_an_interrupted_ablation_continues_where_it_stopped(tmp_path, hourly_csv
     assert list(table["seeds"]) == [2, 2, 2]
     with pytest.raises(ValueError, match="other settings"):
         ablate("dlinear", [1], d_model=16)  # another model in the same folder: refused
+    # a folder written before an execution setting existed ran at that setting's default
+    record = yaml.safe_load((tmp_path / "r" / RUN_CONFIG).read_text())
+    del record["execution"]["llm_batch"]
+    (tmp_path / "r" / RUN_CONFIG).write_text(yaml.safe_dump(record, sort_keys=False))
+    assert len(ablate("dlinear", [1, 2])) == 1
 
 
 def test_converged_budget_chooses_each_variants_learning_rate_on_validation(tmp_path, hourly_csv):

@@ -617,6 +617,9 @@ def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
         mine = yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
         for settings in (earlier, mine):  # the seeds of each invocation may differ
             settings["train"] = {k: v for k, v in (settings.get("train") or {}).items() if k != "seed"}
+        # an execution setting added since the folder was written ran there at its default
+        if isinstance(earlier.get("execution"), dict):
+            earlier["execution"] = execution_dict(ExecutionSettings()) | earlier["execution"]
         differs = [k for k in RESUME_KEYS if earlier.get(k) != mine.get(k)]
         if differs:
             raise ValueError(
