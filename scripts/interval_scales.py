@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from timellm import TimeLLMForecaster
-from timellm.data.frames import SeriesSet, read_table
+from timellm.data.files import read_table
+from timellm.data.series import SeriesSet
 from timellm.evaluation import conformal
 from timellm.evaluation.backtest import mase_scale, score_backtest
 

@@ -471,7 +471,7 @@ def test_a_d_ff_too_wide_for_the_backbone_names_the_option(tmp_path, capsys):
 
 
 def test_outputs_are_checked_before_training(tmp_path, capsys, monkeypatch):
-    import timellm.data.frames as frames
+    import timellm.data.files as files
 
     data = write_csv(tmp_path / "data.csv")
     message = refused_before_training(
@@ -494,7 +494,7 @@ def test_outputs_are_checked_before_training(tmp_path, capsys, monkeypatch):
     )
     assert "cannot write the --save folder" in message and "is a file, not a folder" in message
     assert not (tmp_path / "f.csv").exists()
-    monkeypatch.setattr(frames, "parquet_available", lambda: False)  # as without pyarrow
+    monkeypatch.setattr(files, "parquet_available", lambda: False)  # as without pyarrow
     for command in ("forecast", "backtest"):
         message = refused_before_training(
             capsys, command, data, "--horizon", 6, "--out", tmp_path / "x.parquet", *SMALL

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 import timellm
-import timellm.data.frames as frames
+import timellm.data.files as files
 from timellm.data.errors import (
     ColumnError,
     DataError,
@@ -12,18 +12,12 @@ from timellm.data.errors import (
     TimestampError,
     ValueDataError,
 )
-from timellm.data.frames import (
-    FrameFormat,
-    InputDataError,
-    check_output_path,
-    check_table_path,
-    example_frame,
-    max_seq_len,
-    prepare_series,
-    read_table,
-    season_length,
-    write_table,
-)
+from timellm.data.example import example_frame
+from timellm.data.files import check_output_path, check_table_path, read_table, write_table
+from timellm.data.frames import InputDataError, prepare_series
+from timellm.data.frequency import season_length
+from timellm.data.lookback import max_seq_len
+from timellm.data.series import FrameFormat
 
 
 def long_frame(lengths=(30, 20), freq="h", start="2024-01-01"):
@@ -310,7 +304,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
         check_table_path(tmp_path / "file" / "f.csv")
     with pytest.raises(DataFileError, match="it is a file"):
         check_output_path(tmp_path / "file", "adapter folder", folder=True)
-    monkeypatch.setattr(frames, "parquet_available", lambda: False)
+    monkeypatch.setattr(files, "parquet_available", lambda: False)
     with pytest.raises(DataFileError, match="needs pyarrow"):
         check_table_path(tmp_path / "f.parquet")
 

@@ -24,7 +24,10 @@ import pandas as pd
 
 from timellm.data.benchmarks import Splits, load_splits, standardised_splits
 from timellm.data.errors import ColumnError, DataError, TimestampError
-from timellm.data.frames import FrameFormat, infer_frequency, prepare_series, read_table, season_length
+from timellm.data.files import read_table
+from timellm.data.frames import prepare_series
+from timellm.data.frequency import infer_frequency, season_length
+from timellm.data.series import FrameFormat
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class DataSource:
 def infer_period(times: pd.Series) -> int | None:
     """The seasonal period of the rows' frequency (hourly: 24, daily: 7, ...), or None without one.
 
-    The rule of :func:`timellm.data.frames.season_length`, the one every command uses.
+    The rule of :func:`timellm.data.frequency.season_length`, the one every command uses.
     """
     index = pd.DatetimeIndex(times.dropna()).sort_values()
     freq = infer_frequency(index)
