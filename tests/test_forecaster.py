@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import timellm.forecaster as forecaster_module
+import timellm.forecaster.api as forecaster_module
 from timellm.data.errors import ColumnError, SeriesLengthError, ValueDataError
 from timellm.data.frames import InputDataError
 from timellm.evaluation.statistical import forecast_windows

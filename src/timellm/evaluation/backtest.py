@@ -17,7 +17,7 @@ import pandas as pd
 
 from timellm.data.frames import FrameFormat
 from timellm.evaluation import metrics
-from timellm.evaluation.statistical import interval_names
+from timellm.evaluation.statistical import forecast_windows, interval_names
 
 SUMMARY_ID = "overall"  # the id of the rows that summarise every series
 
@@ -27,6 +27,34 @@ def score_columns(levels: tuple[float, ...] = ()) -> tuple[str, ...]:
     per_level = [f"{kind}-{lv:g}" for lv in levels for kind in ("coverage", "width", "MSIS")]
     best = [f"best-MSIS-{lv:g}" for lv in levels]
     return ("model", "MSE", "MAE", "MASE", *per_level, "seconds", "best", *best)
+
+
+def baseline_columns(
+    cv: pd.DataFrame,
+    histories: list[np.ndarray],
+    horizon: int,
+    seasons: list[int],
+    models: tuple[str, ...],
+    levels: tuple[float, ...],
+    labels: list[str],
+    budget: float | None,
+) -> dict[str, float]:
+    """Forecast every window's history with statsforecast's ``models`` and add their columns to the
+    cross-validation frame ``cv`` (one row per window step, in the order of ``histories``): the
+    point forecast and the interval columns in TimeLLM's order. Returns the seconds of each model
+    that ran within its ``budget`` (the others are left out, with a warning)."""
+    seconds = {}
+    for result in forecast_windows(
+        histories, horizon, seasons, models, levels, labels, budget=budget
+    ).values():
+        name = result.model
+        cv[name] = result.mean.reshape(-1)
+        for lv in sorted(levels, reverse=True):  # the column order of TimeLLM's intervals
+            cv[interval_names(name, lv)[0]] = result.lower[lv].reshape(-1)
+        for lv in levels:
+            cv[interval_names(name, lv)[1]] = result.upper[lv].reshape(-1)
+        seconds[name] = result.seconds
+    return seconds
 
 
 def mase_scale(insample: np.ndarray, period: int) -> float:

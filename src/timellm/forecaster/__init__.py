@@ -1,0 +1,25 @@
+"""Forecast your own data: :class:`TimeLLMForecaster`, a DataFrame API in the conventions of
+neuralforecast and Hugging Face (:mod:`.api`), its saved file (:mod:`.files`) and its rules for
+series lengths (:mod:`.lengths`)."""
+
+from timellm.forecaster.api import (
+    COMBINATION,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MODEL,
+    DEFAULT_TRAIN,
+    TimeLLMForecaster,
+    budget,
+)
+from timellm.forecaster.files import FORECASTER_FILE
+from timellm.forecaster.lengths import DEFAULT_VALIDATION_WINDOWS
+
+__all__ = [
+    "COMBINATION",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_MODEL",
+    "DEFAULT_TRAIN",
+    "DEFAULT_VALIDATION_WINDOWS",
+    "FORECASTER_FILE",
+    "TimeLLMForecaster",
+    "budget",
+]
