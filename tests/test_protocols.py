@@ -23,14 +23,9 @@ from timellm.evaluation.metrics import mase_per_series, smape_per_series
 from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
 from timellm.experiments.protocols import _m4_model, transfer_preset
-from timellm.experiments.report import (
-    PAPER_M4_AVERAGE,
-    ZERO_SHOT_CURVES,
-    build_tables,
-    classify,
-    collect_runs,
-    write_report,
-)
+from timellm.experiments.report import ZERO_SHOT_CURVES, write_report
+from timellm.experiments.report_runs import classify, collect_runs
+from timellm.experiments.report_tables import PAPER_M4_AVERAGE, build_tables
 from timellm.model.config import ExecutionSettings
 
 TINY = [

@@ -1,0 +1,69 @@
+"""The run folders a report reads, and the protocol each run belongs to.
+
+Every folder under a root that holds ``config.yaml`` and ``metrics.json`` is a run, except an
+ablation's folders (the ablation summary reads those). Its protocol: ``m4`` (an M4 run),
+``zero_shot`` (tested on another dataset than it was trained on), ``few_shot`` (trained on less
+than 100 % of the training windows) or ``long_term``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
+from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("long_term", "few_shot", "zero_shot", "m4")
+
+
+@dataclass
+class Run:
+    """One run folder: its recorded settings and its metrics."""
+
+    path: Path
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def protocol(self) -> str:
+        return classify(self.record, self.metrics)
+
+
+def classify(record: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """long_term, few_shot, zero_shot or m4 (zero-shot wins over few-shot when both apply)."""
+    if record.get("protocol") == "m4" or metrics.get("protocol") == "m4":
+        return "m4"
+    dataset = record.get("dataset")
+    test_dataset = record.get("test_dataset", dataset)
+    if test_dataset is not None and test_dataset != dataset:
+        return "zero_shot"
+    if float(record.get("percent", 100) or 100) < 100:
+        return "few_shot"
+    return "long_term"
+
+
+def collect_runs(root: str | Path) -> list[Run]:
+    """Every run folder under ``root`` (``root`` itself included), in path order.
+
+    Folders with a config but no metrics (a run in progress or one that failed) are skipped, logged.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs folder {root} does not exist")
+    runs = []
+    ablations = {path.parent for path in root.rglob(ABLATION_ROWS)}
+    for config in sorted(root.rglob(RUN_CONFIG)):
+        folder = config.parent
+        if ablations & {folder, *folder.parents}:
+            continue  # an ablation and its variants' folders: the ablation summary reads those
+        record, metrics = read_run_files(folder)
+        if metrics is None:
+            logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
+            continue
+        runs.append(Run(folder, record, metrics))
+    return runs
