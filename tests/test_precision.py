@@ -155,3 +155,18 @@ def test_a_models_explicit_autocast_warns_once_where_it_is_emulated(cpu, caplog)
         for _ in range(2):
             assert model(torch.randn(2, 48, 1)).dtype == torch.float32
     assert len(caplog.records) == 1 and "250x slower than fp32" in caplog.records[0].getMessage()
+
+
+def test_one_table_names_every_precision_for_torch_autocast_accelerate_and_the_backbones():
+    from timellm.backbones.storage import LOAD_DTYPES
+
+    assert precision.PRECISIONS == ("auto", "fp32", "bf16", "fp16")
+    assert precision.WEIGHTS == ("auto", "fp32", "bf16", "fp16", "int8")
+    assert precision.ACCELERATE_PRECISION == {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+    assert precision.PRECISION_OF_ACCELERATE["no"] == "fp32"
+    assert precision.PRECISION_OF_AUTOCAST == {"bfloat16": "bf16", "float16": "fp16"}
+    assert precision.STORAGE_BYTES == {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+    # the backbones (below the model) read checkpoints into the table's dtypes; int8 from bf16
+    assert set(LOAD_DTYPES) == set(precision.PRECISION_NAMES)
+    for name, dtype in LOAD_DTYPES.items():
+        assert dtype is (torch.bfloat16 if name == "int8" else precision.STORAGE_DTYPES[name])

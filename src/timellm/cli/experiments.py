@@ -17,6 +17,7 @@ from timellm.cli.common import (
     command_line,
     print_metrics,
 )
+from timellm.model.precision import PRECISIONS
 
 
 def add_commands(sub) -> None:
@@ -209,7 +210,7 @@ def add_commands(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="ETTh1 windows a batch (x 7 channels)")
     p.add_argument("--steps", type=int, default=2, help="Adam steps (the last is timed)")
     p.add_argument("--infer-steps", type=int, default=2, help="inference batches (the last is timed)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute backbone layers in backward"
     )

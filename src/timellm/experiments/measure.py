@@ -28,10 +28,10 @@ import torch
 
 from timellm.data.benchmarks import borders
 from timellm.experiments.flops import fast_path_flops, matmul_peak, plain_path_flops, shapes_rate
-from timellm.settings import PRECISION_DTYPES
+from timellm.model.precision import PRECISION_NAMES
 
 TRAIN_ROWS = borders("ett_hour", 0, 0)[1][0]  # ETTh1's training split (8640 rows) standardises the data
-BENCH_DTYPES = ("fp32", "bf16")  # the precisions the benchmark measures (names of PRECISION_DTYPES)
+BENCH_DTYPES = ("fp32", "bf16")  # the precisions the benchmark measures (names of PRECISION_NAMES)
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,7 @@ def _build_model(spec: RunSpec):
 
 def _autocast_name(precision: str) -> str | None:
     """ExecutionSettings.autocast_dtype of a precision name: "bf16" -> "bfloat16", "fp32" -> None."""
-    dtype = PRECISION_DTYPES[precision]
-    return None if dtype is None else str(dtype).removeprefix("torch.")
+    return PRECISION_NAMES[precision].autocast
 
 
 def released_attention(layer, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -374,7 +373,7 @@ def _matmul_row(threads: int, dtypes: Sequence[str] = BENCH_DTYPES) -> dict:
 
     row: dict = {"threads": threads, "malloc": allocator_setting()}
     for name in dtypes:
-        dtype = PRECISION_DTYPES[name] or torch.float32
+        dtype = PRECISION_NAMES[name].dtype
         row[name], row[f"{name}_per_cpu_s"] = matmul_peak(dtype)
         row[f"{name}_model_shapes"] = shapes_rate(dtype)
     return row

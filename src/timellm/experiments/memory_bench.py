@@ -63,16 +63,12 @@ def paper_config(backbone: str, changes: dict | None = None):
 
 def memory_benchmark(settings: MemoryBenchSettings) -> pd.DataFrame:
     """Run every cell in a child process; return (and write to ``settings.out``) the table."""
-    import torch
-
     from timellm.experiments.flops import matmul_peak
     from timellm.model.config import ExecutionSettings
-    from timellm.model.precision import resolve_precision
+    from timellm.model.precision import STORAGE_DTYPES, resolve_precision
 
     compute = resolve_precision(settings.precision, "cpu")
-    peaks = {
-        name: matmul_peak(dtype)[0] for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-    }
+    peaks = {name: matmul_peak(STORAGE_DTYPES[name])[0] for name in ("fp32", "bf16")}
     logger.info(
         "matmul peak (2048^2): fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s", peaks["fp32"] / 1e9, peaks["bf16"] / 1e9
     )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from timellm.model.precision import PRECISION_OF_AUTOCAST, WEIGHTS, spelled
+
 LLMVariant = Literal["pretrained", "random", "attention", "transformer", "none"]
 LLM_VARIANTS: tuple[str, ...] = ("pretrained", "random", "attention", "transformer", "none")
 NORMALIZATIONS: tuple[str, ...] = ("revin", "last", "seasonal")  # layers.normalize
@@ -183,7 +185,7 @@ class ExecutionSettings:
     # (2 bytes a weight; where the run computes in fp32, each layer's weights are upcast as it
     # runs) or "int8" (torchao's weight-only int8, 1 byte a weight). The adapter, its optimiser,
     # the loss and the normalisation statistics stay fp32 whatever this is
-    weights: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    weights: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"  # precision.WEIGHTS
     # at most this many series through the frozen LLM at once when forecasting (no gradient): the
     # prompt's keys and values of every layer are held for these only, the memory that decides
     # whether a 7B backbone forecasts within a budget; None: the whole batch at once (fastest)
@@ -194,14 +196,11 @@ class ExecutionSettings:
             not isinstance(self.llm_batch, int) or isinstance(self.llm_batch, bool) or self.llm_batch <= 0
         ):
             raise ValueError(f"llm_batch must be a positive integer or None, found {self.llm_batch!r}")
-        if self.weights not in ("auto", "fp32", "bf16", "fp16", "int8"):
-            raise ValueError(
-                f"weights must be 'auto', 'fp32', 'bf16', 'fp16' or 'int8', found {self.weights!r}"
-            )
-        if self.autocast_dtype not in (None, "bfloat16", "float16"):
-            raise ValueError(
-                f"autocast_dtype must be None, 'bfloat16' or 'float16', found {self.autocast_dtype!r}"
-            )
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be {spelled(WEIGHTS, quoted=True)}, found {self.weights!r}")
+        if self.autocast_dtype not in (None, *PRECISION_OF_AUTOCAST):
+            autocasts = spelled([None, *PRECISION_OF_AUTOCAST], quoted=True)
+            raise ValueError(f"autocast_dtype must be {autocasts}, found {self.autocast_dtype!r}")
         if self.compile not in ("none", "inference", "always"):
             raise ValueError(f"compile must be 'none', 'inference' or 'always', found {self.compile!r}")
         if self.compile_scope not in ("modules", "layers"):

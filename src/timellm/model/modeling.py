@@ -45,7 +45,7 @@ from timellm.model.layers import (
     revin_denormalize,
 )
 from timellm.model.memory import plan_storage
-from timellm.model.precision import resolve_precision
+from timellm.model.precision import PRECISION_OF_AUTOCAST, resolve_precision
 from timellm.model.prompt import (
     StatisticsTokenizer,
     dataset_description,
@@ -211,7 +211,7 @@ class TimeLLM(nn.Module):
         dtype = self.execution.autocast_dtype
         if dtype is None:  # leave any autocast the caller set up alone
             return contextlib.nullcontext()
-        resolve_precision({"bfloat16": "bf16", "float16": "fp16"}[dtype], device)  # warns once if emulated
+        resolve_precision(PRECISION_OF_AUTOCAST[dtype], device)  # warns once if emulated
         return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
     def _text_prototypes(self, vocabulary: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,10 @@
-"""Which precision a device runs natively, and what ``precision="auto"`` resolves to there.
+"""The names of the precisions, which precision a device runs natively, and what
+``precision="auto"`` resolves to there.
+
+:data:`PRECISION_NAMES` is the one table of precision names (fp32, bf16, fp16, int8): their torch
+dtypes, sizes, autocast and accelerate names. The settings, training, the model and the harness
+read it instead of keeping maps of their own; the backbones, below the model, keep the one map
+they need (what a checkpoint is read into), which a test holds in step with it.
 
 bf16 autocast pays off only where the hardware multiplies bf16 matrices itself: GPUs with bf16
 (Ampere and later), CPUs with AMX or AVX-512 BF16 (x86) or the BF16 extension (Arm). Elsewhere
@@ -15,14 +21,58 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOW_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+@dataclass(frozen=True)
+class PrecisionName:
+    """One precision by name: what torch, torch.autocast and accelerate call it, and its size."""
+
+    dtype: torch.dtype  # tensors stored (or computed) in it; int8: the quantised linears' values
+    # bytes per frozen parameter stored in it (int8: torchao's int8 values; its per-row scales are
+    # counted apart, see timellm.model.memory)
+    bytes: int
+    # accelerate's mixed_precision when a run computes in it; None: a storage of weights only
+    accelerate: str | None
+    # torch.autocast's dtype by name (ExecutionSettings.autocast_dtype); None: no autocast
+    autocast: str | None
+
+
+# The one table of precision names: what the user writes (train.precision, the execution setting
+# weights, `bench speed --dtypes`) and what each library calls it. "auto" is not here: it resolves
+# per device to one of these (resolve_precision, resolve_weights). The backbones, below the model,
+# read their checkpoints into timellm.backbones.storage.LOAD_DTYPES, which a test keeps in step.
+PRECISION_NAMES = {
+    "fp32": PrecisionName(torch.float32, 4, accelerate="no", autocast=None),
+    "bf16": PrecisionName(torch.bfloat16, 2, accelerate="bf16", autocast="bfloat16"),
+    "fp16": PrecisionName(torch.float16, 2, accelerate="fp16", autocast="float16"),
+    "int8": PrecisionName(torch.int8, 1, accelerate=None, autocast=None),  # frozen weights only
+}
+# what a run may compute in (train.precision)
+PRECISIONS = ("auto", *(name for name, p in PRECISION_NAMES.items() if p.accelerate is not None))
+# the precisions that autocast, and their torch dtypes
+LOW_PRECISIONS = {name: p.dtype for name, p in PRECISION_NAMES.items() if p.autocast is not None}
+# the torch dtype autocast runs in for each compute precision (None: no autocast)
+AUTOCAST_DTYPES = {name: LOW_PRECISIONS.get(name) for name in PRECISIONS[1:]}
+# accelerate's mixed_precision of each compute precision, and back
+ACCELERATE_PRECISION = {name: PRECISION_NAMES[name].accelerate for name in PRECISIONS[1:]}
+PRECISION_OF_ACCELERATE = {accelerate: name for name, accelerate in ACCELERATE_PRECISION.items()}
+# ExecutionSettings.autocast_dtype -> the precision it computes in ("bfloat16" -> "bf16")
+PRECISION_OF_AUTOCAST = {p.autocast: name for name, p in PRECISION_NAMES.items() if p.autocast is not None}
+
+
+def spelled(names: Sequence[str | None], quoted: bool = False) -> str:
+    """Names for a message: "fp32, bf16 or fp16" (quoted: "'fp32', 'bf16' or 'fp16'")."""
+    words = [repr(n) if quoted else str(n) for n in names]
+    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else "".join(words)
+
+
 # CPU flags of native bf16 matrix multiplies: AMX tiles, AVX-512 BF16 (x86), the Armv8.6 BF16 extension
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
 # CPU flags of native fp16 matrix multiplies (AMX-FP16, AVX-512 FP16)
@@ -128,11 +178,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 # --------------------------------------------------------------------------------------------
 # the frozen LLM's storage dtype (ExecutionSettings.weights)
 
-WEIGHTS = ("auto", "fp32", "bf16", "fp16", "int8")
-# bytes per frozen parameter in each storage (int8: torchao's int8 values; its per-row scales are
-# counted apart, see timellm.model.memory)
-STORAGE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
-STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+WEIGHTS = ("auto", *PRECISION_NAMES)
+STORAGE_BYTES = {name: p.bytes for name, p in PRECISION_NAMES.items()}
+STORAGE_DTYPES = {name: p.dtype for name, p in PRECISION_NAMES.items()}
 
 
 def resolve_weights(

@@ -37,6 +37,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from timellm.model.modeling import check_weights as model_weights_check
+from timellm.model.precision import PRECISION_OF_ACCELERATE
 from timellm.training.config import split_legacy_execution
 
 logger = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ def describe(checkpoint_dir: Path, progress: Progress) -> str:
 
 def run_precision(accelerator) -> str:
     """The precision an accelerator runs: fp32, bf16 or fp16 (what ``auto`` resolved to)."""
-    return {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[str(accelerator.mixed_precision)]
+    return PRECISION_OF_ACCELERATE[str(accelerator.mixed_precision)]
 
 
 def save_training_state(

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from timellm.model.precision import PRECISIONS, spelled
+
 Schedule = Literal["constant", "halving", "cosine", "onecycle"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# accelerate's mixed_precision of each resolved precision (auto resolves per device: model.precision)
-ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # timellm.model.precision.PRECISIONS
 # execution settings that earlier versions kept among the training settings; records and checkpoints
 # written then still hold them under "train" (readers move them to the model's execution settings)
 LEGACY_EXECUTION_KEYS = ("gradient_checkpointing", "attention")
@@ -61,8 +61,8 @@ class TrainConfig:
             )
         if self.loss not in ("mse", "mae", "smape"):
             raise ValueError(f"loss must be mse, mae or smape, found {self.loss!r}")
-        if self.precision not in ("auto", *ACCELERATE_PRECISION):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, found {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be {spelled(PRECISIONS)}, found {self.precision!r}")
         for name in ("max_train_windows", "max_val_windows", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

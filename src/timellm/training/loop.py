@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
 from timellm.data.windows import WindowDataset
-from timellm.model.precision import resolve_precision
+from timellm.model.precision import ACCELERATE_PRECISION, PRECISION_OF_ACCELERATE, resolve_precision
 from timellm.training import checkpoint as ckpt
 from timellm.training.checkpoint import Progress, run_precision, trainable_state
-from timellm.training.config import ACCELERATE_PRECISION, TrainConfig
+from timellm.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def make_accelerator(config: TrainConfig):
 
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if config.precision == "auto" and launched != "no":
-        precision = {"bf16": "bf16", "fp16": "fp16"}.get(launched)  # the launcher's explicit choice
+        precision = PRECISION_OF_ACCELERATE.get(launched)  # the launcher's explicit choice
         if precision is None:
             raise ValueError(f"accelerate was launched with an unknown mixed precision {launched!r}")
         precision = resolve_precision(precision, _accelerator_device())
