@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.experiments.ablation import FULL, SEEDS_CSV, TUNING_CSV, VARIANTS
+from timellm.experiments.ablation import FULL, SEEDS_CSV, TUNING_CSV, VARIANTS, ablation_cell, with_spread
 from timellm.experiments.folders import RUN_CONFIG, read_run_record
 from timellm.experiments.tables import markdown_table
 
@@ -228,31 +228,10 @@ def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
     return path
 
 
-def _cell(value: Any, column: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if column.endswith("_pct"):
-        return f"{value:+.1f}%"
-    if column in ("sign_p", "wilcoxon_p"):
-        return f"{value:.3g}"
-    if column == "train_seconds":
-        return f"{value:.1f}"
-    if column == "test_series_per_s":
-        return f"{value:,.0f}"
-    if column == "learning_rate":
-        return f"{value:g}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if column not in ("epochs_run",) else f"{value:.1f}"
-    return str(value).replace("|", "\\|")
-
-
 def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
     shown = table.copy()
     for metric in ("mse", "mae"):
-        shown[metric] = [
-            f"{m:.4f} ± {s:.4f}" if s is not None and math.isfinite(s) else f"{m:.4f}"
-            for m, s in zip(shown[metric], shown[f"{metric}_std"].astype(float), strict=True)
-        ]
+        shown[metric] = with_spread(shown[metric], shown[f"{metric}_std"].astype(float))
     shown["test"] = [
         "all" if w == t else f"{int(w)} of {int(t)}"
         for w, t in zip(shown["test_windows"], shown["test_windows_total"], strict=True)
@@ -274,7 +253,7 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
         "epochs_run": "epochs",
         "test": "test windows",
     }
-    parts = [markdown_table(shown, columns, headers=headers, cell=_cell)]
+    parts = [markdown_table(shown, columns, headers=headers, cell=ablation_cell)]
     if len(paired):
         parts += [
             "",
@@ -293,7 +272,7 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
                     "wilcoxon_p",
                 ],
                 headers={"worse": "worse than Time-LLM", "median_change_pct": "median ΔMSE"},
-                cell=_cell,
+                cell=ablation_cell,
             ),
         ]
     commands = [c for c in dict.fromkeys(table["command"].dropna()) if c]
