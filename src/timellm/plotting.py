@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,11 +25,7 @@ def plot_forecasts(
 
     past (W, T, N), pred (W, H, N), true (W, H, N); ``history`` past steps are shown (default 2 H).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     windows = np.linspace(0, past.shape[0] - 1, min(count, past.shape[0])).round().astype(int)
     horizon = pred.shape[1]
     history = min(history or 2 * horizon, past.shape[1])
@@ -67,14 +64,8 @@ def plot_series_forecasts(
     ``history_steps`` observations (default: four horizons), and the bands of any interval
     columns ``<model_col>-lo-<level>`` / ``-hi-<level>``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ids = list(pd.unique(forecasts[id_col]))[:max_series]
-    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.4 * len(ids)), squeeze=False)
-    for ax, sid in zip(axes[:, 0], ids, strict=True):
+    fig, panels = _series_panels(forecasts, id_col, max_series, height=2.4)
+    for ax, sid in panels:
         future = forecasts[forecasts[id_col] == sid]
         past = history[history[id_col] == sid]
         past = past.tail(history_steps or 4 * len(future))
@@ -86,10 +77,35 @@ def plot_series_forecasts(
             ax.fill_between(
                 future[time_col], future[lo], future[hi], color="tab:red", alpha=0.12, label=label
             )
+    return _save_series_panels(fig, panels, forecasts[id_col].nunique(), path, legend_columns=2)
+
+
+def _pyplot():
+    """matplotlib's pyplot drawing into files (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series_panels(frame: pd.DataFrame, id_col: str, max_series: int, height: float) -> tuple[Any, list]:
+    """A figure of one panel per series, for the first ``max_series`` series of ``frame``, each
+    titled with its id: the figure and its (axes, series id) pairs."""
+    ids = list(pd.unique(frame[id_col]))[:max_series]
+    fig, axes = _pyplot().subplots(len(ids), 1, figsize=(10, height * len(ids)), squeeze=False)
+    for ax, sid in zip(axes[:, 0], ids, strict=True):
         ax.set_title(str(sid), fontsize=9, loc="left")
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
-    if len(ids) < forecasts[id_col].nunique():
-        fig.suptitle(f"first {len(ids)} of {forecasts[id_col].nunique()} series", fontsize=9)
+    return fig, list(zip(axes[:, 0], ids, strict=True))
+
+
+def _save_series_panels(fig, panels: list, total: int, path: str | Path, legend_columns: int) -> Path:
+    """The legend on the first panel, a note when only the first of ``total`` series are drawn,
+    dates along the x axes; then written as :func:`save_figure` does."""
+    panels[0][0].legend(loc="upper left", fontsize=8, ncol=legend_columns)
+    if len(panels) < total:
+        fig.suptitle(f"first {len(panels)} of {total} series", fontsize=9)
     fig.autofmt_xdate()
     return save_figure(fig, path)
 
@@ -126,14 +142,8 @@ def plot_backtest(
     baseline column drawn beside Time-LLM for each series. Each panel shows the windows and three
     horizons of history before the first cutoff; ``level`` draws that interval as a band.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ids = list(pd.unique(cv[id_col]))[:max_series]
-    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.6 * len(ids)), squeeze=False)
-    for ax, sid in zip(axes[:, 0], ids, strict=True):
+    fig, panels = _series_panels(cv, id_col, max_series, height=2.6)
+    for ax, sid in panels:
         windows = cv[cv[id_col] == sid]
         horizon = int((windows["cutoff"] == windows["cutoff"].iloc[0]).sum())
         first = windows["cutoff"].min()
@@ -154,12 +164,7 @@ def plot_backtest(
                     ax.fill_between(
                         window[time_col], window[lo], window[hi], color=color, alpha=0.15, label=label
                     )
-        ax.set_title(str(sid), fontsize=9, loc="left")
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
-    if len(ids) < cv[id_col].nunique():
-        fig.suptitle(f"first {len(ids)} of {cv[id_col].nunique()} series", fontsize=9)
-    fig.autofmt_xdate()
-    return save_figure(fig, path)
+    return _save_series_panels(fig, panels, cv[id_col].nunique(), path, legend_columns=3)
 
 
 def plot_data_curve(rows: pd.DataFrame, path: str | Path, title: str) -> Path:
@@ -169,11 +174,7 @@ def plot_data_curve(rows: pd.DataFrame, path: str | Path, title: str) -> Path:
     rows: one per run, columns ``percent, mse, mae, seasonal_naive_mse, seasonal_naive_mae,
     last_value_mse, last_value_mae`` (a ``long_term.csv``/``few_shot.csv`` row each).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = rows.sort_values("percent")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric in zip(axes, ("mse", "mae"), strict=True):
@@ -200,11 +201,7 @@ def plot_training_curves(panels: list[dict], path: str | Path, title: str) -> Pa
     panels: each ``{"title": str, "runs": [(label, history), ...]}``, a history being a run's
     ``history.csv`` (columns ``steps``, ``train_loss``, ``val_loss``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     columns = min(2, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows), squeeze=False)
