@@ -334,7 +334,7 @@ def test_bench_memory_measures_each_cell_in_a_child_and_writes_its_table(tmp_pat
 
 
 def test_where_the_free_memory_cannot_be_read_nothing_is_refused(monkeypatch):
-    monkeypatch.setattr(memory, "_meminfo", lambda field: None)
+    monkeypatch.setattr(memory, "_proc_field", lambda path, field: None)
     monkeypatch.setattr(memory, "_cgroup_room", lambda: None)
     assert memory.available_memory("cpu") is None
     found = check_memory(tiny_config(), ExecutionSettings(), precision="fp32", batch_windows=8, training=True)

@@ -202,13 +202,7 @@ def weight_bytes(shape: LLMShape, storage: str) -> int:
 def process_memory(field: str = "VmRSS") -> int:
     """A memory figure of this process from /proc/self/status, in bytes: ``VmRSS`` (its resident
     set now) or ``VmHWM`` (its peak); 0 where /proc cannot be read."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_field("/proc/self/status", field) or 0
 
 
 def current_rss() -> int:
@@ -292,13 +286,15 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    known = [x for x in (_meminfo("MemAvailable"), _cgroup_room()) if x is not None]
+    known = [x for x in (_proc_field("/proc/meminfo", "MemAvailable"), _cgroup_room()) if x is not None]
     return min(known) + current_rss() if known else None
 
 
-def _meminfo(field: str) -> int | None:
+def _proc_field(path: str, field: str) -> int | None:
+    """A ``field:  <n> kB`` line of a /proc file (meminfo, a process's status) in bytes; None
+    where the file cannot be read or has no such line."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
