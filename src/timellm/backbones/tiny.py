@@ -57,41 +57,28 @@ def build_tiny_backbone(alias: str, llm_layers: int | None, attn_implementation:
         raise BackboneError(f"llm_layers={llm_layers} but backbone {alias!r} has only {LAYERS} layers")
     tokenizer = build_tokenizer(bert_style=alias == "tiny-random-bert")
     vocab = len(tokenizer)
+    # LLaMA's and BERT's configs name their sizes alike; GPT-2's has names of its own
+    size = dict(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=HEADS,
+        max_position_embeddings=MAX_POSITIONS,
+    )
     if alias == "tiny-random-llama":
         config = LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=layers,
-            num_attention_heads=HEADS,
-            num_key_value_heads=HEADS // 2,
-            max_position_embeddings=MAX_POSITIONS,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
+            **size, num_key_value_heads=HEADS // 2, pad_token_id=0, bos_token_id=2, eos_token_id=3
         )
         cls = LlamaModel
     elif alias == "tiny-random-gpt2":
         config = GPT2Config(
-            vocab_size=vocab,
-            n_embd=HIDDEN,
-            n_layer=layers,
-            n_head=HEADS,
-            n_positions=MAX_POSITIONS,
-            bos_token_id=2,
-            eos_token_id=3,
-        )
+            vocab_size=vocab, n_embd=HIDDEN, n_layer=layers, n_head=HEADS, n_positions=MAX_POSITIONS,
+            bos_token_id=2, eos_token_id=3,
+        )  # fmt: skip
         cls = GPT2Model
     elif alias == "tiny-random-bert":
-        config = BertConfig(
-            vocab_size=vocab,
-            hidden_size=HIDDEN,
-            num_hidden_layers=layers,
-            num_attention_heads=HEADS,
-            intermediate_size=2 * HIDDEN,
-            max_position_embeddings=MAX_POSITIONS,
-            pad_token_id=0,
-        )
+        config = BertConfig(**size, pad_token_id=0)
         cls = BertModel
     else:
         raise BackboneError(f"unknown tiny backbone {alias!r}")
