@@ -324,6 +324,23 @@ def test_build_model_builds_every_variant_of_the_config():
         LLMFreeTimeLLM(tiny_config(llm="none"), backbone=full.backbone)
 
 
+def test_a_variant_of_our_model_is_seeded_once_by_build_model(monkeypatch):
+    from timellm.experiments import ablation
+    from timellm.model.ablations import build_model
+
+    monkeypatch.setattr(ablation, "seed_everything", lambda seed: pytest.fail("seeded outside build_model"))
+    ctx = ablation._Context(None, tiny_config(), TrainConfig(), None, None, None, {})
+    for name in ("time-llm", "random-llm", "no-llm"):
+        variant = VARIANTS[name]
+        model = ablation._build(variant, ctx, seed=5)
+        config = ctx.model.replace(**variant.overrides)
+        shared = (
+            ctx.backbones.get((config.backbone, config.llm_layers)) if config.llm == "pretrained" else None
+        )
+        same = build_model(config, ctx.execution, 5, shared)
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters(), strict=True))
+
+
 def test_a_saved_llm_free_adapter_loads_back_as_its_variant(tmp_path):
     model = TimeLLM(tiny_config(llm="attention"))
     model.save_pretrained(tmp_path / "a")

@@ -317,8 +317,8 @@ def _build(variant: Variant, ctx: _Context, seed: int) -> nn.Module:
     # a pretrained backbone is loaded once and shared; the random-init LLM draws its own weights
     # under a fixed seed of its own, and the LLM-free ablations need none
     backbone = ctx.pretrained_backbone(config) if config.llm == "pretrained" else None
-    seed_everything(seed)
-    return build_model(config, ctx.execution, seed, backbone)  # seeded after loading, as every variant
+    # build_model seeds torch after loading, as for every variant (fit seeds the rest of the run)
+    return build_model(config, ctx.execution, seed, backbone)
 
 
 def _count(model: nn.Module, trainable: bool) -> int:
