@@ -1,7 +1,7 @@
 """timellm: time-series forecasting by reprogramming a frozen pretrained language model."""
 
 from timellm.backbones.loading import Backbone, BackboneError, load_backbone
-from timellm.data.frames import InputDataError
+from timellm.data.errors import InputDataError
 from timellm.forecaster import TimeLLMForecaster
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import AdapterLoadError, TimeLLM
