@@ -1,7 +1,8 @@
 """Backtest a file as `timellm backtest FILE --horizon H --windows W --level 80 95` does (every default),
-write its forecasts and scores, then re-calibrate Time-LLM's conformal intervals with another
-look-back scale (the mean absolute step of the look-back instead of its standard deviation) on the
-same trained adapter, and score both.
+write its forecasts and scores, then re-calibrate Time-LLM's conformal intervals on the same trained
+adapter in other ways, and score each: another look-back scale (the mean absolute step of the
+look-back instead of its standard deviation), and each series calibrated on its own held-out
+windows' scores instead of the scores pooled over every series.
 
     python scripts/interval_scales.py FILE HORIZON WINDOWS OUT_PREFIX
 
@@ -21,6 +22,7 @@ from timellm.data.files import read_table
 from timellm.data.series import SeriesSet
 from timellm.evaluation import conformal
 from timellm.evaluation.backtest import mase_scale, score_backtest
+from timellm.forecaster import lengths
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 path, h, n_windows, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -33,10 +35,10 @@ total = time.perf_counter() - start
 cv.to_csv(out + "_cv.csv", index=False)
 scores.to_csv(out + "_scores.csv", index=False)
 data = fc.history
-span = fc._span(n_windows, None)
+span = lengths.span(fc.horizon, n_windows, None)
 before = SeriesSet([s.head(len(s) - span) for s in data], data.format)
 val = fc._val_size(None, before)
-windows = fc._windows(data, n_windows, None)
+windows = lengths.cutoffs(fc.config, data, n_windows, None)
 order = [(i, c) for i, cs in windows.items() for c in cs]
 series, ends = [data.series[i] for i, _ in order], [c for _, c in order]
 forecasts = list(cv["TimeLLM"].to_numpy().reshape(len(order), h))
@@ -45,10 +47,32 @@ variants["diff1"] = lambda pasts: np.mean(np.abs(np.diff(np.asarray(pasts, float
 rows = []
 periods = scores.attrs["season"]
 scales = {s.id: mase_scale(s.values[: windows[i][0]], periods[s.id]) for i, s in enumerate(data)}
-for name, scale in variants.items():
-    conformal.look_back_spread = scale
+spread = conformal.look_back_spread
+
+
+def pooled() -> list[dict[str, np.ndarray]]:
+    """Intervals from one set of scores pooled over every series (the forecaster's calibration)."""
     fc.calibration, fc.calibration_constant = fc._conformity_scores(list(before), val)
-    bands = fc._intervals(series, ends, forecasts, levels)
+    return fc._intervals(series, ends, forecasts, levels)
+
+
+def per_series() -> list[dict[str, np.ndarray]]:
+    """Intervals of each series from its own held-out windows' scores only."""
+    own = {s.id: fc._conformity_scores([s], val) for s in before}
+    bands = []
+    for s, end, pred in zip(series, ends, forecasts, strict=True):
+        fc.calibration, fc.calibration_constant = own[s.id]
+        bands += fc._intervals([s], [end], [pred], levels)
+    return bands
+
+
+for name, scale, grouping in (
+    ("spread", spread, pooled),
+    ("diff1", variants["diff1"], pooled),
+    ("spread, per series", spread, per_series),
+):
+    conformal.look_back_spread = scale
+    bands = grouping()
     alt = cv.copy()
     for col in bands[0]:
         alt[col] = np.concatenate([b[col] for b in bands])

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 import timellm.forecaster.api as forecaster_module
-from timellm.data.errors import ColumnError, SeriesLengthError, ValueDataError
-from timellm.data.frames import InputDataError
+from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError, ValueDataError
 from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
 from timellm.model.modeling import AdapterLoadError

@@ -8,13 +8,14 @@ from timellm.data.errors import (
     ColumnError,
     DataError,
     DataFileError,
+    InputDataError,
     SeriesLengthError,
     TimestampError,
     ValueDataError,
 )
 from timellm.data.example import example_frame
 from timellm.data.files import check_output_path, check_table_path, read_table, write_table
-from timellm.data.frames import InputDataError, prepare_series
+from timellm.data.frames import prepare_series
 from timellm.data.frequency import season_length
 from timellm.data.lookback import max_seq_len
 from timellm.data.series import FrameFormat

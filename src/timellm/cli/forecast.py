@@ -229,7 +229,7 @@ def _forecaster(args):
 
 
 def _write(frame, path: str) -> None:
-    from timellm.data.frames import write_table
+    from timellm.data.files import write_table
 
     try:
         write_table(frame, path)
@@ -240,7 +240,7 @@ def _write(frame, path: str) -> None:
 def _check_outputs(args) -> None:
     """Every output writable, in a format that can be written here, and none of them an input
     (the data file, the --model folder's files), before any training."""
-    from timellm.data.frames import check_not_input, check_output_path, check_table_path
+    from timellm.data.files import check_not_input, check_output_path, check_table_path
     from timellm.forecaster import FORECASTER_FILE
     from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE
 
@@ -269,7 +269,7 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what matplotlib wri
 
 
 def cmd_forecast(args) -> int:
-    from timellm.data.frames import read_table
+    from timellm.data.files import read_table
 
     levels = _levels(args)
     forecaster = _forecaster(args)  # option errors before any file is read
@@ -317,7 +317,7 @@ def cmd_forecast(args) -> int:
 def cmd_backtest(args) -> int:
     import math
 
-    from timellm.data.frames import read_table
+    from timellm.data.files import read_table
     from timellm.evaluation.statistical import parse_baselines
     from timellm.forecaster import COMBINATION
 
@@ -440,7 +440,7 @@ def _best_baselines(scores, id_col: str, baselines: tuple) -> dict:
 
 
 def cmd_example_data(args) -> int:
-    from timellm.data.frames import example_frame
+    from timellm.data.example import example_frame
 
     frame = example_frame(args.rows)
     _write(frame, args.out)

@@ -32,48 +32,15 @@ import pandas as pd
 
 from timellm.data.errors import (
     ColumnError,
-    DataFileError,
     InputDataError,
-    SeriesLengthError,
-    TimestampError,
     ValueDataError,
     quote_columns,
     quote_rows,
     row_list,
 )
-
-# The forecaster and the forecast commands import these from here, beside prepare_series
-from timellm.data.example import example_frame
-from timellm.data.files import check_not_input, check_output_path, check_table_path, read_table, write_table
-from timellm.data.frequency import infer_frequency, season_length
 from timellm.data.grid import regular_series
-from timellm.data.lookback import AUTO_SEQ_LEN_MAX, auto_seq_len, max_seq_len
-from timellm.data.series import FrameFormat, Series, SeriesSet
+from timellm.data.series import FrameFormat, SeriesSet
 from timellm.data.timestamps import parse_times
-
-__all__ = [
-    "AUTO_SEQ_LEN_MAX",
-    "ColumnError",
-    "DataFileError",
-    "FrameFormat",
-    "InputDataError",
-    "Series",
-    "SeriesLengthError",
-    "SeriesSet",
-    "TimestampError",
-    "ValueDataError",
-    "auto_seq_len",
-    "check_not_input",
-    "check_output_path",
-    "check_table_path",
-    "example_frame",
-    "infer_frequency",
-    "max_seq_len",
-    "prepare_series",
-    "read_table",
-    "season_length",
-    "write_table",
-]
 
 logger = logging.getLogger(__name__)
 

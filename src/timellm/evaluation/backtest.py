@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.data.frames import FrameFormat
+from timellm.data.series import FrameFormat
 from timellm.evaluation import metrics
 from timellm.evaluation.statistical import forecast_windows, interval_names
 

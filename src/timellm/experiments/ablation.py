@@ -51,6 +51,7 @@ from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
+from timellm.model.precision import LOW_PRECISIONS
 from timellm.training.loop import TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -424,8 +425,8 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     model.eval()
     device = next(model.parameters()).device.type
     autocast = None  # tested in the precision it trained in (what the run's auto resolved to)
-    if result.precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if result.precision == "bf16" else torch.float16
+    if result.precision in LOW_PRECISIONS:
+        dtype = LOW_PRECISIONS[result.precision]
         autocast = lambda: torch.autocast(device, dtype=dtype)  # noqa: E731
     started = time.perf_counter()
     _, pred, true = predict_windows(

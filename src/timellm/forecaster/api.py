@@ -22,7 +22,7 @@ about 2,000 of those windows, and so does the interval calibration.
 
 Look-back. ``seq_len="auto"`` (the default) picks, at every fit, the longest look-back up to 512
 that leaves at least as many training windows as look-back steps in the shortest series
-(:func:`timellm.data.frames.auto_seq_len`); an explicit ``seq_len`` is used exactly.
+(:func:`timellm.data.lookback.auto_seq_len`); an explicit ``seq_len`` is used exactly.
 
 Prediction intervals. ``predict(level=[80, 95])`` adds ``TimeLLM-lo-80``, ``TimeLLM-hi-80``, ...
 columns by split conformal prediction (Vovk et al. 2005; Lei et al. 2018), one quantile per
@@ -60,17 +60,11 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from timellm.backbones.loading import Backbone
-from timellm.data.frames import (
-    ColumnError,
-    FrameFormat,
-    InputDataError,
-    Series,
-    SeriesLengthError,
-    SeriesSet,
-    max_seq_len,
-    prepare_series,
-    season_length,
-)
+from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError
+from timellm.data.frames import prepare_series
+from timellm.data.frequency import season_length
+from timellm.data.lookback import max_seq_len
+from timellm.data.series import FrameFormat, Series, SeriesSet
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.backtest import (
     SUMMARY_ID,

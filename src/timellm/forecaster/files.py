@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from timellm._records import check_known_keys
-from timellm.data.frames import FrameFormat
+from timellm.data.series import FrameFormat
 from timellm.forecaster.lengths import is_int
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError

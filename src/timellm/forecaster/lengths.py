@@ -9,14 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from timellm.data.frames import (
-    AUTO_SEQ_LEN_MAX,
-    InputDataError,
-    SeriesLengthError,
-    SeriesSet,
-    auto_seq_len,
-    max_seq_len,
-)
+from timellm.data.errors import InputDataError, SeriesLengthError
+from timellm.data.lookback import AUTO_SEQ_LEN_MAX, auto_seq_len, max_seq_len
+from timellm.data.series import SeriesSet
 from timellm.model.config import TimeLLMConfig
 
 logger = logging.getLogger(__name__)
