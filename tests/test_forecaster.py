@@ -573,3 +573,32 @@ def test_many_series_validate_and_calibrate_on_an_even_sample_of_windows(monkeyp
     fc.fit(df)
     assert seen["val"] == 4 * 10  # 20 validation windows per series, 10 of each read
     assert len(fc.calibration) == 40  # and as many scores calibrate the intervals
+
+
+def test_an_ensemble_forecasts_the_mean_of_its_members_and_shares_the_step_budget(tmp_path):
+    fc = forecaster(llm="pretrained", backbone="tiny-random-llama", max_steps=24, ensemble=3).fit(frame())
+    assert len(fc.models) == 3 and [r.steps for r in fc.fit_results] == [8, 8, 8]  # 24 steps shared
+    assert len({float(next(m.head.parameters()).detach().sum()) for m in fc.models}) == 3  # 3 seeds
+    assert fc.models[1].llm is fc.models[0].llm  # one frozen backbone for every member
+    members = fc.models
+    alone = []
+    for model in members:
+        fc.models = [model]
+        alone.append(fc.predict().TimeLLM.to_numpy())
+    fc.models = members
+    np.testing.assert_allclose(fc.predict().TimeLLM, np.mean(alone, axis=0), rtol=1e-5)
+    # saved and loaded: every member, the same forecasts
+    fc.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "member-2" / "adapter.safetensors").is_file()
+    with pytest.raises(InputDataError, match="ensemble must be a positive integer"):
+        forecaster(ensemble=0)
+    loaded = TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    assert len(loaded.models) == 3 and loaded.models[2].llm is loaded.models[0].llm
+    np.testing.assert_allclose(loaded.predict(frame()).TimeLLM, fc.predict().TimeLLM, rtol=1e-6)
+    # a member edited after saving is refused; so is one whose config differs from the first one's
+    weights = tmp_path / "adapter" / "member-1" / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(AdapterLoadError, match="member-1/adapter.safetensors was changed"):
+        TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "forecaster.json").unlink()  # no record: a single adapter folder
+    assert len(TimeLLMForecaster.from_pretrained(tmp_path / "adapter").models) == 1

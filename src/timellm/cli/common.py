@@ -63,6 +63,7 @@ SETTING_FLAGS = {
     "seq_len": "--seq-len",
     "val_size": "--val-size",
     "max_steps": "--max-steps",
+    "ensemble": "--ensemble",
     "id_col": "--id-col",
     "time_col": "--time-col",
     "target_col": "--target-col",

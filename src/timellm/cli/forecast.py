@@ -88,7 +88,7 @@ def add_commands(sub) -> None:
     add_common(p)
 
 
-TRAINING_OPTIONS = ("backbone", "description", "max_steps", "val_size", "overrides", "save")
+TRAINING_OPTIONS = ("backbone", "description", "max_steps", "ensemble", "val_size", "overrides", "save")
 
 
 def _add_user_data_options(p: argparse.ArgumentParser) -> None:
@@ -118,6 +118,12 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
         "training windows as look-back steps in the shortest series",
     )
     p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        help="adapters trained with consecutive seeds on an equal share of --max-steps each, their "
+        "forecasts averaged (default 1)",
+    )
     p.add_argument(
         "--val-size",
         type=int,
@@ -222,6 +228,7 @@ def _forecaster(args):
         train_config=DEFAULT_TRAIN.replace(**settings["train"]),
         execution=execution_settings(settings["execution"]),
         max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
+        ensemble=1 if args.ensemble is None else args.ensemble,
         val_size=args.val_size,
         interpolate=bool(args.interpolate),
         **columns,

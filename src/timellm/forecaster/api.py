@@ -87,15 +87,16 @@ from timellm.evaluation.statistical import (
     parse_baselines,
 )
 from timellm.forecaster import lengths
-from timellm.forecaster.files import FORECASTER_FILE, check_record, read_record, write_record
+from timellm.forecaster.files import FORECASTER_FILE, check_record, member_folder, read_record, write_record
 from timellm.forecaster.lengths import check_positive, is_int
+from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import check_memory
 from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
 from timellm.training.checkpoint import check_config_matches_weights, read_json_object
 from timellm.training.config import split_legacy_execution
-from timellm.training.loop import FitResult, TrainConfig, fit, seed_everything
+from timellm.training.loop import FitResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class TimeLLMForecaster:
         train_config: batch size, learning rate, schedule, seed, ... (default :data:`DEFAULT_TRAIN`).
         execution: how the model runs: gradient checkpointing, attention kernel (not saved).
         max_steps: the training budget in optimiser steps (None: ``train_config.epochs`` full passes).
+        ensemble: adapters trained with consecutive seeds on an equal share of ``max_steps`` each
+            (the training costs what one adapter's does), their forecasts averaged (default 1).
         val_size: steps at the end of every series held out for validation and for calibrating
             prediction intervals (default: the horizon + 19, 20 windows per series).
         id_col, time_col, target_col: column names of a long frame.
@@ -158,6 +161,7 @@ class TimeLLMForecaster:
         train_config: TrainConfig | None = None,
         execution: ExecutionSettings | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        ensemble: int = 1,
         val_size: int | None = None,
         id_col: str = "unique_id",
         time_col: str = "ds",
@@ -169,6 +173,7 @@ class TimeLLMForecaster:
         check_positive("horizon", horizon)
         if max_steps is not None:
             check_positive("max_steps", max_steps)
+        check_positive("ensemble", ensemble)
         if val_size is not None and (not is_int(val_size) or val_size < horizon):
             raise InputDataError(
                 f"val_size must be an integer of at least the horizon ({horizon}), found {val_size!r}: "
@@ -191,12 +196,13 @@ class TimeLLMForecaster:
         # how the model runs while training and forecasting (gradient checkpointing, attention kernel)
         self.execution: ExecutionSettings = execution or ExecutionSettings()
         self.max_steps = max_steps
+        self.ensemble = ensemble
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
         self._check_format()
         self.interpolate = interpolate
-        self.model: TimeLLM | None = None
-        self.fit_result: FitResult | None = None
+        self.models: list[TimeLLM] = []  # the trained adapters (one, or an ensemble's members)
+        self.fit_results: list[FitResult] = []  # their training, member by member
         self.history: SeriesSet | None = None  # the series of the last fit, predict(df=None) continues them
         # conformity scores (n, H) of the held-out validation windows: |error| / look-back spread
         self.calibration: np.ndarray | None = None
@@ -204,6 +210,16 @@ class TimeLLMForecaster:
 
     # -------------------------------------------------------------------------------------------
     # properties
+
+    @property
+    def model(self) -> TimeLLM | None:
+        """The first (or only) trained adapter; None before a fit or load."""
+        return self.models[0] if self.models else None
+
+    @property
+    def fit_result(self) -> FitResult | None:
+        """The first (or only) adapter's training; None before a fit."""
+        return self.fit_results[0] if self.fit_results else None
 
     @property
     def horizon(self) -> int:
@@ -486,7 +502,9 @@ class TimeLLMForecaster:
         The frozen backbone is never saved: loading rebuilds it from the name in the config.
         """
         self._require_model()
-        directory = self.model.save_pretrained(directory)
+        directory = Path(directory)
+        for k, model in enumerate(self.models):
+            model.save_pretrained(member_folder(directory, k))
         write_record(
             directory,
             horizon=self.horizon,
@@ -495,6 +513,7 @@ class TimeLLMForecaster:
             interpolate=self.interpolate,
             val_size=self.val_size,
             max_steps=self.max_steps,
+            members=len(self.models),
             train=self.train_config,
             calibration=self.calibration,
             calibration_constant=self.calibration_constant,
@@ -558,6 +577,7 @@ class TimeLLMForecaster:
             config=config,
             train_config=train,
             max_steps=record.get("max_steps", DEFAULT_MAX_STEPS),
+            ensemble=record.get("ensemble", 1),
             val_size=record.get("val_size"),
             interpolate=record.get("interpolate", False),
             **record.get("columns", {}),
@@ -572,9 +592,16 @@ class TimeLLMForecaster:
                 training=False,
                 batch_setting="train_config.eval_batch_size",
             )
-        forecaster.model = TimeLLM.from_pretrained(
-            directory, backbone, execution=forecaster.execution, precision=train.precision
-        )
+        for k in range(record.get("ensemble", 1)):  # the members share the first one's backbone
+            folder = member_folder(directory, k)
+            if k:
+                _check_member(folder, config_data)
+            forecaster.models.append(
+                TimeLLM.from_pretrained(
+                    folder, backbone, execution=forecaster.execution, precision=train.precision
+                )
+            )
+            backbone = forecaster.models[0].backbone
         if record.get("calibration") is not None:
             forecaster.calibration = np.asarray(record["calibration"], dtype=np.float64).reshape(
                 -1, config.pred_len
@@ -679,8 +706,9 @@ class TimeLLMForecaster:
         per_series = max(1, math.ceil(MAX_CALIBRATION_WINDOWS / len(val_sets)))
         val_sets = [WindowDataset(part, t, h, max_windows=per_series) for part in val_sets]
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
-        train_config = budget(self.train_config, self.max_steps, len(train_set))
-        seed_everything(train_config.seed)
+        members = self.ensemble
+        steps = None if self.max_steps is None else max(self.max_steps // members, 1)
+        train_config = budget(self.train_config, steps, len(train_set))
         # refuse what cannot fit before the backbone is loaded: a training batch, and a forecast batch
         for training, windows, setting in (
             (True, train_config.batch_size, "train_config.batch_size"),
@@ -694,20 +722,33 @@ class TimeLLMForecaster:
                 training=training,
                 batch_setting=setting,
             )
-        # loads the backbone and checks the prompt fits it: before training is announced
-        model = TimeLLM(c, execution=self.execution, precision=train_config.precision)
-        logger.info(
-            "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
-            "%s epoch(s)%s",
-            len(train_set),
-            len(train_sets),
-            len(val_set),
-            val,
-            train_config.epochs,
-            f" of <= {train_config.max_train_windows} windows" if train_config.max_train_windows else "",
-        )
-        self.fit_result = fit(model, train_set, val_set, train_config)
-        self.model = model
+        self.models, self.fit_results = [], []
+        backbone = None  # loaded once (with its prompt checked), shared by every member
+        for k in range(members):
+            member = train_config.replace(seed=train_config.seed + k)
+            model = build_model(
+                c, self.execution, seed=member.seed, backbone=backbone, precision=member.precision
+            )
+            if k == 0:  # the backbone loaded and the prompt checked against it: training starts
+                logger.info(
+                    "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
+                    "%s epoch(s)%s%s",
+                    len(train_set),
+                    len(train_sets),
+                    len(val_set),
+                    val,
+                    train_config.epochs,
+                    f" of <= {train_config.max_train_windows} windows"
+                    if train_config.max_train_windows
+                    else "",
+                    f"; an ensemble of {members} adapters (seeds {train_config.seed} to {train_config.seed + members - 1}"
+                    f"{f', {steps} steps each' if steps else ''}), their forecasts averaged"
+                    if members > 1
+                    else "",
+                )
+            backbone = model.backbone
+            self.fit_results.append(fit(model, train_set, val_set, member))
+            self.models.append(model)
         self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
         logger.info(
             "prediction intervals: calibrated on %d held-out validation windows (%d series)%s",
@@ -759,13 +800,14 @@ class TimeLLMForecaster:
     def _forecast(self, series: SeriesSet | list[Series], ends: list[int]) -> list[np.ndarray]:
         """The forecast from the ``seq_len`` rows before row ``ends[i]`` of ``series[i]``: (H,) each."""
         t = self.seq_len
-        model = self.model
         pasts = np.stack([s.values[end - t : end] for s, end in zip(series, ends, strict=True)])  # (n, T)
         mean = pasts.mean(axis=1, keepdims=True)  # (n, 1): the look-back's own statistics, so that a
         std = pasts.std(axis=1, keepdims=True)  # forecast depends on the last seq_len rows only
         std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
-        outputs = predict(model, scaled, batch_size=self.train_config.eval_batch_size)  # (n, H, 1)
+        outputs = torch.stack(  # (n, H, 1): the mean forecast of the ensemble's members
+            [predict(model, scaled, batch_size=self.train_config.eval_batch_size) for model in self.models]
+        ).mean(dim=0)
         preds = outputs[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
         constant = np.ptp(pasts, axis=1) == 0
         preds[constant] = pasts[constant, -1:]  # a constant look-back forecasts that constant, exactly
@@ -792,6 +834,18 @@ def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainCon
     epochs = min(max_steps, max(EVALUATION_ROUNDS, math.ceil(max_steps / steps_per_pass)))
     per_epoch = (max_steps // epochs) * per_step  # at most one pass
     return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
+
+
+def _check_member(folder: Path, config_data: dict[str, Any]) -> None:
+    """An ensemble member's folder holds an adapter of the first member's config."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise AdapterLoadError(f"{folder} is not an adapter folder: it holds no {CONFIG_FILE}")
+    if read_json_object(path, "adapter config", AdapterLoadError) != config_data:
+        raise AdapterLoadError(
+            f"{path} differs from the first adapter's {CONFIG_FILE}: an ensemble's members share one config"
+        )
+    check_config_matches_weights(config_data, path, folder / ADAPTER_FILE, AdapterLoadError)
 
 
 def _scaling(values: np.ndarray) -> tuple[float, float]:

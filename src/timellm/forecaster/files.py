@@ -34,12 +34,19 @@ FORECASTER_KEYS = frozenset(
         "interpolate",
         "val_size",
         "max_steps",
+        "ensemble",
         "train",
         "calibration",
         "calibration_constant",
         "checksums",
     }
 )
+
+
+def member_folder(directory: Path, member: int) -> Path:
+    """Where an ensemble's member adapter is saved: the first in the folder itself (so that a
+    single adapter's folder is the same), member k in ``member-k/``."""
+    return directory if member == 0 else directory / f"member-{member}"
 
 
 def write_record(
@@ -51,6 +58,7 @@ def write_record(
     interpolate: bool,
     val_size: int | None,
     max_steps: int | None,
+    members: int,
     train: TrainConfig,
     calibration: np.ndarray | None,
     calibration_constant: int,
@@ -70,13 +78,19 @@ def write_record(
         "interpolate": interpolate,
         "val_size": val_size,
         "max_steps": max_steps,
+        "ensemble": members,
         "train": train.to_dict(),
     }
     if calibration is not None:  # the conformity scores: intervals after loading, no retraining
         record["calibration"] = calibration.tolist()
         record["calibration_constant"] = calibration_constant
     # what was written is what from_pretrained reads: a file edited afterwards is refused
-    record["checksums"] = folder_checksums(directory, [CONFIG_FILE, ADAPTER_FILE])
+    files = [
+        str((member_folder(directory, k) / name).relative_to(directory))
+        for k in range(members)
+        for name in (CONFIG_FILE, ADAPTER_FILE)
+    ]
+    record["checksums"] = folder_checksums(directory, files)
     (directory / FORECASTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -126,6 +140,8 @@ def check_record(record: dict[str, Any], config: TimeLLMConfig, path: Path) -> N
         refuse("val_size", f"null or an integer of at least the horizon {config.pred_len}")
     if record.get("max_steps") is not None and (not is_int(record["max_steps"]) or record["max_steps"] < 1):
         refuse("max_steps", "null or a positive integer")
+    if "ensemble" in record and (not is_int(record["ensemble"]) or record["ensemble"] < 1):
+        refuse("ensemble", "the number of adapters saved (a positive integer)")
     if "train" in record and not isinstance(record["train"], dict):
         refuse("train", "an object of training settings")
     if not is_int(record.get("calibration_constant", 0)) or record.get("calibration_constant", 0) < 0:
