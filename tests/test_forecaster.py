@@ -11,9 +11,13 @@ from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError, 
 from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
 from timellm.model.modeling import AdapterLoadError
-from timellm.training.loop import TrainConfig
+from timellm.training.loop import FitResult, TrainConfig
 
 TINY = dict(seq_len=48, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
+
+
+# what a skipped training returns (its validation loss never calls for a correction to seasonal naive)
+UNTRAINED = FitResult(best_val_loss=0.0, best_epoch=0, epochs_run=0, steps=0, train_seconds=0.0)
 
 
 def forecaster(horizon=12, llm="none", max_steps=4, **changes):
@@ -71,7 +75,7 @@ def test_fit_uses_the_last_val_size_steps_of_each_series_for_validation(monkeypa
 
     def fake_fit(model, train_set, val_set, config):
         seen.update(train=len(train_set), val=len(val_set), config=config)
-        return None
+        return UNTRAINED
 
     monkeypatch.setattr(forecaster_module, "fit", fake_fit)
     forecaster(val_size=20).fit(frame((120, 90)))
@@ -229,6 +233,7 @@ def fake_training(monkeypatch):
 
     def fake_fit(model, train_set, val_set, config):
         seen.update(train=len(train_set), val=len(val_set))
+        return UNTRAINED
 
     monkeypatch.setattr(forecaster_module, "fit", fake_fit)
     return seen
@@ -602,3 +607,33 @@ def test_an_ensemble_forecasts_the_mean_of_its_members_and_shares_the_step_budge
         TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
     (tmp_path / "adapter" / "forecaster.json").unlink()  # no record: a single adapter folder
     assert len(TimeLLMForecaster.from_pretrained(tmp_path / "adapter").models) == 1
+
+
+def test_a_correction_to_seasonal_naive_is_tried_where_the_adapter_validates_worse(monkeypatch, caplog):
+    losses, built = iter(()), []
+
+    def fake_fit(model, train_set, val_set, config):
+        built.append(model.config)
+        return replace(UNTRAINED, best_val_loss=next(losses))
+
+    monkeypatch.setattr(forecaster_module, "fit", fake_fit)
+    hourly = frame((120,), ("h",))  # a sine of period 24: seasonal naive validates well
+
+    def fit(validation_losses, **settings):
+        nonlocal losses
+        losses = iter(validation_losses)
+        built.clear()
+        return forecaster(**settings).fit(hourly)
+
+    with caplog.at_level(logging.INFO, logger="timellm"):
+        fc = fit([1.0, 0.5])  # worse than seasonal naive, and the correction validates better
+    assert [c.normalization for c in built] == ["revin", "seasonal"]
+    assert (fc.config.normalization, fc.config.period, fc.config.zero_head) == ("seasonal", 24, True)
+    assert fc.model.config == fc.config and "kept the correction" in caplog.text
+    assert fit([1.0, 2.0]).config.normalization == "revin" and len(built) == 2  # the first kept
+    fit([0.0])  # better than seasonal naive on validation: nothing else is trained
+    assert len(built) == 1
+    fit([1.0], normalization="revin")  # a normalisation the caller chose: never another
+    assert len(built) == 1
+    fit([1.0], choose_normalization=False)
+    assert len(built) == 1

@@ -229,6 +229,8 @@ def _forecaster(args):
         execution=execution_settings(settings["execution"]),
         max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
         ensemble=1 if args.ensemble is None else args.ensemble,
+        # --set normalization=... (period, zero_head) is a choice made: then no other is tried
+        choose_normalization=not {"normalization", "period", "zero_head"} & set(model),
         val_size=args.val_size,
         interpolate=bool(args.interpolate),
         **columns,

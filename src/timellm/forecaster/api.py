@@ -73,6 +73,7 @@ from timellm.evaluation.backtest import (
     score_backtest,
     score_columns,
 )
+from timellm.evaluation.baselines import seasonal_naive_forecast
 from timellm.evaluation.conformal import (
     MAX_CALIBRATION_WINDOWS,
     conformity_scores,
@@ -96,7 +97,7 @@ from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, 
 from timellm.model.predict import predict
 from timellm.training.checkpoint import check_config_matches_weights, read_json_object
 from timellm.training.config import split_legacy_execution
-from timellm.training.loop import FitResult, TrainConfig, fit
+from timellm.training.loop import LOSSES, FitResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class TimeLLMForecaster:
         train_config: batch size, learning rate, schedule, seed, ... (default :data:`DEFAULT_TRAIN`).
         execution: how the model runs: gradient checkpointing, attention kernel (not saved).
         max_steps: the training budget in optimiser steps (None: ``train_config.epochs`` full passes).
+        choose_normalization: where the trained adapter (RevIN, the default normalisation) does not
+            beat seasonal naive on the validation windows, also train a correction to seasonal naive
+            (normalisation ``seasonal`` at the data's season, a zero head) and keep the one that
+            validates better; off when ``config`` or the settings choose a normalisation themselves.
         ensemble: adapters trained with consecutive seeds on an equal share of ``max_steps`` each
             (the training costs what one adapter's does), their forecasts averaged (default 1).
         val_size: steps at the end of every series held out for validation and for calibrating
@@ -162,6 +167,7 @@ class TimeLLMForecaster:
         execution: ExecutionSettings | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
         ensemble: int = 1,
+        choose_normalization: bool = True,
         val_size: int | None = None,
         id_col: str = "unique_id",
         time_col: str = "ds",
@@ -197,6 +203,8 @@ class TimeLLMForecaster:
         self.execution: ExecutionSettings = execution or ExecutionSettings()
         self.max_steps = max_steps
         self.ensemble = ensemble
+        chosen = {"normalization", "period", "zero_head"} & set(model_settings)
+        self.choose_normalization = bool(choose_normalization) and not chosen
         self.val_size = val_size
         self.format = FrameFormat(id_col, time_col, target_col, wide)
         self._check_format()
@@ -514,6 +522,7 @@ class TimeLLMForecaster:
             val_size=self.val_size,
             max_steps=self.max_steps,
             members=len(self.models),
+            choose_normalization=self.choose_normalization,
             train=self.train_config,
             calibration=self.calibration,
             calibration_constant=self.calibration_constant,
@@ -578,6 +587,7 @@ class TimeLLMForecaster:
             train_config=train,
             max_steps=record.get("max_steps", DEFAULT_MAX_STEPS),
             ensemble=record.get("ensemble", 1),
+            choose_normalization=record.get("choose_normalization", True),
             val_size=record.get("val_size"),
             interpolate=record.get("interpolate", False),
             **record.get("columns", {}),
@@ -722,33 +732,17 @@ class TimeLLMForecaster:
                 training=training,
                 batch_setting=setting,
             )
-        self.models, self.fit_results = [], []
-        backbone = None  # loaded once (with its prompt checked), shared by every member
-        for k in range(members):
-            member = train_config.replace(seed=train_config.seed + k)
-            model = build_model(
-                c, self.execution, seed=member.seed, backbone=backbone, precision=member.precision
-            )
-            if k == 0:  # the backbone loaded and the prompt checked against it: training starts
-                logger.info(
-                    "training on %d windows of %d series (validation: %d windows, the last %d steps of each), "
-                    "%s epoch(s)%s%s",
-                    len(train_set),
-                    len(train_sets),
-                    len(val_set),
-                    val,
-                    train_config.epochs,
-                    f" of <= {train_config.max_train_windows} windows"
-                    if train_config.max_train_windows
-                    else "",
-                    f"; an ensemble of {members} adapters (seeds {train_config.seed} to {train_config.seed + members - 1}"
-                    f"{f', {steps} steps each' if steps else ''}), their forecasts averaged"
-                    if members > 1
-                    else "",
-                )
-            backbone = model.backbone
-            self.fit_results.append(fit(model, train_set, val_set, member))
-            self.models.append(model)
+        describe = {
+            "windows": len(train_set),
+            "series": len(train_sets),
+            "val_windows": len(val_set),
+            "val": val,
+        }
+        describe["steps"] = steps or 0
+        self.models, self.fit_results = self._train(c, train_set, val_set, train_config, members, describe)
+        period = self._correction_period(data)
+        if period:
+            self._choose_normalization(c, period, train_set, val_set, train_config, members)
         self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
         logger.info(
             "prediction intervals: calibrated on %d held-out validation windows (%d series)%s",
@@ -758,6 +752,99 @@ class TimeLLMForecaster:
             if self.calibration_constant
             else "",
         )
+
+    def _train(
+        self,
+        config: TimeLLMConfig,
+        train_set: ConcatDataset,
+        val_set: ConcatDataset,
+        train_config: TrainConfig,
+        members: int,
+        describe: dict[str, int] | None = None,
+        backbone: Backbone | None = None,
+    ) -> tuple[list[TimeLLM], list[FitResult]]:
+        """Train ``members`` adapters of ``config`` with consecutive seeds on one shared backbone
+        (loaded here unless given); ``describe`` announces the training once it is loaded."""
+        c = config
+        models, results = [], []
+        for k in range(members):
+            member = train_config.replace(seed=train_config.seed + k)
+            model = build_model(
+                c, self.execution, seed=member.seed, backbone=backbone, precision=member.precision
+            )
+            if k == 0 and describe:  # the backbone loaded and the prompt checked against it: training starts
+                cap = train_config.max_train_windows
+                logger.info(
+                    "training on %d windows of %d series (validation: %d windows, the last %d steps of "
+                    "each), %s epoch(s)%s%s",
+                    describe["windows"],
+                    describe["series"],
+                    describe["val_windows"],
+                    describe["val"],
+                    train_config.epochs,
+                    f" of <= {cap} windows" if cap else "",
+                    _ensemble_note(members, train_config.seed, describe["steps"]),
+                )
+            backbone = model.backbone
+            results.append(fit(model, train_set, val_set, member))
+            models.append(model)
+        return models, results
+
+    def _correction_period(self, data: SeriesSet) -> int | None:
+        """The season of a correction to seasonal naive worth trying: with ``choose_normalization``
+        and the default RevIN, the season that every series shares (from its frequency), when it
+        is above one step and fits in the look-back; else None."""
+        c = self.config
+        if not self.choose_normalization or c.normalization != "revin" or c.zero_head:
+            return None
+        periods = {season_length(s.freq) for s in data}
+        if len(periods) != 1:
+            return None
+        period = periods.pop()
+        return period if 1 < period <= c.seq_len else None
+
+    def _choose_normalization(
+        self,
+        config: TimeLLMConfig,
+        period: int,
+        train_set: ConcatDataset,
+        val_set: ConcatDataset,
+        train_config: TrainConfig,
+        members: int,
+    ) -> None:
+        """Where the trained adapters do not beat seasonal naive on the validation windows, also
+        train a correction to it (normalisation ``seasonal``, a zero head: the untrained forecast is
+        seasonal naive) and keep whichever validates better."""
+        loss = LOSSES[train_config.loss]
+        trained = float(np.mean([r.best_val_loss for r in self.fit_results]))
+        past, future = (
+            torch.stack(part) for part in zip(*(val_set[i] for i in range(len(val_set))), strict=True)
+        )
+        naive = float(loss(seasonal_naive_forecast(past, config.pred_len, period), future))
+        if trained <= naive:
+            return
+        alternative = config.replace(normalization="seasonal", period=period, zero_head=True)
+        logger.info(
+            "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to "
+            "seasonal naive too (normalization=seasonal, period=%d, zero_head=true)",
+            trained,
+            naive,
+            period,
+            period,
+        )
+        models, results = self._train(
+            alternative, train_set, val_set, train_config, members, backbone=self.models[0].backbone
+        )
+        corrected = float(np.mean([r.best_val_loss for r in results]))
+        keep = corrected < trained
+        logger.info(
+            "validation loss of the correction to seasonal naive %.4f against %.4f: %s",
+            corrected,
+            trained,
+            "kept the correction" if keep else "kept the first adapter",
+        )
+        if keep:
+            self.config, self.models, self.fit_results = alternative, models, results
 
     def _resolve_seq_len(self, data: SeriesSet, val: int, context: str = "") -> None:
         """With ``seq_len="auto"``: set the look-back for ``data`` (:func:`~.lengths.auto_look_back`)."""
@@ -834,6 +921,14 @@ def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainCon
     epochs = min(max_steps, max(EVALUATION_ROUNDS, math.ceil(max_steps / steps_per_pass)))
     per_epoch = (max_steps // epochs) * per_step  # at most one pass
     return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
+
+
+def _ensemble_note(members: int, seed: int, steps: int) -> str:
+    """The training log's words on an ensemble ("" for one adapter)."""
+    if members == 1:
+        return ""
+    each = f", {steps} steps each" if steps else ""
+    return f"; an ensemble of {members} adapters (seeds {seed} to {seed + members - 1}{each}), their forecasts averaged"
 
 
 def _check_member(folder: Path, config_data: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ FORECASTER_KEYS = frozenset(
         "val_size",
         "max_steps",
         "ensemble",
+        "choose_normalization",
         "train",
         "calibration",
         "calibration_constant",
@@ -59,6 +60,7 @@ def write_record(
     val_size: int | None,
     max_steps: int | None,
     members: int,
+    choose_normalization: bool,
     train: TrainConfig,
     calibration: np.ndarray | None,
     calibration_constant: int,
@@ -79,6 +81,7 @@ def write_record(
         "val_size": val_size,
         "max_steps": max_steps,
         "ensemble": members,
+        "choose_normalization": choose_normalization,
         "train": train.to_dict(),
     }
     if calibration is not None:  # the conformity scores: intervals after loading, no retraining
@@ -132,8 +135,9 @@ def check_record(record: dict[str, Any], config: TimeLLMConfig, path: Path) -> N
             raise AdapterLoadError(f"{path}: columns.wide must be true or false, found {value!r}")
         if name != "wide" and (not isinstance(value, str) or not value):
             raise AdapterLoadError(f"{path}: columns.{name} must be a column name (text), found {value!r}")
-    if "interpolate" in record and not isinstance(record["interpolate"], bool):
-        refuse("interpolate", "true or false")
+    for flag in ("interpolate", "choose_normalization"):
+        if flag in record and not isinstance(record[flag], bool):
+            refuse(flag, "true or false")
     if record.get("val_size") is not None and (
         not is_int(record["val_size"]) or record["val_size"] < config.pred_len
     ):
