@@ -571,13 +571,13 @@ def test_many_series_validate_and_calibrate_on_an_even_sample_of_windows(monkeyp
     from timellm.evaluation import conformal
 
     seen = fake_training(monkeypatch)
-    monkeypatch.setattr(forecaster_module, "MAX_CALIBRATION_WINDOWS", 40)
+    monkeypatch.setattr(forecaster_module, "MAX_EARLY_STOPPING_WINDOWS", 20)
     monkeypatch.setattr(conformal, "MAX_CALIBRATION_WINDOWS", 40)
     fc = TimeLLMForecaster(6, llm="none", **AUTO)
     df = frame((200, 200, 200, 200), ("h",) * 4)
     fc.fit(df)
-    assert seen["val"] == 4 * 10  # 20 validation windows per series, 10 of each read
-    assert len(fc.calibration) == 40  # and as many scores calibrate the intervals
+    assert seen["val"] == 4 * 5  # 20 validation windows per series, 5 of each read to stop early
+    assert len(fc.calibration) == 40  # a larger sample calibrates the intervals
 
 
 def test_an_ensemble_forecasts_the_mean_of_its_members_and_shares_the_step_budget(tmp_path):

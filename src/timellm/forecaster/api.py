@@ -18,7 +18,14 @@ as that constant, exactly (RevIN cannot divide by its zero spread).
 Validation. The last ``val_size`` steps of every series (default: the horizon + 19, that is 20
 validation windows per series) are held out for early stopping; the forecaster then forecasts from
 the end of the whole series. With many series, early stopping reads an evenly spaced sample of
-about 2,000 of those windows, and so does the interval calibration.
+about 500 of those windows (at least one per series) and the interval calibration one of about
+2,000.
+
+Short series. Where the trained adapter (RevIN) validates worse than seasonal naive on the same
+windows, a correction to seasonal naive (normalisation ``seasonal`` at the data's season, a zero
+head) is trained too, and the one that validates better is kept (``choose_normalization``).
+``ensemble=k`` trains k adapters of consecutive seeds on a k-th of the step budget each and
+averages their forecasts.
 
 Look-back. ``seq_len="auto"`` (the default) picks, at every fit, the longest look-back up to 512
 that leaves at least as many training windows as look-back steps in the shortest series
@@ -75,7 +82,6 @@ from timellm.evaluation.backtest import (
 )
 from timellm.evaluation.baselines import seasonal_naive_forecast
 from timellm.evaluation.conformal import (
-    MAX_CALIBRATION_WINDOWS,
     conformity_scores,
     interval_columns,
     sample_windows,
@@ -110,6 +116,9 @@ DEFAULT_TRAIN = TrainConfig(learning_rate=0.001, schedule="cosine", patience=3)
 DEFAULT_MAX_STEPS = 100
 # the backtest's extra model: the median of Time-LLM's and the automatic statistical models' forecasts
 COMBINATION = "Combination"
+# validation windows that early stopping reads at most (about; at least one per series): enough to
+# rank a few epochs; the intervals read up to MAX_CALIBRATION_WINDOWS
+MAX_EARLY_STOPPING_WINDOWS = 500
 EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
 
 
@@ -711,9 +720,11 @@ class TimeLLMForecaster:
             held_out.append(s)
         if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
             raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
-        # early stopping reads at most about MAX_CALIBRATION_WINDOWS validation windows, evenly spaced in
-        # every series: thousands of series x 20 windows would cost more than the training itself
-        per_series = max(1, math.ceil(MAX_CALIBRATION_WINDOWS / len(val_sets)))
+        # early stopping reads at most about MAX_EARLY_STOPPING_WINDOWS validation windows, evenly spaced in
+        # every series (at least one each): it compares a few epochs, and with thousands of series x 20
+        # windows every epoch's validation would cost more than the training; the intervals calibrate
+        # on a larger sample (_conformity_scores)
+        per_series = max(1, math.ceil(MAX_EARLY_STOPPING_WINDOWS / len(val_sets)))
         val_sets = [WindowDataset(part, t, h, max_windows=per_series) for part in val_sets]
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         members = self.ensemble
