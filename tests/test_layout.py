@@ -138,3 +138,18 @@ def test_no_cli_option_is_named_below_the_cli():
                 for option in set(re.findall(r"--[a-z][a-z0-9-]*", node.value)) & options:
                     named.append(f"{path.relative_to(PACKAGE)}:{node.lineno} names {option}")
     assert not named, "\n".join(named)
+
+
+def test_the_command_line_imports_neither_torchao_nor_transformers_model_code():
+    """Importing them prints torchao's kernel-load lines before logging is set up (`timellm --help`
+    would show them): they load when a backbone or the int8 storage is built, quieted there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, timellm.cli.main; "
+        "print(sorted(m for m in sys.modules if m == 'torchao' or m.startswith('transformers.models.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert "Failed to load" not in out.stderr, out.stderr

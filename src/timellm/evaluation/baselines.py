@@ -12,7 +12,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PatchTSTConfig, PatchTSTForPrediction
 
 from timellm.model.config import NORMALIZATIONS
 from timellm.model.layers import normalize, revin_denormalize
@@ -179,6 +178,10 @@ class PatchTST(nn.Module):
         if seq_len <= patch_len:
             raise ValueError(f"seq_len ({seq_len}) must exceed patch_len ({patch_len}) for PatchTST")
         self.seq_len, self.pred_len = seq_len, pred_len
+        # transformers' model code is imported here, not with this module: the forecast path reads
+        # seasonal naive from it and must not pull in transformers' quantizers (and torchao) at import
+        from transformers import PatchTSTConfig, PatchTSTForPrediction
+
         self.config = PatchTSTConfig(**ours, **{**paper, **config_kwargs})
         self.model = PatchTSTForPrediction(self.config)
 
