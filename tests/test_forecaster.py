@@ -73,7 +73,7 @@ def test_a_constant_series_forecasts_that_constant_exactly():
 def test_fit_uses_the_last_val_size_steps_of_each_series_for_validation(monkeypatch):
     seen = {}
 
-    def fake_fit(model, train_set, val_set, config):
+    def fake_fit(model, train_set, val_set, config, **options):
         seen.update(train=len(train_set), val=len(val_set), config=config)
         return UNTRAINED
 
@@ -100,9 +100,9 @@ def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(m
     trained_on = {}
     real_fit = forecaster_module.fit
 
-    def spy(model, train_set, val_set, config):
+    def spy(model, train_set, val_set, config, **options):
         trained_on["train"] = len(train_set)
-        return real_fit(model, train_set, val_set, config)
+        return real_fit(model, train_set, val_set, config, **options)
 
     monkeypatch.setattr(forecaster_module, "fit", spy)
     df = frame((120, 90))
@@ -231,7 +231,7 @@ def fake_training(monkeypatch):
     """Skip the optimiser: these tests check which windows and look-back a fit would use."""
     seen = {}
 
-    def fake_fit(model, train_set, val_set, config):
+    def fake_fit(model, train_set, val_set, config, **options):
         seen.update(train=len(train_set), val=len(val_set))
         return UNTRAINED
 
@@ -610,10 +610,11 @@ def test_an_ensemble_forecasts_the_mean_of_its_members_and_shares_the_step_budge
 
 
 def test_a_correction_to_seasonal_naive_is_tried_where_the_adapter_validates_worse(monkeypatch, caplog):
-    losses, built = iter(()), []
+    losses, built, starts = iter(()), [], []
 
-    def fake_fit(model, train_set, val_set, config):
+    def fake_fit(model, train_set, val_set, config, **options):
         built.append(model.config)
+        starts.append(options.get("validate_start", False))
         return replace(UNTRAINED, best_val_loss=next(losses))
 
     monkeypatch.setattr(forecaster_module, "fit", fake_fit)
@@ -628,6 +629,7 @@ def test_a_correction_to_seasonal_naive_is_tried_where_the_adapter_validates_wor
     with caplog.at_level(logging.INFO, logger="timellm"):
         fc = fit([1.0, 0.5])  # worse than seasonal naive, and the correction validates better
     assert [c.normalization for c in built] == ["revin", "seasonal"]
+    assert starts == [False, True]  # the untrained correction (seasonal naive) competes with its epochs
     assert (fc.config.normalization, fc.config.period, fc.config.zero_head) == ("seasonal", 24, True)
     assert fc.model.config == fc.config and "kept the correction" in caplog.text
     assert fit([1.0, 2.0]).config.normalization == "revin" and len(built) == 2  # the first kept

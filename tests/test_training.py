@@ -316,3 +316,25 @@ def test_window_batches_are_the_loaders_batches_in_the_same_order():
             WindowBatches.of(subset, 2), DataLoader(subset, batch_size=2), strict=True
         ):
             assert torch.equal(past, want)
+
+
+def test_validate_start_keeps_the_untrained_adapter_where_training_only_hurts():
+    """A zero head over seasonal naive is seasonal naive, exact on a periodic series: no epoch
+    validates better, so the untrained adapter (epoch 0) is the one kept."""
+    t = np.arange(400, dtype=np.float32)[:, None]
+    periodic = np.sin(2 * np.pi * t / 24) + 0.5 * np.cos(2 * np.pi * t / 8)  # period 24
+    noisy = periodic + 0.3 * np.random.default_rng(0).standard_normal(periodic.shape).astype(np.float32)
+    train, val = WindowDataset(noisy[:300], 48, 12), WindowDataset(periodic[250:], 48, 12, max_windows=20)
+    model = TimeLLM(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True))
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-2, schedule="constant", seed=1)
+    result = fit(model, train, val, config, validate_start=True)
+    assert result.best_epoch == 0 and result.history[0]["epoch"] == 0 and result.history[0]["steps"] == 0
+    assert result.best_val_loss < 1e-8 < min(h["val_loss"] for h in result.history[1:])
+    assert all(float(p.abs().max()) == 0 for p in model.head.parameters())  # the zero head, restored
+    without = fit(
+        TimeLLM(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True)),
+        train,
+        val,
+        config,
+    )
+    assert without.best_epoch >= 1 and without.history[0]["epoch"] == 1

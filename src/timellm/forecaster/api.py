@@ -773,9 +773,11 @@ class TimeLLMForecaster:
         members: int,
         describe: dict[str, int] | None = None,
         backbone: Backbone | None = None,
+        validate_start: bool = False,
     ) -> tuple[list[TimeLLM], list[FitResult]]:
         """Train ``members`` adapters of ``config`` with consecutive seeds on one shared backbone
-        (loaded here unless given); ``describe`` announces the training once it is loaded."""
+        (loaded here unless given); ``describe`` announces the training once it is loaded;
+        ``validate_start``: the untrained adapters compete with their epochs (see :func:`fit`)."""
         c = config
         models, results = [], []
         for k in range(members):
@@ -797,7 +799,7 @@ class TimeLLMForecaster:
                     _ensemble_note(members, train_config.seed, describe["steps"]),
                 )
             backbone = model.backbone
-            results.append(fit(model, train_set, val_set, member))
+            results.append(fit(model, train_set, val_set, member, validate_start=validate_start))
             models.append(model)
         return models, results
 
@@ -825,7 +827,8 @@ class TimeLLMForecaster:
     ) -> None:
         """Where the trained adapters do not beat seasonal naive on the validation windows, also
         train a correction to it (normalisation ``seasonal``, a zero head: the untrained forecast is
-        seasonal naive) and keep whichever validates better."""
+        seasonal naive, and it stays where training does not improve on it on validation) and keep
+        whichever validates better."""
         loss = LOSSES[train_config.loss]
         trained = float(np.mean([r.best_val_loss for r in self.fit_results]))
         past, future = (
@@ -843,8 +846,15 @@ class TimeLLMForecaster:
             period,
             period,
         )
+        # the untrained correction is seasonal naive itself: it competes with the trained epochs
         models, results = self._train(
-            alternative, train_set, val_set, train_config, members, backbone=self.models[0].backbone
+            alternative,
+            train_set,
+            val_set,
+            train_config,
+            members,
+            backbone=self.models[0].backbone,
+            validate_start=True,
         )
         corrected = float(np.mean([r.best_val_loss for r in results]))
         keep = corrected < trained

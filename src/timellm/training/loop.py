@@ -375,6 +375,7 @@ def fit(
     *,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    validate_start: bool = False,
 ) -> FitResult:
     """Train the adapter with Adam; keep the best validation epoch and restore it at the end.
 
@@ -385,6 +386,9 @@ def fit(
     ``config.checkpoint_every`` optimiser steps (by the main process only), and ``resume``
     continues from it. A non-finite loss raises :class:`NonFiniteLossError` before anything
     else is written, so the last checkpoint stays the last good one.
+
+    ``validate_start`` scores the adapter before any training too, as epoch 0: a model that starts
+    as a baseline (a zero head over seasonal naive) is kept as it is where training only hurts.
     """
     if len(train_set) == 0:
         raise ValueError("the training split has no complete window; lower seq_len or pred_len")
@@ -440,6 +444,10 @@ def fit(
         )
         return ckpt.describe(checkpoint_dir, progress)
 
+    if validate_start and validates and not resume:
+        progress.best_loss = mean_loss(model, val_subset, config, accelerator)
+        progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0})
+        logger.info("epoch 0 (untrained): val %.4f", progress.best_loss)
     session_start = time.perf_counter()
     while progress.epoch <= config.epochs and not progress.stopped:
         epoch = progress.epoch
