@@ -57,7 +57,7 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -522,20 +522,17 @@ class TimeLLMForecaster:
         directory = Path(directory)
         for k, model in enumerate(self.models):
             model.save_pretrained(member_folder(directory, k))
-        write_record(
-            directory,
-            horizon=self.horizon,
-            seq_len=self.seq_len,
-            frame_format=self.format,
-            interpolate=self.interpolate,
-            val_size=self.val_size,
-            max_steps=self.max_steps,
-            members=len(self.models),
-            choose_normalization=self.choose_normalization,
-            train=self.train_config,
-            calibration=self.calibration,
-            calibration_constant=self.calibration_constant,
-        )
+        settings = {
+            "horizon": self.horizon,
+            "seq_len": self.seq_len,
+            "columns": asdict(self.format),
+            "interpolate": self.interpolate,
+            "val_size": self.val_size,
+            "max_steps": self.max_steps,
+            "choose_normalization": self.choose_normalization,
+            "train": self.train_config.to_dict(),
+        }
+        write_record(directory, settings, len(self.models), self.calibration, self.calibration_constant)
         return directory
 
     @classmethod

@@ -13,12 +13,10 @@ from typing import Any
 import numpy as np
 
 from timellm._records import check_known_keys
-from timellm.data.series import FrameFormat
 from timellm.forecaster.lengths import is_int
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError
 from timellm.training.checkpoint import folder_checksums, read_json_object, verify_checksums
-from timellm.training.loop import TrainConfig
 
 FORECASTER_FILE = "forecaster.json"
 FORECASTER_FORMAT = "timellm-forecaster"
@@ -52,38 +50,16 @@ def member_folder(directory: Path, member: int) -> Path:
 
 def write_record(
     directory: Path,
-    *,
-    horizon: int,
-    seq_len: int,
-    frame_format: FrameFormat,
-    interpolate: bool,
-    val_size: int | None,
-    max_steps: int | None,
+    settings: dict[str, Any],
     members: int,
-    choose_normalization: bool,
-    train: TrainConfig,
     calibration: np.ndarray | None,
     calibration_constant: int,
 ) -> None:
-    """Write ``forecaster.json`` into an adapter folder that holds ``config.json`` and the weights."""
-    record: dict[str, Any] = {
-        "format": FORECASTER_FORMAT,
-        "version": FORECASTER_VERSION,
-        "horizon": horizon,
-        "seq_len": seq_len,
-        "columns": {
-            "id_col": frame_format.id_col,
-            "time_col": frame_format.time_col,
-            "target_col": frame_format.target_col,
-            "wide": frame_format.wide,
-        },
-        "interpolate": interpolate,
-        "val_size": val_size,
-        "max_steps": max_steps,
-        "ensemble": members,
-        "choose_normalization": choose_normalization,
-        "train": train.to_dict(),
-    }
+    """Write ``forecaster.json`` into an adapter folder that holds the ``members`` adapters
+    (``config.json`` and the weights each): the forecaster's ``settings`` (horizon, seq_len,
+    columns, ...; the keys of :data:`FORECASTER_KEYS`), the calibration and the files' checksums."""
+    record: dict[str, Any] = {"format": FORECASTER_FORMAT, "version": FORECASTER_VERSION, **settings}
+    record["ensemble"] = members
     if calibration is not None:  # the conformity scores: intervals after loading, no retraining
         record["calibration"] = calibration.tolist()
         record["calibration_constant"] = calibration_constant
