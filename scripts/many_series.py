@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 import timellm.evaluation.conformal as conformal
-import timellm.forecaster.api as forecaster_api
+import timellm.forecaster.fitting as fitting
 from timellm import TimeLLMForecaster
 
 SEGMENT = 120  # hours per series
@@ -69,8 +69,7 @@ class Recorder(logging.Handler):
 
 def timed_fit(df: pd.DataFrame, caps: tuple[int, int], val_size: int | None) -> dict:
     """One default fit, timed; ``caps``: the early-stopping and calibration samples' sizes."""
-    forecaster_api.MAX_EARLY_STOPPING_WINDOWS, conformal.MAX_CALIBRATION_WINDOWS = caps
-    forecaster_api.MAX_CALIBRATION_WINDOWS = caps[1]
+    fitting.MAX_EARLY_STOPPING_WINDOWS, conformal.MAX_CALIBRATION_WINDOWS = caps
     recorder = Recorder()
     log = logging.getLogger("timellm")
     log.addHandler(recorder)
@@ -101,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     df = segments(args.series)
-    defaults = (forecaster_api.MAX_EARLY_STOPPING_WINDOWS, conformal.MAX_CALIBRATION_WINDOWS)
+    defaults = (fitting.MAX_EARLY_STOPPING_WINDOWS, conformal.MAX_CALIBRATION_WINDOWS)
     rows = []
     for setting, caps, val_size in (
         ("default", defaults, None),

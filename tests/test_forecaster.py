@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import timellm.forecaster.api as forecaster_module
+import timellm.forecaster.fitting as forecaster_module
 from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError, ValueDataError
 from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget

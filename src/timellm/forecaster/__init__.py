@@ -1,6 +1,6 @@
 """Forecast your own data: :class:`TimeLLMForecaster`, a DataFrame API in the conventions of
-neuralforecast and Hugging Face (:mod:`.api`), its saved file (:mod:`.files`) and its rules for
-series lengths (:mod:`.lengths`)."""
+neuralforecast and Hugging Face (:mod:`.api`), how it trains its adapters (:mod:`.fitting`), its
+saved file (:mod:`.files`) and its rules for series lengths (:mod:`.lengths`)."""
 
 from timellm.forecaster.api import (
     COMBINATION,
@@ -8,9 +8,9 @@ from timellm.forecaster.api import (
     DEFAULT_MODEL,
     DEFAULT_TRAIN,
     TimeLLMForecaster,
-    budget,
 )
 from timellm.forecaster.files import FORECASTER_FILE
+from timellm.forecaster.fitting import budget
 from timellm.forecaster.lengths import DEFAULT_VALIDATION_WINDOWS
 
 __all__ = [

@@ -1,0 +1,254 @@
+"""Training a forecaster's adapters on a user's series: the windows (each series standardised by
+its training part, its last ``val`` steps held out), the step budget as epochs, an ensemble's
+members on one shared backbone, and, where the adapter validates worse than seasonal naive, a
+correction to seasonal naive trained too (:class:`AdapterTraining`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset
+
+from timellm.backbones.loading import Backbone
+from timellm.data.errors import SeriesLengthError
+from timellm.data.frequency import season_length
+from timellm.data.series import Series, SeriesSet
+from timellm.data.windows import WindowDataset
+from timellm.evaluation.baselines import seasonal_naive_forecast
+from timellm.model.ablations import build_model
+from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.memory import check_memory
+from timellm.model.modeling import TimeLLM
+from timellm.training.loop import LOSSES, FitResult, TrainConfig, fit
+
+logger = logging.getLogger(__name__)
+
+# validation windows that early stopping reads at most (about; at least one per series): enough to
+# rank a few epochs; the intervals read up to MAX_CALIBRATION_WINDOWS
+MAX_EARLY_STOPPING_WINDOWS = 500
+EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
+
+
+class AdapterTraining:
+    """One fit: ``run(data, val)`` trains the adapter(s) of ``config`` for ``max_steps`` optimiser
+    steps (shared by ``ensemble`` members of consecutive seeds), and with ``choose_normalization``
+    a correction to seasonal naive where the adapter validates worse than seasonal naive."""
+
+    def __init__(
+        self,
+        config: TimeLLMConfig,
+        train_config: TrainConfig,
+        execution: ExecutionSettings,
+        *,
+        max_steps: int | None,
+        ensemble: int,
+        choose_normalization: bool,
+    ):
+        self.config = config
+        self.train_config = train_config
+        self.execution = execution
+        self.max_steps = max_steps
+        self.ensemble = ensemble
+        self.choose_normalization = choose_normalization
+        self.models: list[TimeLLM] = []
+        self.results: list[FitResult] = []
+
+    def run(
+        self, data: SeriesSet, val: int, context: str = ""
+    ) -> tuple[TimeLLMConfig, list[TimeLLM], list[FitResult], list[Series]]:
+        """Train on ``data``, the last ``val`` steps of each series held out: (the config kept, its
+        adapters, their training, the series whose held-out windows calibrate the intervals)."""
+        c = self.config
+        t, h = c.seq_len, c.pred_len
+        train_sets, val_sets, held_out = [], [], []
+        for s in data:
+            if len(s) < t + h:
+                logger.info(
+                    "series %r: %d rows %s, too few for a window; not trained on", s.id, len(s), context
+                )
+                continue
+            train_rows = len(s) - val
+            mean, std = _scaling(s.values[:train_rows] if train_rows > 0 else s.values)
+            scaled = ((s.values - mean) / std).astype(np.float32)[:, None]  # (L, 1)
+            if train_rows >= t + h:
+                train_sets.append(WindowDataset(scaled[:train_rows], t, h))
+            else:
+                logger.info("series %r: too short for training windows; used for validation only", s.id)
+            val_sets.append(scaled[-(t + val) :])
+            held_out.append(s)
+        if not train_sets:  # the callers' length checks make this unreachable; never train on nothing
+            raise SeriesLengthError(f"no series is long enough to train on {context}".strip())
+        # early stopping reads at most about MAX_EARLY_STOPPING_WINDOWS validation windows, evenly spaced in
+        # every series (at least one each): it compares a few epochs, and with thousands of series x 20
+        # windows every epoch's validation would cost more than the training; the intervals calibrate
+        # on a larger sample (the forecaster's _conformity_scores)
+        per_series = max(1, math.ceil(MAX_EARLY_STOPPING_WINDOWS / len(val_sets)))
+        val_sets = [WindowDataset(part, t, h, max_windows=per_series) for part in val_sets]
+        train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
+        members = self.ensemble
+        steps = None if self.max_steps is None else max(self.max_steps // members, 1)
+        train_config = budget(self.train_config, steps, len(train_set))
+        # refuse what cannot fit before the backbone is loaded: a training batch, and a forecast batch
+        for training, windows, setting in (
+            (True, train_config.batch_size, "train_config.batch_size"),
+            (False, train_config.eval_batch_size, "train_config.eval_batch_size"),
+        ):
+            check_memory(
+                c,
+                self.execution,
+                precision=train_config.precision,
+                batch_windows=windows,
+                training=training,
+                batch_setting=setting,
+            )
+        describe = {
+            "windows": len(train_set),
+            "series": len(train_sets),
+            "val_windows": len(val_set),
+            "val": val,
+        }
+        describe["steps"] = steps or 0
+        self.models, self.results = self._train(c, train_set, val_set, train_config, members, describe)
+        period = self._correction_period(data)
+        if period:
+            self._choose_normalization(c, period, train_set, val_set, train_config, members)
+        return self.config, self.models, self.results, held_out
+
+    def _train(
+        self,
+        config: TimeLLMConfig,
+        train_set: ConcatDataset,
+        val_set: ConcatDataset,
+        train_config: TrainConfig,
+        members: int,
+        describe: dict[str, int] | None = None,
+        backbone: Backbone | None = None,
+        validate_start: bool = False,
+    ) -> tuple[list[TimeLLM], list[FitResult]]:
+        """Train ``members`` adapters of ``config`` with consecutive seeds on one shared backbone
+        (loaded here unless given); ``describe`` announces the training once it is loaded;
+        ``validate_start``: the untrained adapters compete with their epochs (see :func:`fit`)."""
+        c = config
+        models, results = [], []
+        for k in range(members):
+            member = train_config.replace(seed=train_config.seed + k)
+            model = build_model(
+                c, self.execution, seed=member.seed, backbone=backbone, precision=member.precision
+            )
+            if k == 0 and describe:  # the backbone loaded and the prompt checked against it: training starts
+                cap = train_config.max_train_windows
+                logger.info(
+                    "training on %d windows of %d series (validation: %d windows, the last %d steps of "
+                    "each), %s epoch(s)%s%s",
+                    describe["windows"],
+                    describe["series"],
+                    describe["val_windows"],
+                    describe["val"],
+                    train_config.epochs,
+                    f" of <= {cap} windows" if cap else "",
+                    _ensemble_note(members, train_config.seed, describe["steps"]),
+                )
+            backbone = model.backbone
+            results.append(fit(model, train_set, val_set, member, validate_start=validate_start))
+            models.append(model)
+        return models, results
+
+    def _correction_period(self, data: SeriesSet) -> int | None:
+        """The season of a correction to seasonal naive worth trying: with ``choose_normalization``
+        and the default RevIN, the season that every series shares (from its frequency), when it
+        is above one step and fits in the look-back; else None."""
+        c = self.config
+        if not self.choose_normalization or c.normalization != "revin" or c.zero_head:
+            return None
+        periods = {season_length(s.freq) for s in data}
+        if len(periods) != 1:
+            return None
+        period = periods.pop()
+        return period if 1 < period <= c.seq_len else None
+
+    def _choose_normalization(
+        self,
+        config: TimeLLMConfig,
+        period: int,
+        train_set: ConcatDataset,
+        val_set: ConcatDataset,
+        train_config: TrainConfig,
+        members: int,
+    ) -> None:
+        """Where the trained adapters do not beat seasonal naive on the validation windows, also
+        train a correction to it (normalisation ``seasonal``, a zero head: the untrained forecast is
+        seasonal naive, and it stays where training does not improve on it on validation) and keep
+        whichever validates better."""
+        loss = LOSSES[train_config.loss]
+        trained = float(np.mean([r.best_val_loss for r in self.results]))
+        past, future = (
+            torch.stack(part) for part in zip(*(val_set[i] for i in range(len(val_set))), strict=True)
+        )
+        naive = float(loss(seasonal_naive_forecast(past, config.pred_len, period), future))
+        if trained <= naive:
+            return
+        alternative = config.replace(normalization="seasonal", period=period, zero_head=True)
+        logger.info(
+            "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to "
+            "seasonal naive too (normalization=seasonal, period=%d, zero_head=true)",
+            trained,
+            naive,
+            period,
+            period,
+        )
+        # the untrained correction is seasonal naive itself: it competes with the trained epochs
+        models, results = self._train(
+            alternative,
+            train_set,
+            val_set,
+            train_config,
+            members,
+            backbone=self.models[0].backbone,
+            validate_start=True,
+        )
+        corrected = float(np.mean([r.best_val_loss for r in results]))
+        keep = corrected < trained
+        logger.info(
+            "validation loss of the correction to seasonal naive %.4f against %.4f: %s",
+            corrected,
+            trained,
+            "kept the correction" if keep else "kept the first adapter",
+        )
+        if keep:
+            self.config, self.models, self.results = alternative, models, results
+
+
+def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainConfig:
+    """Turn a budget of ``max_steps`` optimiser steps over ``windows`` training windows into epochs.
+
+    Every epoch ends with a validation, so the budget is split into at least
+    :data:`EVALUATION_ROUNDS` epochs (early stopping and the best-epoch restore need several) and
+    into more when one pass over the windows takes fewer steps than that. An epoch is a fresh
+    random subset of the windows when it is shorter than a pass. The steps run are at most
+    ``max_steps`` and at least ``max_steps - epochs + 1``.
+    """
+    if max_steps is None:
+        return config
+    per_step = config.batch_size * config.grad_accum  # windows per optimiser step
+    steps_per_pass = math.ceil(windows / per_step)
+    epochs = min(max_steps, max(EVALUATION_ROUNDS, math.ceil(max_steps / steps_per_pass)))
+    per_epoch = (max_steps // epochs) * per_step  # at most one pass
+    return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
+
+
+def _ensemble_note(members: int, seed: int, steps: int) -> str:
+    """The training log's words on an ensemble ("" for one adapter)."""
+    if members == 1:
+        return ""
+    each = f", {steps} steps each" if steps else ""
+    return f"; an ensemble of {members} adapters (seeds {seed} to {seed + members - 1}{each}), their forecasts averaged"
+
+
+def _scaling(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a series part; a constant part gets std 1."""
+    mean, std = float(np.mean(values)), float(np.std(values))
+    return mean, std if std > 0 else 1.0
