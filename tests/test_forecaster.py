@@ -639,3 +639,35 @@ def test_a_correction_to_seasonal_naive_is_tried_where_the_adapter_validates_wor
     assert len(built) == 1
     fit([1.0], choose_normalization=False)
     assert len(built) == 1
+
+
+def test_rolling_origins_add_held_out_forecasts_from_adapters_that_never_saw_them(
+    monkeypatch, caplog, tmp_path
+):
+    trained = []
+    real_fit = forecaster_module.fit
+
+    def spy(model, train_set, val_set, config, **options):
+        trained.append(len(train_set))
+        return real_fit(model, train_set, val_set, config, **options)
+
+    monkeypatch.setattr(forecaster_module, "fit", spy)
+    df = frame((200,), ("h",))
+    settings = dict(val_size=20, choose_normalization=False)
+    base = forecaster(**settings).fit(df)
+    trained.clear()
+    fc = forecaster(**settings, calibration_origins=2).fit(df)
+    assert len(base.calibration) == 9 and len(fc.calibration) == 27  # 20 - 12 + 1 windows an origin
+    np.testing.assert_allclose(fc.calibration[:9], base.calibration)  # the same adapter's validation
+    # training windows (look-back 48 + horizon 12): the adapter on 200 - 20 rows, origin k on 20 k fewer
+    assert trained == [180 - 60 + 1, 160 - 60 + 1, 140 - 60 + 1]
+    assert len(fc.models) == 1 and fc.models[0] is not None  # the forecasting adapter is the first one
+    np.testing.assert_allclose(fc.predict().TimeLLM, base.predict().TimeLLM, rtol=1e-6)
+    fc.save_pretrained(tmp_path / "adapter")
+    loaded = TimeLLMForecaster.from_pretrained(tmp_path / "adapter")
+    assert loaded.calibration_origins == 2 and len(loaded.calibration) == 27
+    with caplog.at_level(logging.INFO, logger="timellm"):  # 200 rows hold 6 origins of 20 steps
+        many = forecaster(**settings, calibration_origins=9).fit(df)
+    assert len(many.calibration) == 7 * 9 and "calibration origin 7: no series has 80 rows" in caplog.text
+    with pytest.raises(InputDataError, match="calibration_origins must be an integer of at least 0"):
+        forecaster(calibration_origins=-1)

@@ -64,6 +64,7 @@ SETTING_FLAGS = {
     "val_size": "--val-size",
     "max_steps": "--max-steps",
     "ensemble": "--ensemble",
+    "calibration_origins": "--calibration-origins",
     "id_col": "--id-col",
     "time_col": "--time-col",
     "target_col": "--target-col",

@@ -88,7 +88,16 @@ def add_commands(sub) -> None:
     add_common(p)
 
 
-TRAINING_OPTIONS = ("backbone", "description", "max_steps", "ensemble", "val_size", "overrides", "save")
+TRAINING_OPTIONS = (
+    "backbone",
+    "description",
+    "max_steps",
+    "ensemble",
+    "calibration_origins",
+    "val_size",
+    "overrides",
+    "save",
+)
 
 
 def _add_user_data_options(p: argparse.ArgumentParser) -> None:
@@ -123,6 +132,13 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help="adapters trained with consecutive seeds on an equal share of --max-steps each, their "
         "forecasts averaged (default 1)",
+    )
+    p.add_argument(
+        "--calibration-origins",
+        type=int,
+        help="more held-out forecasts for the intervals: K rolling origins, each an adapter trained "
+        "without the last K x --val-size steps that forecasts the steps after them (one training "
+        "more each; default 0)",
     )
     p.add_argument(
         "--val-size",
@@ -229,6 +245,7 @@ def _forecaster(args):
         execution=execution_settings(settings["execution"]),
         max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
         ensemble=1 if args.ensemble is None else args.ensemble,
+        calibration_origins=args.calibration_origins or 0,
         # --set normalization=... (period, zero_head) is a choice made: then no other is tried
         choose_normalization=not {"normalization", "period", "zero_head"} & set(model),
         val_size=args.val_size,

@@ -133,6 +133,11 @@ class TimeLLMForecaster:
             beat seasonal naive on the validation windows, also train a correction to seasonal naive
             (normalisation ``seasonal`` at the data's season, a zero head) and keep the one that
             validates better; off when ``config`` or the settings choose a normalisation themselves.
+        calibration_origins: more held-out forecasts for the intervals, from rolling origins over
+            the training part: for k = 1..K an adapter is trained on every series without its last
+            k x ``val_size`` steps, and its forecasts of the ``val_size`` steps after its data (which
+            it never saw) join the validation windows' conformity scores; each origin costs one
+            training more (default 0: the validation windows only).
         ensemble: adapters trained with consecutive seeds on an equal share of ``max_steps`` each
             (the training costs what one adapter's does), their forecasts averaged (default 1).
         val_size: steps at the end of every series held out for validation and for calibrating
@@ -169,6 +174,7 @@ class TimeLLMForecaster:
         max_steps: int | None = DEFAULT_MAX_STEPS,
         ensemble: int = 1,
         choose_normalization: bool = True,
+        calibration_origins: int = 0,
         val_size: int | None = None,
         id_col: str = "unique_id",
         time_col: str = "ds",
@@ -181,6 +187,11 @@ class TimeLLMForecaster:
         if max_steps is not None:
             check_positive("max_steps", max_steps)
         check_positive("ensemble", ensemble)
+        if not is_int(calibration_origins) or calibration_origins < 0:
+            raise InputDataError(
+                f"calibration_origins must be an integer of at least 0, found {calibration_origins!r}"
+            )
+        self.calibration_origins = calibration_origins
         if val_size is not None and (not is_int(val_size) or val_size < horizon):
             raise InputDataError(
                 f"val_size must be an integer of at least the horizon ({horizon}), found {val_size!r}: "
@@ -522,6 +533,7 @@ class TimeLLMForecaster:
             "val_size": self.val_size,
             "max_steps": self.max_steps,
             "choose_normalization": self.choose_normalization,
+            "calibration_origins": self.calibration_origins,
             "train": self.train_config.to_dict(),
         }
         write_record(directory, settings, len(self.models), self.calibration, self.calibration_constant)
@@ -586,6 +598,7 @@ class TimeLLMForecaster:
             max_steps=record.get("max_steps", DEFAULT_MAX_STEPS),
             ensemble=record.get("ensemble", 1),
             choose_normalization=record.get("choose_normalization", True),
+            calibration_origins=record.get("calibration_origins", 0),
             val_size=record.get("val_size"),
             interpolate=record.get("interpolate", False),
             **record.get("columns", {}),
@@ -701,6 +714,8 @@ class TimeLLMForecaster:
         )
         self.config, self.models, self.fit_results, held_out = trainer.run(data, val, context)
         self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
+        if self.calibration_origins:
+            self._rolling_origin_scores(data, val, context)
         logger.info(
             "prediction intervals: calibrated on %d held-out validation windows (%d series)%s",
             len(self.calibration),
@@ -714,6 +729,56 @@ class TimeLLMForecaster:
         """With ``seq_len="auto"``: set the look-back for ``data`` (:func:`~.lengths.auto_look_back`)."""
         if self.auto_seq_len:
             self.config = lengths.auto_look_back(self.config, data, val, context)
+
+    def _rolling_origin_scores(self, data: SeriesSet, val: int, context: str = "") -> None:
+        """Add the conformity scores of ``calibration_origins`` rolling origins (the constructor's
+        ``calibration_origins``): origin k trains an adapter of the kept config on every series
+        without its last k x ``val`` steps, and scores its forecasts of the ``val`` steps after them."""
+        c = self.config
+        kept = self.models
+        scores, constant = [self.calibration], self.calibration_constant
+        try:
+            for k in range(1, self.calibration_origins + 1):
+                cut = [
+                    s.head(len(s) - k * val) for s in data if len(s) - k * val >= c.seq_len + c.pred_len + val
+                ]
+                if not cut:
+                    logger.info(
+                        "calibration origin %d: no series has %d rows before its last %d x %d steps; "
+                        "the intervals calibrate on %d origin(s)",
+                        k,
+                        c.seq_len + c.pred_len + val,
+                        k,
+                        val,
+                        k - 1,
+                    )
+                    break
+                trainer = AdapterTraining(
+                    c,
+                    self.train_config,
+                    self.execution,
+                    max_steps=self.max_steps,
+                    ensemble=self.ensemble,
+                    choose_normalization=False,
+                    backbone=kept[0].backbone,
+                )
+                where = f"{context}, calibration origin {k}".lstrip(", ")
+                _, self.models, _, _ = trainer.run(SeriesSet(cut, data.format), val, where)
+                # the val steps after each cut: the main adapter trained on them, this one never saw them
+                ahead = [
+                    s.head(len(s) - (k - 1) * val)
+                    for s in data
+                    if len(s) - k * val >= c.seq_len + c.pred_len + val
+                ]
+                more, left_out = self._conformity_scores(ahead, val)
+                scores.append(more)
+                constant += left_out
+                logger.info(
+                    "calibration origin %d: %d held-out forecasts more (%d series)", k, len(more), len(ahead)
+                )
+        finally:
+            self.models = kept
+        self.calibration, self.calibration_constant = np.concatenate(scores), constant
 
     def _conformity_scores(self, series: list[Series], val: int) -> tuple[np.ndarray, int]:
         """Conformity scores of the validation windows (stride 1; an even sample of at most

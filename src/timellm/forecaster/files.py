@@ -34,6 +34,7 @@ FORECASTER_KEYS = frozenset(
         "max_steps",
         "ensemble",
         "choose_normalization",
+        "calibration_origins",
         "train",
         "calibration",
         "calibration_constant",
@@ -120,6 +121,10 @@ def check_record(record: dict[str, Any], config: TimeLLMConfig, path: Path) -> N
         refuse("val_size", f"null or an integer of at least the horizon {config.pred_len}")
     if record.get("max_steps") is not None and (not is_int(record["max_steps"]) or record["max_steps"] < 1):
         refuse("max_steps", "null or a positive integer")
+    if "calibration_origins" in record and (
+        not is_int(record["calibration_origins"]) or record["calibration_origins"] < 0
+    ):
+        refuse("calibration_origins", "the number of rolling origins (an integer of at least 0)")
     if "ensemble" in record and (not is_int(record["ensemble"]) or record["ensemble"] < 1):
         refuse("ensemble", "the number of adapters saved (a positive integer)")
     if "train" in record and not isinstance(record["train"], dict):

@@ -47,6 +47,7 @@ class AdapterTraining:
         max_steps: int | None,
         ensemble: int,
         choose_normalization: bool,
+        backbone: Backbone | None = None,
     ):
         self.config = config
         self.train_config = train_config
@@ -54,6 +55,7 @@ class AdapterTraining:
         self.max_steps = max_steps
         self.ensemble = ensemble
         self.choose_normalization = choose_normalization
+        self.backbone = backbone  # an already loaded backbone to train on (else loaded once here)
         self.models: list[TimeLLM] = []
         self.results: list[FitResult] = []
 
@@ -112,7 +114,9 @@ class AdapterTraining:
             "val": val,
         }
         describe["steps"] = steps or 0
-        self.models, self.results = self._train(c, train_set, val_set, train_config, members, describe)
+        self.models, self.results = self._train(
+            c, train_set, val_set, train_config, members, describe, backbone=self.backbone
+        )
         period = self._correction_period(data)
         if period:
             self._choose_normalization(c, period, train_set, val_set, train_config, members)
