@@ -744,13 +744,14 @@ class TimeLLMForecaster:
                 ]
                 if not cut:
                     logger.info(
-                        "calibration origin %d: no series has %d rows before its last %d x %d steps; "
-                        "the intervals calibrate on %d origin(s)",
+                        "calibration origin %d: no series has %d rows (look-back + horizon + validation) "
+                        "before its last %d steps; the intervals calibrate on %s",
                         k,
                         c.seq_len + c.pred_len + val,
-                        k,
-                        val,
-                        k - 1,
+                        k * val,
+                        f"{k - 1} origin(s) besides the validation windows"
+                        if k > 1
+                        else "the validation windows only",
                     )
                     break
                 trainer = AdapterTraining(
