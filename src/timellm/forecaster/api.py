@@ -715,11 +715,14 @@ class TimeLLMForecaster:
         self.config, self.models, self.fit_results, held_out = trainer.run(data, val, context)
         self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
         if self.calibration_origins:
-            self._rolling_origin_scores(data, val, context)
+            self._rolling_origin_scores(data, val, context, trainer.validate_start)
         logger.info(
-            "prediction intervals: calibrated on %d held-out validation windows (%d series)%s",
+            "prediction intervals: calibrated on %d held-out forecasts (%d series%s)%s",
             len(self.calibration),
             len(held_out),
+            f"; validation windows and {self.calibration_origins} rolling origin(s)"
+            if self.calibration_origins
+            else "; their validation windows",
             f"; {self.calibration_constant} more had a constant look-back (no error scale)"
             if self.calibration_constant
             else "",
@@ -730,7 +733,9 @@ class TimeLLMForecaster:
         if self.auto_seq_len:
             self.config = lengths.auto_look_back(self.config, data, val, context)
 
-    def _rolling_origin_scores(self, data: SeriesSet, val: int, context: str = "") -> None:
+    def _rolling_origin_scores(
+        self, data: SeriesSet, val: int, context: str = "", validate_start: bool = False
+    ) -> None:
         """Add the conformity scores of ``calibration_origins`` rolling origins (the constructor's
         ``calibration_origins``): origin k trains an adapter of the kept config on every series
         without its last k x ``val`` steps, and scores its forecasts of the ``val`` steps after them."""
@@ -760,8 +765,9 @@ class TimeLLMForecaster:
                     self.execution,
                     max_steps=self.max_steps,
                     ensemble=self.ensemble,
-                    choose_normalization=False,
+                    choose_normalization=False,  # the kept config, trained as it was
                     backbone=kept[0].backbone,
+                    validate_start=validate_start,
                 )
                 where = f"{context}, calibration origin {k}".lstrip(", ")
                 _, self.models, _, _ = trainer.run(SeriesSet(cut, data.format), val, where)

@@ -48,6 +48,7 @@ class AdapterTraining:
         ensemble: int,
         choose_normalization: bool,
         backbone: Backbone | None = None,
+        validate_start: bool = False,
     ):
         self.config = config
         self.train_config = train_config
@@ -56,6 +57,9 @@ class AdapterTraining:
         self.ensemble = ensemble
         self.choose_normalization = choose_normalization
         self.backbone = backbone  # an already loaded backbone to train on (else loaded once here)
+        # the untrained adapters compete with their epochs (fit's validate_start); set once a
+        # correction to seasonal naive is kept, so that refits of it train the same way
+        self.validate_start = validate_start
         self.models: list[TimeLLM] = []
         self.results: list[FitResult] = []
 
@@ -115,7 +119,14 @@ class AdapterTraining:
         }
         describe["steps"] = steps or 0
         self.models, self.results = self._train(
-            c, train_set, val_set, train_config, members, describe, backbone=self.backbone
+            c,
+            train_set,
+            val_set,
+            train_config,
+            members,
+            describe,
+            backbone=self.backbone,
+            validate_start=self.validate_start,
         )
         period = self._correction_period(data)
         if period:
@@ -224,6 +235,7 @@ class AdapterTraining:
         )
         if keep:
             self.config, self.models, self.results = alternative, models, results
+            self.validate_start = True
 
 
 def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainConfig:
