@@ -136,7 +136,7 @@ def main() -> None:
     markdown = "\n".join(lines)
     out.with_suffix(".md").write_text(
         f"# A default fit on {args.series} short series\n\n"
-        f"`python scripts/many_series.py --series {args.series}` on {cpu}, {torch.get_num_threads()} thread(s), other jobs sharing the cores.\n\n"
+        f"`python scripts/many_series.py --series {args.series}` on {cpu}, {torch.get_num_threads()} thread(s).\n\n"
         f"{markdown}\n"
     )
     print(markdown)
