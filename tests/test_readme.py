@@ -76,3 +76,12 @@ def test_relative_links_resolve(document):
         elif not path.is_relative_to(ROOT):
             broken.append(f"{target} (outside the repository)")
     assert not broken, f"{document.name}: " + ", ".join(broken)
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_documents_speak_of_the_product_not_of_how_it_was_made(document):
+    """No commit hash (a results CSV may record one in a column) and no word of work sessions."""
+    text = document.read_text()
+    hashes = re.findall(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b", text)
+    assert not hashes, f"{document.name}: commit hashes {hashes[:3]}"
+    assert not re.search(r"\bsessions?\b", text, re.IGNORECASE), f"{document.name} speaks of a session"

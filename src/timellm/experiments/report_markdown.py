@@ -29,8 +29,6 @@ def _cell(value: Any, column: str) -> str:
         return f"{value:.3f}" if column.endswith("smape") else f"{value:.4f}"
     if column == "command":
         return f"`{value}`"
-    if column == "commit":
-        return ",".join(c[:8] + ("-dirty" if c.endswith("-dirty") else "") for c in str(value).split(","))
     return str(value).replace("|", "\\|")
 
 
@@ -39,26 +37,26 @@ MARKDOWN_COLUMNS = {
         "dataset", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std", "seeds",
         "paper_mse", "paper_mae", "rel_mse", "rel_mae", "paper_patchtst_avg_mse", "paper_dlinear_avg_mse",
         "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
-        "precision", "train_seconds", "test_series_per_s", "commit",
+        "precision", "train_seconds", "test_series_per_s",
     ],
     "few_shot": [
         "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
         "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
-        "train_seconds", "commit",
+        "train_seconds",
     ],
     "zero_shot": [
         "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
         "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
-        "train_seconds", "commit",
+        "train_seconds",
     ],
     "m4": [
         "frequency", "variant", "series", "backbone", "llm_layers", "smape", "mase", "owa", "owa_std",
         "seeds", "naive2_smape",
         "naive2_mase", "snaive_smape", "snaive_mase", "snaive_owa", "paper_smape", "paper_mase",
         "paper_owa", "rel_smape", "rel_mase", "rel_owa",
-        "budget", "train_seconds", "commit",
+        "budget", "train_seconds",
     ],
 }  # fmt: skip
 
@@ -91,7 +89,7 @@ def render_markdown(protocol: str, table: pd.DataFrame) -> str:
             protocol, ""
         )
         + "; average rows beside the paper's averages (the CSV's `paper_note` names each cell). "
-        "Relative difference = (ours - paper) / paper."
+        "Relative difference = (ours - paper) / paper. The CSV records the commit of every row."
     )
     caveats = sorted(
         {n for n in table["paper_note"].dropna() if "no " in n or "not like" in n or "printed" in n}
