@@ -613,7 +613,7 @@ class TimeLLMForecaster:
                 training=False,
                 batch_setting="train_config.eval_batch_size",
             )
-        for k in range(record.get("ensemble", 1)):  # the members share the first one's backbone
+        for k in range(forecaster.ensemble):  # the members share the first one's backbone
             folder = member_folder(directory, k)
             if k:
                 _check_member(folder, config_data)
@@ -740,55 +740,49 @@ class TimeLLMForecaster:
         ``calibration_origins``): origin k trains an adapter of the kept config on every series
         without its last k x ``val`` steps, and scores its forecasts of the ``val`` steps after them."""
         c = self.config
-        kept = self.models
+        needed = c.seq_len + c.pred_len + val  # rows before a cut for a training window and validation
         scores, constant = [self.calibration], self.calibration_constant
-        try:
-            for k in range(1, self.calibration_origins + 1):
-                cut = [
-                    s.head(len(s) - k * val) for s in data if len(s) - k * val >= c.seq_len + c.pred_len + val
-                ]
-                if not cut:
-                    logger.info(
-                        "calibration origin %d: no series has %d rows (look-back + horizon + validation) "
-                        "before its last %d steps; the intervals calibrate on %s",
-                        k,
-                        c.seq_len + c.pred_len + val,
-                        k * val,
-                        f"{k - 1} origin(s) besides the validation windows"
-                        if k > 1
-                        else "the validation windows only",
-                    )
-                    break
-                trainer = AdapterTraining(
-                    c,
-                    self.train_config,
-                    self.execution,
-                    max_steps=self.max_steps,
-                    ensemble=self.ensemble,
-                    choose_normalization=False,  # the kept config, trained as it was
-                    backbone=kept[0].backbone,
-                    validate_start=validate_start,
-                )
-                where = f"{context}, calibration origin {k}".lstrip(", ")
-                _, self.models, _, _ = trainer.run(SeriesSet(cut, data.format), val, where)
-                # the val steps after each cut: the main adapter trained on them, this one never saw them
-                ahead = [
-                    s.head(len(s) - (k - 1) * val)
-                    for s in data
-                    if len(s) - k * val >= c.seq_len + c.pred_len + val
-                ]
-                more, left_out = self._conformity_scores(ahead, val)
-                scores.append(more)
-                constant += left_out
+        for k in range(1, self.calibration_origins + 1):
+            room = [s for s in data if len(s) - k * val >= needed]
+            if not room:
                 logger.info(
-                    "calibration origin %d: %d held-out forecasts more (%d series)", k, len(more), len(ahead)
+                    "calibration origin %d: no series has %d rows (look-back + horizon + validation) "
+                    "before its last %d steps; the intervals calibrate on %s",
+                    k,
+                    needed,
+                    k * val,
+                    f"{k - 1} origin(s) besides the validation windows"
+                    if k > 1
+                    else "the validation windows only",
                 )
-        finally:
-            self.models = kept
+                break
+            trainer = AdapterTraining(
+                c,
+                self.train_config,
+                self.execution,
+                max_steps=self.max_steps,
+                ensemble=self.ensemble,
+                choose_normalization=False,  # the kept config, trained as it was
+                backbone=self.models[0].backbone,
+                validate_start=validate_start,
+            )
+            cut = SeriesSet([s.head(len(s) - k * val) for s in room], data.format)
+            _, models, _, _ = trainer.run(cut, val, f"{context}, calibration origin {k}".lstrip(", "))
+            # the val steps after each cut: the main adapter trained on them, this one never saw them
+            ahead = [s.head(len(s) - (k - 1) * val) for s in room]
+            more, left_out = self._conformity_scores(ahead, val, models)
+            scores.append(more)
+            constant += left_out
+            logger.info(
+                "calibration origin %d: %d held-out forecasts more (%d series)", k, len(more), len(ahead)
+            )
         self.calibration, self.calibration_constant = np.concatenate(scores), constant
 
-    def _conformity_scores(self, series: list[Series], val: int) -> tuple[np.ndarray, int]:
-        """Conformity scores of the validation windows (stride 1; an even sample of at most
+    def _conformity_scores(
+        self, series: list[Series], val: int, models: list[TimeLLM] | None = None
+    ) -> tuple[np.ndarray, int]:
+        """Conformity scores of ``models``' forecasts (default: this forecaster's adapters) of the
+        windows in the last ``val`` steps of each series (stride 1; an even sample of at most
         :data:`~timellm.evaluation.conformal.MAX_CALIBRATION_WINDOWS` of them): ((n, H), the
         windows left out for a constant look-back).
         """
@@ -799,7 +793,7 @@ class TimeLLMForecaster:
         if not pairs:
             return np.empty((0, h)), 0
         ends = [end for _, end in pairs]
-        forecasts = np.stack(self._forecast([s for s, _ in pairs], ends))  # (n, H)
+        forecasts = np.stack(self._forecast([s for s, _ in pairs], ends, models))  # (n, H)
         truth = np.stack([s.values[end : end + h] for s, end in pairs])  # (n, H)
         return conformity_scores(self._pasts([s for s, _ in pairs], ends), forecasts, truth)
 
@@ -820,8 +814,11 @@ class TimeLLMForecaster:
         )
 
     @torch.no_grad()
-    def _forecast(self, series: SeriesSet | list[Series], ends: list[int]) -> list[np.ndarray]:
-        """The forecast from the ``seq_len`` rows before row ``ends[i]`` of ``series[i]``: (H,) each."""
+    def _forecast(
+        self, series: SeriesSet | list[Series], ends: list[int], models: list[TimeLLM] | None = None
+    ) -> list[np.ndarray]:
+        """The forecast from the ``seq_len`` rows before row ``ends[i]`` of ``series[i]``: (H,) each,
+        the mean of ``models`` (default: this forecaster's adapters)."""
         t = self.seq_len
         pasts = np.stack([s.values[end - t : end] for s, end in zip(series, ends, strict=True)])  # (n, T)
         mean = pasts.mean(axis=1, keepdims=True)  # (n, 1): the look-back's own statistics, so that a
@@ -829,7 +826,10 @@ class TimeLLMForecaster:
         std[std == 0] = 1.0
         scaled = torch.as_tensor((pasts - mean) / std, dtype=torch.float32)[:, :, None]  # (n, T, 1)
         outputs = torch.stack(  # (n, H, 1): the mean forecast of the ensemble's members
-            [predict(model, scaled, batch_size=self.train_config.eval_batch_size) for model in self.models]
+            [
+                predict(model, scaled, batch_size=self.train_config.eval_batch_size)
+                for model in models or self.models
+            ]
         ).mean(dim=0)
         preds = outputs[:, :, 0].numpy().astype(np.float64) * std + mean  # (n, H)
         constant = np.ptp(pasts, axis=1) == 0

@@ -116,8 +116,8 @@ class AdapterTraining:
             "series": len(train_sets),
             "val_windows": len(val_set),
             "val": val,
+            "steps": steps or 0,
         }
-        describe["steps"] = steps or 0
         self.models, self.results = self._train(
             c,
             train_set,
