@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -338,3 +339,44 @@ def test_validate_start_keeps_the_untrained_adapter_where_training_only_hurts():
         config,
     )
     assert without.best_epoch >= 1 and without.history[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("naive_loss", [0.0, float("inf")], ids=["adapter-loses", "adapter-wins"])
+def test_choose_normalization_weighs_a_correction_to_seasonal_naive_on_validation(
+    tmp_path, monkeypatch, naive_loss
+):
+    """Where the adapter validates worse than seasonal naive, a correction trains too and the
+    better of the two on validation is kept, saved and tested; where it validates better, nothing
+    else trains."""
+    import timellm.experiments.runs as runs
+
+    monkeypatch.setattr(runs, "seasonal_naive_loss", lambda *args: naive_loss)
+    preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "choose_normalization": True})
+    metrics = train_and_test(preset, tmp_path / "run", command="test")
+    choice = metrics["normalization_choice"]
+    assert choice["seasonal_naive"] == naive_loss and choice["revin"] > 0
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    if naive_loss == 0.0:
+        assert choice["correction"] is not None
+        assert (history.get("candidate") == "correction").sum() == 2  # epoch 0 (untrained) and 1
+        better = "correction" if choice["correction"] < choice["revin"] else "revin"
+    else:
+        assert choice["correction"] is None and "candidate" not in history
+        better = "revin"
+    assert choice["kept"] == better
+    assert metrics["normalization"] == ("seasonal" if better == "correction" else "revin")
+    assert metrics["best_val_loss"] == choice[better]
+    _, model = load_run(tmp_path / "run")  # the adapter saved is the one kept, and tests the same
+    assert model.config.normalization == metrics["normalization"]
+    assert evaluate_run(tmp_path / "run", full=False)["mse"] == pytest.approx(metrics["mse"], rel=1e-5)
+
+
+def test_choose_normalization_needs_a_revin_adapter(tmp_path):
+    preset = get_preset("ETTh1-96").with_overrides(
+        {**TINY_RUN, "choose_normalization": True, "normalization": "last"}
+    )
+    with pytest.raises(ValueError, match="needs normalization=revin and zero_head=false .found last"):
+        train_and_test(preset, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="choose_normalization must be true or false, found 'yes'"):
+        train_and_test(preset.with_overrides({"choose_normalization": "yes"}), tmp_path / "run")

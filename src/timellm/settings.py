@@ -20,9 +20,12 @@ from timellm.model.precision import AUTOCAST_DTYPES
 from timellm.training.config import TrainConfig
 
 # settings of a run that are neither model nor training settings: max_test_windows (score an evenly
-# spaced subset of the test windows) and refit (M4: once validation has chosen the epoch count,
+# spaced subset of the test windows), refit (M4: once validation has chosen the epoch count,
 # train a fresh adapter on the whole training series for that many epochs and forecast with it)
-RUN_FIELDS = ("max_test_windows", "refit")
+# and choose_normalization (long-term, few-shot and zero-shot runs: where the trained adapter does
+# not beat seasonal naive on validation, also train a correction to seasonal naive and keep the
+# one that validates better)
+RUN_FIELDS = ("max_test_windows", "refit", "choose_normalization")
 # how the model executes, chosen per run; autocast follows the run's precision (train.precision),
 # so it is not a setting of its own
 EXECUTION_FIELDS = tuple(f.name for f in fields(ExecutionSettings) if f.name != "autocast_dtype")

@@ -7,11 +7,13 @@ serve Time-LLM and its baselines alike (SPEC §5, the critique of Tan et al.).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from timellm.model.config import NORMALIZATIONS
 from timellm.model.layers import normalize, revin_denormalize
@@ -47,6 +49,18 @@ def seasonal_naive_forecast(past: torch.Tensor, pred_len: int, period: int) -> t
     season = past[:, past.shape[1] - period :, :]  # (B, period, N)
     steps = torch.arange(pred_len, device=past.device) % period  # (H,)
     return season[:, steps, :]
+
+
+@torch.no_grad()
+def seasonal_naive_loss(windows: Dataset, pred_len: int, period: int, loss: Callable) -> float:
+    """``loss`` of seasonal naive's forecasts over every (past, future) pair of ``windows``: the
+    validation loss a model must beat to be worth more than repeating the last season."""
+    if len(windows) == 0:
+        raise ValueError("seasonal_naive_loss needs at least one window")
+    past, future = (
+        torch.stack(part) for part in zip(*(windows[i] for i in range(len(windows))), strict=True)
+    )
+    return float(loss(seasonal_naive_forecast(past, pred_len, period), future))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from accelerate import PartialState
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
+from timellm.evaluation.baselines import seasonal_naive_loss
 from timellm.evaluation.scoring import evaluate
 from timellm.experiments.folders import (
     ADAPTER_DIR,
@@ -37,7 +39,7 @@ from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
-from timellm.training.loop import TrainConfig, fit, make_accelerator, run_precision
+from timellm.training.loop import LOSSES, TrainConfig, fit, make_accelerator, run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +80,18 @@ def train_and_test(
         raise ValueError(
             "refit applies to M4 runs only: the long-term protocols select and test on fixed splits"
         )
+    choose = preset.run.get("choose_normalization", False)
+    if not isinstance(choose, bool):
+        raise ValueError(f"choose_normalization must be true or false, found {choose!r}")
     # read the data first: a missing file must not leave an empty run folder behind
     splits = load_splits(preset.dataset, model_config.seq_len, model_config.pred_len, data_dir, percent)
+    if choose and not model_config.correctable(splits.period):
+        raise ValueError(
+            "choose_normalization weighs a RevIN adapter against a correction to seasonal naive: it "
+            f"needs normalization=revin and zero_head=false (found {model_config.normalization}, "
+            f"zero_head={str(model_config.zero_head).lower()}) and {splits.name}'s season "
+            f"({splits.period} steps) above one step and within the look-back ({model_config.seq_len})"
+        )
     test_splits = splits
     if test_dataset is not None and test_dataset != preset.dataset:
         test_splits = load_splits(test_dataset, model_config.seq_len, model_config.pred_len, data_dir)
@@ -150,7 +162,15 @@ def train_and_test(
         result = fit(
             model, train_set, val_set, train_config, accelerator, checkpoint_dir=checkpoint_dir, resume=resume
         )
-        folder.write_history(result.history)
+        history, choice = result.history, {}
+        if choose:
+            model, result, choice, correction_history = _choose_normalization(
+                model, result, train_set, val_set, splits.period, preset, accelerator
+            )
+            model_config = model.config
+            # both trainings, the correction's epochs marked as such
+            history = history + [{**row, "candidate": "correction"} for row in correction_history]
+        folder.write_history(history)
         if main:
             model.save_pretrained(folder.adapter_dir)
 
@@ -174,6 +194,8 @@ def train_and_test(
                 "epochs_run": result.epochs_run,
                 "steps": result.steps,
                 "best_val_loss": result.best_val_loss,
+                "normalization": model_config.normalization,
+                **({"normalization_choice": choice} if choice else {}),
                 # the selected adapter on the validation windows, comparable across losses
                 **{f"val_{name}": value for name, value in result.val_scores.items()},
                 "train_seconds": round(result.train_seconds, 1),
@@ -203,6 +225,63 @@ def train_and_test(
     for suffix in ("", ".previous", ".partial"):
         shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
     return metrics
+
+
+def _choose_normalization(model, result, train_set, val_set, period, preset, accelerator):
+    """The run setting ``choose_normalization``: where the trained RevIN adapter's validation loss
+    is above seasonal naive's, train a correction to seasonal naive too (normalisation
+    ``seasonal``, a zero head, on the same backbone; its untrained state, seasonal naive itself,
+    competes as epoch 0) and keep whichever validates better. Chosen on validation only.
+
+    Returns the model kept, its training, what was weighed (validation losses and the choice), and
+    the correction's training history (empty where none trained).
+    """
+    train_config = preset.train
+    naive = seasonal_naive_loss(val_set, model.config.pred_len, period, LOSSES[train_config.loss])
+    choice = {"revin": result.best_val_loss, "seasonal_naive": naive, "correction": None, "kept": "revin"}
+    if result.best_val_loss <= naive:
+        logger.info(
+            "validation loss %.4f, at or below seasonal naive's %.4f (season %d): kept the RevIN adapter",
+            result.best_val_loss,
+            naive,
+            period,
+        )
+        return model, result, choice, []
+    logger.info(
+        "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to seasonal "
+        "naive too (normalization=seasonal, period=%d, zero_head=true)",
+        result.best_val_loss,
+        naive,
+        period,
+        period,
+    )
+    correction = build_model(
+        model.config.seasonal_correction(period),
+        preset.execution,
+        train_config.seed,
+        backbone=getattr(model, "backbone", None),
+        precision=train_config.precision,
+    )
+    corrected = fit(correction, train_set, val_set, train_config, accelerator, validate_start=True)
+    choice["correction"] = corrected.best_val_loss
+    keep = corrected.best_val_loss < result.best_val_loss
+    logger.info(
+        "validation loss of the correction %.4f against the RevIN adapter's %.4f: kept the %s",
+        corrected.best_val_loss,
+        result.best_val_loss,
+        "correction" if keep else "RevIN adapter",
+    )
+    if not keep:
+        return model, result, choice, corrected.history
+    choice["kept"] = "correction"
+    history = corrected.history
+    # the two trainings' steps and seconds are both spent on the run
+    corrected = replace(
+        corrected,
+        steps=corrected.steps + result.steps,
+        train_seconds=corrected.train_seconds + result.train_seconds,
+    )
+    return correction, corrected, choice, history
 
 
 SEEDS_TABLE = "seeds.csv"

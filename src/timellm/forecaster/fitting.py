@@ -10,7 +10,6 @@ import math
 from dataclasses import replace
 
 import numpy as np
-import torch
 from torch.utils.data import ConcatDataset
 
 from timellm.backbones.loading import Backbone
@@ -18,7 +17,7 @@ from timellm.data.errors import SeriesLengthError
 from timellm.data.frequency import season_length
 from timellm.data.series import Series, SeriesSet
 from timellm.data.windows import WindowDataset
-from timellm.evaluation.baselines import seasonal_naive_forecast
+from timellm.evaluation.baselines import seasonal_naive_loss
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import check_memory
@@ -177,13 +176,13 @@ class AdapterTraining:
         and the default RevIN, the season that every series shares (from its frequency), when it
         is above one step and fits in the look-back; else None."""
         c = self.config
-        if not self.choose_normalization or c.normalization != "revin" or c.zero_head:
+        if not self.choose_normalization:
             return None
         periods = {season_length(s.freq) for s in data}
         if len(periods) != 1:
             return None
         period = periods.pop()
-        return period if 1 < period <= c.seq_len else None
+        return period if c.correctable(period) else None
 
     def _choose_normalization(
         self,
@@ -198,15 +197,11 @@ class AdapterTraining:
         train a correction to it (normalisation ``seasonal``, a zero head: the untrained forecast is
         seasonal naive, and it stays where training does not improve on it on validation) and keep
         whichever validates better."""
-        loss = LOSSES[train_config.loss]
         trained = float(np.mean([r.best_val_loss for r in self.results]))
-        past, future = (
-            torch.stack(part) for part in zip(*(val_set[i] for i in range(len(val_set))), strict=True)
-        )
-        naive = float(loss(seasonal_naive_forecast(past, config.pred_len, period), future))
+        naive = seasonal_naive_loss(val_set, config.pred_len, period, LOSSES[train_config.loss])
         if trained <= naive:
             return
-        alternative = config.replace(normalization="seasonal", period=period, zero_head=True)
+        alternative = config.seasonal_correction(period)
         logger.info(
             "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to "
             "seasonal naive too (normalization=seasonal, period=%d, zero_head=true)",

@@ -127,6 +127,17 @@ class TimeLLMConfig:
             raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
 
+    def seasonal_correction(self, period: int) -> TimeLLMConfig:
+        """This model as a correction to seasonal naive at ``period``: normalisation ``seasonal``
+        and a zero head, so that the untrained model forecasts seasonal naive exactly."""
+        return self.replace(normalization="seasonal", period=period, zero_head=True)
+
+    def correctable(self, period: int) -> bool:
+        """Whether :meth:`seasonal_correction` is an alternative to this model: it normalises by
+        mean and standard deviation (RevIN) from a drawn head, and ``period`` is a season above one
+        step that fits in the look-back."""
+        return self.normalization == "revin" and not self.zero_head and 1 < period <= self.seq_len
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
