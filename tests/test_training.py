@@ -12,7 +12,7 @@ from timellm.data import WindowDataset, load_splits
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import get_preset
 from timellm.experiments.runs import evaluate_run, load_run, score_splits, train_and_test, train_seeds
-from timellm.training.loop import TrainConfig, fit, make_adam, make_scheduler
+from timellm.training.loop import TrainConfig, evenly_spaced, fit, make_adam, make_scheduler
 
 
 def synthetic(rows=400, channels=2, seed=0):
@@ -350,9 +350,15 @@ def test_choose_normalization_weighs_a_correction_to_seasonal_naive_on_validatio
     else trains."""
     import timellm.experiments.runs as runs
 
-    monkeypatch.setattr(runs, "seasonal_naive_loss", lambda *args: naive_loss)
+    scored = []
+    monkeypatch.setattr(
+        runs, "seasonal_naive_loss", lambda windows, *args: scored.append(windows) or naive_loss
+    )
     preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "choose_normalization": True})
     metrics = train_and_test(preset, tmp_path / "run", command="test")
+    # seasonal naive is scored on the validation windows fit scores the adapter on (max_val_windows)
+    val = WindowDataset(load_splits("ETTh1", 48, 12).val, 48, 12)
+    assert len(scored) == 1 and len(scored[0]) == len(evenly_spaced(val, 32)) < len(val)
     choice = metrics["normalization_choice"]
     assert choice["seasonal_naive"] == naive_loss and choice["revin"] > 0
     history = pd.read_csv(tmp_path / "run" / "history.csv")
