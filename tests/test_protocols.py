@@ -24,6 +24,7 @@ from timellm.evaluation.scoring import naive_references
 from timellm.experiments.presets import PresetError, get_m4_preset, m4_presets
 from timellm.experiments.protocols import _m4_model, transfer_preset
 from timellm.experiments.report import ZERO_SHOT_CURVES, write_report
+from timellm.experiments.report_markdown import render_markdown
 from timellm.experiments.report_runs import classify, collect_runs
 from timellm.experiments.report_tables import PAPER_M4_AVERAGE, build_tables
 from timellm.model.config import ExecutionSettings
@@ -559,3 +560,22 @@ def test_report_merges_runs_that_differ_only_in_their_seed(tmp_path):
     single = table[table["run"] == "longer"].iloc[0]
     assert single.mse == 0.5 and pd.isna(single.mse_std) and pd.isna(single.seeds)
     assert len(table) == 2
+
+
+def test_report_names_the_normalisation_each_seed_chose(tmp_path):
+    root = tmp_path / "runs"
+    for seed, kept in ((2021, "revin"), (2022, "seasonal"), (2023, "revin")):
+        record, metrics = _long_term("ETTh1", 96, 0.5, 0.45, percent=10)
+        record["train"]["seed"] = seed
+        record["model"]["normalization"] = "revin"
+        record["run"] = {"choose_normalization": True}
+        metrics["normalization"] = kept
+        _fake_run(root / f"s{seed}", record, metrics)
+    record, metrics = _long_term("ETTh1", 96, 0.5, 0.45)
+    record["model"]["normalization"] = "revin"
+    _fake_run(root / "full", record, metrics)
+
+    tables = build_tables(collect_runs(root), root)
+    assert tables["few_shot"].iloc[0].normalization == "chosen: revin, seasonal, revin"
+    assert tables["long_term"].iloc[0].normalization == "revin"
+    assert "| chosen: revin, seasonal, revin |" in render_markdown("few_shot", tables["few_shot"])

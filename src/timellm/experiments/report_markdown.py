@@ -40,13 +40,13 @@ MARKDOWN_COLUMNS = {
         "precision", "train_seconds", "test_series_per_s",
     ],
     "few_shot": [
-        "dataset", "pred_len", "percent", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
+        "dataset", "pred_len", "percent", "backbone", "llm_layers", "normalization", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
         "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds",
     ],
     "zero_shot": [
-        "dataset", "target", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std",
+        "dataset", "target", "pred_len", "backbone", "llm_layers", "normalization", "mse", "mse_std", "mae", "mae_std",
         "seeds", "paper_mse",
         "paper_mae", "rel_mse", "rel_mae", "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
         "train_seconds",

@@ -47,6 +47,13 @@ def _provenance(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, An
     }
 
 
+def _normalization(record: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+    """The normalisation of the model tested; "chosen: ..." where the run chose it on validation
+    (the run setting ``choose_normalization``: ``seasonal`` is then the correction to seasonal naive)."""
+    used = metrics.get("normalization") or (record.get("model") or {}).get("normalization")
+    return f"chosen: {used}" if (record.get("run") or {}).get("choose_normalization") else used
+
+
 def _rate(metrics: dict[str, Any]) -> float | None:
     seconds, windows, channels = (metrics.get(k) for k in ("test_seconds", "test_windows", "channels"))
     if not seconds or not windows or not channels:
@@ -83,7 +90,12 @@ def _merge_seeds(rows: list[dict[str, Any]], metrics: Sequence[str] = ("mse", "m
         for metric in metrics:
             paper = merged.get(f"paper_{metric}")
             merged[f"rel_{metric}"] = relative(merged[metric], paper)
-        merged["seeds"] = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"] or 0))
+        ordered = sorted(group, key=lambda g: g["seed"] or 0)
+        merged["seeds"] = ",".join(str(g["seed"]) for g in ordered)
+        if len({g.get("normalization") for g in group}) > 1:  # chosen per seed: each seed's choice
+            merged["normalization"] = "chosen: " + ", ".join(
+                str(g.get("normalization")).removeprefix("chosen: ") for g in ordered
+            )
         merged["run"] = " + ".join(g["run"] for g in group)
         seconds = [g["train_seconds"] for g in group if g.get("train_seconds") is not None]
         merged["train_seconds"] = float(np.mean(seconds)) if seconds else None
@@ -106,6 +118,7 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "percent": r.get("percent", 100),
         "backbone": m.get("backbone", r.get("model", {}).get("backbone")),
         "llm_layers": m.get("llm_layers"),
+        "normalization": _normalization(r, m),
         "mse": m.get("mse"),
         "mae": m.get("mae"),
         "last_value_mse": baselines.get("last_value", {}).get("mse"),
