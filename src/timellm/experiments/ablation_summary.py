@@ -219,7 +219,8 @@ def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylabel("test MSE / Time-LLM's")
     ax.set_ylim(0.5, TOP + 0.1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
+    # beside the axes, not over the bars
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("Each variant's test MSE relative to Time-LLM (mean over seeds ± std)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
