@@ -579,3 +579,28 @@ def test_report_names_the_normalisation_each_seed_chose(tmp_path):
     assert tables["few_shot"].iloc[0].normalization == "chosen: revin, seasonal, revin"
     assert tables["long_term"].iloc[0].normalization == "revin"
     assert "| chosen: revin, seasonal, revin |" in render_markdown("few_shot", tables["few_shot"])
+
+
+def test_zero_shot_curves_draw_a_correction_apart_from_the_adapter(tmp_path, monkeypatch):
+    """A run that chose its normalisation trained twice: each training is its own curve, and the
+    one not kept says so."""
+    import timellm.plotting
+
+    record, metrics = _long_term("ETTh2", 96, 0.5, 0.43, test_dataset="ETTh1")
+    metrics["normalization_choice"] = {"kept": "correction"}
+    _fake_run(tmp_path / "runs" / "zs", record, metrics)
+    pd.DataFrame(
+        {
+            "steps": [84, 168, 0, 84],
+            "train_loss": [0.6, 0.5, None, 0.6],
+            "val_loss": [0.30, 0.29, 0.27, 0.28],
+            "candidate": [None, None, "correction", "correction"],
+        }
+    ).to_csv(tmp_path / "runs" / "zs" / "history.csv", index=False)
+    drawn = []
+    monkeypatch.setattr(timellm.plotting, "plot_training_curves", lambda panels, *args: drawn.extend(panels))
+    write_report(tmp_path / "runs", tmp_path / "report")
+    (panel,) = drawn
+    (adapter, first), (correction, second) = panel["runs"]
+    assert adapter == "seed None (not kept)" and list(first["steps"]) == [84, 168]
+    assert correction == "seed None, correction" and list(second["steps"]) == [0, 84]

@@ -214,7 +214,7 @@ def plot_training_curves(panels: list[dict], path: str | Path, title: str) -> Pa
         ax.set_xlabel("Adam steps")
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=5)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)

@@ -97,10 +97,19 @@ def _zero_shot_curves(runs: Sequence[Run], out_dir: Path) -> Path | None:
         title = f"{source} -> {target}, {horizon}, {loss.upper()} loss\n{target} test {mse:.3f} / {mae:.3f}{seeds}"
         if naive:
             title += f"; seasonal naive {naive['mse']:.3f} / {naive['mae']:.3f}"
-        curves = [
-            (f"seed {run.record.get('train', {}).get('seed')}", pd.read_csv(run.path / HISTORY))
-            for run in group
-        ]
+        curves = []
+        for run in group:
+            seed, history = run.record.get("train", {}).get("seed"), pd.read_csv(run.path / HISTORY)
+            # a run that chose its normalisation trained a correction to seasonal naive too: its own curve
+            candidate = (
+                history["candidate"] if "candidate" in history else pd.Series(None, index=history.index)
+            )
+            kept = run.metrics.get("normalization_choice", {}).get("kept")
+            first = " (not kept)" if kept == "correction" else ""
+            curves.append((f"seed {seed}{first}", history[candidate.isna()]))
+            if candidate.notna().any():
+                second = "" if kept == "correction" else " (not kept)"
+                curves.append((f"seed {seed}, correction{second}", history[candidate.notna()]))
         panels.append({"title": title, "runs": curves})
     return plot_training_curves(
         panels,
