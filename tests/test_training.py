@@ -348,11 +348,11 @@ def test_choose_normalization_weighs_a_correction_to_seasonal_naive_on_validatio
     """Where the adapter validates worse than seasonal naive, a correction trains too and the
     better of the two on validation is kept, saved and tested; where it validates better, nothing
     else trains."""
-    import timellm.experiments.runs as runs
+    import timellm.training.loop as loop
 
     scored = []
     monkeypatch.setattr(
-        runs, "seasonal_naive_loss", lambda windows, *args: scored.append(windows) or naive_loss
+        loop, "seasonal_naive_loss", lambda windows, *args: scored.append(windows) or naive_loss
     )
     preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "choose_normalization": True})
     metrics = train_and_test(preset, tmp_path / "run", command="test")

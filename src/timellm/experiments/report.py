@@ -101,15 +101,13 @@ def _zero_shot_curves(runs: Sequence[Run], out_dir: Path) -> Path | None:
         for run in group:
             seed, history = run.record.get("train", {}).get("seed"), pd.read_csv(run.path / HISTORY)
             # a run that chose its normalisation trained a correction to seasonal naive too: its own curve
-            candidate = (
-                history["candidate"] if "candidate" in history else pd.Series(None, index=history.index)
-            )
+            correction = history.get("candidate", pd.Series(index=history.index)).notna()
             kept = run.metrics.get("normalization_choice", {}).get("kept")
             first = " (not kept)" if kept == "correction" else ""
-            curves.append((f"seed {seed}{first}", history[candidate.isna()]))
-            if candidate.notna().any():
+            curves.append((f"seed {seed}{first}", history[~correction]))
+            if correction.any():
                 second = "" if kept == "correction" else " (not kept)"
-                curves.append((f"seed {seed}, correction{second}", history[candidate.notna()]))
+                curves.append((f"seed {seed}, correction{second}", history[correction]))
         panels.append({"title": title, "runs": curves})
     return plot_training_curves(
         panels,

@@ -21,7 +21,6 @@ from accelerate import PartialState
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
 from timellm.data.windows import WindowDataset
-from timellm.evaluation.baselines import seasonal_naive_loss
 from timellm.evaluation.scoring import evaluate
 from timellm.experiments.folders import (
     ADAPTER_DIR,
@@ -39,7 +38,13 @@ from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
-from timellm.training.loop import LOSSES, TrainConfig, evenly_spaced, fit, make_accelerator, run_precision
+from timellm.training.loop import (
+    TrainConfig,
+    fit,
+    make_accelerator,
+    run_precision,
+    seasonal_naive_val_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +242,7 @@ def _choose_normalization(model, result, train_set, val_set, period, preset, acc
     the correction's training history (empty where none trained).
     """
     train_config = preset.train
-    # on the validation windows fit scores, so that the two losses compare
-    val_windows = evenly_spaced(val_set, train_config.max_val_windows)
-    naive = seasonal_naive_loss(val_windows, model.config.pred_len, period, LOSSES[train_config.loss])
+    naive = seasonal_naive_val_loss(val_set, model.config.pred_len, period, train_config)
     choice = {"revin": result.best_val_loss, "seasonal_naive": naive, "correction": None, "kept": "revin"}
     if result.best_val_loss <= naive:
         logger.info(

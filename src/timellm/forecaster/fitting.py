@@ -17,12 +17,11 @@ from timellm.data.errors import SeriesLengthError
 from timellm.data.frequency import season_length
 from timellm.data.series import Series, SeriesSet
 from timellm.data.windows import WindowDataset
-from timellm.evaluation.baselines import seasonal_naive_loss
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import check_memory
 from timellm.model.modeling import TimeLLM
-from timellm.training.loop import LOSSES, FitResult, TrainConfig, evenly_spaced, fit
+from timellm.training.loop import FitResult, TrainConfig, fit, seasonal_naive_val_loss
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +197,7 @@ class AdapterTraining:
         seasonal naive, and it stays where training does not improve on it on validation) and keep
         whichever validates better."""
         trained = float(np.mean([r.best_val_loss for r in self.results]))
-        # on the validation windows fit scores, so that the two losses compare
-        val_windows = evenly_spaced(val_set, train_config.max_val_windows)
-        naive = seasonal_naive_loss(val_windows, config.pred_len, period, LOSSES[train_config.loss])
+        naive = seasonal_naive_val_loss(val_set, config.pred_len, period, train_config)
         if trained <= naive:
             return
         alternative = config.seasonal_correction(period)

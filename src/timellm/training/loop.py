@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
 from timellm.data.windows import WindowDataset
+from timellm.evaluation.baselines import seasonal_naive_loss
 from timellm.model.precision import ACCELERATE_PRECISION, PRECISION_OF_ACCELERATE, resolve_precision
 from timellm.training import checkpoint as ckpt
 from timellm.training.checkpoint import Progress, run_precision, trainable_state
@@ -300,6 +301,14 @@ def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is None or limit >= n:
         return dataset
     return Subset(dataset, np.linspace(0, n - 1, limit).round().astype(int).tolist())
+
+
+def seasonal_naive_val_loss(val_set: Dataset, pred_len: int, period: int, config: TrainConfig) -> float:
+    """Seasonal naive's validation loss as :func:`fit` scores an adapter: on the same evenly spaced
+    validation windows (``config.max_val_windows``) and in the training loss, so that it compares
+    with a :class:`FitResult`'s ``best_val_loss``."""
+    windows = evenly_spaced(val_set, config.max_val_windows)
+    return seasonal_naive_loss(windows, pred_len, period, LOSSES[config.loss])
 
 
 def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
