@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,12 @@ from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
 from timellm.training.loop import (
+    FitResult,
     TrainConfig,
+    choose_normalization,
     fit,
     make_accelerator,
     run_precision,
-    seasonal_naive_val_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -233,60 +234,41 @@ def train_and_test(
 
 
 def _choose_normalization(model, result, train_set, val_set, period, preset, accelerator):
-    """The run setting ``choose_normalization``: where the trained RevIN adapter's validation loss
-    is above seasonal naive's, train a correction to seasonal naive too (normalisation
-    ``seasonal``, a zero head, on the same backbone; its untrained state, seasonal naive itself,
-    competes as epoch 0) and keep whichever validates better. Chosen on validation only.
+    """The run setting ``choose_normalization`` (see :func:`choose_normalization`): the RevIN adapter
+    or, where it validates worse than seasonal naive and a correction to seasonal naive trained on
+    the same backbone validates better, that correction. Chosen on validation only.
 
     Returns the model kept, its training, what was weighed (validation losses and the choice), and
     the correction's training history (empty where none trained).
     """
     train_config = preset.train
-    naive = seasonal_naive_val_loss(val_set, model.config.pred_len, period, train_config)
-    choice = {"revin": result.best_val_loss, "seasonal_naive": naive, "correction": None, "kept": "revin"}
-    if result.best_val_loss <= naive:
-        logger.info(
-            "validation loss %.4f, at or below seasonal naive's %.4f (season %d): kept the RevIN adapter",
-            result.best_val_loss,
-            naive,
-            period,
+    trained: list[FitResult] = []  # the correction's training, kept or not
+
+    def train_correction() -> tuple[tuple[TimeLLM, FitResult], float]:
+        correction = build_model(
+            model.config.seasonal_correction(period),
+            preset.execution,
+            train_config.seed,
+            backbone=getattr(model, "backbone", None),
+            precision=train_config.precision,
         )
-        return model, result, choice, []
-    logger.info(
-        "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to seasonal "
-        "naive too (normalization=seasonal, period=%d, zero_head=true)",
-        result.best_val_loss,
-        naive,
-        period,
-        period,
+        trained.append(fit(correction, train_set, val_set, train_config, accelerator, validate_start=True))
+        return (correction, trained[0]), trained[0].best_val_loss
+
+    choice, kept = choose_normalization(
+        result.best_val_loss, val_set, model.config.pred_len, period, train_config, train_correction
     )
-    correction = build_model(
-        model.config.seasonal_correction(period),
-        preset.execution,
-        train_config.seed,
-        backbone=getattr(model, "backbone", None),
-        precision=train_config.precision,
-    )
-    corrected = fit(correction, train_set, val_set, train_config, accelerator, validate_start=True)
-    choice["correction"] = corrected.best_val_loss
-    keep = corrected.best_val_loss < result.best_val_loss
-    logger.info(
-        "validation loss of the correction %.4f against the RevIN adapter's %.4f: kept the %s",
-        corrected.best_val_loss,
-        result.best_val_loss,
-        "correction" if keep else "RevIN adapter",
-    )
-    if not keep:
-        return model, result, choice, corrected.history
-    choice["kept"] = "correction"
-    history = corrected.history
+    history = trained[0].history if trained else []
+    if kept is None:
+        return model, result, asdict(choice), history
+    correction, corrected = kept
     # the two trainings' steps and seconds are both spent on the run
     corrected = replace(
         corrected,
         steps=corrected.steps + result.steps,
         train_seconds=corrected.train_seconds + result.train_seconds,
     )
-    return correction, corrected, choice, history
+    return correction, corrected, asdict(choice), history
 
 
 SEEDS_TABLE = "seeds.csv"

@@ -21,7 +21,7 @@ from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import check_memory
 from timellm.model.modeling import TimeLLM
-from timellm.training.loop import FitResult, TrainConfig, fit, seasonal_naive_val_loss
+from timellm.training.loop import FitResult, TrainConfig, choose_normalization, fit
 
 logger = logging.getLogger(__name__)
 
@@ -196,39 +196,26 @@ class AdapterTraining:
         train a correction to it (normalisation ``seasonal``, a zero head: the untrained forecast is
         seasonal naive, and it stays where training does not improve on it on validation) and keep
         whichever validates better."""
-        trained = float(np.mean([r.best_val_loss for r in self.results]))
-        naive = seasonal_naive_val_loss(val_set, config.pred_len, period, train_config)
-        if trained <= naive:
-            return
         alternative = config.seasonal_correction(period)
-        logger.info(
-            "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to "
-            "seasonal naive too (normalization=seasonal, period=%d, zero_head=true)",
-            trained,
-            naive,
-            period,
-            period,
+
+        def train_correction() -> tuple[tuple[list[TimeLLM], list[FitResult]], float]:
+            models, results = self._train(
+                alternative,
+                train_set,
+                val_set,
+                train_config,
+                members,
+                backbone=self.models[0].backbone,
+                validate_start=True,
+            )
+            return (models, results), float(np.mean([r.best_val_loss for r in results]))
+
+        trained = float(np.mean([r.best_val_loss for r in self.results]))
+        _, kept = choose_normalization(
+            trained, val_set, config.pred_len, period, train_config, train_correction
         )
-        # the untrained correction is seasonal naive itself: it competes with the trained epochs
-        models, results = self._train(
-            alternative,
-            train_set,
-            val_set,
-            train_config,
-            members,
-            backbone=self.models[0].backbone,
-            validate_start=True,
-        )
-        corrected = float(np.mean([r.best_val_loss for r in results]))
-        keep = corrected < trained
-        logger.info(
-            "validation loss of the correction to seasonal naive %.4f against %.4f: %s",
-            corrected,
-            trained,
-            "kept the correction" if keep else "kept the first adapter",
-        )
-        if keep:
-            self.config, self.models, self.results = alternative, models, results
+        if kept is not None:
+            self.config, (self.models, self.results) = alternative, kept
             self.validate_start = True
 
 

@@ -19,9 +19,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ from timellm.training.checkpoint import Progress, run_precision, trainable_state
 from timellm.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOG_EVERY = 25  # batches between progress lines in the log when no progress bar is shown
 
@@ -309,6 +312,63 @@ def seasonal_naive_val_loss(val_set: Dataset, pred_len: int, period: int, config
     with a :class:`FitResult`'s ``best_val_loss``."""
     windows = evenly_spaced(val_set, config.max_val_windows)
     return seasonal_naive_loss(windows, pred_len, period, LOSSES[config.loss])
+
+
+@dataclass(frozen=True)
+class NormalizationChoice:
+    """What choosing the normalisation weighed on validation (losses as :func:`fit` scores them):
+    the RevIN adapter, seasonal naive, the correction to seasonal naive (None where none trained),
+    and which adapter was ``kept`` (``revin`` or ``correction``)."""
+
+    revin: float
+    seasonal_naive: float
+    correction: float | None = None
+    kept: str = "revin"
+
+
+def choose_normalization(
+    revin_loss: float,
+    val_set: Dataset,
+    pred_len: int,
+    period: int,
+    config: TrainConfig,
+    train_correction: Callable[[], tuple[T, float]],
+) -> tuple[NormalizationChoice, T | None]:
+    """Keep the RevIN adapter (validation loss ``revin_loss``) where it validates at or below seasonal
+    naive (season ``period``); otherwise call ``train_correction``, which trains a correction to
+    seasonal naive (normalisation ``seasonal``, a zero head, its untrained state competing as
+    epoch 0) and returns it with its validation loss, and keep whichever validates better.
+
+    Returns what was weighed and the correction when it is kept (else None). Only validation is read.
+    """
+    naive = seasonal_naive_val_loss(val_set, pred_len, period, config)
+    if revin_loss <= naive:
+        logger.info(
+            "validation loss %.4f, at or below seasonal naive's %.4f (season %d): kept the RevIN adapter",
+            revin_loss,
+            naive,
+            period,
+        )
+        return NormalizationChoice(revin_loss, naive), None
+    logger.info(
+        "validation loss %.4f, above seasonal naive's %.4f (season %d): training a correction to seasonal "
+        "naive too (normalization=seasonal, period=%d, zero_head=true)",
+        revin_loss,
+        naive,
+        period,
+        period,
+    )
+    correction, corrected = train_correction()
+    kept = "correction" if corrected < revin_loss else "revin"
+    logger.info(
+        "validation loss of the correction %.4f against the RevIN adapter's %.4f: kept the %s",
+        corrected,
+        revin_loss,
+        "correction" if kept == "correction" else "RevIN adapter",
+    )
+    return NormalizationChoice(
+        revin_loss, naive, corrected, kept
+    ), correction if kept == "correction" else None
 
 
 def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
