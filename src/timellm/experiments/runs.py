@@ -242,7 +242,6 @@ def _choose_normalization(model, result, train_set, val_set, period, preset, acc
     the correction's training history (empty where none trained).
     """
     train_config = preset.train
-    trained: list[FitResult] = []  # the correction's training, kept or not
 
     def train_correction() -> tuple[tuple[TimeLLM, FitResult], float]:
         correction = build_model(
@@ -252,16 +251,18 @@ def _choose_normalization(model, result, train_set, val_set, period, preset, acc
             backbone=getattr(model, "backbone", None),
             precision=train_config.precision,
         )
-        trained.append(fit(correction, train_set, val_set, train_config, accelerator, validate_start=True))
-        return (correction, trained[0]), trained[0].best_val_loss
+        corrected = fit(correction, train_set, val_set, train_config, accelerator, validate_start=True)
+        return (correction, corrected), corrected.best_val_loss
 
-    choice, kept = choose_normalization(
+    choice, trained = choose_normalization(
         result.best_val_loss, val_set, model.config.pred_len, period, train_config, train_correction
     )
-    history = trained[0].history if trained else []
-    if kept is None:
+    if trained is None:
+        return model, result, asdict(choice), []
+    correction, corrected = trained
+    history = corrected.history
+    if choice.kept != "correction":
         return model, result, asdict(choice), history
-    correction, corrected = kept
     # the two trainings' steps and seconds are both spent on the run
     corrected = replace(
         corrected,

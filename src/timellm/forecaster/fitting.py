@@ -211,11 +211,11 @@ class AdapterTraining:
             return (models, results), float(np.mean([r.best_val_loss for r in results]))
 
         trained = float(np.mean([r.best_val_loss for r in self.results]))
-        _, kept = choose_normalization(
+        choice, corrected = choose_normalization(
             trained, val_set, config.pred_len, period, train_config, train_correction
         )
-        if kept is not None:
-            self.config, (self.models, self.results) = alternative, kept
+        if choice.kept == "correction":
+            self.config, (self.models, self.results) = alternative, corrected
             self.validate_start = True
 
 

@@ -339,7 +339,8 @@ def choose_normalization(
     seasonal naive (normalisation ``seasonal``, a zero head, its untrained state competing as
     epoch 0) and returns it with its validation loss, and keep whichever validates better.
 
-    Returns what was weighed and the correction when it is kept (else None). Only validation is read.
+    Returns what was weighed (``kept`` says which adapter) and whatever ``train_correction``
+    returned, None where no correction was trained. Only validation is read.
     """
     naive = seasonal_naive_val_loss(val_set, pred_len, period, config)
     if revin_loss <= naive:
@@ -366,9 +367,7 @@ def choose_normalization(
         revin_loss,
         "correction" if kept == "correction" else "RevIN adapter",
     )
-    return NormalizationChoice(
-        revin_loss, naive, corrected, kept
-    ), correction if kept == "correction" else None
+    return NormalizationChoice(revin_loss, naive, corrected, kept), correction
 
 
 def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
