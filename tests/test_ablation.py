@@ -272,6 +272,9 @@ def _fake_ablation(folder, dataset, mses):
 
     RunFolder(folder).create(
         {"dataset": dataset, "budget": "converged", "model": {"pred_len": 96}, "test_windows_total": 50}
+        | {
+            "command": f"timellm ablate --preset {dataset}-96-cpu --variants time-llm --seeds 1,2 --out {folder.name}"
+        }
     )
     rows = [
         {"variant": v, "label": VARIANTS[v].label, "kind": VARIANTS[v].kind, "seed": seed, "mse": m, "mae": m}
@@ -305,6 +308,15 @@ def test_the_summary_reads_every_dataset_and_pairs_variants_with_time_llm_by_see
     assert no_llm.sign_p == pytest.approx(sign_test(2, 3)) == pytest.approx(1.0)
     assert no_llm.median_change_pct == pytest.approx(100 * 0.01 / 0.40)
     assert (tmp_path / "out" / "ablation_summary.png").stat().st_size > 0
+    # every row names its own command, whatever pass of the folder ran last; the summary its seeds
+    seeds = pd.read_csv(tmp_path / "out" / "ablation_summary_seeds.csv").set_index(
+        ["dataset", "variant", "seed"]
+    )
+    assert (
+        seeds.loc[("ETTh1", "no-llm", 3)].command
+        == "timellm ablate --preset ETTh1-96-cpu --variants no-llm --seeds 3 --out a"
+    )
+    assert etth1.command == "timellm ablate --preset ETTh1-96-cpu --variants no-llm --seeds 1,2,3 --out a"
     assert sign_test(0, 10) == pytest.approx(2 / 1024) and sign_test(10, 10) == pytest.approx(2 / 1024)
 
 

@@ -57,7 +57,11 @@ def collect_ablation_rows(root: str | Path) -> pd.DataFrame:
                 test_windows_total=record.get("test_windows_total"),
                 budget=next(iter(budget)) if isinstance(budget, dict) else budget,
                 ablation=str(folder.relative_to(root)) if folder != Path(root) else folder.name,
-                command=record.get("command"),
+                # each row's own command: the folder's settings with this variant and seed
+                command=[
+                    _command(record.get("command"), v, [s])
+                    for v, s in zip(rows["variant"], rows["seed"], strict=True)
+                ],
             )
         )
     if not frames:
@@ -105,7 +109,9 @@ def summary_table(every: pd.DataFrame) -> pd.DataFrame:
                 "test_windows_total": _one(rows["test_windows_total"]),
                 "budget": _one(rows["budget"]),
                 "commit": ",".join(dict.fromkeys(str(c) for c in rows["commit"].dropna())) or None,
-                "command": _command(_one(rows["command"]), variant, sorted(rows["seed"].unique())),
+                "command": _command(
+                    _one(rows["command"].map(_without_seeds)), variant, sorted(rows["seed"].unique())
+                ),
             }
             out.append(row)
     return pd.DataFrame(out)
@@ -124,6 +130,11 @@ def _command(command: str | None, variant: str, seeds: list) -> str | None:
     seeds_part = f" --seeds {listed}" if len(seeds) else ""  # command line, not a message
     out_part = f" --out {tail}" if tail else ""  # command line, not a message
     return f"{head} --variants {variant}{seeds_part}{out_part}"  # command line, not a message
+
+
+def _without_seeds(command: str | None) -> str | None:
+    """A row's command without its seed, so that the rows of one folder share it."""
+    return None if not command else re.sub(r" --seeds \S+", "", command)  # command line, not a message
 
 
 def _one(values: pd.Series | None) -> Any:
