@@ -123,8 +123,7 @@ def _command(command: str | None, variant: str, seeds: list) -> str | None:
     same folder, pass by pass)."""
     if not command:
         return None
-    command = re.sub(r" --variants \S+", "", command)  # command line, not a message
-    command = re.sub(r" --seeds \S+", "", command)  # command line, not a message
+    command = _without_seeds(re.sub(r" --variants \S+", "", command))  # command line, not a message
     head, _, tail = command.partition(" --out ")  # command line, not a message
     listed = ",".join(str(int(s)) for s in seeds)
     seeds_part = f" --seeds {listed}" if len(seeds) else ""  # command line, not a message
