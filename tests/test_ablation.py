@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import yaml
 from conftest import TINY_MODEL, tiny_config
 from timellm.cli import main
 from timellm.data.sources import DataSource
+from timellm.experiments import ablation
 from timellm.experiments.ablation import (
     BUDGETS,
     COLUMNS,
@@ -18,6 +20,7 @@ from timellm.experiments.ablation import (
     TABLE_MD,
     TUNING_CSV,
     VARIANTS,
+    Recipe,
     resolve_budget,
     resolve_variants,
     run_ablation,
@@ -360,3 +363,127 @@ def test_a_saved_llm_free_adapter_loads_back_as_its_variant(tmp_path):
     x = torch.randn(2, model.config.seq_len, 3)
     model.eval(), loaded.eval()
     assert type(loaded) is type(model) and torch.equal(model(x), loaded(x))
+
+
+# the converged budget of the variants with an LLM, shrunk to the tiny backbone: the same logic
+TINY_LLM_RECIPE = Recipe(
+    "llm",
+    {"batch_size": 8, "epochs": 3, "patience": 3, "schedule": "halving", "max_train_windows": 48},
+    (1e-3, 3e-3, 1e-2),
+    trial={"epochs": 1, "max_train_windows": 24},
+)
+
+
+def test_the_llm_recipe_tries_each_rate_briefly_and_trains_the_chosen_one_in_full(
+    tmp_path, hourly_csv, monkeypatch
+):
+    monkeypatch.setitem(RECIPES, "llm", TINY_LLM_RECIPE)
+    preset = tiny_preset().with_overrides({"curve_test_windows": 5})
+    run_ablation(
+        preset, tmp_path / "l", variants="time-llm", budget="converged", source=hourly_csv, seeds=[1]
+    )
+    tuning = pd.read_csv(tmp_path / "l" / TUNING_CSV)
+    assert list(tuning["learning_rate"]) == [1e-3, 3e-3, 1e-2]
+    assert (tuning["epochs_run"] == 1).all() and (tuning["series_windows"] == 24).all()  # the short try
+    assert tuning["chosen"].sum() == 1
+    row = pd.read_csv(tmp_path / "l" / SEEDS_CSV).iloc[0]
+    assert row.learning_rate == tuning.loc[tuning["chosen"].astype(bool), "learning_rate"].iloc[0]
+    assert row.epochs_run == 3 and row.series_windows == 3 * 48 and row.batch_size == 8  # the full recipe
+    assert isinstance(row.machine, str) and "threads" in row.machine
+    history = pd.read_csv(tmp_path / "l" / "time-llm" / "seed-1" / "history.csv")
+    assert list(history["series_windows"]) == [48, 96, 144]
+    assert history["test_mse"].notna().all() and history["test_mae"].notna().all()  # the learning curve
+    assert not (tmp_path / "l" / "time-llm" / "seed-1" / "checkpoint").exists()  # removed once finished
+
+
+def test_an_interrupted_rate_search_keeps_the_rates_it_tried(tmp_path, hourly_csv, monkeypatch):
+    monkeypatch.setitem(RECIPES, "llm", TINY_LLM_RECIPE)
+    fits = []
+    real_fit = ablation._fit
+
+    def fit_then_fail(variant, ctx, train, seed, folder):
+        if len(fits) == 2:
+            raise KeyboardInterrupt
+        fits.append(train.learning_rate)
+        return real_fit(variant, ctx, train, seed, folder)
+
+    monkeypatch.setattr(ablation, "_fit", fit_then_fail)
+    ablate = lambda: run_ablation(  # noqa: E731
+        tiny_preset(), tmp_path / "i", variants="time-llm", budget="converged", source=hourly_csv, seeds=[1]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        ablate()
+    assert list(pd.read_csv(tmp_path / "i" / TUNING_CSV)["learning_rate"]) == [1e-3, 3e-3]
+    fits.clear()
+    monkeypatch.setattr(ablation, "_fit", lambda *a: (fits.append(a[2].learning_rate), real_fit(*a))[1])
+    ablate()
+    assert fits[0] == 1e-2 and len(fits) == 2  # the rate not yet tried, then the chosen one in full
+
+
+KILLED_ABLATION = """
+import logging, os, signal, sys
+logging.basicConfig(level=logging.INFO)
+import timellm.training.checkpoint as ckpt
+from timellm.experiments import ablation
+from timellm.experiments.ablation import Recipe, run_ablation
+from timellm.data.sources import DataSource
+from timellm.experiments.presets import get_preset
+
+ablation.RECIPES["llm"] = Recipe(
+    "llm",
+    {"batch_size": 8, "epochs": 3, "patience": 3, "schedule": "halving", "max_train_windows": 48,
+     "checkpoint_every": 2, "deterministic": True},
+    (3e-3,),
+)
+kill_after = int(sys.argv[2])  # checkpoints written before this process kills itself (0: never)
+saves = []
+save = ckpt.save_training_state
+
+def save_then_maybe_die(*args, **kwargs):
+    save(*args, **kwargs)
+    saves.append(1)
+    if len(saves) == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ckpt.save_training_state = save_then_maybe_die
+preset = get_preset("ETTh1-96").with_overrides(dict(
+    backbone="tiny-random-llama", seq_len=48, pred_len=12, patch_len=8, stride=4, d_model=8, d_ff=16,
+    n_heads=2, num_prototypes=20, description="Test load.", max_test_windows=12))
+run_ablation(preset, sys.argv[1], variants="time-llm", budget="converged", seeds=[1],
+             source=DataSource(csv=sys.argv[3], time_col="date"))
+"""
+
+
+@pytest.mark.slow
+def test_an_ablation_row_killed_mid_epoch_ends_bit_exact_when_run_again(tmp_path, hourly_csv):
+    import subprocess
+    import sys
+
+    def run(folder, kill_after):
+        return subprocess.run(
+            [sys.executable, "-c", KILLED_ABLATION, str(tmp_path / folder), str(kill_after), hourly_csv.csv],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+
+    assert run("whole", 0).returncode == 0
+    killed = run("killed", 4)  # SIGKILL after the 4th checkpoint: mid-epoch 2 (3 batches an epoch)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checkpoint = tmp_path / "killed" / "time-llm" / "seed-1" / "checkpoint"
+    assert checkpoint.is_dir() and not (tmp_path / "killed" / SEEDS_CSV).exists()
+    again = run("killed", 0)  # the same command again: continues from the checkpoint
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "continuing from the checkpoint" in again.stderr
+    whole = pd.read_csv(tmp_path / "whole" / SEEDS_CSV).iloc[0]
+    resumed = pd.read_csv(tmp_path / "killed" / SEEDS_CSV).iloc[0]
+    assert (resumed.mse, resumed.mae, resumed.steps) == (whole.mse, whole.mae, whole.steps)
+    from safetensors.torch import load_file
+
+    whole_adapter, resumed_adapter = (
+        load_file(tmp_path / f / "time-llm" / "seed-1" / "adapter" / "adapter.safetensors")
+        for f in ("whole", "killed")
+    )
+    assert whole_adapter.keys() == resumed_adapter.keys()
+    for key, value in whole_adapter.items():
+        assert torch.equal(value, resumed_adapter[key]), key

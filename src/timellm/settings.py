@@ -24,8 +24,9 @@ from timellm.training.config import TrainConfig
 # train a fresh adapter on the whole training series for that many epochs and forecast with it)
 # and choose_normalization (long-term, few-shot and zero-shot runs: where the trained adapter does
 # not beat seasonal naive on validation, also train a correction to seasonal naive and keep the
-# one that validates better)
-RUN_FIELDS = ("max_test_windows", "refit", "choose_normalization")
+# one that validates better) and curve_test_windows (a learning curve: after every epoch, also score
+# that many evenly spaced test windows into the epoch's history; reporting only, nothing is chosen on it)
+RUN_FIELDS = ("max_test_windows", "refit", "choose_normalization", "curve_test_windows")
 # how the model executes, chosen per run; autocast follows the run's precision (train.precision),
 # so it is not a setting of its own
 EXECUTION_FIELDS = tuple(f.name for f in fields(ExecutionSettings) if f.name != "autocast_dtype")

@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,13 +46,14 @@ from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast,
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
 from timellm.evaluation.statistical import forecast_windows
-from timellm.experiments.folders import RUN_CONFIG, RunFolder, _jsonable, read_run_record
+from timellm.experiments.folders import CHECKPOINT_DIR, RUN_CONFIG, RunFolder, _jsonable, read_run_record
 from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.model.precision import LOW_PRECISIONS
+from timellm.training.checkpoint import find_checkpoint
 from timellm.training.loop import TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -198,35 +200,48 @@ CONVERGED = "converged"  # every variant to its own validation optimum (its Reci
 @dataclass(frozen=True)
 class Recipe:
     """How a variant trains under the ``converged`` budget: TrainConfig overrides on top of the
-    preset's settings, and the learning rates among which validation chooses (none: the preset's)."""
+    preset's settings, the learning rates among which validation chooses (none: the preset's), and
+    the overrides of a learning-rate try (none: each try is the full recipe, and the first seed's
+    run at the chosen rate is that try)."""
 
     name: str
     train: dict[str, Any]
     learning_rates: tuple[float, ...] = ()
+    trial: dict[str, Any] = field(default_factory=dict)
 
+
+# what both recipes share: batches of 256 series-windows, a fresh random subset of at most 30,000
+# series-windows each epoch, up to 10 epochs with the released code's halving schedule and early
+# stopping (patience 3), validated on the same (at most 20,000 evenly spaced) validation windows
+CONVERGED_TRAINING: dict[str, Any] = {
+    "batch_size": 256,
+    "epochs": 10,
+    "patience": 3,
+    "schedule": "halving",
+    "max_train_windows": 30_000,
+    "max_val_windows": 20_000,
+}
 
 RECIPES: dict[str, Recipe] = {
-    # models of a few hundred thousand weights: large batches in fp32 (bf16 autocast costs more than
-    # it saves on matrices this small), every epoch a fresh subset of at most 30,000 series-windows,
-    # the released code's halving schedule with early stopping, and the learning rate chosen on
-    # validation over three decades (DLinear's published rates span 1e-4 to 5e-2 across datasets)
+    # models of a few hundred thousand weights: fp32 (bf16 autocast costs more than it saves on
+    # matrices this small), and the learning rate chosen on validation over three decades
+    # (DLinear's published rates span 1e-4 to 5e-2 across datasets)
     "small": Recipe(
         "small",
-        {
-            "batch_size": 256,
-            "eval_batch_size": 256,
-            "epochs": 10,
-            "patience": 3,
-            "schedule": "halving",
-            "precision": "fp32",
-            "max_train_windows": 30_000,
-            "max_val_windows": 20_000,
-        },
+        {**CONVERGED_TRAINING, "eval_batch_size": 256, "precision": "fp32"},
         (1e-4, 1e-3, 1e-2),
     ),
-    # a frozen LLM in the loop: the preset's own budget (its cpu variant: up to 3 epochs of 2000
-    # series-windows, lr 2e-4 cosine, chosen on validation when the preset was tuned), early stopping
-    "llm": Recipe("llm", {}),
+    # a frozen LLM in the loop: the same budget in the preset's precision (bf16 where the CPU runs it
+    # natively). Batch 256 trains about 1.7x as many series a second as the preset's 24 on two
+    # cores (results/speed.md). The rate is chosen among three around the one that still improved at
+    # 3 epochs (1e-3); the paper's 1e-2 diverged at this batch without warm-up. Each rate is tried
+    # for 2 epochs of 15,000 series-windows (a fifth of the full budget), the same for every rate
+    "llm": Recipe(
+        "llm",
+        dict(CONVERGED_TRAINING),
+        (3e-4, 1e-3, 3e-3),
+        trial={"epochs": 2, "max_train_windows": 15_000},
+    ),
 }
 
 
@@ -268,13 +283,13 @@ def resolve_variants(names: Sequence[str] | str | None) -> list[Variant]:
 
 def variant_training(
     variant: Variant, train: TrainConfig, budget: str | None
-) -> tuple[TrainConfig, tuple[float, ...]]:
-    """The training settings of ``variant`` under ``budget`` and the learning rates to choose from
-    on validation (empty: ``train``'s own)."""
+) -> tuple[TrainConfig, Recipe | None]:
+    """The training settings of ``variant`` under ``budget``, and its recipe under ``converged``
+    (None: an equal budget, ``train``'s own learning rate)."""
     if budget != CONVERGED:
-        return resolve_budget(train, budget), ()
+        return resolve_budget(train, budget), None
     recipe = RECIPES[variant.recipe]
-    return train.replace(**recipe.train), recipe.learning_rates
+    return train.replace(**recipe.train), recipe
 
 
 @dataclass
@@ -289,6 +304,7 @@ class _Context:
     out_dir: Path
     record: dict[str, Any]
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    curve_test_windows: int | None = None  # run setting: test scores after every epoch (a learning curve)
     backbones: dict[tuple[str, int | None], Backbone] = field(default_factory=dict)  # loaded once each
     test_windows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -350,46 +366,108 @@ def _naive_row(variant: Variant, ctx: _Context) -> dict[str, Any]:
     }
 
 
-def _fit(variant: Variant, ctx: _Context, train: TrainConfig, seed: int) -> tuple[nn.Module, Any]:
+def _curve_monitor(ctx: _Context) -> Callable[[nn.Module], dict[str, float]] | None:
+    """The run setting ``curve_test_windows``: after every epoch, the test MSE and MAE on that many
+    evenly spaced test windows, for a learning curve (reported in the history, never chosen on)."""
+    windows = ctx.curve_test_windows
+    if not windows:
+        return None
+    s = ctx.splits
+
+    def scores(model: nn.Module) -> dict[str, float]:
+        _, pred, true = predict_windows(
+            model, s.test, s.seq_len, s.pred_len, 32, desc="curve", max_windows=windows
+        )
+        return {"test_mse": mse(pred, true), "test_mae": mae(pred, true)}
+
+    return scores
+
+
+def _fit(
+    variant: Variant, ctx: _Context, train: TrainConfig, seed: int, folder: Path
+) -> tuple[nn.Module, Any]:
+    """Train one variant once. Its checkpoint lives in ``folder/checkpoint`` while it trains: a run
+    killed mid-epoch continues from there when the ablation runs again (losing at most the epoch in
+    progress), and the checkpoint is removed once the run has finished."""
     s = ctx.splits
     model = _build(variant, ctx, seed)
     train_set = WindowDataset(s.train, s.seq_len, s.pred_len)
     val_set = WindowDataset(s.val, s.seq_len, s.pred_len)
-    return model, fit(model, train_set, val_set, train.replace(seed=seed))
+    checkpoint = folder / CHECKPOINT_DIR
+    resume = find_checkpoint(checkpoint) is not None
+    if resume:
+        logger.info("%s: continuing from the checkpoint in %s", variant.name, checkpoint)
+    result = fit(
+        model,
+        train_set,
+        val_set,
+        train.replace(seed=seed),
+        checkpoint_dir=checkpoint,
+        resume=resume,
+        monitor=_curve_monitor(ctx),
+    )
+    return model, result
+
+
+def _drop_checkpoint(folder: Path) -> None:
+    for suffix in ("", ".previous", ".partial"):
+        shutil.rmtree(folder / (CHECKPOINT_DIR + suffix), ignore_errors=True)
 
 
 def _choose_learning_rate(
-    variant: Variant, ctx: _Context, train: TrainConfig, grid: tuple[float, ...], seed: int
+    variant: Variant, ctx: _Context, train: TrainConfig, recipe: Recipe, seed: int
 ) -> tuple[float, tuple[nn.Module, Any] | None]:
-    """The learning rate of ``grid`` with the lowest validation loss (seed ``seed``), and that
-    run's model and result, so the seed need not train again. Recorded in ``tuning.csv``, which a
-    resumed ablation reads instead of searching again."""
+    """The learning rate of the recipe's grid with the lowest validation loss (seed ``seed``).
+
+    Each try trains ``train`` with the recipe's ``trial`` overrides and is appended to
+    ``tuning.csv`` as soon as it has run, so an interrupted search continues with the rates not yet
+    tried (a try itself resumes from its checkpoint). Where the tries are full runs (no ``trial``
+    overrides), the chosen try's model and result are handed back, so the seed need not train again.
+    """
     path = ctx.out_dir / TUNING_CSV
-    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["variant", "learning_rate"])
-    chosen = done[(done["variant"] == variant.name) & done["chosen"].astype(bool)] if len(done) else done
+    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    mine = pd.DataFrame([r for r in rows if r["variant"] == variant.name], columns=TUNING_COLUMNS)
+    chosen = mine[mine["chosen"].astype(bool)] if len(mine) else mine
     if len(chosen):
         return float(chosen["learning_rate"].iloc[0]), None
-    trials, best = [], None
-    for rate in grid:
-        model, result = _fit(variant, ctx, train.replace(learning_rate=rate), seed)
-        trials.append(
-            {
-                "variant": variant.name,
-                "seed": seed,
-                "learning_rate": rate,
-                "best_val_loss": result.best_val_loss,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "train_seconds": result.train_seconds,
-            }
-        )
+    tried = {float(r) for r in mine["learning_rate"]} if len(mine) else set()
+    trial_train = train.replace(**recipe.trial)
+    best: tuple[float, float, Any] | None = None  # (loss, rate, (model, result) of a full-run try)
+    for row in mine.to_dict("records") if len(mine) else []:
+        if best is None or row["best_val_loss"] < best[0]:
+            best = (float(row["best_val_loss"]), float(row["learning_rate"]), None)
+    for rate in recipe.learning_rates:
+        if rate in tried:
+            continue
+        folder = ctx.out_dir / variant.name / "tuning" / f"lr-{rate:g}"
+        model, result = _fit(variant, ctx, trial_train.replace(learning_rate=rate), seed, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        RunFolder(folder).write_history(result.history)
+        _drop_checkpoint(folder)
+        trial = {
+            "variant": variant.name,
+            "seed": seed,
+            "learning_rate": rate,
+            "best_val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "steps": result.steps,
+            "series_windows": result.series_windows,
+            "train_seconds": result.train_seconds,
+            "chosen": False,
+        }
+        rows.append(trial)
+        # each try as it finishes: an interruption loses at most the try in progress
+        pd.DataFrame(rows).reindex(columns=TUNING_COLUMNS).to_csv(path, index=False)
         logger.info("%s at lr %g: validation loss %.4f", variant.name, rate, result.best_val_loss)
-        if best is None or result.best_val_loss < best[2].best_val_loss:
-            best = (rate, model, result)
-    for trial in trials:
-        trial["chosen"] = trial["learning_rate"] == best[0]
-    pd.DataFrame([*done.to_dict("records"), *trials]).to_csv(path, index=False)
-    return best[0], (best[1], best[2])
+        if best is None or result.best_val_loss < best[0]:
+            best = (result.best_val_loss, rate, None if recipe.trial else (model, result))
+    for row in rows:
+        if row["variant"] == variant.name:
+            row["chosen"] = float(row["learning_rate"]) == best[1]
+    pd.DataFrame(rows).reindex(columns=TUNING_COLUMNS).to_csv(path, index=False)
+    logger.info("%s: learning rate %g chosen on validation", variant.name, best[1])
+    return best[1], best[2]
 
 
 def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
@@ -404,14 +482,16 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     if variant.naive is not None:
         return {**row, **_naive_row(variant, ctx)}
 
-    train, grid = variant_training(variant, ctx.train, ctx.budget)
+    train, recipe = variant_training(variant, ctx.train, ctx.budget)
+    grid = recipe.learning_rates if recipe is not None else ()
     trained = None
     if len(grid) > 1:
-        rate, trained = _choose_learning_rate(variant, ctx, train, grid, seed)
+        rate, trained = _choose_learning_rate(variant, ctx, train, recipe, seed)
         train = train.replace(learning_rate=rate)
     elif grid:
         train = train.replace(learning_rate=grid[0])
-    model, result = trained or _fit(variant, ctx, train, seed)
+    run_folder = ctx.out_dir / variant.name / f"seed-{seed}"
+    model, result = trained or _fit(variant, ctx, train, seed, run_folder)
     row.update(trainable_params=_count(model, True), total_params=_count(model, False))
     logger.info(
         "%s (%s), seed %d: %s trainable of %s parameters, lr %g",
@@ -446,6 +526,7 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         steps=result.steps,
+        series_windows=result.series_windows,
         best_val_loss=result.best_val_loss,
         learning_rate=train.learning_rate,
         batch_size=train.batch_size,
@@ -454,7 +535,8 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
         mae=mae(pred, true),
         test_windows=int(pred.shape[0]),
     )
-    folder = RunFolder(ctx.out_dir / variant.name / f"seed-{seed}")
+    row["machine"] = ctx.record["environment"].get("cpu")
+    folder = RunFolder(run_folder)
     if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
         folder.create(
             {**ctx.record, "variant": variant.name, "model": model.config.to_dict(), "train": train.to_dict()}
@@ -464,6 +546,7 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
         folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_history(result.history)
     row["commit"] = folder.write_metrics(row)["commit"]
+    _drop_checkpoint(run_folder)
     return row
 
 
@@ -489,9 +572,23 @@ COLUMNS = [
     "epochs_run",
     "best_epoch",
     "steps",
+    "series_windows",
     "best_val_loss",
     "test_windows",
+    "machine",
     "commit",
+]
+TUNING_COLUMNS = [
+    "variant",
+    "seed",
+    "learning_rate",
+    "best_val_loss",
+    "best_epoch",
+    "epochs_run",
+    "steps",
+    "series_windows",
+    "train_seconds",
+    "chosen",
 ]
 # one row per variant and seed: the table's columns less the spread, plus the seed
 SEED_COLUMNS = [
@@ -508,7 +605,9 @@ def summarize_seeds(every: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(every["variant"]))
     grouped = every.groupby("variant", sort=False)
     numeric = [
-        c for c in every.columns if c not in ("variant", "label", "kind", "commit", "seed", "precision")
+        c
+        for c in every.columns
+        if c not in ("variant", "label", "kind", "commit", "seed", "precision", "machine")
     ]
     summary = grouped[numeric].mean()
     summary["mse_std"] = grouped["mse"].std(ddof=1)
@@ -516,6 +615,7 @@ def summarize_seeds(every: pd.DataFrame) -> pd.DataFrame:
     summary["seeds"] = grouped["seed"].nunique()
     summary = summary.join(grouped[["label", "kind"]].first())
     summary["precision"] = grouped["precision"].first() if "precision" in every else None
+    summary["machine"] = grouped["machine"].first() if "machine" in every else None
     summary["commit"] = grouped["commit"].agg(lambda c: ",".join(dict.fromkeys(map(str, c))))
     return _table(summary.loc[order].reset_index())
 
@@ -600,9 +700,23 @@ def run_ablation_seeds(
     return run_ablation(preset, out_dir, seeds=seeds, **kwargs)
 
 
+def cpu_name() -> str:
+    """This machine's processor as a person names it ("AMD EPYC, 2 threads"), for beside a timing."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:  # not Linux: platform's name
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
 def environment() -> dict[str, Any]:
     """What the timings depend on, recorded beside them."""
     return {
+        "cpu": cpu_name(),
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -693,7 +807,17 @@ def run_ablation(
     }
     done = _resumable(out_dir, record)
     folder.create(record)
-    ctx = _Context(splits, model_config, train, budget, max_test, out_dir, record, preset.execution)
+    ctx = _Context(
+        splits,
+        model_config,
+        train,
+        budget,
+        max_test,
+        out_dir,
+        record,
+        preset.execution,
+        preset.run.get("curve_test_windows"),
+    )
     finished = {(str(v), int(s)) for v, s in zip(done["variant"], done["seed"], strict=True)}
     every, rows = done, done.to_dict("records")
     with folder.log("ablation.log"):

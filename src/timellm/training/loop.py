@@ -65,6 +65,7 @@ class FitResult:
     precision: str = "fp32"  # what the run computed in (config precision auto resolved on the device)
     # the restored adapter's validation MSE and MAE (VALIDATION_SCORES), whatever the training loss
     val_scores: dict[str, float] = field(default_factory=dict)
+    series_windows: int = 0  # training series-windows seen, on all processes together (the budget spent)
 
 
 def seed_everything(seed: int) -> None:
@@ -444,6 +445,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     validate_start: bool = False,
+    monitor: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train the adapter with Adam; keep the best validation epoch and restore it at the end.
 
@@ -457,6 +459,10 @@ def fit(
 
     ``validate_start`` scores the adapter before any training too, as epoch 0: a model that starts
     as a baseline (a zero head over seasonal naive) is kept as it is where training only hurts.
+
+    ``monitor`` is called with the model after each epoch's validation; what it returns (for
+    example ``{"test_mse": ...}`` for a learning curve) is added to that epoch's history row. It
+    only reports: nothing it returns chooses an epoch or stops training.
     """
     if len(train_set) == 0:
         raise ValueError("the training split has no complete window; lower seq_len or pred_len")
@@ -591,6 +597,7 @@ def fit(
         if step_every == "epoch":
             scheduler.step()
         improved = val_loss < progress.best_loss if validates else True  # without validation: the last
+        seen_so_far = progress.history[-1].get("series_windows", 0) if progress.history else 0
         progress.history.append(
             {
                 "epoch": epoch,
@@ -598,6 +605,8 @@ def fit(
                 "val_loss": val_loss,
                 "lr": lr,
                 "steps": progress.global_step,
+                "series_windows": int(seen_so_far + progress.seen * accelerator.num_processes),
+                **(_monitored(monitor, model) if monitor is not None else {}),
             }
         )
         logger.info(
@@ -657,11 +666,22 @@ def fit(
         digests,
         run_precision(accelerator),
         val_scores,
+        int(progress.history[-1].get("series_windows", 0)) if progress.history else 0,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # helpers of the loop
+
+
+def _monitored(monitor: Callable[[nn.Module], dict[str, float]], model: nn.Module) -> dict[str, float]:
+    """What ``monitor`` reports of the model after an epoch, computed in eval mode without gradients;
+    the model goes back to training mode."""
+    model.eval()
+    with torch.no_grad():
+        values = {name: float(value) for name, value in monitor(model).items()}
+    model.train()
+    return values
 
 
 def _in_memory(dataset: Dataset, batch_size: int, config: TrainConfig, accelerator, order=None):
