@@ -487,3 +487,38 @@ def test_an_ablation_row_killed_mid_epoch_ends_bit_exact_when_run_again(tmp_path
     assert whole_adapter.keys() == resumed_adapter.keys()
     for key, value in whole_adapter.items():
         assert torch.equal(value, resumed_adapter[key]), key
+
+
+def test_an_update_replaces_the_rows_run_again_and_sets_aside_those_of_another_recipe(tmp_path):
+    from timellm.experiments.ablation_summary import SUPERSEDED_CSV, write_ablation_summary
+
+    def ablation(folder, mses, batch, steps):
+        _fake_ablation(folder, "ETTh1", mses)
+        rows = pd.read_csv(folder / SEEDS_CSV).assign(batch_size=batch, steps=steps)
+        rows.to_csv(folder / SEEDS_CSV, index=False)
+
+    out = tmp_path / "results"
+    ablation(
+        tmp_path / "old" / "ETTh1-96",
+        {"time-llm": {1: 0.40, 2: 0.42}, "random-llm": {1: 0.45}, "no-llm": {1: 0.37, 2: 0.38}},
+        24,
+        252,
+    )
+    write_ablation_summary(tmp_path / "old", out)
+    # Time-LLM trained again by another recipe (batch 256); random weights not yet
+    ablation(tmp_path / "new" / "ETTh1-96", {"time-llm": {1: 0.36, 2: 0.37}}, 256, 900)
+    written = write_ablation_summary(tmp_path / "new", out, update=True)
+    every = pd.read_csv(written["seeds"]).set_index(["variant", "seed"])
+    assert every.loc[("time-llm", 1), "mse"] == 0.36 and every.loc[("no-llm", 2), "mse"] == 0.38  # kept
+    assert every.loc[("time-llm", 1), "series_windows"] == 900 * 256  # steps x batch where not recorded
+    assert "random-llm" not in every.index.get_level_values("variant")  # its recipe is not Time-LLM's
+    aside = pd.read_csv(out / SUPERSEDED_CSV)
+    assert list(aside["variant"]) == ["random-llm"] and aside["batch_size"].iloc[0] == 24
+    paired = pd.read_csv(written["paired"]).set_index("variant")
+    assert "random-llm" not in paired.index and paired.loc["no-llm", "worse"] == 2
+    # a later update keeps what was set aside, and random weights at Time-LLM's recipe come back in
+    ablation(tmp_path / "newer" / "ETTh1-96", {"random-llm": {1: 0.39}}, 256, 900)
+    written = write_ablation_summary(tmp_path / "newer", out, update=True)
+    every = pd.read_csv(written["seeds"]).set_index(["variant", "seed"])
+    assert every.loc[("random-llm", 1), "mse"] == 0.39 and len(every) == 5
+    assert not (out / SUPERSEDED_CSV).exists() or pd.read_csv(out / SUPERSEDED_CSV).empty

@@ -13,8 +13,10 @@ from timellm.cli.common import (
     EXIT_FAILURE,
     CLIError,
     add_common,
+    add_dry_run,
     add_set,
     command_line,
+    print_memory_plan,
     print_metrics,
 )
 from timellm.model.precision import PRECISIONS
@@ -38,6 +40,7 @@ def add_commands(sub) -> None:
         metavar="S1,S2,...",
         help="train once per seed, into <out>/seed-<S>, and report the mean and standard deviation",
     )
+    add_dry_run(p)
     add_common(p)
 
     p = sub.add_parser("evaluate", help="re-test a run folder's adapter on its whole test split")
@@ -75,6 +78,12 @@ def add_commands(sub) -> None:
     )
     p.add_argument("runs_dir", help="folder searched (recursively) for run folders")
     p.add_argument("--out", help="folder for <protocol>.csv and report_<protocol>.md (default: RUNS_DIR)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows of the ablation summary already in --out that these runs do not replace "
+        "(the same dataset, horizon, variant and seed), and their learning-rate tries",
+    )
 
     p = sub.add_parser(
         "ablate",
@@ -235,6 +244,9 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default="ETTh1-96", help="preset (default ETTh1-96: the paper's settings)")
     p.add_argument("--backbone", help="backbone (overrides the preset)")
     add_set(p)
+    p.add_argument(
+        "--data-dir", help="folder holding the benchmark files (default: $TIMELLM_DATA): its channels"
+    )
 
 
 def _add_training(parser: argparse.ArgumentParser, preset_required: bool = True) -> None:
@@ -263,6 +275,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser, preset: str) -> None:
         f"(the paper's settings, for a GPU); the preset is {preset}[-<variant>]",
     )
     _add_preset_overrides(parser)
+    add_dry_run(parser)
 
 
 def _name_list(text: str) -> list[str]:
@@ -339,6 +352,8 @@ def cmd_train(args) -> int:
         run_dir = Path(args.resume)
     elif not args.preset:
         raise CLIError("train needs --preset NAME (see `timellm presets`), or --resume RUN_DIR")
+    if args.dry_run:
+        return _dry_run_train(args)
     try:
         if args.resume:
             metrics = resume_run(run_dir, data_dir=args.data_dir)
@@ -366,6 +381,19 @@ def cmd_train(args) -> int:
         print_metrics(metrics, f"{metrics['dataset']}, horizon {metrics['pred_len']}")
     print(f"run folder: {run_dir}")
     return 0
+
+
+def _dry_run_train(args) -> int:
+    """train --dry-run: the run's settings resolved and its data read, the memory plan printed."""
+    from timellm.experiments.planning import plan_run
+    from timellm.experiments.runs import recorded_preset
+
+    if args.resume:
+        preset, percent, test_dataset = recorded_preset(args.resume)
+    else:
+        preset, percent, test_dataset = _resolve_preset(args), args.percent, None
+    plans = plan_run(preset, data_dir=args.data_dir, percent=percent, test_dataset=test_dataset)
+    return print_memory_plan(plans, f"timellm train, preset {preset.name}")
 
 
 def cmd_m4(args) -> int:
@@ -425,7 +453,7 @@ def cmd_transfer(args) -> int:
 def cmd_report(args) -> int:
     from timellm.experiments.report import write_report
 
-    written, markdown = write_report(args.runs_dir, args.out)
+    written, markdown = write_report(args.runs_dir, args.out, update=args.update)
     print(markdown)
     for path in written.values():
         print(f"wrote {path} and {path.with_name(path.name.removeprefix('report_').replace('.md', '.csv'))}")

@@ -658,7 +658,7 @@ def ablation_cell(value: Any, column: str) -> str:
         return f"{value:.1f}"
     if column == "infer_seconds":
         return f"{value:.2f}"
-    if column == "test_series_per_s":
+    if column in ("test_series_per_s", "steps", "series_windows", "batch_size"):
         return f"{value:,.0f}"
     if column == "learning_rate":
         return f"{value:g}"

@@ -12,6 +12,13 @@ output folder, one per dataset and horizon, with its rows per variant and seed) 
   (dataset, seed) pairs where both ran: how often the variant is worse, a two-sided sign test, a
   Wilcoxon signed-rank test (scipy, where installed) and the median relative change;
 - ``ablation_summary.png``: per dataset, each variant's MSE relative to Time-LLM, with error bars.
+
+Every row carries its budget: optimiser steps, series-windows seen, batch, training seconds and the
+machine. ``update=True`` keeps the rows of an earlier summary in the output folder that the runs
+under the root do not replace (the same dataset, horizon, variant and seed), so that re-running
+some rows does not need every earlier run folder. Within a dataset, the variants with a frozen LLM
+are compared with Time-LLM only when trained by the same recipe (the same batch): rows of another
+recipe move to ``ablation_superseded_seeds.csv`` instead of being paired across budgets.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 SUMMARY = "ablation_summary"
 PAIRED_CSV = "ablation_paired.csv"
+SUPERSEDED_CSV = "ablation_superseded_seeds.csv"  # rows of a recipe that Time-LLM no longer trains by
+ROW_KEY = ["dataset", "pred_len", "variant", "seed"]
 REMOVED_LLM = "no-llm"
 TOP = 1.6  # the figure's ceiling (MSE relative to Time-LLM); taller bars are cut there and labelled  # the variant whose paired reading answers "does removing the LLM hurt?"
 
@@ -100,12 +109,15 @@ def summary_table(every: pd.DataFrame) -> pd.DataFrame:
                 "mae_vs_time_llm_pct": 100 * (mae / full["mae"].mean() - 1) if len(full) else None,
                 "reference_seeds": len(full),
                 "train_seconds": rows["train_seconds"].mean(),
+                "steps": rows["steps"].mean() if "steps" in rows else None,
+                "series_windows": rows["series_windows"].mean() if "series_windows" in rows else None,
                 "test_series_per_s": rows["test_series_per_s"].mean(),
                 "learning_rate": _one(rows.get("learning_rate")),
                 "batch_size": _one(rows.get("batch_size")),
                 "epochs_run": rows["epochs_run"].mean(),
                 "trainable_params": _one(rows.get("trainable_params")),
                 "test_windows": _one(rows["test_windows"]),
+                "machine": _one(rows.get("machine")),
                 "test_windows_total": _one(rows["test_windows_total"]),
                 "budget": _one(rows["budget"]),
                 "commit": ",".join(dict.fromkeys(str(c) for c in rows["commit"].dropna())) or None,
@@ -249,7 +261,8 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
     ]
     columns = [
         "dataset", "pred_len", "label", "mse", "mae", "seeds", "mse_vs_time_llm_pct", "mae_vs_time_llm_pct",
-        "train_seconds", "test_series_per_s", "learning_rate", "epochs_run", "test",
+        "train_seconds", "batch_size", "steps", "series_windows", "test_series_per_s", "learning_rate",
+        "epochs_run", "test",
     ]  # fmt: skip
     headers = {
         "pred_len": "horizon",
@@ -259,6 +272,8 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
         "mse_vs_time_llm_pct": "ΔMSE vs Time-LLM",
         "mae_vs_time_llm_pct": "ΔMAE vs Time-LLM",
         "train_seconds": "train s",
+        "batch_size": "batch",
+        "series_windows": "series-windows",
         "test_series_per_s": "test series/s",
         "learning_rate": "lr",
         "epochs_run": "epochs",
@@ -297,12 +312,74 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def write_ablation_summary(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write the summary files of the ablations under ``root`` to ``out_dir`` (none: {})."""
+def series_windows_seen(every: pd.DataFrame) -> pd.Series:
+    """Each row's training series-windows: as recorded, else (rows written before the count was
+    recorded) optimiser steps x batch, an upper bound by at most one partial batch an epoch."""
+    recorded = every["series_windows"] if "series_windows" in every else pd.Series(np.nan, every.index)
+    estimate = every.get("steps", np.nan) * every.get("batch_size", np.nan)
+    return recorded.fillna(estimate)
+
+
+def merge_rows(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``new`` rows, and those of ``earlier`` that no new row replaces (same :data:`ROW_KEY`)."""
+    if earlier.empty or new.empty:
+        return new if earlier.empty else earlier
+    replaced = earlier.set_index(ROW_KEY).index.isin(new.set_index(ROW_KEY).index)
+    return pd.concat([earlier[~replaced], new], ignore_index=True)
+
+
+def split_by_recipe(every: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows compared, rows superseded): per dataset and horizon, a variant with a frozen LLM (recipe
+    ``llm``) whose batch differs from Time-LLM's there was trained by another recipe than Time-LLM
+    and is not compared with it."""
+    if "batch_size" not in every:
+        return every, every.iloc[:0]
+    llm_recipe = {name for name, v in VARIANTS.items() if v.recipe == "llm" and name != FULL}
+    full = every[every["variant"] == FULL].groupby(["dataset", "pred_len"])["batch_size"].first()
+    batch_of_full = [full.get((d, h)) for d, h in zip(every["dataset"], every["pred_len"], strict=True)]
+    other = every["variant"].isin(llm_recipe) & pd.Series(
+        [b is not None and mine != b for mine, b in zip(every["batch_size"], batch_of_full, strict=True)],
+        index=every.index,
+    )
+    return every[~other].reset_index(drop=True), every[other].reset_index(drop=True)
+
+
+def _tuning_rows(root: str | Path, earlier: Path | None) -> pd.DataFrame:
+    """The learning-rate tries under ``root``; with ``earlier`` (a summary's tuning CSV), also its
+    tries of the (dataset, variant) pairs that ``root`` did not search again."""
+    frames = [
+        pd.read_csv(folder / TUNING_CSV).assign(dataset=folder.name)
+        for folder in find_ablations(root)
+        if (folder / TUNING_CSV).is_file()
+    ]
+    new = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "variant"])
+    if earlier is None or not earlier.is_file():
+        return new
+    old = pd.read_csv(earlier)
+    searched = set(zip(new["dataset"], new["variant"], strict=True))
+    kept = [(d, v) not in searched for d, v in zip(old["dataset"], old["variant"], strict=True)]
+    return pd.concat([old[kept], new], ignore_index=True)
+
+
+def write_ablation_summary(root: str | Path, out_dir: str | Path, update: bool = False) -> dict[str, Path]:
+    """Write the summary files of the ablations under ``root`` to ``out_dir`` (none: {}).
+
+    ``update``: the rows and learning-rate tries of the summary already in ``out_dir`` that the
+    ablations under ``root`` do not replace are kept."""
+    out_dir = Path(out_dir)
     every = collect_ablation_rows(root)
+    earlier_seeds = out_dir / f"{SUMMARY}_seeds.csv"
+    superseded = out_dir / SUPERSEDED_CSV
+    if update and earlier_seeds.is_file():
+        # the oldest first: rows set aside by an earlier update, then the summary's, then the new
+        earlier = pd.read_csv(earlier_seeds)
+        if superseded.is_file():
+            earlier = merge_rows(pd.read_csv(superseded), earlier)
+        every = merge_rows(earlier, every)
     if every.empty:
         return {}
-    out_dir = Path(out_dir)
+    every = every.assign(series_windows=series_windows_seen(every))
+    every, superseded_rows = split_by_recipe(every)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summary_table(every)
     variants = [v for v in _variant_order(every["variant"].unique()) if v != FULL]
@@ -313,22 +390,23 @@ def write_ablation_summary(root: str | Path, out_dir: str | Path) -> dict[str, P
     )
     written = {
         "summary": out_dir / f"{SUMMARY}.csv",
-        "seeds": out_dir / f"{SUMMARY}_seeds.csv",
+        "seeds": earlier_seeds,
         "markdown": out_dir / f"{SUMMARY}.md",
     }
     table.to_csv(written["summary"], index=False)
     every.to_csv(written["seeds"], index=False)
+    if len(superseded_rows):
+        written["superseded"] = superseded
+        superseded_rows.to_csv(superseded, index=False)
+    else:
+        superseded.unlink(missing_ok=True)
     if len(paired):
         paired.to_csv(out_dir / PAIRED_CSV, index=False)
         written["paired"] = out_dir / PAIRED_CSV
-    tuning = [
-        pd.read_csv(folder / TUNING_CSV).assign(dataset=folder.name)
-        for folder in find_ablations(root)
-        if (folder / TUNING_CSV).is_file()
-    ]
-    if tuning:  # the learning rates each variant tried on validation, and the one kept
+    tuning = _tuning_rows(root, out_dir / f"{SUMMARY}_tuning.csv" if update else None)
+    if len(tuning):  # the learning rates each variant tried on validation, and the one kept
         written["tuning"] = out_dir / f"{SUMMARY}_tuning.csv"
-        pd.concat(tuning, ignore_index=True).to_csv(written["tuning"], index=False)
+        tuning.to_csv(written["tuning"], index=False)
     written["markdown"].write_text(summary_markdown(table, paired) + "\n")
     figure = plot_relative(every, out_dir / f"{SUMMARY}.png")
     if figure is not None:

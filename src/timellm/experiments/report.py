@@ -34,18 +34,21 @@ from timellm.experiments.report_runs import PROTOCOLS, Run, collect_runs
 from timellm.experiments.report_tables import build_tables, read_tables
 
 
-def write_report(root: str | Path, out_dir: str | Path | None = None) -> tuple[dict[str, Path], str]:
+def write_report(
+    root: str | Path, out_dir: str | Path | None = None, update: bool = False
+) -> tuple[dict[str, Path], str]:
     """Write ``<protocol>.csv`` and ``report_<protocol>.md`` for each protocol found under ``root``.
 
     ``root`` holds run folders, or (none of them) the tables of an earlier report, which are
-    rendered again beside the paper's cells (:func:`read_tables`). Returns the written Markdown
-    files by protocol and the whole report as Markdown.
+    rendered again beside the paper's cells (:func:`read_tables`). ``update`` keeps the ablation
+    rows already in ``out_dir`` that the ablations under ``root`` do not replace. Returns the
+    written Markdown files by protocol and the whole report as Markdown.
     """
     root = Path(root)
     runs = collect_runs(root)
     tables = build_tables(runs, root) if runs else read_tables(root)
     out_dir = Path(out_dir) if out_dir is not None else root
-    ablations = write_ablation_summary(root, out_dir)
+    ablations = write_ablation_summary(root, out_dir, update=update)
     if ablations and not tables:
         return {"ablation": ablations["markdown"]}, ablations["markdown"].read_text()
     if not tables:
