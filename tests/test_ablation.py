@@ -522,3 +522,13 @@ def test_an_update_replaces_the_rows_run_again_and_sets_aside_those_of_another_r
     every = pd.read_csv(written["seeds"]).set_index(["variant", "seed"])
     assert every.loc[("random-llm", 1), "mse"] == 0.39 and len(every) == 5
     assert not (out / SUPERSEDED_CSV).exists() or pd.read_csv(out / SUPERSEDED_CSV).empty
+
+
+@pytest.mark.parametrize("dataset", ["ETTh1-96", "ETTm2-96", "illness-24", "weather-96"])
+def test_a_converged_preset_is_its_cpu_preset_under_the_ablations_llm_recipe(dataset):
+    converged, cpu = get_preset(f"{dataset}-converged"), get_preset(f"{dataset}-cpu")
+    assert converged.model == cpu.model
+    recipe = RECIPES["llm"]
+    expected = cpu.train.replace(**recipe.train, learning_rate=converged.train.learning_rate)
+    assert converged.train == expected
+    assert converged.train.learning_rate in recipe.learning_rates
