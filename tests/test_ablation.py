@@ -394,6 +394,13 @@ def test_the_llm_recipe_tries_each_rate_briefly_and_trains_the_chosen_one_in_ful
     assert list(history["series_windows"]) == [48, 96, 144]
     assert history["test_mse"].notna().all() and history["test_mae"].notna().all()  # the learning curve
     assert not (tmp_path / "l" / "time-llm" / "seed-1" / "checkpoint").exists()  # removed once finished
+    from timellm.experiments.ablation_summary import write_ablation_summary
+
+    written = write_ablation_summary(tmp_path, tmp_path / "out")
+    figure = next(path for name, path in written.items() if name.startswith("learning_curve_"))
+    curve = pd.read_csv(figure.with_suffix(".csv"))
+    assert figure.stat().st_size > 0 and list(curve["series_windows"]) == [48, 96, 144]
+    assert curve["kept"].sum() == 1 and (curve["test_windows"] == 5).all()
 
 
 def test_an_interrupted_rate_search_keeps_the_rates_it_tried(tmp_path, hourly_csv, monkeypatch):

@@ -219,3 +219,38 @@ def plot_training_curves(panels: list[dict], path: str | Path, title: str) -> Pa
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_learning_curves(curves: pd.DataFrame, labels: dict[str, str], path: str | Path, title: str) -> Path:
+    """Validation loss (left) and test MSE (right) against training series-windows seen (log
+    scale), one colour per variant and a line per seed; a ring marks the epoch validation kept.
+
+    ``curves``: one row per (variant, seed, epoch) with ``series_windows``, ``val_loss``,
+    ``test_mse``, ``kept`` and ``test_windows``; ``labels``: the variants to draw, in order, by name."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (variant, label) in enumerate(labels.items()):
+        for i, (_, run) in enumerate(curves[curves["variant"] == variant].groupby("seed")):
+            for ax, column in zip(axes, ("val_loss", "test_mse"), strict=True):
+                ax.plot(
+                    run["series_windows"],
+                    run[column],
+                    "o-",
+                    color=f"C{k}",
+                    markersize=3,
+                    alpha=1.0 if i == 0 else 0.5,
+                    label=label if i == 0 else None,
+                )
+                kept = run[run["kept"]]
+                ax.plot(kept["series_windows"], kept[column], "o", color=f"C{k}", mfc="none", markersize=9)
+    windows = curves["test_windows"].dropna()
+    test = f"test MSE ({int(windows.iloc[0])} evenly spaced test windows)" if len(windows) else "test MSE"
+    for ax, ylabel in zip(axes, ("validation loss", test), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("training series-windows seen")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, frameon=False)
+    fig.suptitle(f"{title} (ring: the epoch validation kept)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

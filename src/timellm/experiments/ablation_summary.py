@@ -11,7 +11,9 @@ output folder, one per dataset and horizon, with its rows per variant and seed) 
 - ``ablation_paired.csv``: the paired reading of each variant against Time-LLM over the
   (dataset, seed) pairs where both ran: how often the variant is worse, a two-sided sign test, a
   Wilcoxon signed-rank test (scipy, where installed) and the median relative change;
-- ``ablation_summary.png``: per dataset, each variant's MSE relative to Time-LLM, with error bars.
+- ``ablation_summary.png``: per dataset, each variant's MSE relative to Time-LLM, with error bars;
+- ``learning_curve_<dataset>-<horizon>.csv`` / ``.png`` where the runs scored the test windows
+  after every epoch (:mod:`timellm.experiments.curves`).
 
 Every row carries its budget: optimiser steps, series-windows seen, batch, training seconds and the
 machine. ``update=True`` keeps the rows of an earlier summary in the output folder that the runs
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from timellm.experiments.ablation import FULL, SEEDS_CSV, TUNING_CSV, VARIANTS, ablation_cell, with_spread
+from timellm.experiments.curves import write_learning_curves
 from timellm.experiments.folders import RUN_CONFIG, read_run_record
 from timellm.experiments.tables import markdown_table
 
@@ -411,4 +414,5 @@ def write_ablation_summary(root: str | Path, out_dir: str | Path, update: bool =
     figure = plot_relative(every, out_dir / f"{SUMMARY}.png")
     if figure is not None:
         written["figure"] = figure
+    written.update(write_learning_curves(find_ablations(root), out_dir))
     return written
