@@ -21,6 +21,7 @@ a time after it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -35,7 +36,7 @@ from torch import nn
 
 from timellm._malloc import release_free_memory
 from timellm.backbones.errors import BackboneError
-from timellm.backbones.shapes import SHAPE_ALIASES, build_shaped_backbone
+from timellm.backbones.shapes import SHAPE_ALIASES, build_shaped_backbone, shaped_config
 from timellm.backbones.storage import LOAD_DTYPES, storage_of, store_weights
 from timellm.backbones.tiny import build_tiny_backbone
 
@@ -145,6 +146,30 @@ def load_backbone(
     store_weights(model, weights)
     release_free_memory()  # what conversions freed (int8: the bf16 weights) leaves the resident set
     return _freeze(Backbone(model, tokenizer, spec, _is_causal(model), total))
+
+
+def load_backbone_config(spec: str, llm_layers: int | None = None, trust_remote_code: bool = False):
+    """The transformers config of ``spec`` truncated to ``llm_layers``, without any weight (what a
+    memory estimate counts on); what cannot be read raises :class:`BackboneError`, as a load does."""
+    if spec in SHAPE_ALIASES:
+        return shaped_config(spec, _shaped_vocabulary(), llm_layers)[0]
+    if spec in TINY_ALIASES:
+        return build_tiny_backbone(spec, llm_layers)[0].config
+    from transformers import AutoConfig
+
+    folder, how = _resolve_folder(spec)
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - re-raised with what was tried
+        raise _load_error(spec, folder, how, err) from err
+    return _truncated_config(config, llm_layers, spec)[0]
+
+
+@functools.cache
+def _shaped_vocabulary() -> int:
+    """The vocabulary of the paper-scale shapes: SmolLM2's tokenizer's."""
+    return len(shaped_tokenizer())
 
 
 def shaped_tokenizer():
@@ -306,13 +331,21 @@ def _load_from_folder(
     except BackboneError:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised with what was tried
-        raise BackboneError(
-            f"could not load backbone {spec!r} from {folder} (expected {how}): {err}"
-        ) from err
+        raise _load_error(spec, folder, how, err) from err
     if tokenizer.pad_token is None:
         # decoders often ship no pad token; any token works since padded positions are masked out
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return model, tokenizer, total
+
+
+def _load_error(spec: str, folder, how: str, err: Exception) -> BackboneError:
+    """One line naming the backbone, where it was looked for and what it should have been; the
+    cause's first line only (transformers' messages go on with advice for its own API)."""
+    cause = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    where = "" if str(folder) == spec else f" from {folder}"
+    if how.startswith("a Hugging Face hub id"):
+        how = f"an alias ({', '.join(ALIASES[:4])}, ...), a model folder, a .gguf file or {how}"
+    return BackboneError(f"could not load backbone {spec!r}{where} (expected {how}): {cause}")
 
 
 def _is_causal(model: nn.Module) -> bool:
