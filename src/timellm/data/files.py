@@ -73,11 +73,32 @@ def read_table(path: str | Path, fmt: FrameFormat | None = None) -> pd.DataFrame
         if isinstance(err, UnicodeDecodeError):
             hint = "; expected UTF-8 text (save the file as UTF-8 CSV, or gzip-compress it as .csv.gz)"
         raise DataFileError(f"{path} is not a readable {kind} file: {message}{hint}") from None
+    _refuse_repeated_columns(path, frame.columns if parquet else _csv_header(path, content or "infer"))
     if frame.empty:
         raise DataFileError(
             f"data file {path} has no data rows (columns: {quote_columns(frame.columns)}); expected rows of data"
         )
     return frame
+
+
+def _csv_header(path: Path, compression: str) -> list[str]:
+    """The column names of a CSV file as written (pandas renames a repeated name ``OT.1``)."""
+    header = pd.read_csv(
+        path, compression=compression, header=None, nrows=1, dtype=str, keep_default_na=False
+    )
+    return [str(name) for name in header.iloc[0]] if len(header) else []
+
+
+def _refuse_repeated_columns(path: Path, columns) -> None:
+    """Refuse a table that names two columns alike: which of them is the series would be a guess."""
+    names = pd.Index(columns)
+    repeated = list(dict.fromkeys(names[names.duplicated()]))
+    if repeated:
+        raise DataFileError(
+            f"{path} names the column{'s' if len(repeated) > 1 else ''} "
+            f"{', '.join(repr(str(name)) for name in repeated)} more than once; every column needs a "
+            "name of its own: rename the repeats"
+        )
 
 
 def _sniff(path: Path) -> str | None:

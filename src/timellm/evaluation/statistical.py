@@ -52,7 +52,8 @@ def parse_baselines(names: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def check_levels(levels: Iterable[float] | None) -> tuple[float, ...]:
-    """Interval levels in percent, each strictly between 0 and 100, sorted, without repeats."""
+    """Interval levels in percent, each at least 1 and below 100, sorted, without repeats; a
+    level below 1 is refused as a fraction written for a percentage (0.8 for 80)."""
     if levels is None:
         return ()
     checked = []
@@ -62,6 +63,11 @@ def check_levels(levels: Iterable[float] | None) -> tuple[float, ...]:
         if not 0 < float(level) < 100:
             raise ValueError(
                 f"level must be strictly between 0 and 100 (a coverage in percent, e.g. 80 or 95), found {level!r}"
+            )
+        if float(level) < 1:  # a fraction written for a percentage: 0.8 would be a 0.8 % interval
+            raise ValueError(
+                f"level {level!r} reads as a fraction: levels are coverages in percent, e.g. "
+                f"{float(level) * 100:g} for a {float(level) * 100:g} % interval (at least 1)"
             )
         checked.append(int(level) if float(level).is_integer() else float(level))
     return tuple(sorted(set(checked)))

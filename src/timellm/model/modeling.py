@@ -394,6 +394,8 @@ class TimeLLM(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"cannot save the adapter to {directory}: it is a file, not a folder")
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory / CONFIG_FILE)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict().items()}
