@@ -137,7 +137,7 @@ def test_forecast_with_a_saved_adapter_needs_no_training(tmp_path, capsys):
     message = one_line_error(
         capsys, "forecast", data, "--horizon", 6, "--set", "d_ff=8", "--model", tmp_path / "m"
     )
-    assert "--set would train a new adapter" in message
+    assert "--set d_ff would train a new adapter" in message
     # how the saved adapter runs is not training: its frozen weights stored in bf16, one series at a time
     code, out, err = run(
         capsys, "forecast", data, "--horizon", 6, "--model", tmp_path / "m", "--set", "weights=bf16",
@@ -204,7 +204,7 @@ def test_wide_input_and_interpolation(tmp_path, capsys):
         ),
         ({}, ["--horizon", "0"], "horizon must be a positive integer, found 0"),
         ({}, ["--horizon", "-2"], "horizon must be a positive integer, found -2"),
-        ({}, ["--max-steps", "0"], "max_steps must be a positive integer"),
+        ({}, ["--max-steps", "0"], "--max-steps must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, changes, args, expected):

@@ -18,6 +18,7 @@ from timellm.cli.common import (
     command_line,
     print_memory_plan,
     print_metrics,
+    with_flags,
 )
 from timellm.model.precision import PRECISIONS
 
@@ -389,7 +390,8 @@ def _dry_run_train(args) -> int:
     from timellm.experiments.runs import recorded_preset
 
     if args.resume:
-        preset, percent, test_dataset = recorded_preset(args.resume)
+        preset, record = recorded_preset(args.resume)
+        percent, test_dataset = record.get("percent", 100), record.get("test_dataset")
     else:
         preset, percent, test_dataset = _resolve_preset(args), args.percent, None
     plans = plan_run(preset, data_dir=args.data_dir, percent=percent, test_dataset=test_dataset)
@@ -400,12 +402,17 @@ def cmd_m4(args) -> int:
     from timellm.data.m4 import get_frequency
     from timellm.evaluation.m4 import weighted_m4
     from timellm.experiments.presets import get_m4_preset
-    from timellm.experiments.protocols import check_m4_files, run_m4
+    from timellm.experiments.protocols import check_m4_files, plan_m4, run_m4
 
     frequencies = [get_frequency(f).name for f in args.frequency]
     if len(set(frequencies)) != len(frequencies):
         raise CLIError(f"--frequency names a frequency twice: {' '.join(args.frequency)}")
     presets = [_resolve_preset(args, get_m4_preset(f, args.variant)) for f in frequencies]
+    if args.dry_run:
+        for frequency, preset in zip(frequencies, presets, strict=True):
+            plans = plan_m4(preset, frequency, data_dir=args.data_dir, reference=args.reference)
+            print_memory_plan(plans, f"timellm m4, {frequency} (preset {preset.name})")
+        return 0
     for frequency in frequencies:  # every file first: no frequency trains before a missing one fails
         check_m4_files(frequency, args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -438,9 +445,12 @@ def cmd_m4(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from timellm.experiments.protocols import transfer, transfer_preset
+    from timellm.experiments.protocols import plan_transfer, transfer, transfer_preset
 
     preset = _resolve_preset(args, transfer_preset(args.source, args.pred_len, args.variant))
+    if args.dry_run:
+        plans = plan_transfer(preset, args.target, data_dir=args.data_dir)
+        return print_memory_plan(plans, f"timellm transfer, preset {preset.name} to {args.target}")
     run_dir = Path(args.out) if args.out else _default_run_dir(f"{preset.name}-to-{args.target}")
     metrics = transfer(preset, args.target, run_dir, data_dir=args.data_dir, command=command_line(args))
     print_metrics(
@@ -488,21 +498,13 @@ def cmd_presets(args) -> int:
 
 
 def cmd_info(args) -> int:
-    """Sizes and the memory a preset needs, from its config alone: nothing is loaded."""
-    import torch
-
-    from timellm.model.memory import (
-        GiB,
-        adapter_parameters,
-        available_memory,
-        estimate_memory,
-        llm_shape,
-        plan_storage,
-    )
+    """Sizes and the memory a preset needs, from its config alone: nothing is loaded. The memory is
+    the plan that `train` refuses by (:mod:`timellm.experiments.planning`), on the data's channels."""
+    from timellm.experiments.planning import plan_run
+    from timellm.model.memory import GiB, adapter_parameters, llm_shape
 
     preset = _resolve_preset(args)
-    c, train = preset.model, preset.train
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    c = preset.model
     print(f"preset {preset.name}, backbone {c.backbone}")
     shape = None
     if c.llm not in ("none", "attention", "transformer"):
@@ -512,47 +514,25 @@ def cmd_info(args) -> int:
             f"{shape.parameters:,} frozen parameters"
         )
     print(f"trainable parameters: {adapter_parameters(c, shape):,}")
-    storage, compute = plan_storage(c, preset.execution, train.precision, device)
-    channels = _channels(preset.dataset)
+    plans = plan_run(preset, data_dir=args.data_dir)
+    e = plans[0].estimate
+    execution = preset.execution
     print(
-        f"memory, estimated before loading (weights {storage}, computing in {compute} on {device}; "
-        f"gradient checkpointing {'on' if preset.execution.gradient_checkpointing else 'off'}):"
+        f"memory, estimated before loading (weights {e.storage}, computing in {e.compute} on "
+        f"{plans[0].device}; gradient checkpointing {'on' if execution.gradient_checkpointing else 'off'}"
+        f"{f'; llm_batch {execution.llm_batch}' if execution.llm_batch else ''}):"
     )
-    for training, windows, per_window, what in (
-        (True, train.batch_size, 1, f"training, {train.batch_size} series a step"),
-        (
-            False,
-            train.eval_batch_size,
-            channels,
-            f"testing, {train.eval_batch_size} windows x {channels} channels",
-        ),
-    ):
-        e = estimate_memory(
-            c,
-            storage=storage,
-            compute=compute,
-            batch_series=windows * per_window,
-            training=training,
-            gradient_checkpointing=preset.execution.gradient_checkpointing,
-        )
-        print(f"  {what}: {e.describe()}")
-    room = available_memory(device)
+    for plan in plans:
+        print(f"  {plan.describe()}{'' if plan.fits else ' (does not fit)'}")
+    room = plans[0].available
     print(
-        f"  available on {device}: "
+        f"  available on {plans[0].device}: "
         + (f"{room / GiB:.1f} GiB" if room is not None else "cannot be read here")
     )
+    for plan in plans:
+        if not plan.fits:
+            print(f"  {plan.batch.describe()}: {with_flags(plan.advice, vars(args))}")
     return 0
-
-
-def _channels(dataset: str | None) -> int:
-    """Channels of a benchmark (its CSV header, without the time column); 1 where it is not at hand."""
-    from timellm.data.benchmarks import find_file
-
-    try:
-        with open(find_file(dataset)) as handle:
-            return max(1, len(handle.readline().split(",")) - 1)
-    except (OSError, ValueError, TypeError, KeyError, LookupError):
-        return 1
 
 
 def cmd_ablate(args) -> int:

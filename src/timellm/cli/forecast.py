@@ -10,7 +10,16 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from timellm.cli.common import CLIError, add_common, add_set, logger, print_metrics, with_flags
+from timellm.cli.common import (
+    CLIError,
+    add_common,
+    add_dry_run,
+    add_set,
+    logger,
+    print_memory_plan,
+    print_metrics,
+    with_flags,
+)
 
 
 def add_commands(sub) -> None:
@@ -102,7 +111,9 @@ TRAINING_OPTIONS = (
 
 def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="CSV or Parquet file")
-    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    p.add_argument(
+        "--horizon", type=int, help="steps to forecast (required, unless --model names an adapter: its own)"
+    )
     p.add_argument("--id-col", help="series id column of a long table (default unique_id)")
     p.add_argument("--time-col", help="time column (default ds)")
     p.add_argument("--target-col", help="value column of a long table (default y)")
@@ -148,6 +159,7 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
     )
     add_set(p, "a model or training setting")
     p.add_argument("--model", help="an adapter folder saved before (--save): forecast with it, no training")
+    add_dry_run(p)
     p.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -166,12 +178,12 @@ def _add_level_option(p: argparse.ArgumentParser, purpose: str) -> None:
         "--level",
         nargs="+",
         metavar="LEVEL",
-        help=f"{purpose}; coverages in percent, strictly between 0 and 100, e.g. --level 80 95",
+        help=f"{purpose}; coverages in percent, strictly between 0 and 100 (80, not 0.8), e.g. --level 80 95",
     )
 
 
 def _levels(args) -> tuple:
-    """--level as numbers (checked by the API: strictly between 0 and 100)."""
+    """--level as numbers (checked by the API: percentages from 1 to below 100)."""
     from timellm.evaluation.statistical import check_levels
 
     if not args.level:
@@ -190,6 +202,39 @@ def _levels(args) -> tuple:
         raise CLIError(f"--level: {err}") from None
 
 
+# training settings that say how a saved adapter forecasts, not what it learns: --model takes them
+FORECAST_TRAIN_SETTINGS = ("eval_batch_size",)
+
+
+def _saved_model_settings(args) -> tuple:
+    """With --model: (the execution settings, eval_batch_size or None) of --set; an option or a
+    setting that would train a new adapter is refused."""
+    from timellm.settings import execution_settings, parse_overrides, split_settings
+
+    # execution settings (how the saved adapter runs: weights=bf16, llm_batch=1, ...) and the
+    # forecast batch (train.eval_batch_size) may be given; anything else would train a new adapter
+    settings = split_settings(parse_overrides(args.overrides), sections=("model", "train", "execution"))
+    forecasting = {k: v for k, v in settings["train"].items() if k in FORECAST_TRAIN_SETTINGS}
+    trains = [
+        f"--set {name}"
+        for name in [*settings["model"], *(k for k in settings["train"] if k not in forecasting)]
+    ]
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in TRAINING_OPTIONS
+        if name != "overrides" and getattr(args, name, None) not in (None, [])
+    ]
+    if given + trains:
+        what = given + trains
+        raise CLIError(
+            f"{', '.join(what)} would train a new adapter: leave {'it' if len(what) == 1 else 'them'} "
+            f"out to forecast with --model {args.model}, or leave out --model to train (with --model, "
+            "--set takes how the adapter runs: weights=..., llm_batch=..., train.eval_batch_size=... "
+            "and the other execution settings)"
+        )
+    return execution_settings(settings["execution"]), forecasting.get("eval_batch_size")
+
+
 def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
     from dataclasses import replace
@@ -197,34 +242,16 @@ def _forecaster(args):
     from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
     from timellm.settings import execution_settings, parse_overrides, split_settings
 
-    names = {
-        "id_col": args.id_col,
-        "time_col": args.time_col,
-        "target_col": args.target_col,
-        "wide": args.wide,
-    }
-    columns = {k: v for k, v in names.items() if v is not None}
+    columns = _columns(args)
+    _require_horizon(args)
     if args.model:
-        # execution settings (how the saved adapter runs: weights=bf16, llm_batch=1, ...) may be
-        # given; anything else would train a new adapter
-        settings = split_settings(parse_overrides(args.overrides), sections=("model", "train", "execution"))
-        trains = bool(settings["model"] or settings["train"])
-        given = [
-            "--set" if name == "overrides" else f"--{name.replace('_', '-')}"
-            for name in TRAINING_OPTIONS
-            if getattr(args, name, None) not in (None, []) and (name != "overrides" or trains)
-        ]
-        if given:
-            raise CLIError(
-                f"{', '.join(given)} would train a new adapter: leave {'it' if len(given) == 1 else 'them'} "
-                f"out to forecast with --model {args.model}, or leave out --model to train"
-            )
-        seq_len = None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
+        execution, eval_batch_size = _saved_model_settings(args)
         forecaster = TimeLLMForecaster.from_pretrained(
             args.model,
             horizon=args.horizon,
-            seq_len=seq_len,
-            execution=execution_settings(settings["execution"]),
+            seq_len=_saved_seq_len(args),
+            execution=execution,
+            eval_batch_size=eval_batch_size,
         )
         forecaster.format = replace(forecaster.format, **columns)
         if args.interpolate:
@@ -252,6 +279,55 @@ def _forecaster(args):
         interpolate=bool(args.interpolate),
         **columns,
     )
+
+
+def _require_horizon(args) -> None:
+    if args.horizon is None and not args.model:
+        raise CLIError(
+            "--horizon is required: the steps to forecast (with --model, the saved adapter's own horizon is used)"
+        )
+
+
+def _columns(args) -> dict:
+    """The column options given (id, time, target, wide)."""
+    names = {
+        "id_col": args.id_col,
+        "time_col": args.time_col,
+        "target_col": args.target_col,
+        "wide": args.wide,
+    }
+    return {k: v for k, v in names.items() if v is not None}
+
+
+def _saved_seq_len(args) -> int | None:
+    return None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
+
+
+def _dry_run(args) -> int:
+    """--dry-run: the options and the data checked, the outputs' places too, and the memory plan
+    of the run printed (what the run refuses by), without loading a weight or writing a file."""
+    from timellm.data.files import read_table
+    from timellm.forecaster import TimeLLMForecaster
+
+    _require_horizon(args)
+    if args.model:
+        execution, eval_batch_size = _saved_model_settings(args)
+        plans = TimeLLMForecaster.plan_pretrained(
+            args.model,
+            horizon=args.horizon,
+            seq_len=_saved_seq_len(args),
+            execution=execution,
+            eval_batch_size=eval_batch_size,
+        )
+        _check_outputs(args)
+        read_table(args.data)  # the data must be readable too
+        return print_memory_plan(plans, f"timellm {args.command} with the adapter in {args.model}")
+    forecaster = _forecaster(args)
+    _check_outputs(args)
+    frame = read_table(args.data, forecaster.format)
+    windows = getattr(args, "windows", None)  # backtest: the training before the first cutoff
+    plans = forecaster.plan_fit(frame, n_windows=windows, step_size=getattr(args, "step_size", None))
+    return print_memory_plan(plans, f"timellm {args.command} on {args.data}")
 
 
 def _write(frame, path: str) -> None:
@@ -298,6 +374,8 @@ def cmd_forecast(args) -> int:
     from timellm.data.files import read_table
 
     levels = _levels(args)
+    if args.dry_run:
+        return _dry_run(args)
     forecaster = _forecaster(args)  # option errors before any file is read
     _check_outputs(args)
     frame = read_table(args.data, forecaster.format)
@@ -349,6 +427,8 @@ def cmd_backtest(args) -> int:
 
     levels = _levels(args)
     baselines = parse_baselines(args.baselines)
+    if args.dry_run:
+        return _dry_run(args)
     forecaster = _forecaster(args)
     _check_outputs(args)
     frame = read_table(args.data, forecaster.format)
@@ -356,7 +436,7 @@ def cmd_backtest(args) -> int:
         logger.warning(
             "--model: the adapter is used as saved; if it was trained on these windows, the scores flatter it"
         )
-    with _option_names_in_warnings():
+    with _option_names_in_warnings(vars(args)):
         cv, scores = forecaster.backtest(
             frame,
             args.windows,
@@ -433,18 +513,23 @@ def cmd_backtest(args) -> int:
 
 
 class _OptionNames(logging.Filter):
-    """Warnings of the layers below name API settings (``baseline_budget=...``): here, this CLI's options."""
+    """Warnings of the layers below name API settings (``baseline_budget=...``): here, this CLI's
+    options (``options``: the dests of the command's options)."""
+
+    def __init__(self, options) -> None:
+        super().__init__()
+        self.options = set(options)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            record.msg, record.args = with_flags(record.getMessage()), None
+            record.msg, record.args = with_flags(record.getMessage(), self.options), None
         return True
 
 
 @contextmanager
-def _option_names_in_warnings():
+def _option_names_in_warnings(options):
     """While a command runs the API, its log warnings name options as this command line spells them."""
-    names = _OptionNames()
+    names = _OptionNames(options)
     handlers = list(logger.handlers)
     for handler in handlers:
         handler.addFilter(names)

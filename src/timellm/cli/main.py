@@ -13,7 +13,6 @@ from timellm.cli import experiments, forecast
 from timellm.cli.common import EXIT_FAILURE, EXIT_USAGE, CLIError, logger, with_flags, with_phrases
 
 COMMANDS = {**forecast.COMMANDS, **experiments.COMMANDS}
-FLAG_COMMANDS = ("forecast", "backtest", "ablate")  # errors name these commands' options, not API settings
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -70,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        message = with_phrases(str(err))
-        if args.command in FLAG_COMMANDS:
-            message = with_flags(message)
+        # the settings a message names, as this command takes them (its own option, or --set)
+        message = with_flags(with_phrases(str(err)), vars(args))
         print(f"timellm {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except NonFiniteLossError as err:  # training diverged: not a usage error

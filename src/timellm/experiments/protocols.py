@@ -33,10 +33,12 @@ from timellm.data.m4 import (
 from timellm.evaluation.baselines import DLinear, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.m4 import score_m4
 from timellm.experiments.folders import RunFolder
+from timellm.experiments.planning import benchmark_plans, check_benchmark_memory, plan_run
 from timellm.experiments.presets import Preset, get_preset
 from timellm.experiments.runs import train_and_test
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.memory import MemoryPlan
 from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
@@ -144,19 +146,13 @@ def run_m4(
     """
     f = get_frequency(frequency)
     model_config, train_config = preset.model, preset.train
-    if model_config.pred_len != f.horizon:
-        raise ValueError(
-            f"the M4 {f.name} horizon is fixed at {f.horizon} by the competition; found pred_len {model_config.pred_len}"
-        )
-    if preset.run.get("max_test_windows") is not None:
-        raise ValueError("max_test_windows does not apply to M4: every series is forecast and scored")
-    refit = preset.run.get("refit", False)
-    if not isinstance(refit, bool):
-        raise ValueError(f"refit must be true or false, found {refit!r}")
+    refit = _check_m4_settings(preset, f.name)
     # read everything first: a missing file must not leave an empty run folder behind
     data_dir = check_m4_files(f.name, data_dir)
     data = load_m4(f, data_dir)
     seq_len = model_config.seq_len
+    if reference is None:  # and refuse what cannot fit before the backbone is loaded
+        check_benchmark_memory(preset)
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
@@ -266,6 +262,31 @@ def run_m4(
     return metrics
 
 
+def plan_m4(
+    preset: Preset, frequency: str, *, data_dir: str | Path | None = None, reference: str | None = None
+) -> list[MemoryPlan]:
+    """The memory plan of :func:`run_m4` (its settings and files checked first; nothing is loaded):
+    every window is one series. A reference model holds no language model: no plan."""
+    _check_m4_settings(preset, frequency)
+    check_m4_files(frequency, data_dir)
+    return [] if reference is not None else benchmark_plans(preset, channels=1)
+
+
+def _check_m4_settings(preset: Preset, frequency: str) -> bool:
+    """Refuse settings that do not apply to M4's ``frequency``; returns the run setting ``refit``."""
+    f = get_frequency(frequency)
+    if preset.model.pred_len != f.horizon:
+        raise ValueError(
+            f"the M4 {f.name} horizon is fixed at {f.horizon} by the competition; found pred_len {preset.model.pred_len}"
+        )
+    if preset.run.get("max_test_windows") is not None:
+        raise ValueError("max_test_windows does not apply to M4: every series is forecast and scored")
+    refit = preset.run.get("refit", False)
+    if not isinstance(refit, bool):
+        raise ValueError(f"refit must be true or false, found {refit!r}")
+    return refit
+
+
 def transfer_preset(source: str, pred_len: int, variant: str | None = TRANSFER_VARIANT) -> Preset:
     """The preset of a transfer run: ``<source>-<pred_len>[-<variant>]`` (variant None or "paper": the paper's)."""
     name = f"{benchmark(source).name}-{pred_len}"
@@ -287,10 +308,21 @@ def transfer(
     The model keeps the source's prompt description: it is tested on data it has never seen
     described. The target is scaled with its own training statistics (as every benchmark is).
     """
+    target = _transfer_target(preset, target)
+    return train_and_test(preset, run_dir, data_dir=data_dir, test_dataset=target, command=command)
+
+
+def plan_transfer(preset: Preset, target: str, *, data_dir: str | Path | None = None) -> list[MemoryPlan]:
+    """The memory plan of :func:`transfer` (both data sets read, nothing loaded or written)."""
+    return plan_run(preset, data_dir=data_dir, test_dataset=_transfer_target(preset, target))
+
+
+def _transfer_target(preset: Preset, target: str) -> str:
+    """The benchmark name of ``target``, refused where it is the source itself."""
     target = benchmark(target).name
     if target == benchmark(preset.dataset).name:
         raise ValueError(
             f"zero-shot transfer needs a target other than the source {preset.dataset}; "
             "train and test on one dataset with `timellm train`"
         )
-    return train_and_test(preset, run_dir, data_dir=data_dir, test_dataset=target, command=command)
+    return target

@@ -30,10 +30,10 @@ from timellm.experiments.folders import (
     RunFolder,
     read_run_record,
 )
+from timellm.experiments.planning import check_benchmark_memory
 from timellm.experiments.presets import Preset
 from timellm.model.ablations import build_model
 from timellm.model.config import TimeLLMConfig
-from timellm.model.memory import check_memory
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_dict, execution_settings
@@ -110,19 +110,7 @@ def train_and_test(
         )
     # refuse a run that cannot fit before the backbone is loaded or the run folder is written:
     # training a batch of series, and testing a batch of windows with all their channels
-    for training, windows, channels, setting in (
-        (True, train_config.batch_size, 1, "train.batch_size"),
-        (False, train_config.eval_batch_size, test_splits.channels, "train.eval_batch_size"),
-    ):
-        check_memory(
-            model_config,
-            preset.execution,
-            precision=train_config.precision,
-            batch_windows=windows,
-            channels=channels,
-            training=training,
-            batch_setting=setting,
-        )
+    check_benchmark_memory(preset, test_splits)
     accelerator = make_accelerator(train_config)
     main = accelerator.is_main_process
     folder = RunFolder(run_dir, main)
@@ -320,11 +308,26 @@ def train_seeds(
 def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Continue an interrupted run from its checkpoint, with the settings its config.yaml records."""
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_CONFIG).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
+    preset, record = recorded_preset(run_dir)
     if find_checkpoint(run_dir / CHECKPOINT_DIR) is None:
         done = " (it has finished: see its metrics.json)" if (run_dir / METRICS).is_file() else ""
         raise CheckpointError(f"{run_dir} has no checkpoint to resume from{done}")
+    return train_and_test(
+        preset,
+        run_dir,
+        data_dir=data_dir,
+        percent=record.get("percent", 100),
+        test_dataset=record.get("test_dataset"),
+        command=record.get("command"),
+        resume=True,
+    )
+
+
+def recorded_preset(run_dir: str | Path) -> tuple[Preset, dict[str, Any]]:
+    """The settings a run folder's config.yaml records, as a preset, and the record itself."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {RUN_CONFIG}")
     record = read_run_record(run_dir)
     try:
         preset = Preset(
@@ -337,15 +340,7 @@ def resume_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"{run_dir / RUN_CONFIG} is not a complete run record: {err}") from None
-    return train_and_test(
-        preset,
-        run_dir,
-        data_dir=data_dir,
-        percent=record.get("percent", 100),
-        test_dataset=record.get("test_dataset"),
-        command=record.get("command"),
-        resume=True,
-    )
+    return preset, record
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:

@@ -66,6 +66,7 @@ import torch
 
 from timellm.backbones.loading import Backbone
 from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError
+from timellm.data.files import check_output_path
 from timellm.data.frames import prepare_series
 from timellm.data.frequency import season_length
 from timellm.data.lookback import max_seq_len
@@ -91,10 +92,10 @@ from timellm.evaluation.statistical import (
 )
 from timellm.forecaster import lengths
 from timellm.forecaster.files import FORECASTER_FILE, check_record, member_folder, read_record, write_record
-from timellm.forecaster.fitting import AdapterTraining
+from timellm.forecaster.fitting import AdapterTraining, fit_plans, forecast_plans
 from timellm.forecaster.lengths import check_positive, is_int
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
-from timellm.model.memory import check_memory
+from timellm.model.memory import MemoryPlan, refuse_what_cannot_fit
 from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
 from timellm.training.checkpoint import check_config_matches_weights, read_json_object
@@ -187,6 +188,12 @@ class TimeLLMForecaster:
         if max_steps is not None:
             check_positive("max_steps", max_steps)
         check_positive("ensemble", ensemble)
+        if max_steps is not None and max_steps < ensemble:
+            raise InputDataError(
+                f"max_steps={max_steps} is fewer than ensemble={ensemble}: the {ensemble} adapters share "
+                f"the budget of max_steps, at least one step each; give max_steps={ensemble} or more, or a "
+                "smaller ensemble"
+            )
         if not is_int(calibration_origins) or calibration_origins < 0:
             raise InputDataError(
                 f"calibration_origins must be an integer of at least 0, found {calibration_origins!r}"
@@ -267,6 +274,35 @@ class TimeLLMForecaster:
         (default: the horizon) are its validation part.
         """
         data = self.prepare(df)
+        val = self._prepare_fit(data, val_size)
+        self._fit_series(data, val)
+        self.history = data
+        return self
+
+    def plan_fit(
+        self,
+        df: pd.DataFrame,
+        val_size: int | None = None,
+        n_windows: int | None = None,
+        step_size: int | None = None,
+    ) -> list[MemoryPlan]:
+        """The memory that :meth:`fit` on ``df`` would hold at its peak (a training batch and a
+        forecast batch) beside the memory available, estimated before anything is loaded: what
+        ``fit`` refuses by. With ``n_windows``: the training of :meth:`backtest` (refit), on the data
+        before the first cutoff. The data are checked as a fit checks them, and ``seq_len="auto"``
+        is resolved on them as a fit resolves it; nothing trains.
+        """
+        data = self.prepare(df)
+        if n_windows:
+            _, val = self._backtest_training_data(data, n_windows, step_size, val_size)
+            lengths.cutoffs(self.config, data, n_windows, step_size, val)
+        else:
+            self._prepare_fit(data, val_size)
+        return fit_plans(self.config, self.execution, self.train_config)
+
+    def _prepare_fit(self, data: SeriesSet, val_size: int | None) -> int:
+        """Check that ``data`` can train an adapter and resolve the look-back (``seq_len="auto"``);
+        returns the validation steps per series."""
         val = self._val_size(val_size, data)
         self._resolve_seq_len(data, val)
         largest = max_seq_len([len(s) for s in data], self.horizon, val)
@@ -279,9 +315,7 @@ class TimeLLMForecaster:
             largest,
         )
         lengths.require_training_rows(self.config, data, [len(s) for s in data], val, largest)
-        self._fit_series(data, val)
-        self.history = data
-        return self
+        return val
 
     def predict(
         self, df: pd.DataFrame | None = None, h: int | None = None, level: Iterable[float] | None = None
@@ -372,10 +406,7 @@ class TimeLLMForecaster:
         """:meth:`cross_validation` of validated series."""
         val = None
         if refit:  # the data before each series' first cutoff (len - span rows) is all training sees
-            span = lengths.span(self.horizon, n_windows, step_size)
-            before = SeriesSet([s.head(max(len(s) - span, 0)) for s in data], data.format)
-            val = self._val_size(val_size, before)
-            self._resolve_seq_len(before, val, " before the first cutoff")
+            before, val = self._backtest_training_data(data, n_windows, step_size, val_size)
         windows = lengths.cutoffs(self.config, data, n_windows, step_size, val)
         if refit:
             self._fit_series(before, val, context="before the first cutoff")
@@ -391,6 +422,17 @@ class TimeLLMForecaster:
                 self._frame(s, s.timestamps[future], pred, s.timestamps[c - 1], s.values[future], band)
             )
         return pd.concat(parts, ignore_index=True)
+
+    def _backtest_training_data(
+        self, data: SeriesSet, n_windows: int, step_size: int | None, val_size: int | None
+    ) -> tuple[SeriesSet, int]:
+        """(the data before each series' first cutoff, validation steps) of a backtest that refits,
+        the look-back resolved on them (``seq_len="auto"``)."""
+        span = lengths.span(self.horizon, n_windows, step_size)
+        before = SeriesSet([s.head(max(len(s) - span, 0)) for s in data], data.format)
+        val = self._val_size(val_size, before)
+        self._resolve_seq_len(before, val, " before the first cutoff")
+        return before, val
 
     def backtest(
         self,
@@ -522,7 +564,7 @@ class TimeLLMForecaster:
         The frozen backbone is never saved: loading rebuilds it from the name in the config.
         """
         self._require_model()
-        directory = Path(directory)
+        directory = check_output_path(directory, "adapter folder", folder=True)
         for k, model in enumerate(self.models):
             model.save_pretrained(member_folder(directory, k))
         settings = {
@@ -548,14 +590,59 @@ class TimeLLMForecaster:
         seq_len: int | None = None,
         backbone: Backbone | None = None,
         execution: ExecutionSettings | None = None,
+        eval_batch_size: int | None = None,
     ) -> TimeLLMForecaster:
         """Load a saved forecaster (or any saved Time-LLM adapter folder) without training.
 
         ``horizon`` and ``seq_len``, when given, must be the ones the adapter was trained for: an
         adapter forecasts exactly its own horizon from exactly its own look-back. ``execution``:
-        how the model runs here (the frozen weights' storage, ``llm_batch``, ...); never saved.
+        how the model runs here (the frozen weights' storage, ``llm_batch``, ...) and
+        ``eval_batch_size``: windows per forecast batch (default: as saved); neither is saved.
         """
         directory = Path(directory)
+        forecaster, config_data = cls._restore(directory, horizon, seq_len, execution, eval_batch_size)
+        config, train = forecaster.config, forecaster.train_config
+        if backbone is None:  # refuse what cannot fit before the backbone is loaded
+            refuse_what_cannot_fit(forecast_plans(config, forecaster.execution, train))
+        for k in range(forecaster.ensemble):  # the members share the first one's backbone
+            folder = member_folder(directory, k)
+            if k:
+                _check_member(folder, config_data)
+            forecaster.models.append(
+                TimeLLM.from_pretrained(
+                    folder, backbone, execution=forecaster.execution, precision=train.precision
+                )
+            )
+            backbone = forecaster.models[0].backbone
+        return forecaster
+
+    @classmethod
+    def plan_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        horizon: int | None = None,
+        seq_len: int | None = None,
+        execution: ExecutionSettings | None = None,
+        eval_batch_size: int | None = None,
+    ) -> list[MemoryPlan]:
+        """The memory that forecasting with the adapter saved in ``directory`` would hold at its
+        peak beside the memory available (what :meth:`from_pretrained` refuses by; the same
+        arguments), estimated from the saved settings: no weight is loaded."""
+        forecaster, _ = cls._restore(Path(directory), horizon, seq_len, execution, eval_batch_size)
+        return forecast_plans(forecaster.config, forecaster.execution, forecaster.train_config)
+
+    @classmethod
+    def _restore(
+        cls,
+        directory: Path,
+        horizon: int | None,
+        seq_len: int | None,
+        execution: ExecutionSettings | None,
+        eval_batch_size: int | None,
+    ) -> tuple[TimeLLMForecaster, dict[str, Any]]:
+        """A forecaster with the settings saved in ``directory``, checked, but no adapter loaded;
+        and the saved adapter config (what every ensemble member's must equal)."""
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"{directory} is not an adapter folder: it holds no {CONFIG_FILE} "
@@ -595,7 +682,7 @@ class TimeLLMForecaster:
             config.pred_len,
             config=config,
             train_config=train,
-            max_steps=record.get("max_steps", DEFAULT_MAX_STEPS),
+            max_steps=None,
             ensemble=record.get("ensemble", 1),
             choose_normalization=record.get("choose_normalization", True),
             calibration_origins=record.get("calibration_origins", 0),
@@ -604,31 +691,16 @@ class TimeLLMForecaster:
             **record.get("columns", {}),
         )
         forecaster.execution = execution or ExecutionSettings()
-        if backbone is None:  # refuse what cannot fit before the backbone is loaded
-            check_memory(
-                config,
-                forecaster.execution,
-                precision=train.precision,
-                batch_windows=train.eval_batch_size,
-                training=False,
-                batch_setting="train_config.eval_batch_size",
-            )
-        for k in range(forecaster.ensemble):  # the members share the first one's backbone
-            folder = member_folder(directory, k)
-            if k:
-                _check_member(folder, config_data)
-            forecaster.models.append(
-                TimeLLM.from_pretrained(
-                    folder, backbone, execution=forecaster.execution, precision=train.precision
-                )
-            )
-            backbone = forecaster.models[0].backbone
+        # the budget it was trained with, as saved (not checked again: nothing trains on it here)
+        forecaster.max_steps = record.get("max_steps", DEFAULT_MAX_STEPS)
+        if eval_batch_size is not None:
+            forecaster.train_config = train.replace(eval_batch_size=eval_batch_size)
         if record.get("calibration") is not None:
             forecaster.calibration = np.asarray(record["calibration"], dtype=np.float64).reshape(
                 -1, config.pred_len
             )
             forecaster.calibration_constant = record.get("calibration_constant", 0)
-        return forecaster
+        return forecaster, config_data
 
     # -------------------------------------------------------------------------------------------
     # internals

@@ -19,7 +19,7 @@ from timellm.data.series import Series, SeriesSet
 from timellm.data.windows import WindowDataset
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
-from timellm.model.memory import check_memory
+from timellm.model.memory import MemoryBatch, MemoryPlan, plan_memory, refuse_what_cannot_fit
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import FitResult, TrainConfig, choose_normalization, fit
 
@@ -97,18 +97,7 @@ class AdapterTraining:
         steps = None if self.max_steps is None else max(self.max_steps // members, 1)
         train_config = budget(self.train_config, steps, len(train_set))
         # refuse what cannot fit before the backbone is loaded: a training batch, and a forecast batch
-        for training, windows, setting in (
-            (True, train_config.batch_size, "train_config.batch_size"),
-            (False, train_config.eval_batch_size, "train_config.eval_batch_size"),
-        ):
-            check_memory(
-                c,
-                self.execution,
-                precision=train_config.precision,
-                batch_windows=windows,
-                training=training,
-                batch_setting=setting,
-            )
+        refuse_what_cannot_fit(fit_plans(c, self.execution, train_config))
         describe = {
             "windows": len(train_set),
             "series": len(train_sets),
@@ -217,6 +206,29 @@ class AdapterTraining:
         if choice.kept == "correction":
             self.config, (self.models, self.results) = alternative, corrected
             self.validate_start = True
+
+
+def fit_plans(
+    config: TimeLLMConfig, execution: ExecutionSettings, train_config: TrainConfig
+) -> list[MemoryPlan]:
+    """The memory plan of a fit (nothing refused here): a training step of ``batch_size`` windows and
+    a forecast batch of ``eval_batch_size`` windows, one series each."""
+    batches = (
+        MemoryBatch(True, train_config.batch_size, 1, "train_config.batch_size"),
+        MemoryBatch(False, train_config.eval_batch_size, 1, "train_config.eval_batch_size"),
+    )
+    return plan_memory(config, execution, precision=train_config.precision, batches=batches)
+
+
+def forecast_plans(
+    config: TimeLLMConfig, execution: ExecutionSettings, train_config: TrainConfig
+) -> list[MemoryPlan]:
+    """The memory plan of forecasting with a trained adapter of ``config``: a batch of
+    ``eval_batch_size`` windows; its layers are the adapter's (fewer is no option)."""
+    batch = MemoryBatch(False, train_config.eval_batch_size, 1, "train_config.eval_batch_size")
+    return plan_memory(
+        config, execution, precision=train_config.precision, batches=[batch], layers_fixed=True
+    )
 
 
 def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainConfig:

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,35 +113,11 @@ class MemoryEstimate:
 
 
 def backbone_config(spec: str, llm_layers: int | None, trust_remote_code: bool = False):
-    """The transformers config of backbone ``spec`` truncated to ``llm_layers``, without its weights."""
-    from timellm.backbones.loading import (
-        SHAPE_ALIASES,
-        TINY_ALIASES,
-        _quiet_transformers,
-        _resolve_folder,
-        _truncated_config,
-    )
-    from timellm.backbones.shapes import shaped_config
+    """The transformers config of backbone ``spec`` truncated to ``llm_layers``, without its weights
+    (:class:`~timellm.backbones.errors.BackboneError` where it cannot be read, as a load does)."""
+    from timellm.backbones.loading import load_backbone_config
 
-    if spec in SHAPE_ALIASES:
-        return shaped_config(spec, _smollm2_vocabulary(), llm_layers)[0]
-    if spec in TINY_ALIASES:
-        from timellm.backbones.tiny import build_tiny_backbone
-
-        return build_tiny_backbone(spec, llm_layers)[0].config
-    from transformers import AutoConfig
-
-    folder, _ = _resolve_folder(spec)
-    with _quiet_transformers():
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    return _truncated_config(config, llm_layers, spec)[0]
-
-
-@functools.cache
-def _smollm2_vocabulary() -> int:
-    from timellm.backbones.loading import shaped_tokenizer
-
-    return len(shaped_tokenizer())
+    return load_backbone_config(spec, llm_layers, trust_remote_code)
 
 
 @functools.cache
@@ -229,8 +206,7 @@ def estimate_memory(
     ``llm_batch``: series through the LLM at once in inference (ExecutionSettings.llm_batch).
     """
     c = config
-    no_llm = c.llm in ("none", "attention", "transformer")
-    shape = None if no_llm else llm_shape(c.backbone, c.llm_layers, c.trust_remote_code)
+    shape = None if not _uses_llm(c) else llm_shape(c.backbone, c.llm_layers, c.trust_remote_code)
     act = STORAGE_BYTES[compute]
     base = current_rss() if base is None else base
     adapter = adapter_parameters(c, shape) * (TRAIN_BYTES_PER_PARAMETER if training else 4)
@@ -315,18 +291,28 @@ def _cgroup_room() -> int | None:
 
 
 def simulated_available() -> int | None:
-    """``TIMELLM_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix), a ceiling set by hand or by tests."""
-    text = os.environ.get("TIMELLM_MEMORY_LIMIT")
-    if not text:
+    """``TIMELLM_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix), a ceiling set by hand or by tests;
+    None where it is not set. A size that is not a positive number is refused."""
+    text = os.environ.get("TIMELLM_MEMORY_LIMIT", "")
+    if not text.strip():
         return None
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    size = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        if text[-1:] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise ValueError(f"TIMELLM_MEMORY_LIMIT must be bytes or a size like 16G, found {text!r}") from None
+        found = int(float(size[:-1]) * units[size[-1]]) if size[-1:] in units else int(size)
+    except (ValueError, OverflowError):
+        found = 0
+    if found <= 0:
+        raise ValueError(
+            f"TIMELLM_MEMORY_LIMIT must be a positive size, in bytes or like 16G, found {text!r}"
+        )
+    return found
+
+
+def memory_available(device: torch.device | str = "cpu") -> int | None:
+    """Bytes a run may use on ``device``: ``TIMELLM_MEMORY_LIMIT`` where it is set, else what the
+    system says (:func:`available_memory`); None where neither says."""
+    return simulated_available() or available_memory(device)
 
 
 def plan_storage(
@@ -335,13 +321,199 @@ def plan_storage(
     """(storage, compute) of a run: ``execution.weights`` resolved (auto: see
     :func:`timellm.model.precision.resolve_weights`) and ``precision`` resolved on ``device``."""
     compute = resolve_precision(precision, device)
-    if config.llm in ("none", "attention", "transformer"):
+    if not _uses_llm(config):
         return "fp32", compute
     if execution.weights == "auto" and compute == "fp32":
         shape = llm_shape(config.backbone, config.llm_layers, config.trust_remote_code)
-        room = simulated_available() or available_memory(device)
+        room = memory_available(device)
         return resolve_weights("auto", precision, device, weight_bytes(shape, "fp32"), room), compute
     return resolve_weights(execution.weights, precision, device), compute
+
+
+def _uses_llm(config: TimeLLMConfig) -> bool:
+    return config.llm not in ("none", "attention", "transformer")
+
+
+# --------------------------------------------------------------------------------------------
+# the plan of a run: every batch it holds at its peak, beside the memory available
+
+
+@dataclass(frozen=True)
+class MemoryBatch:
+    """A batch a run holds at its peak: ``windows`` windows of ``channels`` series each."""
+
+    training: bool
+    windows: int
+    channels: int = 1
+    setting: str | None = None  # the setting that sizes it, advised where a smaller batch would fit
+
+    @property
+    def series(self) -> int:
+        return self.windows * self.channels
+
+    def describe(self) -> str:
+        if self.training:
+            return f"training, {self.series} series a step"
+        if self.channels > 1:
+            windows = f"{self.windows} window{'s' if self.windows > 1 else ''}"
+            return f"inference, {windows} x {self.channels} channels"
+        return f"inference, {self.windows} series a batch"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """One batch's estimate beside the memory available and, where it does not fit, what would."""
+
+    batch: MemoryBatch
+    estimate: MemoryEstimate
+    available: int | None  # bytes the run may use (None: unknown here, so nothing is refused)
+    device: str
+    advice: str = ""  # the settings that would fit; empty where the batch fits
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.estimate.total <= self.available
+
+    def describe(self) -> str:
+        """One line: the batch and its estimate by part."""
+        return f"{self.batch.describe()}: {self.estimate.describe()}"
+
+    def refusal(self) -> str:
+        """The one-line error of a batch that does not fit."""
+        room = (self.available or 0) / GiB
+        return (
+            f"this run needs about {self.estimate.describe()}, but {room:.2f} GiB are available on "
+            f"{self.device}; {self.advice}"
+        )
+
+
+def plan_memory(
+    config: TimeLLMConfig,
+    execution: ExecutionSettings,
+    *,
+    precision: str,
+    batches: Sequence[MemoryBatch],
+    device: torch.device | str | None = None,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    layers_fixed: bool = False,
+) -> list[MemoryPlan]:
+    """The memory plan of a run, known before anything is loaded: each of its ``batches`` estimated
+    (one process base for all) beside the memory available, with the settings that would fit where
+    a batch does not. ``layers_fixed``: the layers are a trained adapter's (fewer is not advised).
+
+    What ``train``, ``forecast`` and their ``--dry-run`` refuse by and ``timellm info`` prints.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    storage, compute = plan_storage(config, execution, precision, device)
+    room = memory_available(device)
+    base = current_rss()
+    plans = []
+    for batch in batches:
+
+        def estimate(
+            cfg=config,
+            storage=storage,
+            ckpt=execution.gradient_checkpointing,
+            windows=batch.windows,
+            chunk=execution.llm_batch,
+            batch=batch,
+        ) -> MemoryEstimate:
+            return estimate_memory(
+                cfg,
+                storage=storage,
+                compute=compute,
+                batch_series=windows * batch.channels,
+                training=batch.training,
+                gradient_checkpointing=ckpt,
+                prompt_tokens=prompt_tokens,
+                base=base,
+                llm_batch=chunk,
+            )
+
+        found = estimate()
+        advice = ""
+        if room is not None and found.total > room:
+            options = _lighter_settings(config, execution, batch, storage, layers_fixed)
+            advice = _advice(options, estimate, room, base)
+        plans.append(MemoryPlan(batch, found, room, device.type, advice))
+    return plans
+
+
+def _lighter_settings(
+    config: TimeLLMConfig,
+    execution: ExecutionSettings,
+    batch: MemoryBatch,
+    storage: str,
+    layers_fixed: bool,
+) -> list[tuple[str, dict]]:
+    """(setting, the estimate's arguments it changes) of each setting that makes a run lighter."""
+    options: list[tuple[str, dict]] = []
+    if _uses_llm(config):
+        for other in ("bf16", "int8"):
+            if STORAGE_BYTES[other] < STORAGE_BYTES[storage]:
+                options.append((f"weights={other}", {"storage": other}))
+    if batch.training and not execution.gradient_checkpointing and _uses_llm(config):
+        options.append(("gradient_checkpointing=true", {"ckpt": True}))
+    if not batch.training and _uses_llm(config) and batch.series > 1 and (execution.llm_batch or 2) > 1:
+        options.append(("llm_batch=1", {"chunk": 1}))
+    setting = batch.setting or ("train.batch_size" if batch.training else "train.eval_batch_size")
+    for windows in sorted({batch.windows // 4, 1}, reverse=True):
+        if 0 < windows < batch.windows:
+            options.append((f"{setting}={windows}", {"windows": windows}))
+    if not layers_fixed and _uses_llm(config) and (config.llm_layers is None or config.llm_layers > 1):
+        shape = llm_shape(config.backbone, config.llm_layers, config.trust_remote_code)
+        fewer = max(1, shape.layers // 2)
+        options.append((f"llm_layers={fewer}", {"cfg": dataclasses.replace(config, llm_layers=fewer)}))
+    return options
+
+
+def _advice(options: list[tuple[str, dict]], estimate, room: int, base: int) -> str:
+    """What would fit in ``room``: each setting that fits alone, else the lightest combination that
+    fits, else why nothing can."""
+    fits = [
+        f"{name} ({e.total / GiB:.1f} GiB)"
+        for name, e in ((n, estimate(**c)) for n, c in options)
+        if e.total <= room
+    ]
+    if fits:
+        return "settings that fit: " + ", ".join(fits)
+    if base >= room:
+        return f"nothing can fit: this process alone holds {base / GiB:.2f} GiB before loading anything"
+    together: dict = {}
+    names: dict[str, str] = {}
+    for without_layers in (True, False):
+        for name, change in options:
+            if without_layers and "cfg" in change:
+                continue
+            together.update(change)
+            names.update(dict.fromkeys(change, name))  # the lightest of each kind, given last
+        combined = estimate(**together)
+        if combined.total <= room:
+            return (
+                f"no one setting fits alone, together they do: {', '.join(dict.fromkeys(names.values()))} "
+                f"({combined.total / GiB:.1f} GiB)"
+            )
+    settings = ", ".join(dict.fromkeys(names.values())) or "no lighter setting applies"
+    return (
+        f"nothing fits, not even {settings} together ({estimate(**together).total / GiB:.1f} GiB): "
+        "the run needs a machine with more memory"
+    )
+
+
+def refuse_what_cannot_fit(plans: Sequence[MemoryPlan], log: bool = True) -> None:
+    """Raise :class:`InsufficientMemoryError` for the first batch of ``plans`` that does not fit;
+    else log each estimate (unless ``log`` is False)."""
+    for plan in plans:
+        if not plan.fits:
+            raise InsufficientMemoryError(plan.refusal())
+    for plan in plans if log else ():
+        if plan.available is None:
+            logger.info(
+                "memory: %s; the memory available cannot be read here, so it is not checked",
+                plan.estimate.describe(),
+            )
+        else:
+            logger.info("memory: %s; %.2f GiB available", plan.estimate.describe(), plan.available / GiB)
 
 
 def check_memory(
@@ -356,67 +528,14 @@ def check_memory(
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     batch_setting: str | None = None,
 ) -> MemoryEstimate:
-    """Estimate the run and refuse it, before anything is loaded, if it cannot fit.
-
-    ``batch_windows`` windows of ``channels`` series a batch; ``batch_setting`` names the setting
-    that sets it (advised when a smaller batch would fit). Raises
-    :class:`InsufficientMemoryError` naming the estimate, what is free, and the settings
-    (weights, gradient checkpointing, batch size, layers) that would fit.
-    """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    batch_series = batch_windows * channels
-    storage, compute = plan_storage(config, execution, precision, device)
-    ckpt = execution.gradient_checkpointing
-
-    def estimate(
-        cfg=config, storage=storage, ckpt=ckpt, series=batch_series, chunk=execution.llm_batch
-    ) -> MemoryEstimate:
-        return estimate_memory(
-            cfg,
-            storage=storage,
-            compute=compute,
-            batch_series=series,
-            training=training,
-            gradient_checkpointing=ckpt,
-            prompt_tokens=prompt_tokens,
-            llm_batch=chunk,
-        )
-
-    found = estimate()
-    room = simulated_available() or available_memory(device)
-    if room is None:
-        logger.info(
-            "memory: %s; the memory available cannot be read here, so it is not checked", found.describe()
-        )
-        return found
-    if found.total <= room:
-        logger.info("memory: %s; %.2f GiB available", found.describe(), room / GiB)
-        return found
-    options = []
-    for other in ("bf16", "int8"):
-        if STORAGE_BYTES[other] < STORAGE_BYTES[storage]:
-            options.append((f"weights={other}", estimate(storage=other)))
-    if training and not ckpt:
-        options.append(("gradient_checkpointing=true", estimate(ckpt=True)))
-    if not training and (execution.llm_batch or batch_series) > 1 and batch_series > 1:
-        options.append(("llm_batch=1", estimate(chunk=1)))
-    for windows in (batch_windows // 4, 1):
-        if 0 < windows < batch_windows:
-            setting = batch_setting or ("train.batch_size" if training else "train.eval_batch_size")
-            name = f"{setting}={windows}"
-            options.append((name, estimate(series=windows * channels)))
-    if config.llm_layers is None or config.llm_layers > 1:
-        shape = llm_shape(config.backbone, config.llm_layers, config.trust_remote_code)
-        fewer = max(1, shape.layers // 2)
-        options.append((f"llm_layers={fewer}", estimate(cfg=dataclasses.replace(config, llm_layers=fewer))))
-    fits = [f"{name} ({e.total / GiB:.1f} GiB)" for name, e in options if e.total <= room]
-    advice = (
-        "settings that fit: " + ", ".join(fits)
-        if fits
-        else "none of lighter weights, gradient checkpointing, a smaller batch or half the layers "
-        "fits alone: combine them"
+    """Estimate one batch of ``batch_windows`` windows of ``channels`` series and refuse it, before
+    anything is loaded, if it cannot fit (:func:`plan_memory` with one batch); ``batch_setting``
+    names the setting that sets the batch. Raises :class:`InsufficientMemoryError` naming the
+    estimate, what is free, and the settings (weights, gradient checkpointing, batch size, layers)
+    that would fit."""
+    batch = MemoryBatch(training, batch_windows, channels, batch_setting)
+    plans = plan_memory(
+        config, execution, precision=precision, batches=[batch], device=device, prompt_tokens=prompt_tokens
     )
-    raise InsufficientMemoryError(
-        f"this run needs about {found.describe()}, but {room / GiB:.2f} GiB are available on "
-        f"{device.type}; {advice}"
-    )
+    refuse_what_cannot_fit(plans)
+    return plans[0].estimate
