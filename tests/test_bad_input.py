@@ -103,6 +103,9 @@ def test_a_saved_adapter_takes_how_it_forecasts_not_what_it_learns(data, tmp_pat
     assert "TimeLLM" in capsys.readouterr().out
     message = one_line_error(capsys, *use, "--set", "train.learning_rate=0.1")
     assert "--set learning_rate would train a new adapter" in message
+    # the horizon is the adapter's own; without an adapter it must be given
+    message = one_line_error(capsys, "forecast", data, *TINY)
+    assert "--horizon is required" in message
 
 
 def test_an_ensemble_larger_than_the_step_budget_is_refused(data, tmp_path, capsys):

@@ -151,9 +151,8 @@ def test_the_documents_commands_are_found():
 def _machine_gib(command: Documented) -> float:
     if command.gpu:
         return GPU_GIB
-    stated = [
-        gib for (doc, mark), gib in STATED_GIB.items() if doc == command.document and mark in command.argv
-    ]
+    text = " ".join(command.argv)
+    stated = [gib for (doc, mark), gib in STATED_GIB.items() if doc == command.document and mark in text]
     return (stated[0] if stated else LAPTOP_GIB) / command.processes
 
 
@@ -164,25 +163,9 @@ def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("documents")
     assert main(["example-data", str(folder / "etth1.csv")]) == 0
     shutil.copy(folder / "etth1.csv", folder / "data.csv")
-    tiny = [
-        "--backbone",
-        "tiny-random-llama",
-        "--max-steps",
-        "2",
-        "--set",
-        "d_ff=16",
-        "--set",
-        "num_prototypes=20",
-    ]
-    saved = [
-        "forecast",
-        str(folder / "data.csv"),
-        "--horizon",
-        "24",
-        "--save",
-        str(folder / "adapter"),
-        *tiny,
-    ]
+    tiny = shlex.split("--backbone tiny-random-llama --max-steps 2 --set d_ff=16 --set num_prototypes=20")
+    adapter = ["--save", str(folder / "adapter"), *tiny]
+    saved = ["forecast", str(folder / "data.csv"), "--horizon", "24", *adapter]
     assert main([*saved, "--out", str(folder / "saved.csv")]) == 0
     (folder / "saved.csv").unlink()
     return folder
@@ -194,6 +177,33 @@ def _listing(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
 def test_a_documented_command_runs_as_written(command, workdir, monkeypatch, capsys):
+    check(command, workdir, monkeypatch, capsys)
+
+
+PAPER_SCALE = (
+    *("train", "--preset", "ETTh1-96", "--set", "backbone=random-llama-7b", "--set", "weights=bf16"),
+    *("--set", "gradient_checkpointing=true", "--set", "train.batch_size=1"),
+)
+
+
+@pytest.mark.parametrize(
+    "argv, found",
+    [
+        # the paper-scale command without max_test_windows=1: 32 test windows of 7 series on 24 GiB
+        (PAPER_SCALE, "needs about .* GiB for inference of 224 series"),
+        (("train", "--preset", "ETTh1-96-cpu", "--set", "no_such_setting=1"), "unknown setting"),
+        (("train", "--preset", "ETTh1-96-cpu", "--set", "llm_layers=-1"), "llm_layers"),
+        (("forecast", "etth1.csv", "--horizon", "24", "--no-such-option"), "unrecognized arguments"),
+        (("m4", "--frequency", "Fortnightly"), "Fortnightly"),
+    ],
+)
+def test_a_command_that_drifted_is_caught(argv, found, workdir, monkeypatch, capsys):
+    with pytest.raises(AssertionError, match=found):
+        check(Documented("docs/scaling.md", 1, argv), workdir, monkeypatch, capsys)
+
+
+def check(command: Documented, workdir: Path, monkeypatch, capsys) -> None:
+    """Parse ``command``, resolve its settings, plan it (--dry-run) or run it if it is cheap."""
     data = shared_datasets()
     argv = [str(data) if a in PLACEHOLDERS and data else a for a in command.argv]
     try:
