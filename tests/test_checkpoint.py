@@ -266,9 +266,71 @@ def test_resume_usage_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(run)]) == 2
     assert "has no checkpoint to resume from (it has finished" in capsys.readouterr().err
     ckpt.save_checkpoint(run / "checkpoint", {"a.safetensors": {"w": torch.ones(1)}}, {})
-    assert main(["train", *TINY_RUN, "--out", str(run)]) == 2
+    assert main(["train", *TINY_RUN, "--set", "epochs=5", "--out", str(run)]) == 2  # other settings
     err = capsys.readouterr().err
-    assert "holds the checkpoint of an unfinished run" in err and "timellm train --resume RUN_DIR" in err
+    assert "holds the checkpoint of an unfinished run with other settings (train differ)" in err
+    assert f"timellm train --resume {run}" in err
+
+
+KILLED_TRAIN = """
+import os, signal, sys
+import timellm.training.checkpoint as ckpt
+from timellm.cli import main
+
+kill_after = int(sys.argv[1])  # checkpoints written before this process kills itself (0: never)
+saves = []
+save = ckpt.save_training_state
+
+def save_then_maybe_die(*args, **kwargs):
+    save(*args, **kwargs)
+    saves.append(1)
+    if len(saves) == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ckpt.save_training_state = save_then_maybe_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_train_run_killed_mid_epoch_ends_bit_exact_when_the_same_command_runs_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    def train(folder, kill_after):
+        args = [*TINY_RUN, "--set", "epochs=3", "--set", "checkpoint_every=2", "--set", "deterministic=true"]
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KILLED_TRAIN,
+                str(kill_after),
+                "train",
+                *args,
+                "--out",
+                str(tmp_path / folder),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+
+    assert train("whole", 0).returncode == 0
+    assert train("killed", 3).returncode == -9  # SIGKILL after the third checkpoint, in the second epoch
+    assert (tmp_path / "killed" / "checkpoint").is_dir() and not (
+        tmp_path / "killed" / "metrics.json"
+    ).exists()
+    again = train("killed", 0)  # the same command again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in (tmp_path / "killed" / "train.log").read_text()
+    whole, resumed = (json.loads((tmp_path / f / "metrics.json").read_text()) for f in ("whole", "killed"))
+    assert (resumed["mse"], resumed["mae"], resumed["steps"]) == (whole["mse"], whole["mae"], whole["steps"])
+    adapters = [load_file(tmp_path / f / "adapter" / "adapter.safetensors") for f in ("whole", "killed")]
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
 
 
 def test_weights_are_never_unpickled_and_remote_code_is_opt_in():

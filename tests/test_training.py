@@ -231,6 +231,15 @@ def test_several_seeds_give_a_mean_and_a_spread(tmp_path):
         record = yaml.safe_load((tmp_path / "runs" / f"seed-{seed}" / "config.yaml").read_text())
         assert record["train"]["seed"] == seed
     assert (tmp_path / "runs" / "seeds.csv").is_file()
+    # the same command again (say, after an interruption) keeps the seeds that have finished
+    finished = (tmp_path / "runs" / "seed-1" / "metrics.json").stat().st_mtime_ns
+    again = train_seeds(preset, tmp_path / "runs", [1, 2, 3], command="test")
+    assert (tmp_path / "runs" / "seed-1" / "metrics.json").stat().st_mtime_ns == finished
+    assert again.set_index("seed").loc["1", "mse"] == per_seed.set_index("seed").loc["1", "mse"]
+    assert (tmp_path / "runs" / "seed-3" / "metrics.json").is_file()
+    # other settings in the same folder train again
+    train_seeds(preset.with_overrides({"epochs": 2}), tmp_path / "runs", [1], command="test")
+    assert (tmp_path / "runs" / "seed-1" / "metrics.json").stat().st_mtime_ns != finished
 
 
 def test_fused_adam_takes_the_steps_of_the_per_tensor_loop():

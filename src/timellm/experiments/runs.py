@@ -8,6 +8,7 @@ Under several processes (``accelerate launch``) only the main process writes.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
@@ -28,6 +30,7 @@ from timellm.experiments.folders import (
     METRICS,
     RUN_CONFIG,
     RunFolder,
+    _jsonable,
     read_run_record,
 )
 from timellm.experiments.planning import check_benchmark_memory
@@ -103,11 +106,6 @@ def train_and_test(
         test_splits = load_splits(test_dataset, model_config.seq_len, model_config.pred_len, data_dir)
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    if not resume and find_checkpoint(checkpoint_dir) is not None:
-        raise CheckpointError(
-            f"{run_dir} holds the checkpoint of an unfinished run: continue it with "
-            f"resume_run(RUN_DIR), or delete {checkpoint_dir} to start over"
-        )
     # refuse a run that cannot fit before the backbone is loaded or the run folder is written:
     # training a batch of series, and testing a batch of windows with all their channels
     check_benchmark_memory(preset, test_splits)
@@ -126,6 +124,8 @@ def train_and_test(
         "run": preset.run,
         "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
     }
+    if not resume and find_checkpoint(checkpoint_dir) is not None:
+        resume = _same_run(run_dir, record)  # the same command again continues it
     if not resume:
         folder.create(record)
     with folder.log():
@@ -260,6 +260,43 @@ def _choose_normalization(model, result, train_set, val_set, period, preset, acc
     return correction, corrected, asdict(choice), history
 
 
+# what must agree for the same command to continue an interrupted run folder
+SAME_RUN_KEYS = ("preset", "dataset", "test_dataset", "percent", "model", "train", "execution", "run")
+
+
+def _same_run(run_dir: Path, record: dict[str, Any]) -> bool:
+    """True where ``run_dir`` holds the checkpoint of an unfinished run with ``record``'s settings
+    (the same command ran there and was interrupted): the run continues from it. A checkpoint of
+    other settings is an error rather than a mixed run."""
+    earlier = read_run_record(run_dir) if (run_dir / RUN_CONFIG).is_file() else {}
+    mine = yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
+    differs = [k for k in SAME_RUN_KEYS if earlier.get(k) != mine.get(k)]
+    if differs:
+        raise CheckpointError(
+            f"{run_dir} holds the checkpoint of an unfinished run with other settings "
+            f"({', '.join(differs)} differ): continue it with `timellm train --resume {run_dir}`, "
+            f"or delete {run_dir / CHECKPOINT_DIR} to start over"
+        )
+    logger.info("%s holds the checkpoint of this run, interrupted: continuing from it", run_dir)
+    return True
+
+
+def _finished(run_dir: Path, preset: Preset, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of ``run_dir`` where the same run has finished there (an interrupted
+    ``--seeds`` command, run again, keeps the seeds it has done), else None."""
+    if not (run_dir / METRICS).is_file() or find_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
+        return None
+    earlier = read_run_record(run_dir)
+    mine = {"preset": preset.name, "dataset": preset.dataset, "percent": kwargs.get("percent", 100)}
+    mine |= {"model": preset.model.to_dict(), "train": preset.train.to_dict(), "run": preset.run}
+    mine |= {"execution": execution_dict(preset.execution)}
+    mine = yaml.safe_load(yaml.safe_dump(_jsonable(mine), sort_keys=False))
+    if any(earlier.get(k) != v for k, v in mine.items()):
+        return None
+    logger.info("%s has finished with these settings: its metrics are kept", run_dir)
+    return json.loads((run_dir / METRICS).read_text())
+
+
 SEEDS_TABLE = "seeds.csv"
 
 
@@ -279,7 +316,8 @@ def train_seeds(
     run_dir = Path(run_dir)
     rows = []
     for seed in seeds:
-        metrics = train_and_test(preset.with_overrides({"seed": seed}), run_dir / f"seed-{seed}", **kwargs)
+        seeded, folder = preset.with_overrides({"seed": seed}), run_dir / f"seed-{seed}"
+        metrics = _finished(folder, seeded, kwargs) or train_and_test(seeded, folder, **kwargs)
         rows.append(
             {
                 "seed": str(seed),
