@@ -28,6 +28,7 @@ from timellm.experiments.ablation import (
 )
 from timellm.experiments.folders import RUN_CONFIG
 from timellm.experiments.presets import get_preset
+from timellm.model.memory import InsufficientMemoryError
 from timellm.model.modeling import TimeLLM
 from timellm.training.loop import TrainConfig
 
@@ -251,6 +252,27 @@ def test_ablate_cli_errors_are_one_line(tmp_path, capsys):
     args = ["ablate", "--preset", "ETTh1-96-cpu", "--csv", str(tmp_path / "dup.csv"), "--time-col", "date"]
     assert main(args) == 2
     assert "duplicated timestamps (first: 2024-01-01 02:00:00) in rows 2, 3" in capsys.readouterr().err
+
+
+def test_ablate_dry_run_plans_each_variant_with_an_llm_and_refuses_what_cannot_fit(
+    tmp_path, capsys, monkeypatch
+):
+    csv = write_hourly_csv(tmp_path / "load.csv", rows=2000)
+    args = ["ablate", "--preset", "ETTh1-96-cpu", "--csv", str(csv), "--time-col", "date", "--dry-run"]
+    args += ["--budget", "converged", "--variants", "time-llm,no-llm,dlinear", "--out", str(tmp_path / "a")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "timellm ablate, Time-LLM" in out and "training, 256 series a step" in out  # the LLM recipe's batch
+    assert "w/o LLM" not in out and not (tmp_path / "a").exists()  # no LLM, no plan; nothing written
+    monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "1G")
+    assert main(args) == 2  # the ablation's own refusal
+    assert "GiB" in capsys.readouterr().err
+    with pytest.raises(InsufficientMemoryError):
+        run_ablation(
+            get_preset("ETTh1-96-cpu"), tmp_path / "b", variants="time-llm", budget="converged",
+            source=DataSource(csv=str(csv), time_col="date"),
+        )  # fmt: skip
+    assert not (tmp_path / "b").exists()
 
 
 def test_statsforecast_models_score_the_same_test_windows_on_request(tmp_path, hourly_csv):

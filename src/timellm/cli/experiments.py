@@ -91,6 +91,7 @@ def add_commands(sub) -> None:
         help="Time-LLM beside its ablations and baselines under one budget: one table (Tan et al.)",
     )
     _add_training(p)
+    add_dry_run(p)
     p.add_argument(
         "--budget",
         help="training budget: preset (its own settings), cpu, tiny, or WINDOWSxEPOCHS such as 1500x2 "
@@ -556,6 +557,8 @@ def cmd_ablate(args) -> int:
     if args.description:
         preset = preset.with_overrides({"description": args.description})
     name = source.name if source else preset.name
+    if args.dry_run:
+        return _dry_run_ablate(preset, source, args)
     run_dir = Path(args.out) if args.out else _default_run_dir(f"ablate-{name}")
     command = command_line(args)
     settings = dict(
@@ -572,6 +575,21 @@ def cmd_ablate(args) -> int:
     print(ablation_markdown(table))
     print(f"table: {run_dir / TABLE_CSV}")
     return 0
+
+
+def _dry_run_ablate(preset, source, args) -> int:
+    """ablate --dry-run: the variants and the data resolved, each variant with an LLM's memory plan
+    printed (the plan the ablation refuses by); exit status 2 where one would not fit."""
+    from timellm.data.sources import DataSource
+    from timellm.experiments.ablation import plan_ablation, resolve_variants
+
+    variants = resolve_variants(args.variants)
+    source = source or DataSource(benchmark=preset.dataset)
+    splits = source.load(preset.model.seq_len, preset.model.pred_len, args.data_dir)
+    status = 0
+    for variant, plans in plan_ablation(preset, variants, args.budget, splits):
+        status = max(status, print_memory_plan(plans, f"timellm ablate, {variant.label} ({preset.name})"))
+    return status
 
 
 def cmd_explain(args) -> int:

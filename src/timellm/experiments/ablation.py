@@ -51,6 +51,7 @@ from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.memory import refuse_what_cannot_fit
 from timellm.model.modeling import TimeLLM
 from timellm.model.precision import LOW_PRECISIONS
 from timellm.training.checkpoint import find_checkpoint
@@ -754,6 +755,37 @@ def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
     return pd.read_csv(rows)
 
 
+def variant_preset(variant: Variant, preset: Preset, budget: str | None) -> Preset:
+    """``preset`` as ``variant`` trains under ``budget``: its model overrides and its training
+    settings (the recipe's, with its first learning rate, under ``converged``)."""
+    train, recipe = variant_training(variant, preset.train, budget)
+    if recipe is not None and recipe.learning_rates:
+        train = train.replace(learning_rate=recipe.learning_rates[0])
+    return Preset(
+        preset.name,
+        preset.dataset,
+        preset.model.replace(**(variant.overrides or {})),
+        train,
+        preset.run,
+        preset.execution,
+    )
+
+
+def plan_ablation(
+    preset: Preset, variants: Sequence[Variant], budget: str | None, splits: Splits
+) -> list[tuple[Variant, list]]:
+    """The memory plan (:mod:`timellm.experiments.planning`) of every variant with a language model:
+    its training step and its largest inference batch on ``splits``. Nothing is loaded."""
+    from timellm.experiments.planning import benchmark_plans
+
+    test_windows = max(splits.test.shape[0] - splits.seq_len - splits.pred_len + 1, 1)
+    return [
+        (v, benchmark_plans(variant_preset(v, preset, budget), splits.channels, test_windows))
+        for v in variants
+        if v.overrides is not None and preset.model.replace(**v.overrides).llm in ("pretrained", "random")
+    ]
+
+
 def run_ablation(
     preset: Preset,
     out_dir: str | Path,
@@ -782,6 +814,9 @@ def run_ablation(
     if source.csv is not None and model_config.description is None:
         model_config = model_config.replace(dataset=None)  # a user's data: not the benchmark's text
     splits = source.load(model_config.seq_len, model_config.pred_len, data_dir)  # fail before writing
+    # refuse a variant that cannot fit before any backbone is loaded or anything is written
+    for _, plans in plan_ablation(preset, chosen, budget, splits):
+        refuse_what_cannot_fit(plans)
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
