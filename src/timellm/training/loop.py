@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ class FitResult:
     # the restored adapter's validation MSE and MAE (VALIDATION_SCORES), whatever the training loss
     val_scores: dict[str, float] = field(default_factory=dict)
     series_windows: int = 0  # training series-windows seen, on all processes together (the budget spent)
+    stopped_by: str = "epochs"  # what ended the training: epochs, early stopping or time budget
 
 
 def seed_everything(seed: int) -> None:
@@ -464,6 +465,56 @@ def fit(
     example ``{"test_mse": ...}`` for a learning curve) is added to that epoch's history row. It
     only reports: nothing it returns chooses an epoch or stops training.
     """
+    run = _prepare(model, train_set, val_set, config, accelerator, checkpoint_dir, resume)
+    progress = run.progress
+    if validate_start and run.validates and not resume:
+        _validate_untrained(run)
+    session_start = time.perf_counter()
+    while progress.epoch <= config.epochs and not progress.stopped:
+        train_loss = _train_epoch(run)
+        val_loss = _validate(run)
+        _end_epoch(run, train_loss, val_loss, monitor)
+        progress.train_seconds += time.perf_counter() - session_start
+        session_start = time.perf_counter()
+        if run.checkpoint_dir is not None:
+            _checkpoint(run)
+    progress.train_seconds += time.perf_counter() - session_start
+    return _restore_best(run)
+
+
+# --------------------------------------------------------------------------------------------
+# the steps of fit
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` prepares once and every step of its loop reads or moves on."""
+
+    config: TrainConfig
+    accelerator: Any
+    model: nn.Module  # as accelerate prepared it (wrapped for processes and precision)
+    unwrapped: nn.Module  # the model itself: what is checkpointed and restored
+    adam: torch.optim.Adam  # the optimiser the scheduler steps and checkpoints hold
+    optimizer: Any  # accelerate's wrapper of adam: what the loop steps
+    scheduler: Any
+    step_every: str  # "step" or "epoch": when the scheduler steps
+    loader: Any  # WindowBatches or accelerate's DataLoader
+    sampler: EpochSampler
+    batches_per_epoch: int  # on each process, after sharding
+    val_subset: Dataset | None  # fixed across epochs: comparable losses
+    checkpoint_dir: Path | None
+    progress: Progress
+    best: dict[str, torch.Tensor]  # the best epoch's adapter so far
+    last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
+
+    @property
+    def validates(self) -> bool:
+        return self.val_subset is not None
+
+
+def _prepare(model, train_set, val_set, config, accelerator, checkpoint_dir, resume) -> _Run:
+    """Check the arguments, seed, and build what training needs: the accelerator, the sampler, Adam
+    and its schedule, the batches and the validation windows; resumed from the checkpoint if asked."""
     if len(train_set) == 0:
         raise ValueError("the training split has no complete window; lower seq_len or pred_len")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -494,160 +545,217 @@ def fit(
         model, optimizer, loader = accelerator.prepare(model, adam, loader)
     else:
         model, optimizer = accelerator.prepare(model, adam)
-    batches_per_epoch = len(loader)  # on each process, after sharding
+    batches_per_epoch = len(loader)
     scheduler, step_every = make_scheduler(adam, config, math.ceil(batches_per_epoch / config.grad_accum))
-    validates = val_set is not None
-    # fixed across epochs: comparable losses
-    val_subset = evenly_spaced(val_set, config.max_val_windows) if validates else None
-    loss_fn = LOSSES[config.loss]
+    val_subset = evenly_spaced(val_set, config.max_val_windows) if val_set is not None else None
     unwrapped = accelerator.unwrap_model(model)
-
-    progress, best = Progress(), trainable_state(unwrapped)
-    last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
+    run = _Run(
+        config=config,
+        accelerator=accelerator,
+        model=model,
+        unwrapped=unwrapped,
+        adam=adam,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step_every=step_every,
+        loader=loader,
+        sampler=sampler,
+        batches_per_epoch=batches_per_epoch,
+        val_subset=val_subset,
+        checkpoint_dir=checkpoint_dir,
+        progress=Progress(),
+        best=trainable_state(unwrapped),
+    )
     if resume:
-        progress, best = ckpt.restore_training_state(
+        run.progress, run.best = ckpt.restore_training_state(
             checkpoint_dir, unwrapped, adam, scheduler, accelerator, config
         )
-        last_good = ckpt.describe(checkpoint_dir, progress)
-        logger.info("resumed from %s", last_good)
+        run.last_good = ckpt.describe(checkpoint_dir, run.progress)
+        logger.info("resumed from %s", run.last_good)
+    return run
 
-    def save() -> str:
-        _stop_unless_finite_weights(unwrapped, progress, checkpoint_dir)
-        ckpt.save_training_state(
-            checkpoint_dir, unwrapped, adam, scheduler, accelerator, config, progress, best
-        )
-        return ckpt.describe(checkpoint_dir, progress)
 
-    if validate_start and validates and not resume:
-        progress.best_loss = mean_loss(model, val_subset, config, accelerator)
-        progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0})
-        logger.info("epoch 0 (untrained): val %.4f", progress.best_loss)
-    session_start = time.perf_counter()
-    while progress.epoch <= config.epochs and not progress.stopped:
-        epoch = progress.epoch
-        if isinstance(loader, WindowBatches):
-            batches = loader.skip_first(progress.batch)
-        else:
-            batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
-        # accelerate's loaders re-number epochs on every iteration (their own count, which a
-        # resumed run restarts): give them ours, and the sampler too, wherever it sits
-        batches.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        model.train()
-        bar = tqdm(
-            batches,
-            desc=f"epoch {epoch}/{config.epochs}",
-            initial=progress.batch,
-            total=batches_per_epoch,
-            disable=None if accelerator.is_local_main_process else True,
-        )
-        epoch_start, seen_before = time.perf_counter(), progress.seen
-        for past, future in bar:
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    pred = model(past)
-                loss = loss_fn(pred.float(), future)
-                _stop_unless_finite(loss, accelerator, progress, checkpoint_dir, last_good)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            progress.batch += 1
-            progress.running += loss.item() * past.shape[0]
-            progress.seen += past.shape[0]
-            if accelerator.sync_gradients:
-                progress.global_step += 1
-                if step_every == "step":
-                    scheduler.step()
-                due = config.checkpoint_every and progress.global_step % config.checkpoint_every == 0
-                # the epoch's last batch is followed by the epoch-end checkpoint anyway
-                if checkpoint_dir is not None and due and progress.batch < batches_per_epoch:
-                    last_good = save()
-            rate = (progress.seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9)
-            status = {
-                "loss": f"{progress.running / max(progress.seen, 1):.4f}",
-                "lr": f"{optimizer.param_groups[0]['lr']:.2e}",
-                "series_s": f"{rate:.1f}",
-            }
-            bar.set_postfix(status)
-            if bar.disable and accelerator.is_local_main_process and progress.batch % LOG_EVERY == 0:
-                # no bar when the output is not a terminal (logs, CI): progress goes to the log
-                logger.info(
-                    "epoch %d batch %d/%d: %s",
-                    epoch,
-                    progress.batch,
-                    batches_per_epoch,
-                    ", ".join(f"{k} {v}" for k, v in status.items()),
-                )
-        train_loss = _epoch_train_loss(progress, accelerator)
-        if accelerator.num_processes > 1:
-            _check_replicas(unwrapped, accelerator, progress)
-        val_loss = mean_loss(model, val_subset, config, accelerator) if validates else math.nan
-        # as a non-finite training loss: never select such an epoch
-        if validates and not math.isfinite(val_loss):
-            message = (
-                f"non-finite validation loss ({val_loss:g}) after epoch {epoch} (step {progress.global_step}); "
-                f"training stopped ({f'the last good checkpoint is {last_good}' if last_good else 'no checkpoint kept'}): "
-                "the adapter diverged, or the data's scale overflows"
-            )
-            logger.error(message)
-            raise NonFiniteLossError(
-                message, progress.global_step, epoch, checkpoint_dir if last_good else None
-            )
-        lr = optimizer.param_groups[0]["lr"]
-        if step_every == "epoch":
-            scheduler.step()
-        improved = val_loss < progress.best_loss if validates else True  # without validation: the last
-        seen_so_far = progress.history[-1].get("series_windows", 0) if progress.history else 0
-        progress.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "lr": lr,
-                "steps": progress.global_step,
-                "series_windows": int(seen_so_far + progress.seen * accelerator.num_processes),
-                **(_monitored(monitor, model) if monitor is not None else {}),
-            }
-        )
+def _validate_untrained(run: _Run) -> None:
+    """Score the adapter before any training, as epoch 0 (``validate_start``)."""
+    progress = run.progress
+    progress.best_loss = mean_loss(run.model, run.val_subset, run.config, run.accelerator)
+    progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0})
+    logger.info("epoch 0 (untrained): val %.4f", progress.best_loss)
+
+
+def _train_epoch(run: _Run) -> float:
+    """Train the epoch in progress from where it stands (a resumed run mid-epoch skips the batches
+    it has trained); returns its mean training loss over every process."""
+    progress, accelerator = run.progress, run.accelerator
+    epoch = progress.epoch
+    if isinstance(run.loader, WindowBatches):
+        batches = run.loader.skip_first(progress.batch)
+    else:
+        batches = accelerator.skip_first_batches(run.loader, progress.batch) if progress.batch else run.loader
+    # accelerate's loaders re-number epochs on every iteration (their own count, which a
+    # resumed run restarts): give them ours, and the sampler too, wherever it sits
+    batches.set_epoch(epoch)
+    run.sampler.set_epoch(epoch)
+    run.model.train()
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch}/{run.config.epochs}",
+        initial=progress.batch,
+        total=run.batches_per_epoch,
+        disable=None if accelerator.is_local_main_process else True,
+    )
+    epoch_start, seen_before = time.perf_counter(), progress.seen
+    for past, future in bar:
+        _train_step(run, past, future)
+        rate = (progress.seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9)
+        _show_progress(run, bar, rate)
+    train_loss = _epoch_train_loss(progress, accelerator)
+    if accelerator.num_processes > 1:
+        _check_replicas(run.unwrapped, accelerator, progress)
+    return train_loss
+
+
+def _train_step(run: _Run, past: torch.Tensor, future: torch.Tensor) -> None:
+    """One batch: forward, backward and (every ``grad_accum`` batches) an optimiser step, with the
+    per-step schedule and the ``checkpoint_every`` checkpoint that falls due."""
+    progress, accelerator, config = run.progress, run.accelerator, run.config
+    with accelerator.accumulate(run.model):
+        with accelerator.autocast():
+            pred = run.model(past)
+        loss = LOSSES[config.loss](pred.float(), future)
+        _stop_unless_finite(loss, accelerator, progress, run.checkpoint_dir, run.last_good)
+        accelerator.backward(loss)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    progress.batch += 1
+    progress.running += loss.item() * past.shape[0]
+    progress.seen += past.shape[0]
+    if accelerator.sync_gradients:
+        progress.global_step += 1
+        if run.step_every == "step":
+            run.scheduler.step()
+        due = config.checkpoint_every and progress.global_step % config.checkpoint_every == 0
+        # the epoch's last batch is followed by the epoch-end checkpoint anyway
+        if run.checkpoint_dir is not None and due and progress.batch < run.batches_per_epoch:
+            _checkpoint(run)
+
+
+def _show_progress(run: _Run, bar: tqdm, rate: float) -> None:
+    """The running loss, learning rate and series per second on the bar, or in the log every
+    LOG_EVERY batches where no bar is shown."""
+    progress = run.progress
+    status = {
+        "loss": f"{progress.running / max(progress.seen, 1):.4f}",
+        "lr": f"{run.optimizer.param_groups[0]['lr']:.2e}",
+        "series_s": f"{rate:.1f}",
+    }
+    bar.set_postfix(status)
+    if bar.disable and run.accelerator.is_local_main_process and progress.batch % LOG_EVERY == 0:
+        # no bar when the output is not a terminal (logs, CI): progress goes to the log
         logger.info(
-            "epoch %d: train %.4f, val %s, lr %.2e%s",
-            epoch,
-            train_loss,
-            f"{val_loss:.4f}" if validates else "not run",
-            lr,
-            " (best)" if improved and validates else "",
+            "epoch %d batch %d/%d: %s",
+            progress.epoch,
+            progress.batch,
+            run.batches_per_epoch,
+            ", ".join(f"{k} {v}" for k, v in status.items()),
         )
-        if improved:
-            progress.best_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
-            best = trainable_state(unwrapped)
-        else:
-            progress.bad_epochs += 1
-            if progress.bad_epochs >= config.patience:
-                logger.info("early stopping: no validation improvement for %d epochs", progress.bad_epochs)
-                progress.stopped = True
-        progress.epoch, progress.batch, progress.running, progress.seen = epoch + 1, 0, 0.0, 0
-        progress.train_seconds += time.perf_counter() - session_start
-        session_start = time.perf_counter()
-        if checkpoint_dir is not None:
-            last_good = save()
-    progress.train_seconds += time.perf_counter() - session_start
 
-    unwrapped.load_state_dict(copy.deepcopy(best), strict=False)  # restore the best epoch's adapter
+
+def _validate(run: _Run) -> float:
+    """The epoch's validation loss (nan without validation); a non-finite one stops training."""
+    if not run.validates:
+        return math.nan
+    progress = run.progress
+    val_loss = mean_loss(run.model, run.val_subset, run.config, run.accelerator)
+    # as a non-finite training loss: never select such an epoch
+    if not math.isfinite(val_loss):
+        kept = f"the last good checkpoint is {run.last_good}" if run.last_good else "no checkpoint kept"
+        message = (
+            f"non-finite validation loss ({val_loss:g}) after epoch {progress.epoch} "
+            f"(step {progress.global_step}); training stopped ({kept}): "
+            "the adapter diverged, or the data's scale overflows"
+        )
+        logger.error(message)
+        raise NonFiniteLossError(
+            message, progress.global_step, progress.epoch, run.checkpoint_dir if run.last_good else None
+        )
+    return val_loss
+
+
+def _end_epoch(run: _Run, train_loss: float, val_loss: float, monitor) -> None:
+    """The epoch's bookkeeping: the per-epoch schedule step, its history row (with what ``monitor``
+    reports), the best adapter so far, early stopping, and the next epoch's counters."""
+    progress, epoch = run.progress, run.progress.epoch
+    lr = run.optimizer.param_groups[0]["lr"]
+    if run.step_every == "epoch":
+        run.scheduler.step()
+    improved = val_loss < progress.best_loss if run.validates else True  # without validation: the last
+    seen_so_far = progress.history[-1].get("series_windows", 0) if progress.history else 0
+    progress.history.append(
+        {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": lr,
+            "steps": progress.global_step,
+            "series_windows": int(seen_so_far + progress.seen * run.accelerator.num_processes),
+            **(_monitored(monitor, run.model) if monitor is not None else {}),
+        }
+    )
+    logger.info(
+        "epoch %d: train %.4f, val %s, lr %.2e%s",
+        epoch,
+        train_loss,
+        f"{val_loss:.4f}" if run.validates else "not run",
+        lr,
+        " (best)" if improved and run.validates else "",
+    )
+    if improved:
+        progress.best_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
+        run.best = trainable_state(run.unwrapped)
+    else:
+        progress.bad_epochs += 1
+        if progress.bad_epochs >= run.config.patience:
+            logger.info("early stopping: no validation improvement for %d epochs", progress.bad_epochs)
+            progress.stopped = True
+    progress.epoch, progress.batch, progress.running, progress.seen = epoch + 1, 0, 0.0, 0
+
+
+def _checkpoint(run: _Run) -> None:
+    """Write the training state (refused for non-finite weights); it becomes the last good one."""
+    _stop_unless_finite_weights(run.unwrapped, run.progress, run.checkpoint_dir)
+    ckpt.save_training_state(
+        run.checkpoint_dir,
+        run.unwrapped,
+        run.adam,
+        run.scheduler,
+        run.accelerator,
+        run.config,
+        run.progress,
+        run.best,
+    )
+    run.last_good = ckpt.describe(run.checkpoint_dir, run.progress)
+
+
+def _restore_best(run: _Run) -> FitResult:
+    """Load the best epoch's adapter back, score it on validation, and say what training did."""
+    progress, accelerator, model = run.progress, run.accelerator, run.model
+    run.unwrapped.load_state_dict(copy.deepcopy(run.best), strict=False)  # the best epoch's adapter
     val_scores = {}
-    if validates:
+    if run.validates:
         val_scores = mean_losses(
-            model, val_subset, config, accelerator, VALIDATION_SCORES, "validation scores"
+            model, run.val_subset, run.config, accelerator, VALIDATION_SCORES, "validation scores"
         )
     # prepare() wrapped the model's forward in the run's autocast: the model handed back computes
     # in its own precision again, as the same adapter loaded from disk does
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if validates:
+    if run.validates:
         logger.info(
             "restored the adapter of epoch %d (validation loss %.4f)", progress.best_epoch, progress.best_loss
         )
     else:
         logger.info("kept the adapter of the last epoch, %d (no validation)", progress.best_epoch)
-    digests = replica_sha256(unwrapped, accelerator)
+    digests = replica_sha256(run.unwrapped, accelerator)
     if accelerator.num_processes > 1:
         logger.info(
             "adapter identical on all %d processes after %d steps (sha256 %s)",
