@@ -25,6 +25,15 @@ from timellm.model.precision import PRECISIONS
 
 def add_commands(sub) -> None:
     """The researcher's subcommands, on ``sub`` (the parser's subparsers)."""
+    _add_training_commands(sub)
+    _add_protocol_commands(sub)
+    _add_analysis_commands(sub)
+    _add_bench_commands(sub)
+    _add_preset_commands(sub)
+
+
+def _add_training_commands(sub) -> None:
+    """train and evaluate: a preset on its benchmark, a run folder re-tested."""
     p = sub.add_parser("train", help="train a preset on its benchmark, test it, write a run folder")
     _add_training(p, preset_required=False)
     p.add_argument(
@@ -48,6 +57,9 @@ def add_commands(sub) -> None:
     p.add_argument("run_dir")
     add_common(p)
 
+
+def _add_protocol_commands(sub) -> None:
+    """m4 and transfer: the paper's short-term and zero-shot protocols."""
     p = sub.add_parser(
         "m4", help="M4 short-term forecasting: train per frequency, forecast, score SMAPE/MASE/OWA"
     )
@@ -74,6 +86,9 @@ def add_commands(sub) -> None:
     _add_protocol_options(p, "<source>-<pred_len>")
     add_common(p)
 
+
+def _add_analysis_commands(sub) -> None:
+    """report, ablate and explain: what runs found, beside the ablations, and why."""
     p = sub.add_parser(
         "report", help="gather run folders into one Markdown and CSV table per protocol, beside the paper"
     )
@@ -138,10 +153,19 @@ def add_commands(sub) -> None:
     p.add_argument("--heatmap", help="write a PNG heat map of patch-to-prototype attention here")
     add_common(p)
 
+
+def _add_bench_commands(sub) -> None:
+    """bench speed and bench memory."""
     p = sub.add_parser(
         "bench", help="benchmarks: `timellm bench speed` (fast vs plain path), `timellm bench memory`"
     )
     bench = p.add_subparsers(dest="which", required=True, metavar="BENCHMARK")
+    _add_speed_bench(bench)
+    _add_memory_bench(bench)
+
+
+def _add_speed_bench(bench) -> None:
+    """bench speed: the options of :class:`timellm.experiments.speed.SpeedSettings`."""
     p = bench.add_parser(
         "speed",
         help="throughput, memory and FLOP rate of the fast and the plain path on ETTh1 windows",
@@ -203,6 +227,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--out", default="results/speed.csv")
 
+
+def _add_memory_bench(bench) -> None:
+    """bench memory: the options of :class:`timellm.experiments.memory_bench.MemoryBenchSettings`."""
     p = bench.add_parser(
         "memory",
         help="memory after the load and peak memory of training and inference, by backbone and weight storage",
@@ -236,6 +263,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--out", default="results", help="folder for memory.csv and memory.md")
 
+
+def _add_preset_commands(sub) -> None:
+    """presets and info: the packaged presets, and what one needs before anything loads."""
     p = sub.add_parser("presets", help="list the packaged presets")
     p.add_argument("--all", action="store_true", help="show every setting of each preset")
 
