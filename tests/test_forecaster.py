@@ -96,6 +96,52 @@ def test_max_steps_is_the_training_budget(fitted):
         assert config.epochs >= min(4, max_steps)  # validated (and early stopped) several times
 
 
+def test_by_default_a_fit_trains_to_its_validation_optimum_within_a_time_budget(monkeypatch, caplog):
+    seen = {}
+
+    def fake_fit(model, train_set, val_set, config, **options):
+        seen["config"] = config
+        return UNTRAINED
+
+    monkeypatch.setattr(forecaster_module, "fit", fake_fit)
+    with caplog.at_level(logging.INFO, logger="timellm.forecaster.fitting"):
+        TimeLLMForecaster(12, llm="none", **TINY).fit(frame((1200, 900)))
+    config = seen["config"]
+    # up to 50 epochs of at most 25 steps, early stopping after 5, at most ten minutes of training
+    assert (config.epochs, config.patience, config.time_budget) == (50, 5, 600.0)
+    assert config.max_train_windows == 25 * config.batch_size
+    assert (
+        "to the validation optimum: up to 50 epoch(s) of <= 600 windows, early stopping after 5"
+        in caplog.text
+    )
+    assert "within a time budget of 600 s" in caplog.text
+    # an ensemble shares the time budget; no limit at all on request
+    TimeLLMForecaster(12, llm="none", ensemble=2, time_budget=90, **TINY).fit(frame((1200, 900)))
+    assert seen["config"].time_budget == 45
+    TimeLLMForecaster(12, llm="none", time_budget=None, **TINY).fit(frame((1200, 900)))
+    assert seen["config"].time_budget is None
+    with pytest.raises(InputDataError, match="time_budget must be a positive number of seconds or None"):
+        TimeLLMForecaster(12, time_budget=0)
+
+
+def test_a_time_budget_ends_training_early_and_keeps_the_best_epoch_so_far():
+    from timellm.data import WindowDataset
+    from timellm.training.loop import fit
+
+    series = np.sin(np.arange(600) / 4.0).astype(np.float32)[:, None]
+    model = TimeLLMForecaster(12, llm="none", **TINY).config
+    from timellm.model.ablations import build_model
+
+    result = fit(
+        build_model(model.replace(pred_len=12), seed=0),
+        WindowDataset(series[:500], 48, 12),
+        WindowDataset(series[440:], 48, 12),
+        TrainConfig(epochs=50, batch_size=8, patience=50, time_budget=1e-6),
+    )
+    # the budget is spent by the first batch: that epoch is cut short, validated and kept
+    assert (result.epochs_run, result.steps, result.stopped_by) == (1, 1, "time budget")
+
+
 def test_cross_validation_trains_before_the_first_cutoff_and_returns_the_truth(monkeypatch):
     trained_on = {}
     real_fit = forecaster_module.fit

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +102,7 @@ TRAINING_OPTIONS = (
     "backbone",
     "description",
     "max_steps",
+    "time_budget",
     "ensemble",
     "calibration_origins",
     "val_size",
@@ -137,7 +139,18 @@ def _add_user_data_options(p: argparse.ArgumentParser) -> None:
         help="look-back steps, or auto (default): the longest <= 512 that leaves at least as many "
         "training windows as look-back steps in the shortest series",
     )
-    p.add_argument("--max-steps", type=int, help="training budget in optimiser steps (default 100)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="a training budget in optimiser steps (default: train to the validation optimum, up to "
+        "50 epochs of at most 25 steps, early stopping after 5 without improvement)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_seconds,
+        help="the longest a training may take, e.g. 600, 90s, 10m or 1h (default 10m): no epoch starts "
+        "after it and the best epoch so far is kept; none: no limit",
+    )
     p.add_argument(
         "--ensemble",
         type=int,
@@ -171,6 +184,23 @@ def _seq_len(text: str):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, found {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    """--time-budget: seconds (600), with a unit (90s, 10m, 1h), or none (0.0: no limit)."""
+    if text.strip().lower() == "none":
+        return 0.0
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text and text[-1].lower() in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive time such as 600, 90s, 10m or 1h, or none, found {text!r}"
+        )
+    return value
 
 
 def _add_level_option(p: argparse.ArgumentParser, purpose: str) -> None:
@@ -239,7 +269,13 @@ def _forecaster(args):
     """A new forecaster from the options, or the one saved in --model (then nothing may train)."""
     from dataclasses import replace
 
-    from timellm.forecaster import DEFAULT_MAX_STEPS, DEFAULT_MODEL, DEFAULT_TRAIN, TimeLLMForecaster
+    from timellm.forecaster import (
+        DEFAULT_MAX_STEPS,
+        DEFAULT_MODEL,
+        DEFAULT_TIME_BUDGET,
+        DEFAULT_TRAIN,
+        TimeLLMForecaster,
+    )
     from timellm.settings import execution_settings, parse_overrides, split_settings
 
     columns = _columns(args)
@@ -271,6 +307,7 @@ def _forecaster(args):
         train_config=DEFAULT_TRAIN.replace(**settings["train"]),
         execution=execution_settings(settings["execution"]),
         max_steps=DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps,
+        time_budget=DEFAULT_TIME_BUDGET if args.time_budget is None else args.time_budget or None,
         ensemble=1 if args.ensemble is None else args.ensemble,
         calibration_origins=args.calibration_origins or 0,
         # --set normalization=... (period, zero_head) is a choice made: then no other is tried

@@ -6,6 +6,7 @@ from timellm.forecaster.api import (
     COMBINATION,
     DEFAULT_MAX_STEPS,
     DEFAULT_MODEL,
+    DEFAULT_TIME_BUDGET,
     DEFAULT_TRAIN,
     TimeLLMForecaster,
 )
@@ -16,6 +17,7 @@ from timellm.forecaster.lengths import DEFAULT_VALIDATION_WINDOWS
 __all__ = [
     "COMBINATION",
     "DEFAULT_MAX_STEPS",
+    "DEFAULT_TIME_BUDGET",
     "DEFAULT_MODEL",
     "DEFAULT_TRAIN",
     "DEFAULT_VALIDATION_WINDOWS",

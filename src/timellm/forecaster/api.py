@@ -108,9 +108,12 @@ logger = logging.getLogger(__name__)
 # layers with 100 text prototypes as in the project's CPU presets, so that a few hundred training
 # steps fit a laptop. Every setting can be changed (keyword arguments or a TimeLLMConfig).
 DEFAULT_MODEL = TimeLLMConfig(backbone="smollm2-135m", llm_layers=2, num_prototypes=100, seq_len=512)
-# Training for a step budget: Adam at 1e-3 with a cosine decay over the budget's rounds.
-DEFAULT_TRAIN = TrainConfig(learning_rate=0.001, schedule="cosine", patience=3)
-DEFAULT_MAX_STEPS = 100
+# Training to the validation optimum: Adam at 1e-3, cosine over up to 50 epochs of at most 25 steps
+# each, early stopping after 5 epochs without improvement, within a time budget (DEFAULT_TIME_BUDGET)
+DEFAULT_TRAIN = TrainConfig(learning_rate=0.001, schedule="cosine", epochs=50, patience=5)
+DEFAULT_MAX_STEPS = None  # no step budget: train to the validation optimum
+DEFAULT_TIME_BUDGET = 600.0  # seconds of training a fit may take at most (ten minutes)
+LEGACY_MAX_STEPS = 100  # the step budget of adapters saved before the budget was recorded
 # the backtest's extra model: the median of Time-LLM's and the automatic statistical models' forecasts
 COMBINATION = "Combination"
 
@@ -129,7 +132,12 @@ class TimeLLMForecaster:
             ``horizon`` and the arguments above replace its fields.
         train_config: batch size, learning rate, schedule, seed, ... (default :data:`DEFAULT_TRAIN`).
         execution: how the model runs: gradient checkpointing, attention kernel (not saved).
-        max_steps: the training budget in optimiser steps (None: ``train_config.epochs`` full passes).
+        max_steps: a training budget in optimiser steps (default None: train to the validation
+            optimum, up to ``train_config.epochs`` epochs of at most 25 steps each, stopping after
+            ``train_config.patience`` epochs without improvement).
+        time_budget: seconds a fit may train at most (default 600; None: no limit): no epoch starts
+            after it, the epoch in progress ends early, and the best epoch so far is kept. The
+            training log states the budget and what ended the training.
         choose_normalization: where the trained adapter (RevIN, the default normalisation) does not
             beat seasonal naive on the validation windows, also train a correction to seasonal naive
             (normalisation ``seasonal`` at the data's season, a zero head) and keep the one that
@@ -173,6 +181,7 @@ class TimeLLMForecaster:
         train_config: TrainConfig | None = None,
         execution: ExecutionSettings | None = None,
         max_steps: int | None = DEFAULT_MAX_STEPS,
+        time_budget: float | None = DEFAULT_TIME_BUDGET,
         ensemble: int = 1,
         choose_normalization: bool = True,
         calibration_origins: int = 0,
@@ -188,6 +197,12 @@ class TimeLLMForecaster:
         if max_steps is not None:
             check_positive("max_steps", max_steps)
         check_positive("ensemble", ensemble)
+        if time_budget is not None and (
+            isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or not time_budget > 0
+        ):
+            raise InputDataError(
+                f"time_budget must be a positive number of seconds or None (no limit), found {time_budget!r}"
+            )
         if max_steps is not None and max_steps < ensemble:
             raise InputDataError(
                 f"max_steps={max_steps} is fewer than ensemble={ensemble}: the {ensemble} adapters share "
@@ -221,6 +236,7 @@ class TimeLLMForecaster:
         # how the model runs while training and forecasting (gradient checkpointing, attention kernel)
         self.execution: ExecutionSettings = execution or ExecutionSettings()
         self.max_steps = max_steps
+        self.time_budget = None if time_budget is None else float(time_budget)
         self.ensemble = ensemble
         chosen = {"normalization", "period", "zero_head"} & set(model_settings)
         self.choose_normalization = bool(choose_normalization) and not chosen
@@ -574,6 +590,7 @@ class TimeLLMForecaster:
             "interpolate": self.interpolate,
             "val_size": self.val_size,
             "max_steps": self.max_steps,
+            "time_budget": self.time_budget,
             "choose_normalization": self.choose_normalization,
             "calibration_origins": self.calibration_origins,
             "train": self.train_config.to_dict(),
@@ -692,7 +709,8 @@ class TimeLLMForecaster:
         )
         forecaster.execution = execution or ExecutionSettings()
         # the budget it was trained with, as saved (not checked again: nothing trains on it here)
-        forecaster.max_steps = record.get("max_steps", DEFAULT_MAX_STEPS)
+        forecaster.max_steps = record.get("max_steps", LEGACY_MAX_STEPS)
+        forecaster.time_budget = record.get("time_budget")
         if eval_batch_size is not None:
             forecaster.train_config = train.replace(eval_batch_size=eval_batch_size)
         if record.get("calibration") is not None:
@@ -783,6 +801,7 @@ class TimeLLMForecaster:
             max_steps=self.max_steps,
             ensemble=self.ensemble,
             choose_normalization=self.choose_normalization,
+            time_budget=self.time_budget,
         )
         self.config, self.models, self.fit_results, held_out = trainer.run(data, val, context)
         self.calibration, self.calibration_constant = self._conformity_scores(held_out, val)
@@ -837,6 +856,7 @@ class TimeLLMForecaster:
                 choose_normalization=False,  # the kept config, trained as it was
                 backbone=self.models[0].backbone,
                 validate_start=validate_start,
+                time_budget=self.time_budget,
             )
             cut = SeriesSet([s.head(len(s) - k * val) for s in room], data.format)
             _, models, _, _ = trainer.run(cut, val, f"{context}, calibration origin {k}".lstrip(", "))

@@ -32,6 +32,7 @@ FORECASTER_KEYS = frozenset(
         "interpolate",
         "val_size",
         "max_steps",
+        "time_budget",
         "ensemble",
         "choose_normalization",
         "calibration_origins",
@@ -121,6 +122,11 @@ def check_record(record: dict[str, Any], config: TimeLLMConfig, path: Path) -> N
         refuse("val_size", f"null or an integer of at least the horizon {config.pred_len}")
     if record.get("max_steps") is not None and (not is_int(record["max_steps"]) or record["max_steps"] < 1):
         refuse("max_steps", "null or a positive integer")
+    seconds = record.get("time_budget")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0
+    ):
+        refuse("time_budget", "null or a positive number of seconds")
     if "calibration_origins" in record and (
         not is_int(record["calibration_origins"]) or record["calibration_origins"] < 0
     ):

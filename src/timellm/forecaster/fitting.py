@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 # rank a few epochs; the intervals read up to MAX_CALIBRATION_WINDOWS
 MAX_EARLY_STOPPING_WINDOWS = 500
 EVALUATION_ROUNDS = 4  # a step budget is split into at least this many epochs (validation rounds)
+# training to the validation optimum (no step budget): an epoch holds at most EPOCH_STEPS optimiser
+# steps (a fresh random subset of the windows where a pass is longer), so that validation, early
+# stopping and the time budget act every few seconds to minutes, whatever the data's size
+EPOCH_STEPS = 25
 
 
 class AdapterTraining:
@@ -47,11 +51,13 @@ class AdapterTraining:
         choose_normalization: bool,
         backbone: Backbone | None = None,
         validate_start: bool = False,
+        time_budget: float | None = None,
     ):
         self.config = config
         self.train_config = train_config
         self.execution = execution
         self.max_steps = max_steps
+        self.time_budget = time_budget  # seconds for the whole fit, shared by an ensemble's members
         self.ensemble = ensemble
         self.choose_normalization = choose_normalization
         self.backbone = backbone  # an already loaded backbone to train on (else loaded once here)
@@ -95,7 +101,8 @@ class AdapterTraining:
         train_set, val_set = ConcatDataset(train_sets), ConcatDataset(val_sets)
         members = self.ensemble
         steps = None if self.max_steps is None else max(self.max_steps // members, 1)
-        train_config = budget(self.train_config, steps, len(train_set))
+        seconds = None if self.time_budget is None else self.time_budget / members
+        train_config = budget(self.train_config, steps, len(train_set), seconds)
         # refuse what cannot fit before the backbone is loaded: a training batch, and a forecast batch
         refuse_what_cannot_fit(fit_plans(c, self.execution, train_config))
         describe = {
@@ -142,16 +149,14 @@ class AdapterTraining:
                 c, self.execution, seed=member.seed, backbone=backbone, precision=member.precision
             )
             if k == 0 and describe:  # the backbone loaded and the prompt checked against it: training starts
-                cap = train_config.max_train_windows
                 logger.info(
                     "training on %d windows of %d series (validation: %d windows, the last %d steps of "
-                    "each), %s epoch(s)%s%s",
+                    "each), %s%s",
                     describe["windows"],
                     describe["series"],
                     describe["val_windows"],
                     describe["val"],
-                    train_config.epochs,
-                    f" of <= {cap} windows" if cap else "",
+                    _budget_note(train_config, describe["steps"]),
                     _ensemble_note(members, train_config.seed, describe["steps"]),
                 )
             backbone = model.backbone
@@ -231,22 +236,47 @@ def forecast_plans(
     )
 
 
-def budget(config: TrainConfig, max_steps: int | None, windows: int) -> TrainConfig:
-    """Turn a budget of ``max_steps`` optimiser steps over ``windows`` training windows into epochs.
+def budget(
+    config: TrainConfig, max_steps: int | None, windows: int, time_budget: float | None = None
+) -> TrainConfig:
+    """The training settings of a fit on ``windows`` training windows.
 
-    Every epoch ends with a validation, so the budget is split into at least
-    :data:`EVALUATION_ROUNDS` epochs (early stopping and the best-epoch restore need several) and
-    into more when one pass over the windows takes fewer steps than that. An epoch is a fresh
-    random subset of the windows when it is shorter than a pass. The steps run are at most
-    ``max_steps`` and at least ``max_steps - epochs + 1``.
+    With ``max_steps``, a step budget becomes epochs: every epoch ends with a validation, so the
+    budget is split into at least :data:`EVALUATION_ROUNDS` epochs (early stopping and the
+    best-epoch restore need several) and into more when one pass over the windows takes fewer
+    steps than that; an epoch is a fresh random subset of the windows when it is shorter than a
+    pass. The steps run are at most ``max_steps`` and at least ``max_steps - epochs + 1``.
+
+    Without (``None``), the fit trains to its validation optimum: up to ``config.epochs`` epochs
+    of at most :data:`EPOCH_STEPS` steps each, until ``config.patience`` epochs bring no
+    validation improvement or ``time_budget`` seconds have passed (``TrainConfig.time_budget``).
     """
-    if max_steps is None:
-        return config
     per_step = config.batch_size * config.grad_accum  # windows per optimiser step
+    if max_steps is None:
+        cap = EPOCH_STEPS * per_step
+        return replace(config, max_train_windows=cap if cap < windows else None, time_budget=time_budget)
     steps_per_pass = math.ceil(windows / per_step)
     epochs = min(max_steps, max(EVALUATION_ROUNDS, math.ceil(max_steps / steps_per_pass)))
     per_epoch = (max_steps // epochs) * per_step  # at most one pass
-    return replace(config, epochs=epochs, max_train_windows=per_epoch if per_epoch < windows else None)
+    return replace(
+        config,
+        epochs=epochs,
+        max_train_windows=per_epoch if per_epoch < windows else None,
+        time_budget=time_budget,
+    )
+
+
+def _budget_note(config: TrainConfig, steps: int | None) -> str:
+    """The training log's words on the budget: what ends the training."""
+    cap = config.max_train_windows
+    epochs = f"{config.epochs} epoch(s){f' of <= {cap} windows' if cap else ''}"
+    limit = f", within a time budget of {config.time_budget:g} s" if config.time_budget else ""
+    if steps:
+        return f"a budget of {steps} optimiser steps in {epochs}{limit}"
+    return (
+        f"to the validation optimum: up to {epochs}, early stopping after {config.patience} "
+        f"epoch(s) without improvement{limit}"
+    )
 
 
 def _ensemble_note(members: int, seed: int, steps: int) -> str:

@@ -47,6 +47,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     checkpoint_every: int | None = None  # also checkpoint every k optimiser steps, not only at epoch ends
     deterministic: bool = False  # torch's deterministic algorithms: bitwise-repeatable runs and resumes
+    # seconds of training (validation included) after which no further epoch starts and the epoch in
+    # progress ends early; the best epoch so far is kept. None: no limit (epochs and patience decide)
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "grad_accum", "eval_batch_size"):
@@ -67,6 +70,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, found {value!r}")
+        budget = self.time_budget
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0
+        ):
+            raise ValueError(f"time_budget must be a positive number of seconds or None, found {budget!r}")
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"deterministic must be true or false, found {self.deterministic!r}")
 
