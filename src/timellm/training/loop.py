@@ -469,16 +469,18 @@ def fit(
     progress = run.progress
     if validate_start and run.validates and not resume:
         _validate_untrained(run)
-    session_start = time.perf_counter()
+    run.session_start = time.perf_counter()
     while progress.epoch <= config.epochs and not progress.stopped:
+        epoch_start = time.perf_counter()
         train_loss = _train_epoch(run)
         val_loss = _validate(run)
         _end_epoch(run, train_loss, val_loss, monitor)
-        progress.train_seconds += time.perf_counter() - session_start
-        session_start = time.perf_counter()
+        _stop_at_time_budget(run, time.perf_counter() - epoch_start)
+        progress.train_seconds += time.perf_counter() - run.session_start
+        run.session_start = time.perf_counter()
         if run.checkpoint_dir is not None:
             _checkpoint(run)
-    progress.train_seconds += time.perf_counter() - session_start
+    progress.train_seconds += time.perf_counter() - run.session_start
     return _restore_best(run)
 
 
@@ -506,6 +508,13 @@ class _Run:
     progress: Progress
     best: dict[str, torch.Tensor]  # the best epoch's adapter so far
     last_good: str | None = None  # the last checkpoint written or resumed from, for error messages
+    session_start: float = 0.0  # perf_counter when this process's share of train_seconds began
+    stopped_by: str = "epochs"  # what ended the training: epochs, early stopping or time budget
+    out_of_time: bool = False  # the time budget cut the epoch in progress short
+
+    def spent(self) -> float:
+        """Seconds of training so far, earlier sessions of a resumed run included."""
+        return self.progress.train_seconds + time.perf_counter() - self.session_start
 
     @property
     def validates(self) -> bool:
@@ -607,6 +616,9 @@ def _train_epoch(run: _Run) -> float:
     epoch_start, seen_before = time.perf_counter(), progress.seen
     for past, future in bar:
         _train_step(run, past, future)
+        if run.config.time_budget and run.spent() >= run.config.time_budget:
+            run.out_of_time = True  # the epoch ends here: it is validated, and the best epoch kept
+            break
         rate = (progress.seen - seen_before) / max(time.perf_counter() - epoch_start, 1e-9)
         _show_progress(run, bar, rate)
     train_loss = _epoch_train_loss(progress, accelerator)
@@ -717,8 +729,27 @@ def _end_epoch(run: _Run, train_loss: float, val_loss: float, monitor) -> None:
         progress.bad_epochs += 1
         if progress.bad_epochs >= run.config.patience:
             logger.info("early stopping: no validation improvement for %d epochs", progress.bad_epochs)
-            progress.stopped = True
+            progress.stopped, run.stopped_by = True, "early stopping"
     progress.epoch, progress.batch, progress.running, progress.seen = epoch + 1, 0, 0.0, 0
+
+
+def _stop_at_time_budget(run: _Run, epoch_seconds: float) -> None:
+    """Stop where the time budget is spent, or too little of it is left for another epoch like the
+    last; the best epoch so far is what training hands back."""
+    budget, progress = run.config.time_budget, run.progress
+    if progress.stopped or not budget:
+        return
+    spent = run.spent()
+    if run.out_of_time or spent + epoch_seconds > budget:
+        logger.info(
+            "time budget: %.0f of %g s spent after epoch %d%s; the best epoch so far (%d) is kept",
+            spent,
+            budget,
+            progress.epoch - 1,
+            " (cut short)" if run.out_of_time else ", too little left for another",
+            progress.best_epoch,
+        )
+        progress.stopped, run.stopped_by = True, "time budget"
 
 
 def _checkpoint(run: _Run) -> None:
@@ -775,6 +806,7 @@ def _restore_best(run: _Run) -> FitResult:
         run_precision(accelerator),
         val_scores,
         int(progress.history[-1].get("series_windows", 0)) if progress.history else 0,
+        "early stopping" if progress.stopped and run.stopped_by == "epochs" else run.stopped_by,
     )
 
 
