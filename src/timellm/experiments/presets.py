@@ -40,6 +40,15 @@ class Preset:
             execution_settings({**execution_dict(self.execution), **settings["execution"]}),
         )
 
+    def settings_record(self) -> dict[str, Any]:
+        """The model, training, execution and run settings, as a run folder's config.yaml records them."""
+        return {
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "execution": execution_dict(self.execution),
+            "run": self.run,
+        }
+
 
 def _merge(base: dict, extra: dict | None) -> dict:
     out = copy.deepcopy(base)

@@ -39,7 +39,7 @@ from timellm.model.ablations import build_model
 from timellm.model.config import TimeLLMConfig
 from timellm.model.modeling import TimeLLM
 from timellm.plotting import plot_forecasts
-from timellm.settings import execution_dict, execution_settings
+from timellm.settings import execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
 from timellm.training.loop import (
     FitResult,
@@ -84,7 +84,44 @@ def train_and_test(
     the first ``percent`` % of the training windows (few-shot). ``resume`` continues from the run
     folder's checkpoint (see :func:`resume_run`, which also restores the recorded settings).
     """
-    model_config, train_config = preset.model, preset.train
+    # read the data first: a missing file must not leave an empty run folder behind
+    splits, test_splits, choose = _read_run_data(preset, data_dir, percent, test_dataset)
+    # refuse a run that cannot fit before the backbone is loaded or the run folder is written:
+    # training a batch of series, and testing a batch of windows with all their channels
+    check_benchmark_memory(preset, test_splits)
+    accelerator = make_accelerator(preset.train)
+    folder = RunFolder(run_dir, accelerator.is_main_process)
+    record = {
+        "preset": preset.name,
+        "dataset": preset.dataset,
+        "test_dataset": test_splits.name,
+        "percent": percent,
+        "command": command,
+        **preset.settings_record(),
+        "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
+    }
+    if not resume and find_checkpoint(folder.checkpoint_dir) is not None:
+        resume = _same_run(folder.path, record)  # the same command again continues it
+    if not resume:
+        folder.create(record)
+    with folder.log():
+        logger.info("run %s: %s (allocator: %s)", folder.path, command or preset.name, allocator_setting())
+        model, result, choice = _train_run(preset, splits, accelerator, folder, resume, choose)
+        metrics = _test_run(model, result, choice, preset, test_splits, accelerator, folder, percent, command)
+    if not folder.main:
+        return metrics
+    # finished: the adapter and metrics are written, the checkpoint (optimiser state too) is not needed
+    for suffix in ("", ".previous", ".partial"):
+        shutil.rmtree(folder.checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
+    return metrics
+
+
+def _read_run_data(
+    preset: Preset, data_dir: str | Path | None, percent: float, test_dataset: str | None
+) -> tuple[Splits, Splits, bool]:
+    """The run's splits and the test splits (another dataset's for a transfer), with the run
+    settings checked; returns them and the run setting ``choose_normalization``."""
+    model_config = preset.model
     if preset.run.get("refit"):
         raise ValueError(
             "refit applies to M4 runs only: the long-term protocols select and test on fixed splits"
@@ -92,7 +129,6 @@ def train_and_test(
     choose = preset.run.get("choose_normalization", False)
     if not isinstance(choose, bool):
         raise ValueError(f"choose_normalization must be true or false, found {choose!r}")
-    # read the data first: a missing file must not leave an empty run folder behind
     splits = load_splits(preset.dataset, model_config.seq_len, model_config.pred_len, data_dir, percent)
     if choose and not model_config.correctable(splits.period):
         raise ValueError(
@@ -104,120 +140,116 @@ def train_and_test(
     test_splits = splits
     if test_dataset is not None and test_dataset != preset.dataset:
         test_splits = load_splits(test_dataset, model_config.seq_len, model_config.pred_len, data_dir)
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    # refuse a run that cannot fit before the backbone is loaded or the run folder is written:
-    # training a batch of series, and testing a batch of windows with all their channels
-    check_benchmark_memory(preset, test_splits)
-    accelerator = make_accelerator(train_config)
-    main = accelerator.is_main_process
-    folder = RunFolder(run_dir, main)
-    record = {
-        "preset": preset.name,
-        "dataset": preset.dataset,
-        "test_dataset": test_splits.name,
-        "percent": percent,
-        "command": command,
-        "model": model_config.to_dict(),
-        "train": train_config.to_dict(),
-        "execution": execution_dict(preset.execution),
-        "run": preset.run,
-        "precision": run_precision(accelerator),  # what train.precision (auto) resolved to here
-    }
-    if not resume and find_checkpoint(checkpoint_dir) is not None:
-        resume = _same_run(run_dir, record)  # the same command again continues it
-    if not resume:
-        folder.create(record)
-    with folder.log():
-        logger.info("run %s: %s (allocator: %s)", run_dir, command or preset.name, allocator_setting())
-        if accelerator.num_processes > 1:
-            logger.info(
-                "%d processes (%s), %d series per process and step",
-                accelerator.num_processes,
-                accelerator.distributed_type.value,
-                train_config.batch_size,
-            )
-        model = build_model(
-            model_config, preset.execution, train_config.seed, precision=train_config.precision
-        )
-        logger.info(
-            "model: %s, %d of %d layers, trainable %s / total %s parameters",
-            model_config.backbone,
-            model.backbone.num_layers if model.backbone else 0,
-            model.backbone.total_layers if model.backbone else 0,
-            f"{model.num_parameters(True):,}",
-            f"{model.num_parameters():,}",
-        )
-        train_set = WindowDataset(splits.train, model_config.seq_len, model_config.pred_len)
-        val_set = WindowDataset(splits.val, model_config.seq_len, model_config.pred_len)
-        logger.info(
-            "%s: %d training and %d validation series-windows", splits.name, len(train_set), len(val_set)
-        )
-        result = fit(
-            model, train_set, val_set, train_config, accelerator, checkpoint_dir=checkpoint_dir, resume=resume
-        )
-        history, choice = result.history, {}
-        if choose:
-            model, result, choice, correction_history = _choose_normalization(
-                model, result, train_set, val_set, splits.period, preset, accelerator
-            )
-            model_config = model.config
-            # both trainings, the correction's epochs marked as such
-            history = history + [{**row, "candidate": "correction"} for row in correction_history]
-        folder.write_history(history)
-        if main:
-            model.save_pretrained(folder.adapter_dir)
+    return splits, test_splits, choose
 
-        started = time.perf_counter()
-        metrics, (past, pred, true) = score_splits(
-            model,
-            test_splits,
-            train_config.eval_batch_size,
-            preset.run.get("max_test_windows"),
-            accelerator=accelerator,
+
+def _train_run(
+    preset: Preset, splits: Splits, accelerator, folder: RunFolder, resume: bool, choose: bool
+) -> tuple[TimeLLM, FitResult, dict[str, Any]]:
+    """Build the model and train it (from the checkpoint with ``resume``), then choose the
+    normalisation where the run asks; writes the history and the adapter. Returns the model kept,
+    its training and what choosing the normalisation weighed (empty where not asked)."""
+    model_config, train_config = preset.model, preset.train
+    if accelerator.num_processes > 1:
+        logger.info(
+            "%d processes (%s), %d series per process and step",
+            accelerator.num_processes,
+            accelerator.distributed_type.value,
+            train_config.batch_size,
         )
-        metrics.update(
-            {
-                "dataset": preset.dataset,
-                "test_dataset": test_splits.name,
-                "pred_len": model_config.pred_len,
-                "backbone": model_config.backbone,
-                "llm_layers": model_config.llm_layers,
-                "percent": percent,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "steps": result.steps,
-                "best_val_loss": result.best_val_loss,
-                "normalization": model_config.normalization,
-                **({"normalization_choice": choice} if choice else {}),
-                # the selected adapter on the validation windows, comparable across losses
-                **{f"val_{name}": value for name, value in result.val_scores.items()},
-                "train_seconds": round(result.train_seconds, 1),
-                "test_seconds": round(time.perf_counter() - started, 1),
-                "trainable_params": model.num_parameters(True),
-                "total_params": model.num_parameters(),
-                "processes": result.processes,
-                "precision": result.precision,
-                "adapter_sha256": result.replica_sha256,
-                "command": command,
-            }
+    model = build_model(model_config, preset.execution, train_config.seed, precision=train_config.precision)
+    logger.info(
+        "model: %s, %d of %d layers, trainable %s / total %s parameters",
+        model_config.backbone,
+        model.backbone.num_layers if model.backbone else 0,
+        model.backbone.total_layers if model.backbone else 0,
+        f"{model.num_parameters(True):,}",
+        f"{model.num_parameters():,}",
+    )
+    train_set = WindowDataset(splits.train, model_config.seq_len, model_config.pred_len)
+    val_set = WindowDataset(splits.val, model_config.seq_len, model_config.pred_len)
+    logger.info("%s: %d training and %d validation series-windows", splits.name, len(train_set), len(val_set))
+    result = fit(
+        model,
+        train_set,
+        val_set,
+        train_config,
+        accelerator,
+        checkpoint_dir=folder.checkpoint_dir,
+        resume=resume,
+    )
+    history, choice = result.history, {}
+    if choose:
+        model, result, choice, correction_history = _choose_normalization(
+            model, result, train_set, val_set, splits.period, preset, accelerator
         )
-        metrics = folder.write_metrics(metrics)
-        if not main:
-            return metrics
-        plot_forecasts(
-            past,
-            pred,
-            true,
-            run_dir / "forecast.png",
-            channel=-1,
-            channel_name=test_splits.columns[-1],
-            title=f"{test_splits.name}, horizon {model_config.pred_len}: test MSE {metrics['mse']:.3f}",
-        )
-        logger.info("test %s: MSE %.4f MAE %.4f", test_splits.name, metrics["mse"], metrics["mae"])
-    # finished: the adapter and metrics are written, the checkpoint (optimiser state too) is not needed
-    for suffix in ("", ".previous", ".partial"):
-        shutil.rmtree(checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
+        # both trainings, the correction's epochs marked as such
+        history = history + [{**row, "candidate": "correction"} for row in correction_history]
+    folder.write_history(history)
+    if folder.main:
+        model.save_pretrained(folder.adapter_dir)
+    return model, result, choice
+
+
+def _test_run(
+    model: TimeLLM,
+    result: FitResult,
+    choice: dict[str, Any],
+    preset: Preset,
+    test_splits: Splits,
+    accelerator,
+    folder: RunFolder,
+    percent: float,
+    command: str | None,
+) -> dict[str, Any]:
+    """Test the trained model and write metrics.json (and, on the main process, forecast.png)."""
+    model_config, started = model.config, time.perf_counter()
+    metrics, (past, pred, true) = score_splits(
+        model,
+        test_splits,
+        preset.train.eval_batch_size,
+        preset.run.get("max_test_windows"),
+        accelerator=accelerator,
+    )
+    metrics.update(
+        {
+            "dataset": preset.dataset,
+            "test_dataset": test_splits.name,
+            "pred_len": model_config.pred_len,
+            "backbone": model_config.backbone,
+            "llm_layers": model_config.llm_layers,
+            "percent": percent,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "steps": result.steps,
+            "best_val_loss": result.best_val_loss,
+            "normalization": model_config.normalization,
+            **({"normalization_choice": choice} if choice else {}),
+            # the selected adapter on the validation windows, comparable across losses
+            **{f"val_{name}": value for name, value in result.val_scores.items()},
+            "train_seconds": round(result.train_seconds, 1),
+            "test_seconds": round(time.perf_counter() - started, 1),
+            "trainable_params": model.num_parameters(True),
+            "total_params": model.num_parameters(),
+            "processes": result.processes,
+            "precision": result.precision,
+            "adapter_sha256": result.replica_sha256,
+            "command": command,
+        }
+    )
+    metrics = folder.write_metrics(metrics)
+    if not folder.main:
+        return metrics
+    plot_forecasts(
+        past,
+        pred,
+        true,
+        folder.path / "forecast.png",
+        channel=-1,
+        channel_name=test_splits.columns[-1],
+        title=f"{test_splits.name}, horizon {model_config.pred_len}: test MSE {metrics['mse']:.3f}",
+    )
+    logger.info("test %s: MSE %.4f MAE %.4f", test_splits.name, metrics["mse"], metrics["mae"])
     return metrics
 
 
@@ -288,8 +320,7 @@ def _finished(run_dir: Path, preset: Preset, kwargs: dict[str, Any]) -> dict[str
         return None
     earlier = read_run_record(run_dir)
     mine = {"preset": preset.name, "dataset": preset.dataset, "percent": kwargs.get("percent", 100)}
-    mine |= {"model": preset.model.to_dict(), "train": preset.train.to_dict(), "run": preset.run}
-    mine |= {"execution": execution_dict(preset.execution)}
+    mine |= preset.settings_record()
     mine = yaml.safe_load(yaml.safe_dump(_jsonable(mine), sort_keys=False))
     if any(earlier.get(k) != v for k, v in mine.items()):
         return None
