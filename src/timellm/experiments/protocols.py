@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,7 @@ from timellm.model.memory import MemoryPlan
 from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
 from timellm.plotting import plot_forecasts
-from timellm.settings import execution_dict
-from timellm.training.loop import fit
+from timellm.training.loop import FitResult, fit
 
 logger = logging.getLogger(__name__)
 
@@ -145,121 +145,142 @@ def run_m4(
     SMAPE, MASE and OWA (relative to the official Naive2 forecasts).
     """
     f = get_frequency(frequency)
-    model_config, train_config = preset.model, preset.train
     refit = _check_m4_settings(preset, f.name)
     # read everything first: a missing file must not leave an empty run folder behind
     data_dir = check_m4_files(f.name, data_dir)
     data = load_m4(f, data_dir)
-    seq_len = model_config.seq_len
     if reference is None:  # and refuse what cannot fit before the backbone is loaded
         check_benchmark_memory(preset)
 
-    run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
-    record = {
-        "protocol": "m4",
-        "preset": preset.name,
-        "dataset": "m4",
-        "frequency": f.name,
-        "test_dataset": "m4",
-        "percent": 100,
-        "command": command,
-        "model": model_config.to_dict(),
-        "train": train_config.to_dict(),
-        "execution": execution_dict(preset.execution),
-        "run": preset.run,
-    }
+    record = {"protocol": "m4", "preset": preset.name, "dataset": "m4", "frequency": f.name}
+    record |= {"test_dataset": "m4", "percent": 100, "command": command, **preset.settings_record()}
     folder.create(record)
     with folder.log():
-        logger.info("run %s: %s", run_dir, command or preset.name)
-        model = _m4_model(model_config, reference, preset.execution, train_config.seed)
-        train_set = data.training_windows(seq_len, holdout=True)
-        val_set = TensorDataset(*data.validation_set(seq_len))
-        logger.info(
-            "M4 %s: %d series, %d training windows, validation on the last %d steps of each training series",
-            f.name,
-            len(data.ids),
-            len(train_set),
-            f.horizon,
-        )
-        result = fit(model, train_set, val_set, train_config)
-        history, steps, train_seconds = result.history, result.steps, result.train_seconds
-        if refit:
-            # validation has chosen how long to train; the last horizon it held out is the most
-            # recent data, next to the test horizon: train again with it
-            logger.info(
-                "refit: a fresh model on the whole training series for %d epochs (validation's choice)",
-                result.best_epoch,
-            )
-            model = _m4_model(model_config, reference, preset.execution, train_config.seed)
-            full_set = data.training_windows(seq_len, holdout=False)
-            again = fit(model, full_set, None, train_config.replace(epochs=result.best_epoch))
-            history = history + [{**row, "refit": True} for row in again.history]
-            steps, train_seconds = steps + again.steps, train_seconds + again.train_seconds
-        folder.write_history(history)
+        logger.info("run %s: %s", folder.path, command or preset.name)
+        model, result, train_windows = _train_m4(preset, data, reference, refit)
+        folder.write_history(result.history)
         if isinstance(model, TimeLLM):
             model.save_pretrained(folder.adapter_dir)
-
-        started = time.perf_counter()
-        inputs = data.forecast_inputs(seq_len)  # (n, seq_len, 1)
-        pred = predict(model, inputs, batch_size=train_config.eval_batch_size)  # (n, horizon, 1)
-        forecast_seconds = time.perf_counter() - started
-        columns = [f"V{i + 1}" for i in range(f.horizon)]
-        frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)
-        frame.to_csv(run_dir / FORECAST_FILE)
-
-        ours = _scores(score_m4({f.name: pred}, data_dir), f.name)
-        references = m4_references(data, inputs, data_dir)
+        inputs, pred, forecast_seconds = _forecast_m4(model, data, preset, folder.path)
         metrics = {
-            "protocol": "m4",
-            "frequency": f.name,
-            "series": len(data.ids),
-            **ours,
-            "naive2_smape": references["naive2"]["smape"],
-            "naive2_mase": references["naive2"]["mase"],
-            "baselines": references,
+            **_m4_scores(data, inputs, pred, data_dir),
             "dataset": "m4",
             "test_dataset": "m4",
-            "seq_len": seq_len,
+            "seq_len": preset.model.seq_len,
             "pred_len": f.horizon,
-            "backbone": model_config.backbone,
-            "llm_layers": model_config.llm_layers,
+            "backbone": preset.model.backbone,
+            "llm_layers": preset.model.llm_layers,
             "percent": 100,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
-            "steps": steps,
+            "steps": result.steps,
             "best_val_loss": result.best_val_loss,
             "refit": refit,
             "precision": result.precision,
-            "train_windows": len(train_set),
-            "train_seconds": round(train_seconds, 1),
+            "train_windows": train_windows,
+            "train_seconds": round(result.train_seconds, 1),
             "test_seconds": round(forecast_seconds, 1),
-            "variant": _variant(model_config, reference),
+            "variant": _variant(preset.model, reference),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             "command": command,
         }
         metrics = folder.write_metrics(metrics)
-        assert data.test is not None
-        plot_forecasts(
-            inputs.numpy(),
-            pred.numpy(),
-            data.test[..., None],
-            run_dir / "forecast.png",
-            channel=0,
-            channel_name=f.name,
-            title=f"M4 {f.name}: SMAPE {ours['smape']:.2f}, MASE {ours['mase']:.3f}, OWA {ours['owa']:.3f}",
-        )
-        logger.info(
-            "M4 %s: SMAPE %.3f MASE %.3f OWA %.3f (Naive2: SMAPE %.3f MASE %.3f)",
-            f.name,
-            ours["smape"],
-            ours["mase"],
-            ours["owa"],
-            metrics["naive2_smape"],
-            metrics["naive2_mase"],
-        )
+        _show_m4(data, inputs, pred, metrics, folder.path)
     return metrics
+
+
+def _train_m4(
+    preset: Preset, data: M4Data, reference: str | None, refit: bool
+) -> tuple[nn.Module, FitResult, int]:
+    """Train and select on every series but its last horizon, then (with ``refit``) train a fresh
+    model on the whole series for the epochs validation chose. Returns the model kept, its training
+    (the selection's epochs and losses; steps, seconds and history of both trainings, the refit's
+    rows marked) and how many training windows selection saw."""
+    model_config, train_config, f = preset.model, preset.train, data.frequency
+    model = _m4_model(model_config, reference, preset.execution, train_config.seed)
+    train_set = data.training_windows(model_config.seq_len, holdout=True)
+    val_set = TensorDataset(*data.validation_set(model_config.seq_len))
+    logger.info(
+        "M4 %s: %d series, %d training windows, validation on the last %d steps of each training series",
+        f.name,
+        len(data.ids),
+        len(train_set),
+        f.horizon,
+    )
+    result = fit(model, train_set, val_set, train_config)
+    if refit:
+        # validation has chosen how long to train; the last horizon it held out is the most
+        # recent data, next to the test horizon: train again with it
+        logger.info(
+            "refit: a fresh model on the whole training series for %d epochs (validation's choice)",
+            result.best_epoch,
+        )
+        model = _m4_model(model_config, reference, preset.execution, train_config.seed)
+        full_set = data.training_windows(model_config.seq_len, holdout=False)
+        again = fit(model, full_set, None, train_config.replace(epochs=result.best_epoch))
+        result = replace(
+            result,
+            history=result.history + [{**row, "refit": True} for row in again.history],
+            steps=result.steps + again.steps,
+            train_seconds=result.train_seconds + again.train_seconds,
+        )
+    return model, result, len(train_set)
+
+
+def _forecast_m4(
+    model: nn.Module, data: M4Data, preset: Preset, run_dir: Path
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Forecast every series from the end of its training series and write forecast.csv (M4's
+    submission layout); returns the inputs (n, seq_len, 1), the forecasts (n, H, 1) and the seconds."""
+    started = time.perf_counter()
+    inputs = data.forecast_inputs(preset.model.seq_len)  # (n, seq_len, 1)
+    pred = predict(model, inputs, batch_size=preset.train.eval_batch_size)  # (n, horizon, 1)
+    seconds = time.perf_counter() - started
+    columns = [f"V{i + 1}" for i in range(data.frequency.horizon)]
+    frame = pd.DataFrame(pred[..., 0].numpy(), index=pd.Index(data.ids, name="id"), columns=columns)
+    frame.to_csv(run_dir / FORECAST_FILE)
+    return inputs, pred, seconds
+
+
+def _m4_scores(data: M4Data, inputs: torch.Tensor, pred: torch.Tensor, data_dir: Path) -> dict[str, Any]:
+    """The forecasts' SMAPE, MASE and OWA on the official test file, beside the references'."""
+    f = data.frequency
+    references = m4_references(data, inputs, data_dir)
+    return {
+        "protocol": "m4",
+        "frequency": f.name,
+        "series": len(data.ids),
+        **_scores(score_m4({f.name: pred}, data_dir), f.name),
+        "naive2_smape": references["naive2"]["smape"],
+        "naive2_mase": references["naive2"]["mase"],
+        "baselines": references,
+    }
+
+
+def _show_m4(data: M4Data, inputs: torch.Tensor, pred: torch.Tensor, metrics: dict, run_dir: Path) -> None:
+    """forecast.png and the scores' log line."""
+    f = data.frequency
+    assert data.test is not None
+    plot_forecasts(
+        inputs.numpy(),
+        pred.numpy(),
+        data.test[..., None],
+        run_dir / "forecast.png",
+        channel=0,
+        channel_name=f.name,
+        title=f"M4 {f.name}: SMAPE {metrics['smape']:.2f}, MASE {metrics['mase']:.3f}, OWA {metrics['owa']:.3f}",
+    )
+    logger.info(
+        "M4 %s: SMAPE %.3f MASE %.3f OWA %.3f (Naive2: SMAPE %.3f MASE %.3f)",
+        f.name,
+        metrics["smape"],
+        metrics["mase"],
+        metrics["owa"],
+        metrics["naive2_smape"],
+        metrics["naive2_mase"],
+    )
 
 
 def plan_m4(
