@@ -19,6 +19,7 @@ one thread there (``threads=1``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -167,10 +168,25 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
     """
     threads = settings.threads or os.cpu_count() or 1
     data = Path(settings.data) if settings.data is not None else default_etth1()
-    dtypes, paths, modes, mallocs = settings.dtypes, settings.paths, settings.modes, settings.mallocs
     if not data.is_file():
         raise FileNotFoundError(f"ETTh1 not found at {data}; give its file as data=PATH")
-    skipped: dict[str, str] = {}
+    dtypes, skipped = _measured_dtypes(settings.dtypes)
+    spec_for = functools.partial(_spec_for, settings, _base_spec(settings, threads, data))
+    peak = _child("matmul", {"threads": threads, "dtypes": list(dtypes)}, "tuned")
+    frame = _compare(_measure_configurations(settings, dtypes, spec_for), peak)
+    frame.attrs["matmul_peak"] = peak
+    frame.attrs["skipped_dtypes"] = skipped
+    out = Path(settings.out) if settings.out is not None else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+    _side_tables(frame, settings, dtypes, spec_for, out)
+    return frame
+
+
+def _measured_dtypes(asked: Sequence[str] | None) -> tuple[Sequence[str], dict[str, str]]:
+    """The dtypes to measure (those asked for, or the native ones) and the skipped ones with why."""
+    dtypes, skipped = asked, {}
     if dtypes is None:
         dtypes, skipped = native_dtypes()
         for dtype, reason in skipped.items():
@@ -179,7 +195,12 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
         if dtype not in BENCH_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(BENCH_DTYPES)}, found {dtype!r}")
         resolve_precision(dtype, "cpu")  # warns once where the CPU emulates it
-    base = RunSpec(
+    return dtypes, skipped
+
+
+def _base_spec(settings: SpeedSettings, threads: int, data: Path) -> RunSpec:
+    """What every configuration shares: the model, the budget, the threads and the data."""
+    return RunSpec(
         backbone=settings.backbone,
         layers=settings.layers,
         batch=settings.batch,
@@ -195,6 +216,10 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
         gradient_checkpointing=settings.gradient_checkpointing,
         model_changes=dict(settings.model_changes),
     )
+
+
+def _spec_for(settings: SpeedSettings, base: RunSpec, mode: str, **changes) -> RunSpec:
+    """One configuration: ``base`` in ``mode``, with its path as it runs and ``changes``."""
     as_run = {
         "plain": {"attention": settings.plain_attention, "fused_adam": settings.plain_fused_adam},
         "fast": {
@@ -204,14 +229,15 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
             "compile_scope": settings.compile_scope,
         },
     }
+    changes = {**as_run[changes.get("path", base.path)], **changes}
+    return replace(
+        base, mode=mode, steps=settings.steps if mode == "train" else settings.infer_steps, **changes
+    )
 
-    def spec_for(mode: str, **changes) -> RunSpec:
-        changes = {**as_run[changes.get("path", base.path)], **changes}
-        return replace(
-            base, mode=mode, steps=settings.steps if mode == "train" else settings.infer_steps, **changes
-        )
 
-    peak = _child("matmul", {"threads": threads, "dtypes": list(dtypes)}, "tuned")
+def _measure_configurations(settings: SpeedSettings, dtypes, spec_for) -> pd.DataFrame:
+    """One row per (dtype, mode, path, malloc), each measured in a fresh process, in that order."""
+    modes, paths, mallocs = settings.modes, settings.paths, settings.mallocs
     rows = []
     # the allocator settings alternate innermost: load from other processes drifts over minutes,
     # so the rows that are compared run next to each other
@@ -222,9 +248,13 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
                     logger.info("benchmarking %s %s %s with the %s allocator", dtype, path, mode, malloc)
                     rows.append(_child("run", asdict(spec_for(mode, path=path, dtype=dtype)), malloc))
     order = {"malloc": list(mallocs), "dtype": list(dtypes), "mode": list(modes), "path": list(paths)}
-    frame = pd.DataFrame(rows).sort_values(
+    return pd.DataFrame(rows).sort_values(
         list(order), key=lambda column: column.map(order[column.name].index), ignore_index=True
     )
+
+
+def _compare(frame: pd.DataFrame, peak: dict) -> pd.DataFrame:
+    """Add the speed-ups over the plain path, the FLOP ratio and the fractions of the matmul peak."""
     keys = ["dtype", "mode", "malloc"]
     plain = frame[frame.path == "plain"].set_index(keys)
     frame["speedup"] = [
@@ -249,15 +279,16 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
     frame["fraction_of_shapes_rate"] = frame["flop_per_s"] / frame["dtype"].map(
         lambda d: peak.get(f"{d}_model_shapes", np.nan)
     )
-    frame.attrs["matmul_peak"] = peak
-    frame.attrs["skipped_dtypes"] = skipped
-    out = Path(settings.out) if settings.out is not None else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
+    return frame
+
+
+def _side_tables(frame: pd.DataFrame, settings: SpeedSettings, dtypes, spec_for, out: Path | None) -> None:
+    """The side tables asked for, in ``frame.attrs`` and beside ``out``: the step-time breakdown,
+    the operator profile, inference by batch size and the ladder of speed-ups."""
+    modes, paths, malloc = settings.modes, settings.paths, settings.mallocs[-1]
     if settings.breakdown:
         parts = [
-            _child("breakdown", asdict(spec_for("train", path=path, dtype=dtypes[0])), mallocs[-1])
+            _child("breakdown", asdict(spec_for("train", path=path, dtype=dtypes[0])), malloc)
             for path in paths
         ]
         _attach(frame, "breakdown", parts, out)
@@ -265,37 +296,40 @@ def speed_benchmark(settings: SpeedSettings) -> pd.DataFrame:
         ops = []
         for mode in modes:
             logger.info("profiling a fast-path %s step, operator by operator", mode)
-            ops += _child("profile", asdict(spec_for(mode, path="fast", dtype=dtypes[0])), mallocs[-1])[
-                "rows"
-            ]
+            ops += _child("profile", asdict(spec_for(mode, path="fast", dtype=dtypes[0])), malloc)["rows"]
         _attach(frame, "profile", ops, out)
     if settings.infer_batches:
         sizes = []
         for size in settings.infer_batches:
             logger.info("inference at batch %d", size)
-            sizes.append(_child("run", asdict(spec_for("infer", batch=size, dtype=dtypes[0])), mallocs[-1]))
+            sizes.append(_child("run", asdict(spec_for("infer", batch=size, dtype=dtypes[0])), malloc))
         _attach(frame, "batches", sizes, out)
     if settings.ladder:
-        steps_run = []
-        for mode in modes:
-            for label, changes, malloc in LADDER:
-                if mode != "train" and label in ("+ fused Adam", "= compile for inference only"):
-                    continue  # no optimiser at inference, where "always" and "inference" are one
-                if mode == "train" and changes.get("compile_scope") == "layers" and "dtype" not in changes:
-                    continue  # compiled for inference only: a training step is the previous rung's
-                if changes.get("dtype", "fp32") not in dtypes:
-                    continue  # a dtype not measured (emulated here, or left out)
-                logger.info("ladder (%s): %s", mode, label)
-                row = _child("run", asdict(spec_for(mode, label=label, **changes)), malloc)
-                steps_run.append(row)
-        table = pd.DataFrame(steps_run)
-        first = table.groupby("mode")["series_per_s"].transform("first")
-        table["speedup_vs_released"] = table["series_per_s"] / first
-        table["speedup_vs_previous"] = table["series_per_s"] / table.groupby("mode")["series_per_s"].shift(1)
+        table = _ladder(modes, dtypes, spec_for)
         frame.attrs["ladder"] = table
         if out is not None:
             table.to_csv(out.with_name(f"{out.stem}_ladder.csv"), index=False)
-    return frame
+
+
+def _ladder(modes: Sequence[str], dtypes: Sequence[str], spec_for) -> pd.DataFrame:
+    """Each rung of LADDER that applies to a mode, measured, with its speed-up over the released
+    configuration and over the rung before."""
+    steps_run = []
+    for mode in modes:
+        for label, changes, malloc in LADDER:
+            if mode != "train" and label in ("+ fused Adam", "= compile for inference only"):
+                continue  # no optimiser at inference, where "always" and "inference" are one
+            if mode == "train" and changes.get("compile_scope") == "layers" and "dtype" not in changes:
+                continue  # compiled for inference only: a training step is the previous rung's
+            if changes.get("dtype", "fp32") not in dtypes:
+                continue  # a dtype not measured (emulated here, or left out)
+            logger.info("ladder (%s): %s", mode, label)
+            steps_run.append(_child("run", asdict(spec_for(mode, label=label, **changes)), malloc))
+    table = pd.DataFrame(steps_run)
+    first = table.groupby("mode")["series_per_s"].transform("first")
+    table["speedup_vs_released"] = table["series_per_s"] / first
+    table["speedup_vs_previous"] = table["series_per_s"] / table.groupby("mode")["series_per_s"].shift(1)
+    return table
 
 
 def _attach(frame: pd.DataFrame, name: str, rows: list[dict], out: Path | None) -> None:
