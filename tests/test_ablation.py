@@ -30,6 +30,7 @@ from timellm.experiments.folders import RUN_CONFIG
 from timellm.experiments.presets import get_preset
 from timellm.model.memory import InsufficientMemoryError
 from timellm.model.modeling import TimeLLM
+from timellm.model.variants import build_model, load_model
 from timellm.training.loop import TrainConfig
 
 
@@ -190,7 +191,7 @@ def test_budgets_and_variants_resolve_or_fail_clearly():
 @pytest.mark.parametrize("variant", ["none", "attention", "transformer"])
 def test_llm_free_ablations_are_those_of_tan_et_al(variant):
     """No prompt, no prototypes, no reprogramming, no backbone: patch embedding -> mixer -> head."""
-    model = TimeLLM(tiny_config(llm=variant))
+    model = build_model(tiny_config(llm=variant))
     assert model.backbone is None
     assert not hasattr(model, "prototypes") and not hasattr(model, "reprogramming")
     c = model.config
@@ -262,7 +263,9 @@ def test_ablate_dry_run_plans_each_variant_with_an_llm_and_refuses_what_cannot_f
     args += ["--budget", "converged", "--variants", "time-llm,no-llm,dlinear", "--out", str(tmp_path / "a")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "timellm ablate, Time-LLM" in out and "training, 256 series a step" in out  # the LLM recipe's batch
+    assert (
+        "timellm ablate, Time-LLM" in out and "training, 256 series a step" in out
+    )  # the LLM recipe's batch
     assert "w/o LLM" not in out and not (tmp_path / "a").exists()  # no LLM, no plan; nothing written
     monkeypatch.setenv("TIMELLM_MEMORY_LIMIT", "1G")
     assert main(args) == 2  # the ablation's own refusal
@@ -346,24 +349,24 @@ def test_the_summary_reads_every_dataset_and_pairs_variants_with_time_llm_by_see
 
 
 def test_build_model_builds_every_variant_of_the_config():
-    from timellm.model.ablations import LLMFreeTimeLLM, build_model
+    from timellm.model.ablations import LLMFreeTimeLLM
+    from timellm.model.adapter import TimeLLMBase
 
     for llm in ("none", "attention", "transformer"):
         model = build_model(tiny_config(llm=llm), seed=3)
-        assert type(model) is LLMFreeTimeLLM and isinstance(model, TimeLLM)
-        again = TimeLLM(tiny_config(llm=llm))  # the class builds the variant its config names
-        assert type(again) is LLMFreeTimeLLM
+        assert type(model) is LLMFreeTimeLLM and isinstance(model, TimeLLMBase)
+        with pytest.raises(ValueError, match="has no LLM: build it with timellm.model.variants.build_model"):
+            TimeLLM(tiny_config(llm=llm))  # the class is the model with an LLM, and only that
         same = build_model(tiny_config(llm=llm), seed=3)
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters(), strict=True))
     full = build_model(tiny_config(), seed=3)
-    assert type(full) is TimeLLM and full.backbone is not None
+    assert type(full) is TimeLLM and isinstance(full, TimeLLMBase) and full.backbone is not None
     with pytest.raises(ValueError, match="has no LLM"):
         LLMFreeTimeLLM(tiny_config(llm="none"), backbone=full.backbone)
 
 
 def test_a_variant_of_our_model_is_seeded_once_by_build_model(monkeypatch):
     from timellm.experiments import ablation
-    from timellm.model.ablations import build_model
 
     monkeypatch.setattr(ablation, "seed_everything", lambda seed: pytest.fail("seeded outside build_model"))
     ctx = ablation._Context(None, tiny_config(), TrainConfig(), None, None, None, {})
@@ -379,12 +382,14 @@ def test_a_variant_of_our_model_is_seeded_once_by_build_model(monkeypatch):
 
 
 def test_a_saved_llm_free_adapter_loads_back_as_its_variant(tmp_path):
-    model = TimeLLM(tiny_config(llm="attention"))
+    model = build_model(tiny_config(llm="attention"))
     model.save_pretrained(tmp_path / "a")
-    loaded = TimeLLM.from_pretrained(tmp_path / "a")
+    loaded = load_model(tmp_path / "a")  # whichever variant was saved
     x = torch.randn(2, model.config.seq_len, 3)
     model.eval(), loaded.eval()
     assert type(loaded) is type(model) and torch.equal(model(x), loaded(x))
+    with pytest.raises(ValueError, match="has no LLM"):  # TimeLLM loads the model with an LLM only
+        TimeLLM.from_pretrained(tmp_path / "a")
 
 
 # the converged budget of the variants with an LLM, shrunk to the tiny backbone: the same logic

@@ -12,8 +12,8 @@ from timellm.cli import main
 from timellm.data.errors import DataFileError
 from timellm.evaluation.statistical import check_levels
 from timellm.forecaster import TimeLLMForecaster
-from timellm.model.ablations import build_model
 from timellm.model.config import ExecutionSettings
+from timellm.model.variants import build_model
 
 TINY = [
     "--backbone",

@@ -12,7 +12,7 @@ import torch
 
 import timellm.training.checkpoint as ckpt
 from conftest import tiny_config
-from timellm import TimeLLM
+from timellm import build_model
 from timellm.cli import main
 from timellm.data import WindowDataset
 from timellm.training.loop import NonFiniteLossError, TrainConfig, fit
@@ -45,7 +45,7 @@ CONFIG = TrainConfig(
 
 def new_model(**changes):
     torch.manual_seed(0)
-    return TimeLLM(tiny_config(llm="none", **changes))  # the LLM plays no part in checkpointing
+    return build_model(tiny_config(llm="none", **changes))  # the LLM plays no part in checkpointing
 
 
 def train_with_snapshots(tmp_path, monkeypatch, config=CONFIG):

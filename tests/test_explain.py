@@ -10,6 +10,7 @@ from timellm.experiments.explain import closest_words, explain_run, explain_wind
 from timellm.experiments.folders import ADAPTER_DIR, RUN_CONFIG
 from timellm.model.modeling import TimeLLM
 from timellm.model.prompt import prompt_text
+from timellm.model.variants import build_model
 
 SHORT = "Test load."  # a short prompt: the tiny tokenizer has one token per character
 
@@ -57,7 +58,7 @@ def test_explain_window_gives_the_prompt_and_a_distribution_over_prototypes():
 
 def test_a_model_without_prototypes_cannot_be_explained():
     with pytest.raises(ValueError, match="'none' variant has no text prototypes"):
-        text_prototypes(TimeLLM(tiny_config(llm="none")))
+        text_prototypes(build_model(tiny_config(llm="none")))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import timellm.forecaster.fitting as forecaster_module
 from timellm.data.errors import ColumnError, InputDataError, SeriesLengthError, ValueDataError
 from timellm.evaluation.statistical import forecast_windows
 from timellm.forecaster import TimeLLMForecaster, budget
-from timellm.model.modeling import AdapterLoadError
+from timellm.model.adapter import AdapterLoadError
 from timellm.training.loop import FitResult, TrainConfig
 
 TINY = dict(seq_len=48, patch_len=8, stride=4, d_model=8, d_ff=16, n_heads=2, num_prototypes=20)
@@ -130,7 +130,7 @@ def test_a_time_budget_ends_training_early_and_keeps_the_best_epoch_so_far():
 
     series = np.sin(np.arange(600) / 4.0).astype(np.float32)[:, None]
     model = TimeLLMForecaster(12, llm="none", **TINY).config
-    from timellm.model.ablations import build_model
+    from timellm.model.variants import build_model
 
     result = fit(
         build_model(model.replace(pred_len=12), seed=0),

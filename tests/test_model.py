@@ -5,8 +5,9 @@ from safetensors.torch import load_file
 from conftest import tiny_config
 from timellm import AdapterLoadError, TimeLLM, TimeLLMConfig
 from timellm.backbones.loading import load_backbone
-from timellm.model.modeling import ADAPTER_FILE
+from timellm.model.adapter import ADAPTER_FILE
 from timellm.model.prompt import dataset_description, prompt_prefix
+from timellm.model.variants import build_model, load_model
 
 BACKBONES = ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-bert"]
 
@@ -122,7 +123,7 @@ def test_loading_checks_keys_and_shapes_strictly(tmp_path):
     other = TimeLLM(tiny_config(d_model=4))
     with pytest.raises(AdapterLoadError, match=r"adapter.safetensors was made for another backbone or shape"):
         other.load_adapter(tmp_path / "a" / ADAPTER_FILE)
-    gpt2 = TimeLLM(tiny_config("tiny-random-gpt2", llm="none"))
+    gpt2 = build_model(tiny_config("tiny-random-gpt2", llm="none"))
     with pytest.raises(AdapterLoadError, match="does not match this model"):
         gpt2.load_adapter(tmp_path / "a" / ADAPTER_FILE)
     (tmp_path / "a" / ADAPTER_FILE).write_bytes(b"garbage")
@@ -180,7 +181,7 @@ def test_minilm_with_one_step_patches_over_512_steps_is_refused_up_front():
 
 @pytest.mark.parametrize("variant", ["random", "attention", "transformer", "none"])
 def test_ablation_variants_run_and_train(variant, tmp_path):
-    model = TimeLLM(tiny_config(llm=variant))
+    model = build_model(tiny_config(llm=variant))
     out = model(torch.randn(2, 48, 2))
     assert out.shape == (2, 12, 2)
     out.sum().backward()
@@ -188,7 +189,7 @@ def test_ablation_variants_run_and_train(variant, tmp_path):
     model.save_pretrained(tmp_path)
     model.eval()
     x = torch.randn(2, 48, 2)
-    torch.testing.assert_close(TimeLLM.from_pretrained(tmp_path).eval()(x), model(x))
+    torch.testing.assert_close(load_model(tmp_path).eval()(x), model(x))
 
 
 def test_no_prompt_and_no_statistics_variants():

@@ -146,11 +146,11 @@ def test_the_speed_report_names_the_skipped_dtypes():
 
 def test_a_models_explicit_autocast_warns_once_where_it_is_emulated(cpu, caplog):
     from conftest import tiny_config
-    from timellm import TimeLLM
+    from timellm import build_model
     from timellm.model.config import ExecutionSettings
 
     cpu(EPYC_AVX2, slowdown=250.0)
-    model = TimeLLM(tiny_config(llm="none"), execution=ExecutionSettings(autocast_dtype="bfloat16"))
+    model = build_model(tiny_config(llm="none"), execution=ExecutionSettings(autocast_dtype="bfloat16"))
     with caplog.at_level(logging.WARNING, logger="timellm"):
         for _ in range(2):
             assert model(torch.randn(2, 48, 1)).dtype == torch.float32

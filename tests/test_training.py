@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from conftest import tiny_config
-from timellm import TimeLLM
+from timellm import TimeLLM, build_model
 from timellm.data import WindowDataset, load_splits
 from timellm.evaluation.scoring import predict_windows
 from timellm.experiments.presets import get_preset
@@ -133,7 +133,7 @@ def test_schedules(schedule):
 
 def test_the_test_split_is_evaluated_whole():
     splits = load_splits("ETTh1", 48, 12)
-    model = TimeLLM(tiny_config(llm="none"))  # the window bookkeeping does not depend on the LLM
+    model = build_model(tiny_config(llm="none"))  # the window bookkeeping does not depend on the LLM
     _, pred, _ = predict_windows(model, splits.test, 48, 12, batch_size=1000)  # one partial batch
     assert pred.shape[0] == len(splits.test) - 48 - 12 + 1 == 2880 - 12 + 1
     metrics, _ = score_splits(model, splits, batch_size=64)
@@ -335,14 +335,14 @@ def test_validate_start_keeps_the_untrained_adapter_where_training_only_hurts():
     periodic = np.sin(2 * np.pi * t / 24) + 0.5 * np.cos(2 * np.pi * t / 8)  # period 24
     noisy = periodic + 0.3 * np.random.default_rng(0).standard_normal(periodic.shape).astype(np.float32)
     train, val = WindowDataset(noisy[:300], 48, 12), WindowDataset(periodic[250:], 48, 12, max_windows=20)
-    model = TimeLLM(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True))
+    model = build_model(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True))
     config = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-2, schedule="constant", seed=1)
     result = fit(model, train, val, config, validate_start=True)
     assert result.best_epoch == 0 and result.history[0]["epoch"] == 0 and result.history[0]["steps"] == 0
     assert result.best_val_loss < 1e-8 < min(h["val_loss"] for h in result.history[1:])
     assert all(float(p.detach().abs().max()) == 0 for p in model.head.parameters())  # the zero head, restored
     without = fit(
-        TimeLLM(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True)),
+        build_model(tiny_config(llm="none", normalization="seasonal", period=24, zero_head=True)),
         train,
         val,
         config,

@@ -381,7 +381,7 @@ def _check_outputs(args) -> None:
     (the data file, the --model folder's files), before any training."""
     from timellm.data.files import check_not_input, check_output_path, check_table_path
     from timellm.forecaster import FORECASTER_FILE
-    from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE
+    from timellm.model.adapter import ADAPTER_FILE, CONFIG_FILE
 
     adapter_files = (CONFIG_FILE, ADAPTER_FILE, FORECASTER_FILE)
     inputs = [args.data]

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False))
     from timellm.backbones.loading import BackboneError
     from timellm.data.benchmarks import DataError
+    from timellm.model.adapter import AdapterLoadError
     from timellm.model.memory import InsufficientMemoryError
-    from timellm.model.modeling import AdapterLoadError
     from timellm.settings import SettingsError
     from timellm.training.loop import NonFiniteLossError
 

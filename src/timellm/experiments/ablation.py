@@ -49,11 +49,11 @@ from timellm.evaluation.statistical import forecast_windows
 from timellm.experiments.folders import CHECKPOINT_DIR, RUN_CONFIG, RunFolder, _jsonable, read_run_record
 from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
-from timellm.model.ablations import build_model
+from timellm.model.adapter import TimeLLMBase
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import refuse_what_cannot_fit
-from timellm.model.modeling import TimeLLM
 from timellm.model.precision import LOW_PRECISIONS
+from timellm.model.variants import build_model
 from timellm.training.checkpoint import find_checkpoint
 from timellm.training.loop import TrainConfig, fit, seed_everything
 
@@ -538,7 +538,7 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     )
     row["machine"] = ctx.record["environment"].get("cpu")
     folder = RunFolder(run_folder)
-    if isinstance(model, TimeLLM):  # a run folder that `timellm explain` and `evaluate` read
+    if isinstance(model, TimeLLMBase):  # a run folder that `timellm explain` and `evaluate` read
         folder.create(
             {**ctx.record, "variant": variant.name, "model": model.config.to_dict(), "train": train.to_dict()}
         )

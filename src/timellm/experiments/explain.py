@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from timellm.data.sources import DataSource
+from timellm.model.adapter import TimeLLMBase
 from timellm.model.layers import normalize, patchify
 from timellm.model.modeling import TimeLLM
 from timellm.model.prompt import prompt_text
@@ -43,7 +44,7 @@ class WindowExplanation:
     top_prototypes: list[tuple[int, float]]  # (prototype, mean attention over patches), largest first
 
 
-def _check_explainable(model: TimeLLM) -> None:
+def _check_explainable(model: TimeLLMBase) -> None:
     if model.backbone is None:
         raise ValueError(
             f"the {model.config.llm!r} variant has no text prototypes to explain (no LLM, no reprogramming)"

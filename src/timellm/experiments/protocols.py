@@ -37,11 +37,11 @@ from timellm.experiments.folders import RunFolder
 from timellm.experiments.planning import benchmark_plans, check_benchmark_memory, plan_run
 from timellm.experiments.presets import Preset, get_preset
 from timellm.experiments.runs import train_and_test
-from timellm.model.ablations import build_model
+from timellm.model.adapter import TimeLLMBase
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import MemoryPlan
-from timellm.model.modeling import TimeLLM
 from timellm.model.predict import predict
+from timellm.model.variants import build_model
 from timellm.plotting import plot_forecasts
 from timellm.training.loop import FitResult, fit
 
@@ -160,7 +160,7 @@ def run_m4(
         logger.info("run %s: %s", folder.path, command or preset.name)
         model, result, train_windows = _train_m4(preset, data, reference, refit)
         folder.write_history(result.history)
-        if isinstance(model, TimeLLM):
+        if isinstance(model, TimeLLMBase):
             model.save_pretrained(folder.adapter_dir)
         inputs, pred, forecast_seconds = _forecast_m4(model, data, preset, folder.path)
         metrics = {

@@ -35,9 +35,9 @@ from timellm.experiments.folders import (
 )
 from timellm.experiments.planning import check_benchmark_memory
 from timellm.experiments.presets import Preset
-from timellm.model.ablations import build_model
+from timellm.model.adapter import TimeLLMBase
 from timellm.model.config import TimeLLMConfig
-from timellm.model.modeling import TimeLLM
+from timellm.model.variants import build_model, load_model
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_settings
 from timellm.training.checkpoint import CheckpointError, find_checkpoint
@@ -145,7 +145,7 @@ def _read_run_data(
 
 def _train_run(
     preset: Preset, splits: Splits, accelerator, folder: RunFolder, resume: bool, choose: bool
-) -> tuple[TimeLLM, FitResult, dict[str, Any]]:
+) -> tuple[TimeLLMBase, FitResult, dict[str, Any]]:
     """Build the model and train it (from the checkpoint with ``resume``), then choose the
     normalisation where the run asks; writes the history and the adapter. Returns the model kept,
     its training and what choosing the normalisation weighed (empty where not asked)."""
@@ -192,7 +192,7 @@ def _train_run(
 
 
 def _test_run(
-    model: TimeLLM,
+    model: TimeLLMBase,
     result: FitResult,
     choice: dict[str, Any],
     preset: Preset,
@@ -263,7 +263,7 @@ def _choose_normalization(model, result, train_set, val_set, period, preset, acc
     """
     train_config = preset.train
 
-    def train_correction() -> tuple[tuple[TimeLLM, FitResult], float]:
+    def train_correction() -> tuple[tuple[TimeLLMBase, FitResult], float]:
         correction = build_model(
             model.config.seasonal_correction(period),
             preset.execution,
@@ -412,15 +412,15 @@ def recorded_preset(run_dir: str | Path) -> tuple[Preset, dict[str, Any]]:
     return preset, record
 
 
-def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLM]:
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], TimeLLMBase]:
     """The resolved record of a run folder and its trained model, run as the record says
     (its execution settings: the attention kernel rounds differently from another one)."""
     record = read_run_record(run_dir)
     return record, _run_model(run_dir, record)
 
 
-def _run_model(run_dir: str | Path, record: dict[str, Any]) -> TimeLLM:
-    model = TimeLLM.from_pretrained(Path(run_dir) / ADAPTER_DIR)  # loaded with default execution settings
+def _run_model(run_dir: str | Path, record: dict[str, Any]) -> TimeLLMBase:
+    model = load_model(Path(run_dir) / ADAPTER_DIR)  # loaded with default execution settings
     model.execution = execution_settings(record.get("execution"))
     return model
 

@@ -94,10 +94,11 @@ from timellm.forecaster import lengths
 from timellm.forecaster.files import FORECASTER_FILE, check_record, member_folder, read_record, write_record
 from timellm.forecaster.fitting import AdapterTraining, fit_plans, forecast_plans
 from timellm.forecaster.lengths import check_positive, is_int
+from timellm.model.adapter import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLMBase
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import MemoryPlan, refuse_what_cannot_fit
-from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError, TimeLLM
 from timellm.model.predict import predict
+from timellm.model.variants import load_model
 from timellm.training.checkpoint import check_config_matches_weights, read_json_object
 from timellm.training.config import split_legacy_execution
 from timellm.training.loop import FitResult, TrainConfig
@@ -244,7 +245,7 @@ class TimeLLMForecaster:
         self.format = FrameFormat(id_col, time_col, target_col, wide)
         self._check_format()
         self.interpolate = interpolate
-        self.models: list[TimeLLM] = []  # the trained adapters (one, or an ensemble's members)
+        self.models: list[TimeLLMBase] = []  # the trained adapters (one, or an ensemble's members)
         self.fit_results: list[FitResult] = []  # their training, member by member
         self.history: SeriesSet | None = None  # the series of the last fit, predict(df=None) continues them
         # conformity scores (n, H) of the held-out validation windows: |error| / look-back spread
@@ -255,7 +256,7 @@ class TimeLLMForecaster:
     # properties
 
     @property
-    def model(self) -> TimeLLM | None:
+    def model(self) -> TimeLLMBase | None:
         """The first (or only) trained adapter; None before a fit or load."""
         return self.models[0] if self.models else None
 
@@ -626,9 +627,7 @@ class TimeLLMForecaster:
             if k:
                 _check_member(folder, config_data)
             forecaster.models.append(
-                TimeLLM.from_pretrained(
-                    folder, backbone, execution=forecaster.execution, precision=train.precision
-                )
+                load_model(folder, backbone, execution=forecaster.execution, precision=train.precision)
             )
             backbone = forecaster.models[0].backbone
         return forecaster
@@ -871,7 +870,7 @@ class TimeLLMForecaster:
         self.calibration, self.calibration_constant = np.concatenate(scores), constant
 
     def _conformity_scores(
-        self, series: list[Series], val: int, models: list[TimeLLM] | None = None
+        self, series: list[Series], val: int, models: list[TimeLLMBase] | None = None
     ) -> tuple[np.ndarray, int]:
         """Conformity scores of ``models``' forecasts (default: this forecaster's adapters) of the
         windows in the last ``val`` steps of each series (stride 1; an even sample of at most
@@ -907,7 +906,7 @@ class TimeLLMForecaster:
 
     @torch.no_grad()
     def _forecast(
-        self, series: SeriesSet | list[Series], ends: list[int], models: list[TimeLLM] | None = None
+        self, series: SeriesSet | list[Series], ends: list[int], models: list[TimeLLMBase] | None = None
     ) -> list[np.ndarray]:
         """The forecast from the ``seq_len`` rows before row ``ends[i]`` of ``series[i]``: (H,) each,
         the mean of ``models`` (default: this forecaster's adapters)."""

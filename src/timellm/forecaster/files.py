@@ -14,8 +14,8 @@ import numpy as np
 
 from timellm._records import check_known_keys
 from timellm.forecaster.lengths import is_int
+from timellm.model.adapter import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError
 from timellm.model.config import TimeLLMConfig
-from timellm.model.modeling import ADAPTER_FILE, CONFIG_FILE, AdapterLoadError
 from timellm.training.checkpoint import folder_checksums, read_json_object, verify_checksums
 
 FORECASTER_FILE = "forecaster.json"

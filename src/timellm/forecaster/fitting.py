@@ -17,10 +17,10 @@ from timellm.data.errors import SeriesLengthError
 from timellm.data.frequency import season_length
 from timellm.data.series import Series, SeriesSet
 from timellm.data.windows import WindowDataset
-from timellm.model.ablations import build_model
+from timellm.model.adapter import TimeLLMBase
 from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import MemoryBatch, MemoryPlan, plan_memory, refuse_what_cannot_fit
-from timellm.model.modeling import TimeLLM
+from timellm.model.variants import build_model
 from timellm.training.loop import FitResult, TrainConfig, choose_normalization, fit
 
 logger = logging.getLogger(__name__)
@@ -64,12 +64,12 @@ class AdapterTraining:
         # the untrained adapters compete with their epochs (fit's validate_start); set once a
         # correction to seasonal naive is kept, so that refits of it train the same way
         self.validate_start = validate_start
-        self.models: list[TimeLLM] = []
+        self.models: list[TimeLLMBase] = []
         self.results: list[FitResult] = []
 
     def run(
         self, data: SeriesSet, val: int, context: str = ""
-    ) -> tuple[TimeLLMConfig, list[TimeLLM], list[FitResult], list[Series]]:
+    ) -> tuple[TimeLLMConfig, list[TimeLLMBase], list[FitResult], list[Series]]:
         """Train on ``data``, the last ``val`` steps of each series held out: (the config kept, its
         adapters, their training, the series whose held-out windows calibrate the intervals)."""
         c = self.config
@@ -137,7 +137,7 @@ class AdapterTraining:
         describe: dict[str, int] | None = None,
         backbone: Backbone | None = None,
         validate_start: bool = False,
-    ) -> tuple[list[TimeLLM], list[FitResult]]:
+    ) -> tuple[list[TimeLLMBase], list[FitResult]]:
         """Train ``members`` adapters of ``config`` with consecutive seeds on one shared backbone
         (loaded here unless given); ``describe`` announces the training once it is loaded;
         ``validate_start``: the untrained adapters compete with their epochs (see :func:`fit`)."""
@@ -192,7 +192,7 @@ class AdapterTraining:
         whichever validates better."""
         alternative = config.seasonal_correction(period)
 
-        def train_correction() -> tuple[tuple[list[TimeLLM], list[FitResult]], float]:
+        def train_correction() -> tuple[tuple[list[TimeLLMBase], list[FitResult]], float]:
             models, results = self._train(
                 alternative,
                 train_set,

@@ -1,4 +1,4 @@
-"""The model without its language model, and one builder for every variant of the config.
+"""The model without its language model.
 
 Tan et al. (NeurIPS 2024) ask whether Time-LLM's frozen LLM earns its cost by taking it out. Their
 three ablations, as their code runs them for Time-LLM, keep the normalisation, the patch embedding
@@ -6,7 +6,8 @@ and the output head, and drop the prompt, the text prototypes and the reprogramm
 embeddings go through nothing (``llm="none"``, w/o LLM), one randomly initialised self-attention
 layer (``"attention"``, LLM2Attn) or one transformer encoder layer (``"transformer"``, LLM2Trsf),
 trained with the rest. The random-weights LLM (``llm="random"``) is Time-LLM itself on a freshly
-initialised backbone and stays in :class:`~timellm.model.modeling.TimeLLM`.
+initialised backbone (:class:`~timellm.model.modeling.TimeLLM`). :mod:`timellm.model.variants`
+builds and loads every variant of a config.
 """
 
 from __future__ import annotations
@@ -15,24 +16,25 @@ import torch
 from torch import nn
 
 from timellm.backbones.loading import Backbone
-from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.adapter import TimeLLMBase
+from timellm.model.config import LLM_FREE, ExecutionSettings, TimeLLMConfig
 from timellm.model.layers import (
     FlattenHead,
     PatchEmbedding,
     SelfAttentionBlock,
     patchify,
 )
-from timellm.model.modeling import LLM_FREE, TimeLLM
 
-__all__ = ["LLM_FREE", "LLMFreeTimeLLM", "build_model"]
+__all__ = ["LLM_FREE", "LLMFreeTimeLLM"]
 
 
-class LLMFreeTimeLLM(TimeLLM):
+class LLMFreeTimeLLM(TimeLLMBase):
     """normalise -> patch -> (nothing | self-attention | transformer layer) -> head -> de-normalise.
 
-    A :class:`TimeLLM` in every other respect (saving, loading, parameter counts, execution
-    settings), so that the harness and the forecasting API treat the ablations like the model;
-    ``TimeLLM(config)`` with an LLM-free ``config.llm`` builds one.
+    Time-LLM's frame in every other respect (saving, loading, parameter counts, execution
+    settings), so that the harness and the forecasting API treat the ablations like the model.
+    ``backbone`` and ``precision`` are the constructor's of every variant (what ``from_pretrained``
+    passes): there is no backbone to give, nor weights to store.
     """
 
     def __init__(
@@ -42,16 +44,12 @@ class LLMFreeTimeLLM(TimeLLM):
         execution: ExecutionSettings | None = None,
         precision: str = "auto",
     ):
-        nn.Module.__init__(self)
         c = config
         if c.llm not in LLM_FREE:
             raise ValueError(f"LLMFreeTimeLLM builds llm={', '.join(LLM_FREE)}; found {c.llm!r}: use TimeLLM")
         if backbone is not None:
             raise ValueError(f"the {c.llm!r} ablation has no LLM: pass no backbone")
-        self.config = config
-        self.execution = execution or ExecutionSettings()
-        self.backbone = None
-        self.fast_path_reason = f"no LLM in the {c.llm!r} variant"
+        super().__init__(config, execution)
         # the order of construction fixes the random draws: embedding, mixer, head
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
         if c.llm != "none" and c.d_model % c.n_heads:
@@ -67,33 +65,9 @@ class LLMFreeTimeLLM(TimeLLM):
 
     def forecast_normalised(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised series (S, T) -> (S, H): patch embedding -> nothing, one attention or one
-        transformer layer -> head (the rest of the forward pass is Time-LLM's own)."""
+        transformer layer -> head (the rest of the forward pass is every variant's)."""
         c = self.config
         hidden = self.patch_embedding(patchify(x, c.patch_len, c.stride))  # (S, P, d_model)
         if c.llm != "none":
             hidden = self.mixer(hidden)  # (S, P, d_model)
         return self.head(hidden)  # (S, H)
-
-
-def build_model(
-    config: TimeLLMConfig,
-    execution: ExecutionSettings | None = None,
-    seed: int | None = None,
-    backbone: Backbone | None = None,
-    precision: str = "auto",
-) -> TimeLLM:
-    """Every variant of ``config``: Time-LLM on its pretrained (or a given, already loaded) or
-    random-weights backbone, or an LLM-free ablation.
-
-    ``seed`` seeds torch right before the trainable weights are drawn, after any backbone is
-    loaded, so that a variant's initial adapter never depends on what was loaded before it.
-    """
-    if config.llm == "pretrained" and backbone is None:
-        from timellm.model.modeling import _load_backbone_for
-
-        backbone = _load_backbone_for(config, config.llm_layers, execution or ExecutionSettings(), precision)
-    if seed is not None:
-        torch.manual_seed(seed)
-    if config.llm in LLM_FREE:
-        return LLMFreeTimeLLM(config, execution=execution)
-    return TimeLLM(config, backbone, execution=execution, precision=precision)

@@ -16,6 +16,8 @@ from timellm.model.precision import PRECISION_OF_AUTOCAST, WEIGHTS, spelled
 
 LLMVariant = Literal["pretrained", "random", "attention", "transformer", "none"]
 LLM_VARIANTS: tuple[str, ...] = ("pretrained", "random", "attention", "transformer", "none")
+# the variants without a language model (Tan et al.'s ablations, timellm.model.ablations)
+LLM_FREE: tuple[str, ...] = ("none", "attention", "transformer")
 NORMALIZATIONS: tuple[str, ...] = ("revin", "last", "seasonal")  # layers.normalize
 
 

@@ -2,23 +2,21 @@
 
 Shapes: B windows, T look-back steps, N channels, H horizon; every channel is forecast on its own
 with shared weights, so the model works on S = B*N univariate series. P patches, D the LLM width.
+The frame around the middle (channel independence, normalise, de-normalise) and the adapter on
+disk are every variant's (:class:`~timellm.model.adapter.TimeLLMBase`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from timellm.backbones.loading import Backbone, load_backbone
-from timellm.model.config import ExecutionSettings, TimeLLMConfig
+from timellm.model.adapter import TimeLLMBase
+from timellm.model.config import LLM_FREE, ExecutionSettings, TimeLLMConfig
 from timellm.model.fastpath import (
     GROUPED_ARCHITECTURES,
     VERIFIED_ARCHITECTURES,
@@ -40,12 +38,9 @@ from timellm.model.layers import (
     PatchEmbedding,
     Reprogramming,
     TextPrototypes,
-    normalize,
     patchify,
-    revin_denormalize,
 )
 from timellm.model.memory import plan_storage
-from timellm.model.precision import PRECISION_OF_AUTOCAST, resolve_precision
 from timellm.model.prompt import (
     StatisticsTokenizer,
     dataset_description,
@@ -57,36 +52,18 @@ from timellm.model.prompt import (
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-ADAPTER_FILE = "adapter.safetensors"
-FORMAT_VERSION = "1"
 
-
-class AdapterLoadError(ValueError):
-    """A saved adapter does not fit the model it is loaded into; the message names the file."""
-
-
-# the ablations without an LLM (timellm.model.ablations): TimeLLM(config) builds those there
-LLM_FREE = ("none", "attention", "transformer")
-
-
-class TimeLLM(nn.Module):
+class TimeLLM(TimeLLMBase):
     """A frozen language model reprogrammed to forecast: ``forward(past_values) -> forecasts``.
 
     ``execution`` says how to run (autocast, gradient checkpointing, the frozen weights' storage);
     it may be replaced at any time and is never saved; its ``weights=auto`` stores the frozen LLM
-    in what ``precision`` (the run's: auto, fp32, bf16, fp16) computes in on this machine. ``config.fast_path`` caches what is exact to cache (see
-    :mod:`timellm.model.fastpath`); ``fast_path=False`` is the plain computation it is tested against.
+    in what ``precision`` (the run's: auto, fp32, bf16, fp16) computes in on this machine.
+    ``config.fast_path`` caches what is exact to cache (see :mod:`timellm.model.fastpath`);
+    ``fast_path=False`` is the plain computation it is tested against. A config without an LLM is
+    an ablation (:class:`~timellm.model.ablations.LLMFreeTimeLLM`):
+    :func:`timellm.model.variants.build_model` builds whichever variant a config names.
     """
-
-    def __new__(cls, config: TimeLLMConfig | None = None, *args, **kwargs):
-        # a config without an LLM (the ablations of Tan et al.) is built by its own class, so that
-        # every caller of TimeLLM(config), from_pretrained included, gets the variant it names
-        if cls is TimeLLM and config is not None and config.llm in LLM_FREE:
-            from timellm.model.ablations import LLMFreeTimeLLM
-
-            cls = LLMFreeTimeLLM
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -95,26 +72,21 @@ class TimeLLM(nn.Module):
         execution: ExecutionSettings | None = None,
         precision: str = "auto",
     ):
-        super().__init__()
-        self.config = config
-        self.execution = execution or ExecutionSettings()
+        super().__init__(config, execution)
         c = config
         if c.llm in LLM_FREE:
             raise ValueError(
-                f"llm={c.llm!r} has no LLM: build it with timellm.model.ablations.build_model "
-                "(TimeLLM(config) does so itself)"
+                f"llm={c.llm!r} has no LLM: build it with timellm.model.variants.build_model "
+                "(load a saved one with load_model)"
             )
         # what the fast path keeps between calls (see timellm.model.fastpath); E' in _text_prototypes
         self._prototype_cache = PrototypeCache()
         self._prefix_cache: PromptPrefixCache | None = None
         self._statistics_tokenizer: StatisticsTokenizer | None = None
-        # why the LLM does not run on a cached prompt (None: it does)
-        self.fast_path_reason: str | None = f"no LLM in the {c.llm!r} variant"
         num_patches = c.num_patches
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)
-        self.backbone: Backbone | None = None
         if backbone is None:
-            backbone = _load_backbone_for(c, c.llm_layers, self.execution, precision)
+            backbone = load_backbone_for(c, c.llm_layers, self.execution, precision)
         else:
             check_backbone_matches(c, backbone)
         d_llm = backbone.hidden_size
@@ -171,29 +143,8 @@ class TimeLLM(nn.Module):
                 f"which has {len(c.description or '')} characters) or a backbone with more positions"
             )
 
-    @property
-    def uses_fast_path(self) -> bool:
-        """Whether the LLM runs on the cached prompt (causal backbone, prompt on, fast_path on)."""
-        return self.fast_path_reason is None
-
     # ---------------------------------------------------------------------------------------
     # the forward pass
-
-    def forward(self, past_values: torch.Tensor) -> torch.Tensor:
-        """(B, T, N) look-back windows -> (B, H, N) forecasts on the same scale."""
-        c = self.config
-        if past_values.ndim != 3 or past_values.shape[1] != c.seq_len:
-            raise ValueError(
-                f"past_values must have shape (batch, seq_len={c.seq_len}, channels), found {tuple(past_values.shape)}"
-            )
-        b, t, n = past_values.shape
-        series = past_values.permute(0, 2, 1).reshape(b * n, t)  # (S, T), channel independence
-        x, centre, scale = normalize(series, c.normalization, pred_len=c.pred_len, period=c.period)  # (S, T)
-        with self.autocast(past_values.device):
-            out = self.forecast_normalised(x)  # (S, H)
-
-        forecast = revin_denormalize(out.to(past_values.dtype), centre, scale)  # (S, H)
-        return forecast.reshape(b, n, c.pred_len).permute(0, 2, 1)  # (B, H, N)
 
     def forecast_normalised(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised series (S, T) -> their normalised forecasts (S, H): patch -> reprogram ->
@@ -205,14 +156,6 @@ class TimeLLM(nn.Module):
         with checkpointing(self.execution.gradient_checkpointing):
             hidden = self.run_llm(x, tokens)[..., : c.d_ff]  # (S, P, d_ff)
         return self.head(hidden)  # (S, H)
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The model's own mixed-precision context on ``device`` (its ExecutionSettings.autocast_dtype)."""
-        dtype = self.execution.autocast_dtype
-        if dtype is None:  # leave any autocast the caller set up alone
-            return contextlib.nullcontext()
-        resolve_precision(PRECISION_OF_AUTOCAST[dtype], device)  # warns once if emulated
-        return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
     def _text_prototypes(self, vocabulary: torch.Tensor) -> torch.Tensor:
         """E' (V', D). The fast path keeps it while nothing can change it: eval mode without autograd.
@@ -374,7 +317,7 @@ class TimeLLM(nn.Module):
         return out.last_hidden_state[:, -p:]  # (S, P, D)
 
     # ---------------------------------------------------------------------------------------
-    # training mode, parameters, persistence
+    # training mode
 
     def train(self, mode: bool = True) -> TimeLLM:
         # the E' kept for inference stays: its key holds a fingerprint of the mapping weights, so a
@@ -384,79 +327,6 @@ class TimeLLM(nn.Module):
         if self.backbone is not None:
             self.llm.eval()  # frozen: its dropout stays off whatever the adapter's mode
         return self
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable weights only: no frozen backbone weight is ever saved."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("llm.")}
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise FileExistsError(f"cannot save the adapter to {directory}: it is a file, not a folder")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory / CONFIG_FILE)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict().items()}
-        metadata = {
-            "format": "timellm-adapter",
-            "version": FORMAT_VERSION,
-            "config": json.dumps(self.config.to_dict()),
-        }
-        save_file(tensors, str(directory / ADAPTER_FILE), metadata=metadata)
-        return directory
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | Path,
-        backbone: Backbone | None = None,
-        execution: ExecutionSettings | None = None,
-        precision: str = "auto",
-    ) -> TimeLLM:
-        """Rebuild the model saved in ``directory``, loading the backbone its config names (its
-        weights stored as ``execution.weights`` resolves for ``precision``)."""
-        directory = Path(directory)
-        if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{directory} holds no {CONFIG_FILE}: not a saved Time-LLM adapter")
-        config = TimeLLMConfig.load(directory / CONFIG_FILE)
-        model = cls(config, backbone, execution=execution, precision=precision)
-        model.load_adapter(directory / ADAPTER_FILE)
-        return model
-
-    def load_adapter(self, path: str | Path) -> None:
-        """Load adapter weights with strict key and shape checks; errors name the file."""
-        path = Path(path)
-        try:
-            tensors = load_file(str(path))
-        except FileNotFoundError:
-            raise AdapterLoadError(f"adapter file {path} does not exist") from None
-        except (SafetensorError, OSError) as err:
-            raise AdapterLoadError(f"adapter file {path} is truncated or corrupted: {err}") from None
-        check_weights(f"adapter file {path}", tensors, self.adapter_state_dict(), AdapterLoadError)
-        self.load_state_dict(tensors, strict=False)
-
-
-def check_weights(
-    source: str,
-    tensors: dict[str, torch.Tensor],
-    expected: dict[str, torch.Tensor],
-    error: type[Exception] = AdapterLoadError,
-) -> dict[str, torch.Tensor]:
-    """Strict key and shape check of saved weights against a model's; ``error`` names ``source``."""
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise error(
-            f"{source} does not match this model: missing {missing or 'none'}, unexpected {unexpected or 'none'}"
-        )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise error(
-                f"{source} was made for another backbone or shape: {key} has shape "
-                f"{tuple(value.shape)}, this model expects {tuple(expected[key].shape)}"
-            )
-    return tensors
 
 
 def check_backbone_matches(config: TimeLLMConfig, backbone: Backbone) -> None:
@@ -484,7 +354,7 @@ def _same_spec(a: str, b: str) -> bool:
     return path_a.exists() and path_b.exists() and path_a.resolve() == path_b.resolve()
 
 
-def _load_backbone_for(
+def load_backbone_for(
     config: TimeLLMConfig, layers: int | None, execution: ExecutionSettings, precision: str = "auto"
 ) -> Backbone:
     device = "cuda" if torch.cuda.is_available() else "cpu"

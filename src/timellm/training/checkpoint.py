@@ -36,7 +36,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from timellm.model.modeling import check_weights as model_weights_check
+from timellm.model.adapter import check_weights as model_weights_check
 from timellm.model.precision import PRECISION_OF_ACCELERATE
 from timellm.training.config import split_legacy_execution
 
