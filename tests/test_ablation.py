@@ -362,7 +362,7 @@ def test_build_model_builds_every_variant_of_the_config():
     full = build_model(tiny_config(), seed=3)
     assert type(full) is TimeLLM and isinstance(full, TimeLLMBase) and full.backbone is not None
     with pytest.raises(ValueError, match="has no LLM"):
-        LLMFreeTimeLLM(tiny_config(llm="none"), backbone=full.backbone)
+        build_model(tiny_config(llm="none"), backbone=full.backbone)
 
 
 def test_a_variant_of_our_model_is_seeded_once_by_build_model(monkeypatch):

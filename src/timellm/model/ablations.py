@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from timellm.backbones.loading import Backbone
 from timellm.model.adapter import TimeLLMBase
 from timellm.model.config import LLM_FREE, ExecutionSettings, TimeLLMConfig
 from timellm.model.layers import (
@@ -33,22 +32,12 @@ class LLMFreeTimeLLM(TimeLLMBase):
 
     Time-LLM's frame in every other respect (saving, loading, parameter counts, execution
     settings), so that the harness and the forecasting API treat the ablations like the model.
-    ``backbone`` and ``precision`` are the constructor's of every variant (what ``from_pretrained``
-    passes): there is no backbone to give, nor weights to store.
     """
 
-    def __init__(
-        self,
-        config: TimeLLMConfig,
-        backbone: Backbone | None = None,
-        execution: ExecutionSettings | None = None,
-        precision: str = "auto",
-    ):
+    def __init__(self, config: TimeLLMConfig, execution: ExecutionSettings | None = None):
         c = config
         if c.llm not in LLM_FREE:
             raise ValueError(f"LLMFreeTimeLLM builds llm={', '.join(LLM_FREE)}; found {c.llm!r}: use TimeLLM")
-        if backbone is not None:
-            raise ValueError(f"the {c.llm!r} ablation has no LLM: pass no backbone")
         super().__init__(config, execution)
         # the order of construction fixes the random draws: embedding, mixer, head
         self.patch_embedding = PatchEmbedding(c.patch_len, c.d_model, c.patch_embedding, c.dropout)

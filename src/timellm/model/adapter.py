@@ -34,12 +34,12 @@ class AdapterLoadError(ValueError):
 
 
 class TimeLLMBase(nn.Module):
-    """A forecaster of ``config``: ``forward(past_values) -> forecasts``, saved and loaded as an adapter.
+    """A forecaster of ``config``: ``forward(past_values) -> forecasts``, saved as an adapter.
 
     A variant implements :meth:`forecast_normalised` (normalised series in, their normalised
     forecasts out) and sets ``backbone`` (None without an LLM) and ``fast_path_reason`` (None where
     the LLM runs on a cached prompt). ``execution`` says how to run; it may be replaced at any time
-    and is never saved.
+    and is never saved. :func:`timellm.model.variants.load_model` loads whichever variant was saved.
     """
 
     def __init__(self, config: TimeLLMConfig, execution: ExecutionSettings | None = None):
@@ -107,22 +107,6 @@ class TimeLLMBase(nn.Module):
         }
         save_file(tensors, str(directory / ADAPTER_FILE), metadata=metadata)
         return directory
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | Path,
-        backbone: Backbone | None = None,
-        execution: ExecutionSettings | None = None,
-        precision: str = "auto",
-    ) -> TimeLLMBase:
-        """Rebuild the model of this class saved in ``directory``, loading the backbone its config
-        names (its weights stored as ``execution.weights`` resolves for ``precision``).
-        :func:`timellm.model.variants.load_model` loads whichever variant was saved."""
-        directory = Path(directory)
-        model = cls(saved_config(directory), backbone, execution=execution, precision=precision)
-        model.load_adapter(directory / ADAPTER_FILE)
-        return model
 
     def load_adapter(self, path: str | Path) -> None:
         """Load adapter weights with strict key and shape checks; errors name the file."""

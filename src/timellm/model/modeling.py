@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from timellm.backbones.loading import Backbone, load_backbone
-from timellm.model.adapter import TimeLLMBase
+from timellm.model.adapter import ADAPTER_FILE, TimeLLMBase, saved_config
 from timellm.model.config import LLM_FREE, ExecutionSettings, TimeLLMConfig
 from timellm.model.fastpath import (
     GROUPED_ARCHITECTURES,
@@ -317,7 +317,7 @@ class TimeLLM(TimeLLMBase):
         return out.last_hidden_state[:, -p:]  # (S, P, D)
 
     # ---------------------------------------------------------------------------------------
-    # training mode
+    # training mode, loading
 
     def train(self, mode: bool = True) -> TimeLLM:
         # the E' kept for inference stays: its key holds a fingerprint of the mapping weights, so a
@@ -327,6 +327,22 @@ class TimeLLM(TimeLLMBase):
         if self.backbone is not None:
             self.llm.eval()  # frozen: its dropout stays off whatever the adapter's mode
         return self
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        backbone: Backbone | None = None,
+        execution: ExecutionSettings | None = None,
+        precision: str = "auto",
+    ) -> TimeLLM:
+        """Rebuild the model saved in ``directory``, loading the backbone its config names (its
+        weights stored as ``execution.weights`` resolves for ``precision``). A saved LLM-free
+        variant is refused: :func:`timellm.model.variants.load_model` loads any variant."""
+        directory = Path(directory)
+        model = cls(saved_config(directory), backbone, execution=execution, precision=precision)
+        model.load_adapter(directory / ADAPTER_FILE)
+        return model
 
 
 def check_backbone_matches(config: TimeLLMConfig, backbone: Backbone) -> None:

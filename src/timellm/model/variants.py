@@ -12,16 +12,11 @@ import torch
 
 from timellm.backbones.loading import Backbone
 from timellm.model.ablations import LLMFreeTimeLLM
-from timellm.model.adapter import TimeLLMBase, saved_config
+from timellm.model.adapter import ADAPTER_FILE, TimeLLMBase, saved_config
 from timellm.model.config import LLM_FREE, ExecutionSettings, TimeLLMConfig
 from timellm.model.modeling import TimeLLM, load_backbone_for
 
-__all__ = ["build_model", "load_model", "model_class"]
-
-
-def model_class(config: TimeLLMConfig) -> type[TimeLLMBase]:
-    """The class that implements ``config``'s variant (its ``llm``)."""
-    return LLMFreeTimeLLM if config.llm in LLM_FREE else TimeLLM
+__all__ = ["build_model", "load_model"]
 
 
 def build_model(
@@ -32,7 +27,7 @@ def build_model(
     precision: str = "auto",
 ) -> TimeLLMBase:
     """Every variant of ``config``: Time-LLM on its pretrained (or a given, already loaded) or
-    random-weights backbone, or an LLM-free ablation.
+    random-weights backbone, or an LLM-free ablation (which takes no backbone).
 
     ``seed`` seeds torch right before the trainable weights are drawn, after any backbone is
     loaded, so that a variant's initial adapter never depends on what was loaded before it.
@@ -42,7 +37,9 @@ def build_model(
     if seed is not None:
         torch.manual_seed(seed)
     if config.llm in LLM_FREE:
-        return LLMFreeTimeLLM(config, execution=execution)
+        if backbone is not None:
+            raise ValueError(f"the {config.llm!r} ablation has no LLM: pass no backbone")
+        return LLMFreeTimeLLM(config, execution)
     return TimeLLM(config, backbone, execution=execution, precision=precision)
 
 
@@ -53,5 +50,8 @@ def load_model(
     precision: str = "auto",
 ) -> TimeLLMBase:
     """The model of whichever variant was saved in ``directory`` (``save_pretrained``), its
-    backbone loaded as its config names (or ``backbone``, given)."""
-    return model_class(saved_config(directory)).from_pretrained(directory, backbone, execution, precision)
+    backbone loaded as its config names (or ``backbone``, given; its weights stored as
+    ``execution.weights`` resolves for ``precision``)."""
+    model = build_model(saved_config(directory), execution, backbone=backbone, precision=precision)
+    model.load_adapter(Path(directory) / ADAPTER_FILE)
+    return model
