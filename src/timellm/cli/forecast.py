@@ -236,9 +236,10 @@ def _levels(args) -> tuple:
 FORECAST_TRAIN_SETTINGS = ("eval_batch_size",)
 
 
-def _saved_model_settings(args) -> tuple:
-    """With --model: (the execution settings, eval_batch_size or None) of --set; an option or a
-    setting that would train a new adapter is refused."""
+def _saved_model_options(args) -> dict:
+    """With --model: what loading (or planning) the saved adapter takes from the options, as
+    ``from_pretrained``'s keywords: the horizon and look-back asked for, and the execution settings
+    and eval_batch_size of --set; an option or a setting that would train a new adapter is refused."""
     from timellm.settings import execution_settings, parse_overrides, split_settings
 
     # execution settings (how the saved adapter runs: weights=bf16, llm_batch=1, ...) and the
@@ -262,7 +263,12 @@ def _saved_model_settings(args) -> tuple:
             "--set takes how the adapter runs: weights=..., llm_batch=..., train.eval_batch_size=... "
             "and the other execution settings)"
         )
-    return execution_settings(settings["execution"]), forecasting.get("eval_batch_size")
+    return {
+        "horizon": args.horizon,
+        "seq_len": None if args.seq_len == "auto" else args.seq_len,  # a saved adapter has its own
+        "execution": execution_settings(settings["execution"]),
+        "eval_batch_size": forecasting.get("eval_batch_size"),
+    }
 
 
 def _forecaster(args):
@@ -281,14 +287,7 @@ def _forecaster(args):
     columns = _columns(args)
     _require_horizon(args)
     if args.model:
-        execution, eval_batch_size = _saved_model_settings(args)
-        forecaster = TimeLLMForecaster.from_pretrained(
-            args.model,
-            horizon=args.horizon,
-            seq_len=_saved_seq_len(args),
-            execution=execution,
-            eval_batch_size=eval_batch_size,
-        )
+        forecaster = TimeLLMForecaster.from_pretrained(args.model, **_saved_model_options(args))
         forecaster.format = replace(forecaster.format, **columns)
         if args.interpolate:
             forecaster.interpolate = True
@@ -336,10 +335,6 @@ def _columns(args) -> dict:
     return {k: v for k, v in names.items() if v is not None}
 
 
-def _saved_seq_len(args) -> int | None:
-    return None if args.seq_len == "auto" else args.seq_len  # a saved adapter has its own
-
-
 def _dry_run(args) -> int:
     """--dry-run: the options and the data checked, the outputs' places too, and the memory plan
     of the run printed (what the run refuses by), without loading a weight or writing a file."""
@@ -348,14 +343,7 @@ def _dry_run(args) -> int:
 
     _require_horizon(args)
     if args.model:
-        execution, eval_batch_size = _saved_model_settings(args)
-        plans = TimeLLMForecaster.plan_pretrained(
-            args.model,
-            horizon=args.horizon,
-            seq_len=_saved_seq_len(args),
-            execution=execution,
-            eval_batch_size=eval_batch_size,
-        )
+        plans = TimeLLMForecaster.plan_pretrained(args.model, **_saved_model_options(args))
         _check_outputs(args)
         read_table(args.data)  # the data must be readable too
         return print_memory_plan(plans, f"timellm {args.command} with the adapter in {args.model}")
