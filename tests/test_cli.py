@@ -61,6 +61,33 @@ def test_bench_speed_options_are_the_clis():
     assert args.malloc == ["default", "tuned"] and args.out == "results/speed.csv"
 
 
+def test_the_bench_commands_run_the_settings_their_options_name(monkeypatch):
+    from timellm.experiments import memory_bench, speed
+
+    ran = []
+    monkeypatch.setattr(memory_bench, "memory_benchmark", lambda settings: ran.append(settings))
+    monkeypatch.setattr(memory_bench, "markdown", lambda frame: "")
+    monkeypatch.setattr(speed, "speed_benchmark", lambda settings: ran.append(settings))
+    monkeypatch.setattr(speed, "report", lambda frame: "")
+    assert (
+        main(["bench", "memory", "--backbones", "a,b", "--batch", "3", "--steps", "4", "--infer-steps", "5"])
+        == 0
+    )
+    assert (
+        main(
+            ["bench", "speed", "--dtypes", "fp32", "--malloc", "tuned", "--no-ladder", "--infer-batches", "2"]
+        )
+        == 0
+    )
+    memory, timed = ran
+    assert memory == memory_bench.MemoryBenchSettings(
+        backbones=("a", "b"), weights=("fp32", "bf16", "int8"), batch_size=3, train_steps=4, infer_batches=5
+    )
+    assert timed == speed.SpeedSettings(
+        dtypes=("fp32",), mallocs=("tuned",), ladder=False, infer_batches=(2,), out="results/speed.csv"
+    )
+
+
 def test_unknown_option_exits_2():
     result = run_cli("train", "--preset", "ETTh1-96", "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr

@@ -652,38 +652,41 @@ def cmd_explain(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from dataclasses import fields
-
     if args.which == "memory":
-        return _bench_memory(args)
+        from timellm.experiments.memory_bench import MemoryBenchSettings, markdown, memory_benchmark
+
+        # --batch, --steps and --infer-steps are shorter than the settings they set
+        settings = _bench_settings(
+            MemoryBenchSettings,
+            args,
+            batch_size=args.batch,
+            train_steps=args.steps,
+            infer_batches=args.infer_steps,
+        )
+        print(markdown(memory_benchmark(settings)))  # the table is the product of this command
+        return 0
     from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
 
-    # the options are named as the settings, except the three that read better negated or plural
-    given = {f.name: getattr(args, f.name) for f in fields(SpeedSettings) if hasattr(args, f.name)}
-    settings = SpeedSettings(
-        **given, mallocs=args.malloc, breakdown=not args.no_breakdown, ladder=not args.no_ladder
+    # the three whose options read better negated or singular
+    settings = _bench_settings(
+        SpeedSettings,
+        args,
+        mallocs=tuple(args.malloc),
+        breakdown=not args.no_breakdown,
+        ladder=not args.no_ladder,
     )
     print(report(speed_benchmark(settings)))  # the tables are the product of this command
     return 0
 
 
-def _bench_memory(args) -> int:
-    from timellm.experiments.memory_bench import MemoryBenchSettings, markdown, memory_benchmark
+def _bench_settings(settings_class, args, **named_otherwise):
+    """A benchmark's settings from the options named as its fields (comma-separated lists as
+    tuples), and ``named_otherwise``: the settings whose options carry other names."""
+    from dataclasses import fields
 
-    settings = MemoryBenchSettings(
-        backbones=tuple(args.backbones),
-        weights=tuple(args.weights),
-        batch_size=args.batch,
-        train_steps=args.steps,
-        infer_batches=args.infer_steps,
-        precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        llm_batch=args.llm_batch,
-        data=args.data,
-        out=args.out,
-    )
-    print(markdown(memory_benchmark(settings)))  # the table is the product of this command
-    return 0
+    given = {f.name: getattr(args, f.name) for f in fields(settings_class) if hasattr(args, f.name)}
+    given = {name: tuple(value) if isinstance(value, list) else value for name, value in given.items()}
+    return settings_class(**given, **named_otherwise)
 
 
 COMMANDS = {
