@@ -38,7 +38,7 @@ from torch import nn
 
 from timellm.model.adapter import check_weights as model_weights_check
 from timellm.model.precision import PRECISION_OF_ACCELERATE
-from timellm.training.config import split_legacy_execution
+from timellm.training.config import TrainConfig, split_legacy_execution
 
 logger = logging.getLogger(__name__)
 
@@ -306,24 +306,31 @@ def run_precision(accelerator) -> str:
     return PRECISION_OF_ACCELERATE[str(accelerator.mixed_precision)]
 
 
+@dataclass
+class Training:
+    """What training moves on, whose state a checkpoint saves and restores into: the model (as
+    itself, not accelerate's wrapper), its Adam, the learning-rate scheduler, the accelerator
+    (processes, gradient scaler) and the run's training settings."""
+
+    model: nn.Module
+    adam: torch.optim.Optimizer
+    scheduler: Any
+    accelerator: Any
+    config: TrainConfig
+
+
 def save_training_state(
-    directory: Path,
-    model: nn.Module,
-    adam: torch.optim.Optimizer,
-    scheduler,
-    accelerator,
-    config,
-    progress: Progress,
-    best: dict[str, torch.Tensor],
+    directory: Path, training: Training, progress: Progress, best: dict[str, torch.Tensor]
 ) -> None:
     """Write the training state as a checkpoint (main process); every process takes part in the collectives first."""
-    current = trainable_state(model)
+    accelerator = training.accelerator
+    current = trainable_state(training.model)
     sums = torch.tensor([[progress.running, progress.seen]], dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         sums = accelerator.gather(sums)
     if not accelerator.is_main_process:
         return
-    optimizer_tensors, optimizer_structure = flatten_optimizer(adam.state_dict())
+    optimizer_tensors, optimizer_structure = flatten_optimizer(training.adam.state_dict())
     rng_json, rng_tensors = rng_state()  # the main process's: replicas draw in lockstep
     record = asdict(progress)
     record["running"] = [float(row[0]) for row in sums.cpu()]  # one entry per process
@@ -331,10 +338,10 @@ def save_training_state(
     state = {
         "progress": record,
         "processes": accelerator.num_processes,
-        "model_config": _model_config(model),
-        "train_config": config.to_dict(),
+        "model_config": _model_config(training.model),
+        "train_config": training.config.to_dict(),
         "precision": run_precision(accelerator),  # what precision auto resolved to
-        "scheduler": scheduler.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
         "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         "optimizer": optimizer_structure,
         "rng": rng_json,
@@ -360,15 +367,9 @@ def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
     return "; ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys)
 
 
-def restore_training_state(
-    directory: Path,
-    model: nn.Module,
-    adam: torch.optim.Optimizer,
-    scheduler,
-    accelerator,
-    config,
-) -> tuple[Progress, dict[str, torch.Tensor]]:
+def restore_training_state(directory: Path, training: Training) -> tuple[Progress, dict[str, torch.Tensor]]:
     """Load a checkpoint into the model, optimiser, scheduler and generators; return progress and best."""
+    model, config, accelerator = training.model, training.config, training.accelerator
     saved = read_checkpoint(directory)
     state, where = saved.state, saved.path / STATE_FILE
     current = _model_config(model)
@@ -406,8 +407,8 @@ def restore_training_state(
         progress.running, progress.seen = running[accelerator.process_index], seen[accelerator.process_index]
 
     model.load_state_dict(adapter, strict=False)
-    _load_optimizer(adam, saved, state)
-    scheduler.load_state_dict(state["scheduler"])
+    _load_optimizer(training.adam, saved, state)
+    training.scheduler.load_state_dict(state["scheduler"])
     if accelerator.scaler is not None and state.get("grad_scaler"):
         accelerator.scaler.load_state_dict(state["grad_scaler"])
     set_rng_state(state["rng"], saved.tensors[RNG])

@@ -520,6 +520,11 @@ class _Run:
     def validates(self) -> bool:
         return self.val_subset is not None
 
+    @property
+    def training(self) -> ckpt.Training:
+        """What a checkpoint saves the state of and restores into."""
+        return ckpt.Training(self.unwrapped, self.adam, self.scheduler, self.accelerator, self.config)
+
 
 def _prepare(model, train_set, val_set, config, accelerator, checkpoint_dir, resume) -> _Run:
     """Check the arguments, seed, and build what training needs: the accelerator, the sampler, Adam
@@ -576,9 +581,7 @@ def _prepare(model, train_set, val_set, config, accelerator, checkpoint_dir, res
         best=trainable_state(unwrapped),
     )
     if resume:
-        run.progress, run.best = ckpt.restore_training_state(
-            checkpoint_dir, unwrapped, adam, scheduler, accelerator, config
-        )
+        run.progress, run.best = ckpt.restore_training_state(checkpoint_dir, run.training)
         run.last_good = ckpt.describe(checkpoint_dir, run.progress)
         logger.info("resumed from %s", run.last_good)
     return run
@@ -755,16 +758,7 @@ def _stop_at_time_budget(run: _Run, epoch_seconds: float) -> None:
 def _checkpoint(run: _Run) -> None:
     """Write the training state (refused for non-finite weights); it becomes the last good one."""
     _stop_unless_finite_weights(run.unwrapped, run.progress, run.checkpoint_dir)
-    ckpt.save_training_state(
-        run.checkpoint_dir,
-        run.unwrapped,
-        run.adam,
-        run.scheduler,
-        run.accelerator,
-        run.config,
-        run.progress,
-        run.best,
-    )
+    ckpt.save_training_state(run.checkpoint_dir, run.training, run.progress, run.best)
     run.last_good = ckpt.describe(run.checkpoint_dir, run.progress)
 
 
