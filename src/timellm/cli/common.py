@@ -109,17 +109,18 @@ SWITCHES = {"interpolate=True": "interpolate", "wide=True": "wide"}
 # how the layers below name what every command takes as an option (their messages name no flag)
 PHRASES = {
     "data_dir=FOLDER": "--data-dir FOLDER",
-    "resume_run(RUN_DIR)": "`timellm train --resume RUN_DIR`",
     "dtypes=": "--dtypes",
     "data=PATH": "--data PATH",
 }
+RESUME_CALL = re.compile(r"resume_run\(([^()]+)\)")  # resume_run(RUN_DIR), for any run folder
 
 
 def with_phrases(message: str) -> str:
-    """An error message with the API arguments of :data:`PHRASES` written as this CLI's options."""
+    """An error message with the API arguments of :data:`PHRASES` written as this CLI's options,
+    and ``resume_run(RUN_DIR)`` as the command that resumes the run."""
     for phrase, option in PHRASES.items():
         message = message.replace(phrase, option)
-    return message
+    return RESUME_CALL.sub(r"`timellm train --resume \1`", message)
 
 
 def with_flags(message: str, options: Iterable[str] = ()) -> str:

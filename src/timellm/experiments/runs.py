@@ -306,7 +306,7 @@ def _same_run(run_dir: Path, record: dict[str, Any]) -> bool:
     if differs:
         raise CheckpointError(
             f"{run_dir} holds the checkpoint of an unfinished run with other settings "
-            f"({', '.join(differs)} differ): continue it with `timellm train --resume {run_dir}`, "
+            f"({', '.join(differs)} differ): continue it with resume_run({run_dir}), "
             f"or delete {run_dir / CHECKPOINT_DIR} to start over"
         )
     logger.info("%s holds the checkpoint of this run, interrupted: continuing from it", run_dir)
