@@ -532,13 +532,14 @@ def cmd_info(args) -> int:
     """Sizes and the memory a preset needs, from its config alone: nothing is loaded. The memory is
     the plan that `train` refuses by (:mod:`timellm.experiments.planning`), on the data's channels."""
     from timellm.experiments.planning import plan_run
+    from timellm.model.config import LLM_FREE
     from timellm.model.memory import GiB, adapter_parameters, llm_shape
 
     preset = _resolve_preset(args)
     c = preset.model
     print(f"preset {preset.name}, backbone {c.backbone}")
     shape = None
-    if c.llm not in ("none", "attention", "transformer"):
+    if c.llm not in LLM_FREE:
         shape = llm_shape(c.backbone, c.llm_layers, c.trust_remote_code)
         print(
             f"backbone: width {shape.hidden}, vocabulary {shape.vocab}, {shape.layers} layers used, "
