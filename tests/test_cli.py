@@ -86,6 +86,9 @@ def test_the_bench_commands_run_the_settings_their_options_name(monkeypatch):
     assert timed == speed.SpeedSettings(
         dtypes=("fp32",), mallocs=("tuned",), ladder=False, infer_batches=(2,), out="results/speed.csv"
     )
+    assert main(["bench", "speed", "--layers", "2", "--set", "num_prototypes=100"]) == 0
+    assert ran[-1].model_changes == {"num_prototypes": 100} and ran[-1].layers == 2  # the -cpu presets' shape
+    assert main(["bench", "speed", "--set", "train.epochs=3"]) == 2  # a model setting only
 
 
 def test_unknown_option_exits_2():

@@ -175,6 +175,14 @@ def _add_speed_bench(bench) -> None:
     p.add_argument("--backbone", default="smollm2-135m")
     p.add_argument("--layers", type=int, default=6, help="LLM layers kept")
     p.add_argument("--batch", type=int, default=32, help="series per step (windows of one channel)")
+    p.add_argument(
+        "--set",
+        dest="model_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model setting of every configuration, e.g. --set num_prototypes=100 (the -cpu presets' shape)",
+    )
     p.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
     p.add_argument("--infer-steps", type=int, default=6, help="timed inference steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -667,6 +675,7 @@ def cmd_bench(args) -> int:
         print(markdown(memory_benchmark(settings)))  # the table is the product of this command
         return 0
     from timellm.experiments.speed import SpeedSettings, report, speed_benchmark
+    from timellm.settings import parse_overrides, split_settings
 
     # the three whose options read better negated or singular
     settings = _bench_settings(
@@ -675,6 +684,7 @@ def cmd_bench(args) -> int:
         mallocs=tuple(args.malloc),
         breakdown=not args.no_breakdown,
         ladder=not args.no_ladder,
+        model_changes=split_settings(parse_overrides(args.model_settings), ("model",))["model"],
     )
     print(report(speed_benchmark(settings)))  # the tables are the product of this command
     return 0

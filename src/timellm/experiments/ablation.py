@@ -233,8 +233,8 @@ RECIPES: dict[str, Recipe] = {
         (1e-4, 1e-3, 1e-2),
     ),
     # a frozen LLM in the loop: the same budget in the preset's precision (bf16 where the CPU runs it
-    # natively). Batch 256 trains about 1.7x as many series a second as the preset's 24 on two
-    # cores (results/speed.md). The rate is chosen among three around the one that still improved at
+    # natively). Batch 256 trains 1.28x the series a second of the preset's 24 in bf16 on a
+    # 2-core AMD EPYC (results/speed.md). The rate is chosen among three around the one that still improved at
     # 3 epochs (1e-3); the paper's 1e-2 diverged at this batch without warm-up. Each rate is tried
     # for 2 epochs of 15,000 series-windows (a fifth of the full budget), the same for every rate
     "llm": Recipe(
