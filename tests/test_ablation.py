@@ -430,6 +430,29 @@ def test_the_llm_recipe_tries_each_rate_briefly_and_trains_the_chosen_one_in_ful
     assert curve["kept"].sum() == 1 and (curve["test_windows"] == 5).all()
 
 
+def test_a_best_rate_at_an_end_of_the_grid_is_followed_by_a_try_beyond_it(tmp_path, hourly_csv, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(RECIPES, "llm", replace(TINY_LLM_RECIPE, beyond_edge=True))
+    losses = {1e-3: 0.5, 3e-3: 0.6, 1e-2: 0.7, 3e-4: 0.4}  # the lowest rate is best, and lower is better
+    real_fit = ablation._fit
+
+    def fit_with_losses(variant, ctx, train, seed, folder):
+        model, result = real_fit(variant, ctx, train, seed, folder)
+        if "tuning" in str(folder):
+            result.best_val_loss = losses[train.learning_rate]
+        return model, result
+
+    monkeypatch.setattr(ablation, "_fit", fit_with_losses)
+    run_ablation(
+        tiny_preset(), tmp_path / "e", variants="time-llm", budget="converged", source=hourly_csv, seeds=[1]
+    )
+    tuning = pd.read_csv(tmp_path / "e" / TUNING_CSV)
+    assert list(tuning["learning_rate"]) == [1e-3, 3e-3, 1e-2, 3e-4]  # one grid step beyond, once
+    assert tuning.loc[tuning["chosen"].astype(bool), "learning_rate"].tolist() == [3e-4]
+    assert [ablation._round_rate(r) for r in (9e-5, 0.009, 2e-4, 0.03)] == [1e-4, 1e-2, 3e-4, 3e-2]
+
+
 def test_an_interrupted_rate_search_keeps_the_rates_it_tried(tmp_path, hourly_csv, monkeypatch):
     monkeypatch.setitem(RECIPES, "llm", TINY_LLM_RECIPE)
     fits = []

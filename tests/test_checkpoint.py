@@ -79,6 +79,21 @@ def test_resuming_mid_epoch_or_at_an_epoch_end_gives_the_uninterrupted_run(tmp_p
             assert torch.equal(value, resumed.adapter_state_dict()[key]), (epoch, batch, key)
 
 
+def test_a_checkpoint_written_before_a_setting_existed_resumes_at_its_default(tmp_path, monkeypatch):
+    from timellm.training.config import TrainConfig as Config
+
+    as_dict = Config.to_dict
+    # an earlier version wrote its checkpoints without time_budget (and its model without a field)
+    monkeypatch.setattr(
+        Config, "to_dict", lambda self: {k: v for k, v in as_dict(self).items() if k != "time_budget"}
+    )
+    model, result, snapshots = train_with_snapshots(tmp_path, monkeypatch)
+    monkeypatch.setattr(Config, "to_dict", as_dict)
+    resumed = new_model()
+    again = fit(resumed, TRAIN, VAL, CONFIG, checkpoint_dir=snapshots[2][0], resume=True)
+    assert again.history == result.history
+
+
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     writes = []
     write = ckpt._write_file

@@ -209,6 +209,9 @@ class Recipe:
     train: dict[str, Any]
     learning_rates: tuple[float, ...] = ()
     trial: dict[str, Any] = field(default_factory=dict)
+    # where the best try is the grid's lowest or highest rate, also try the next rate beyond it (the
+    # grid's own step, rounded to 1 or 3 x 10^k), once: the optimum is then inside what was tried
+    beyond_edge: bool = False
 
 
 # what both recipes share: batches of 256 series-windows, a fresh random subset of at most 30,000
@@ -242,6 +245,7 @@ RECIPES: dict[str, Recipe] = {
         dict(CONVERGED_TRAINING),
         (3e-4, 1e-3, 3e-3),
         trial={"epochs": 2, "max_train_windows": 15_000},
+        beyond_edge=True,
     ),
 }
 
@@ -422,7 +426,8 @@ def _choose_learning_rate(
 
     Each try trains ``train`` with the recipe's ``trial`` overrides and is appended to
     ``tuning.csv`` as soon as it has run, so an interrupted search continues with the rates not yet
-    tried (a try itself resumes from its checkpoint). Where the tries are full runs (no ``trial``
+    tried (a try itself resumes from its checkpoint). With the recipe's ``beyond_edge``, a best rate at
+    an end of the grid is followed by one try beyond it. Where the tries are full runs (no ``trial``
     overrides), the chosen try's model and result are handed back, so the seed need not train again.
     """
     path = ctx.out_dir / TUNING_CSV
@@ -437,38 +442,68 @@ def _choose_learning_rate(
     for row in mine.to_dict("records") if len(mine) else []:
         if best is None or row["best_val_loss"] < best[0]:
             best = (float(row["best_val_loss"]), float(row["learning_rate"]), None)
-    for rate in recipe.learning_rates:
-        if rate in tried:
-            continue
+
+    def try_rate(rate: float) -> None:
+        nonlocal best
         folder = ctx.out_dir / variant.name / "tuning" / f"lr-{rate:g}"
         model, result = _fit(variant, ctx, trial_train.replace(learning_rate=rate), seed, folder)
         folder.mkdir(parents=True, exist_ok=True)
         RunFolder(folder).write_history(result.history)
         _drop_checkpoint(folder)
-        trial = {
-            "variant": variant.name,
-            "seed": seed,
-            "learning_rate": rate,
-            "best_val_loss": result.best_val_loss,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "steps": result.steps,
-            "series_windows": result.series_windows,
-            "train_seconds": result.train_seconds,
-            "chosen": False,
-        }
-        rows.append(trial)
+        rows.append(
+            {
+                "variant": variant.name,
+                "seed": seed,
+                "learning_rate": rate,
+                "best_val_loss": result.best_val_loss,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "steps": result.steps,
+                "series_windows": result.series_windows,
+                "train_seconds": result.train_seconds,
+                "chosen": False,
+            }
+        )
         # each try as it finishes: an interruption loses at most the try in progress
         pd.DataFrame(rows).reindex(columns=TUNING_COLUMNS).to_csv(path, index=False)
         logger.info("%s at lr %g: validation loss %.4f", variant.name, rate, result.best_val_loss)
+        tried.add(rate)
         if best is None or result.best_val_loss < best[0]:
             best = (result.best_val_loss, rate, None if recipe.trial else (model, result))
+
+    for rate in recipe.learning_rates:
+        if rate not in tried:
+            try_rate(rate)
+    beyond = _beyond_edge(recipe, best[1])
+    if beyond is not None and beyond not in tried:
+        logger.info("the best rate, %g, is at an end of the grid: trying %g beyond it", best[1], beyond)
+        try_rate(beyond)
     for row in rows:
         if row["variant"] == variant.name:
             row["chosen"] = float(row["learning_rate"]) == best[1]
     pd.DataFrame(rows).reindex(columns=TUNING_COLUMNS).to_csv(path, index=False)
     logger.info("%s: learning rate %g chosen on validation", variant.name, best[1])
     return best[1], best[2]
+
+
+def _beyond_edge(recipe: Recipe, best: float) -> float | None:
+    """With ``beyond_edge``, the rate one grid step beyond the end of the grid where ``best`` lies
+    (None where ``best`` is inside the grid)."""
+    grid = sorted(recipe.learning_rates)
+    if not recipe.beyond_edge or len(grid) < 2:
+        return None
+    if best == grid[0]:
+        return _round_rate(grid[0] ** 2 / grid[1])
+    if best == grid[-1]:
+        return _round_rate(grid[-1] ** 2 / grid[-2])
+    return None
+
+
+def _round_rate(rate: float) -> float:
+    """The nearest of 1 and 3 x 10^k to ``rate`` on a log scale (9e-5 -> 1e-4, 9e-3 -> 1e-2)."""
+    exponent = math.floor(math.log10(rate))
+    candidates = [m * 10.0**e for e in (exponent, exponent + 1) for m in (1, 3)]
+    return float(f"{min(candidates, key=lambda c: abs(math.log(c / rate))):.0e}")
 
 
 def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
@@ -746,6 +781,15 @@ def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
         # an execution setting added since the folder was written ran there at its default
         if isinstance(earlier.get("execution"), dict):
             earlier["execution"] = execution_dict(ExecutionSettings()) | earlier["execution"]
+        # a recipe field added since the folder was written: the folder goes on under the recipe as
+        # it is now (such fields only add to what a recipe does: a further learning-rate try)
+        recipes, now = (earlier.get("budget") or {}), (mine.get("budget") or {})
+        if isinstance(recipes, dict) and isinstance(now, dict) and "converged" in recipes:
+            for name, recipe in (recipes.get("converged") or {}).items():
+                added = {
+                    k: v for k, v in (now.get("converged") or {}).get(name, {}).items() if k not in recipe
+                }
+                recipe.update(added)
         differs = [k for k in RESUME_KEYS if earlier.get(k) != mine.get(k)]
         if differs:
             raise ValueError(

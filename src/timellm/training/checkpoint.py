@@ -362,6 +362,14 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
     return config.to_dict() if hasattr(config, "to_dict") else None
 
 
+def _default_config(model: nn.Module) -> dict[str, Any]:
+    """Every setting of the model's config class at its default (none where it has no defaults)."""
+    try:
+        return type(model.config)().to_dict()
+    except (TypeError, ValueError):
+        return {}
+
+
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
     keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     return "; ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in keys)
@@ -373,11 +381,16 @@ def restore_training_state(directory: Path, training: Training) -> tuple[Progres
     saved = read_checkpoint(directory)
     state, where = saved.state, saved.path / STATE_FILE
     current = _model_config(model)
+    if current is not None and state.get("model_config") is not None:
+        # a model setting added since the checkpoint was written ran there at its default
+        state["model_config"] = {**_default_config(model), **state["model_config"]}
     if current is not None and state.get("model_config") not in (None, current):
         raise CheckpointError(
             f"checkpoint {where} was made for another model: {_differences(state['model_config'], current)}"
         )
     saved_train, _ = split_legacy_execution(state["train_config"])
+    # a training setting added since the checkpoint was written ran there at its default
+    saved_train = {**TrainConfig().to_dict(), **saved_train}
     if saved_train != config.to_dict():
         raise CheckpointError(
             f"checkpoint {where} was written with other training settings: "
