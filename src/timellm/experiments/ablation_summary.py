@@ -350,10 +350,9 @@ def split_by_recipe(every: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _tuning_rows(root: str | Path, earlier: Path | None) -> pd.DataFrame:
     """The learning-rate tries under ``root``; with ``earlier`` (a summary's tuning CSV), also its
     tries of the (dataset, variant) pairs that ``root`` did not search again."""
+    # every ablation that has tried rates, also one whose first row is still training
     frames = [
-        pd.read_csv(folder / TUNING_CSV).assign(dataset=folder.name)
-        for folder in find_ablations(root)
-        if (folder / TUNING_CSV).is_file()
+        pd.read_csv(path).assign(dataset=path.parent.name) for path in sorted(Path(root).rglob(TUNING_CSV))
     ]
     new = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "variant"])
     if earlier is None or not earlier.is_file():
