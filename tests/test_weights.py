@@ -10,6 +10,7 @@ import torch
 import timellm.model.memory as memory
 from conftest import tiny_config
 from timellm import TimeLLM
+from timellm.backbones import storage
 from timellm.backbones.loading import load_backbone
 from timellm.backbones.storage import torchao_available
 from timellm.data import WindowDataset
@@ -256,6 +257,42 @@ def test_int8_backward_gives_the_input_gradient_of_the_dequantised_weights():
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=2e-2 * float(grads[1].abs().max()))
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_stored_matrix_multiplies_chunk_by_chunk_as_its_widened_copy(monkeypatch, transposed):
+    monkeypatch.setattr(storage, "WIDENING_CHUNK", 3 * 11)  # 3 rows a chunk, the last one short
+    a, stored = torch.randn(5, 7 if not transposed else 11), torch.randn(7, 11).bfloat16()
+    product = storage.matmul_stored_t(a, stored) if transposed else storage.matmul_stored(a, stored)
+    expected = a @ (stored.float().T if transposed else stored.float())
+    torch.testing.assert_close(product, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_every_widening_reuses_one_buffer_per_thread():
+    first = storage.widened(torch.randn(64, 32).bfloat16(), torch.float32)
+    second = storage.widened(torch.randn(8, 4).bfloat16(), torch.float32)
+    assert second.data_ptr() == first.data_ptr()
+
+
+@pytest.mark.parametrize("backbone", ["tiny-random-llama", "tiny-random-gpt2"])
+def test_bf16_storage_in_fp32_gives_the_outputs_and_gradients_of_its_widened_weights(monkeypatch, backbone):
+    """The chunked widening (linears, and GPT-2's transposed Conv1D) against an fp32 backbone
+    holding the same values: equal up to fp32 rounding, forward and backward."""
+    monkeypatch.setattr(storage, "WIDENING_CHUNK", 100)  # several chunks on every matrix
+    narrow, wide = load_backbone(backbone, weights="bf16"), load_backbone(backbone)
+    wide.model.load_state_dict({k: v.float() for k, v in narrow.model.state_dict().items()})
+    results = []
+    for loaded in (narrow, wide):
+        x = torch.randn(
+            2, 5, loaded.hidden_size, generator=torch.Generator().manual_seed(0), requires_grad=True
+        )
+        out = loaded.model(inputs_embeds=x).last_hidden_state
+        out.pow(2).sum().backward()
+        results.append((out.detach(), x.grad))
+    (narrow_out, narrow_grad), (wide_out, wide_grad) = results
+    assert narrow_out.dtype == torch.float32
+    torch.testing.assert_close(narrow_out, wide_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(narrow_grad, wide_grad, rtol=1e-5, atol=1e-5)
+
+
 def test_the_estimate_is_within_15_percent_of_the_measured_peaks():
     """Every cell `timellm bench memory` measured (results/memory.csv): the current estimate,
     from the cell's config and its measured process base, against the measured peak."""
@@ -310,6 +347,15 @@ def test_train_refuses_a_run_that_cannot_fit_in_one_line_before_writing_anything
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "this run needs about" in err and "available" in err
     assert not run.exists()
+
+
+def test_a_new_memory_table_keeps_the_sections_written_below_it(tmp_path):
+    from timellm.experiments.memory_bench import kept_sections
+
+    path = tmp_path / "memory.md"
+    path.write_text("# Memory\n\n| a | b |\n|---|---|\n\n## Measured by hand\n\ntext\n")
+    assert kept_sections(path) == "\n## Measured by hand\n\ntext\n"
+    assert kept_sections(tmp_path / "absent.md") == ""
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@ A frozen weight never takes a gradient, so its storage and the precision its mat
 differ. Stored in the compute precision (bf16 weights under bf16 autocast), nothing is converted:
 autocast finds them already in its dtype. Stored narrower than the compute precision (bf16 weights
 in an fp32 run, as on a CPU without native bf16, or int8), each layer's weights are widened as the
-layer runs and dropped after it: the autograd function below keeps only the stored weight for
-backward, so training holds no wide copy of the model either.
+layer runs, a few rows at a time into one buffer per thread that every layer reuses: the autograd
+function below keeps only the stored weight for backward, so training holds no wide copy of the
+model either, and no layer-sized temporary is made.
 
 As in transformers' own bf16 models, every weight is stored narrow, norm scales included, and
 norms and softmax still compute in fp32 inside (transformers' implementations upcast there).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import types
 from collections.abc import Iterator
 
@@ -92,27 +94,92 @@ def run_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.float32
 
 
-class _WidenedLinear(torch.autograd.Function):
-    """y = x W^T + b with W stored narrow: widened for the product, and again in backward.
+WIDENING_CHUNK = 1 << 22  # elements of a stored matrix widened at once (16 MiB in fp32)
 
-    Saving the stored W (not the widened copy) is what keeps training at the stored size; the
-    weight and bias are frozen, so only x gets a gradient.
+
+class _WideningBuffers(threading.local):
+    """Per thread: one buffer per device and dtype that stored weights are widened into."""
+
+    def __init__(self):
+        self.by_device_and_dtype: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+_buffers = _WideningBuffers()
+
+
+def widened(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` converted to ``dtype``, written into this thread's buffer for its device and
+    dtype (grown to the largest weight widened so far) rather than into a new tensor.
+
+    The result is valid until the thread widens the next weight: use it at once. Under
+    ``torch.compile`` the compiled graph plans its own memory, so a plain conversion is returned.
+    """
+    if torch.compiler.is_compiling():
+        return weight.to(dtype)
+    key = (weight.device, dtype)
+    buffer = _buffers.by_device_and_dtype.get(key)
+    if buffer is None or buffer.numel() < weight.numel():
+        buffer = torch.empty(weight.numel(), dtype=dtype, device=weight.device)
+        _buffers.by_device_and_dtype[key] = buffer
+    return buffer[: weight.numel()].view(weight.shape).copy_(weight)
+
+
+def _row_chunks(stored: torch.Tensor) -> Iterator[slice]:
+    """Slices of ``stored``'s rows of about ``WIDENING_CHUNK`` elements each."""
+    step = max(1, WIDENING_CHUNK // max(1, stored.shape[1]))
+    for start in range(0, stored.shape[0], step):
+        yield slice(start, start + step)
+
+
+def matmul_stored(a: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """a @ stored, (M, K) @ (K, N) -> (M, N), with ``stored`` kept in its own (narrower) dtype:
+    widened to a's dtype a chunk of rows at a time (:func:`widened`), the chunks' products summed.
+
+    A wide copy of a whole matrix at every use (each layer, forward and backward) leaves the heap
+    fragmented under the allocator the command line tunes (freed memory kept for reuse, activations
+    landing in the holes): a bf16-stored 1B-shaped model computing in fp32 peaked above its
+    fp32-stored twin that way (results/memory.md). Chunks of one reused buffer leave no holes.
+    """
+    out = None
+    for rows in _row_chunks(stored):
+        left, right = a[:, rows], widened(stored[rows], a.dtype)
+        out = torch.mm(left, right) if out is None else out.addmm_(left, right)
+    return out
+
+
+def matmul_stored_t(a: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """a @ stored^T, (M, K) @ (N, K)^T -> (M, N), as :func:`matmul_stored`: each chunk of
+    ``stored``'s rows gives a block of the output's columns."""
+    out = torch.empty(a.shape[0], stored.shape[0], dtype=a.dtype, device=a.device)
+    for rows in _row_chunks(stored):
+        torch.mm(a, widened(stored[rows], a.dtype).T, out=out[:, rows])
+    return out
+
+
+class _WidenedLinear(torch.autograd.Function):
+    """y = x W^T + b with W stored narrow: widened chunk by chunk for the product, and again in
+    backward (:func:`matmul_stored`).
+
+    Saving the stored W (not a widened copy) is what keeps training at the stored size; the
+    weight and bias are frozen, so only x gets a gradient. GPT-2's Conv1D stores W^T (in, out).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, transposed: bool):
         ctx.transposed = transposed
         ctx.save_for_backward(weight)
-        wide = weight.to(x.dtype)
-        wide = wide.T if transposed else wide  # Conv1D stores (in, out)
-        return F.linear(x, wide, None if bias is None else bias.to(x.dtype))
+        flat = x.reshape(-1, x.shape[-1])
+        out = matmul_stored(flat, weight) if transposed else matmul_stored_t(flat, weight)
+        if bias is not None:
+            out.add_(bias.to(x.dtype))
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        wide = weight.to(grad.dtype)
-        grad_x = grad @ (wide.T if ctx.transposed else wide)
-        return grad_x, None, None, None
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_x = matmul_stored_t(flat, weight) if ctx.transposed else matmul_stored(flat, weight)
+        return grad_x.view(*grad.shape[:-1], grad_x.shape[-1]), None, None, None
 
 
 class _Int8Linear(torch.autograd.Function):

@@ -373,7 +373,15 @@ def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None
         markdown(frame),
         "",
     ]
-    (out / "memory.md").write_text("\n".join(lines))
+    (out / "memory.md").write_text("\n".join(lines) + kept_sections(out / "memory.md"))
+
+
+def kept_sections(path: Path) -> str:
+    """The ``## `` sections of an existing memory.md (measurements written by hand below the
+    table), which a new render keeps; "" where there are none."""
+    text = path.read_text() if path.is_file() else ""
+    start = text.find("\n## ")
+    return "" if start < 0 else "\n" + text[start + 1 :]
 
 
 def _span(frame: pd.DataFrame, dtype: str) -> str:

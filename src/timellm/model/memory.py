@@ -14,8 +14,9 @@ The estimate is the sum of what a run holds at its peak (bytes):
 - ``activations``: in training, what autograd keeps for backward through every layer at the patch
   tokens (with gradient checkpointing: one layer input each, plus one layer recomputed), and the
   reprogramming attention; in inference, one layer's working set;
-- ``workspace``: one weight matrix widened to the compute dtype where the storage is narrower,
-  and what the first forward adds to any process (kernel workspaces, caches: 0.3 GiB, measured).
+- ``workspace``: one weight matrix converted whole where the storage is wider than the compute
+  (autocast's copy) or int8 (dequantised; a narrower storage is widened a few rows at a time), and
+  what the first forward adds to any process (kernel workspaces, caches: 0.3 GiB, measured).
 
 Per-token activation bytes follow the decoder layer's saved tensors (norm inputs in fp32, the
 projections' inputs, the MLP's three intermediate products) and were checked against measured
@@ -219,11 +220,8 @@ def estimate_memory(
     stored = 4 if storage == "fp32" else 2
     if training and stored > act:
         # autocast's narrow copies of the frozen weights (the vocabulary's for the mapping), kept
-        # for backward
+        # for backward; stored narrower, nothing wide is kept (the vocabulary is widened in chunks)
         adapter += (shape.linear_parameters + shape.vocab * shape.hidden) * act
-    elif training and stored < act:
-        # the vocabulary widened to the compute dtype, kept for the mapping's gradient
-        adapter += shape.vocab * shape.hidden * act
     prompt = prompt_tokens if c.use_prompt else 0
     keys = prompt + p
     # the prompt's keys and values (every layer, every series); in training also the patch tokens'
@@ -244,7 +242,9 @@ def estimate_memory(
         activations = layers + reprogram
     else:
         activations = at_once * max(prompt, p) * working + reprogram
-    workspace = RUNTIME + (shape.largest_matrix * act if stored != act or storage == "int8" else 0)
+    # a whole matrix converted at once: autocast's narrow copy, or torchao's dequantised int8;
+    # storage narrower than the compute widens a few rows at a time (backbones.storage)
+    workspace = RUNTIME + (shape.largest_matrix * act if stored > act or storage == "int8" else 0)
     return MemoryEstimate(
         base, weights, adapter, cache, activations, workspace, storage, compute, training, s
     )
