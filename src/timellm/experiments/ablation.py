@@ -864,26 +864,8 @@ def run_ablation(
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
-    total_test = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
-    record = {
-        "preset": preset.name,
-        "dataset": splits.name,
-        "test_dataset": splits.name,
-        "data": source.to_dict(),
-        # the converged budget's recipes are part of its settings: a resumed ablation must share them
-        "budget": {"converged": {k: asdict(r) for k, r in RECIPES.items()}}
-        if budget == CONVERGED
-        else budget or "preset",
-        "variants": [v.name for v in chosen],
-        "command": command,
-        "model": model_config.to_dict(),
-        "train": train.replace(seed=seeds[0]).to_dict(),
-        "execution": execution_dict(preset.execution),
-        "run": dict(preset.run),
-        "test_windows": min(max_test or total_test, total_test),
-        "test_windows_total": total_test,
-        "environment": environment(),
-    }
+    record = _ablation_record(preset, splits, source, model_config, train, budget, chosen, seeds, command)
+    total_test = record["test_windows_total"]
     done = _resumable(out_dir, record)
     folder.create(record)
     ctx = _Context(
@@ -931,6 +913,32 @@ def run_ablation(
                 _write_tables(every, out_dir)
     wanted = {v.name for v in chosen}
     return summarize_seeds(every[every["variant"].isin(wanted) & every["seed"].isin(seeds)])
+
+
+def _ablation_record(preset, splits, source, model_config, train, budget, chosen, seeds, command):
+    """What an ablation folder's config.yaml records: every setting a resumed ablation must share
+    (:data:`RESUME_KEYS`), its variants, command, test windows and the machine."""
+    max_test = preset.run.get("max_test_windows")
+    total_test = splits.test.shape[0] - splits.seq_len - splits.pred_len + 1
+    return {
+        "preset": preset.name,
+        "dataset": splits.name,
+        "test_dataset": splits.name,
+        "data": source.to_dict(),
+        # the converged budget's recipes are part of its settings: a resumed ablation must share them
+        "budget": {"converged": {k: asdict(r) for k, r in RECIPES.items()}}
+        if budget == CONVERGED
+        else budget or "preset",
+        "variants": [v.name for v in chosen],
+        "command": command,
+        "model": model_config.to_dict(),
+        "train": train.replace(seed=seeds[0]).to_dict(),
+        "execution": execution_dict(preset.execution),
+        "run": dict(preset.run),
+        "test_windows": min(max_test or total_test, total_test),
+        "test_windows_total": total_test,
+        "environment": environment(),
+    }
 
 
 def _write_tables(every: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
