@@ -588,4 +588,6 @@ def test_a_converged_preset_is_its_cpu_preset_under_the_ablations_llm_recipe(dat
     recipe = RECIPES["llm"]
     expected = cpu.train.replace(**recipe.train, learning_rate=converged.train.learning_rate)
     assert converged.train == expected
-    assert converged.train.learning_rate in recipe.learning_rates
+    grid = sorted(recipe.learning_rates)  # the grid, or one step beyond its ends (beyond_edge)
+    beyond = {ablation._round_rate(grid[0] ** 2 / grid[1]), ablation._round_rate(grid[-1] ** 2 / grid[-2])}
+    assert converged.train.learning_rate in {*grid, *beyond}
