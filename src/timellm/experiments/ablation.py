@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 from timellm.backbones.loading import Backbone, load_backbone
@@ -46,7 +44,14 @@ from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast,
 from timellm.evaluation.metrics import mae, mse
 from timellm.evaluation.scoring import predict_windows
 from timellm.evaluation.statistical import forecast_windows
-from timellm.experiments.folders import CHECKPOINT_DIR, RUN_CONFIG, RunFolder, _jsonable, read_run_record
+from timellm.experiments.folders import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG,
+    RunFolder,
+    as_recorded,
+    cpu_model,
+    read_run_record,
+)
 from timellm.experiments.presets import Preset, execution_dict
 from timellm.experiments.tables import markdown_table, plain_cell
 from timellm.model.adapter import TimeLLMBase
@@ -54,7 +59,7 @@ from timellm.model.config import ExecutionSettings, TimeLLMConfig
 from timellm.model.memory import refuse_what_cannot_fit
 from timellm.model.precision import LOW_PRECISIONS
 from timellm.model.variants import build_model
-from timellm.training.checkpoint import find_checkpoint
+from timellm.training.checkpoint import find_checkpoint, remove_checkpoint
 from timellm.training.loop import TrainConfig, fit, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -414,11 +419,6 @@ def _fit(
     return model, result
 
 
-def _drop_checkpoint(folder: Path) -> None:
-    for suffix in ("", ".previous", ".partial"):
-        shutil.rmtree(folder / (CHECKPOINT_DIR + suffix), ignore_errors=True)
-
-
 def _choose_learning_rate(
     variant: Variant, ctx: _Context, train: TrainConfig, recipe: Recipe, seed: int
 ) -> tuple[float, tuple[nn.Module, Any] | None]:
@@ -449,7 +449,7 @@ def _choose_learning_rate(
         model, result = _fit(variant, ctx, trial_train.replace(learning_rate=rate), seed, folder)
         folder.mkdir(parents=True, exist_ok=True)
         RunFolder(folder).write_history(result.history)
-        _drop_checkpoint(folder)
+        remove_checkpoint(folder / CHECKPOINT_DIR)
         rows.append(
             {
                 "variant": variant.name,
@@ -582,7 +582,7 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
         folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_history(result.history)
     row["commit"] = folder.write_metrics(row)["commit"]
-    _drop_checkpoint(run_folder)
+    remove_checkpoint(run_folder / CHECKPOINT_DIR)
     return row
 
 
@@ -736,23 +736,10 @@ def run_ablation_seeds(
     return run_ablation(preset, out_dir, seeds=seeds, **kwargs)
 
 
-def cpu_name() -> str:
-    """This machine's processor as a person names it ("AMD EPYC, 2 threads"), for beside a timing."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:  # not Linux: platform's name
-        pass
-    return f"{name}, {torch.get_num_threads()} threads"
-
-
 def environment() -> dict[str, Any]:
     """What the timings depend on, recorded beside them."""
     return {
-        "cpu": cpu_name(),
+        "cpu": f"{cpu_model()}, {torch.get_num_threads()} threads",
         "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -775,7 +762,7 @@ def _resumable(folder: Path, record: dict[str, Any]) -> pd.DataFrame:
         return pd.DataFrame(columns=SEED_COLUMNS)
     if (folder / RUN_CONFIG).is_file():
         earlier = read_run_record(folder)
-        mine = yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
+        mine = as_recorded(record)
         for settings in (earlier, mine):  # the seeds of each invocation may differ
             settings["train"] = {k: v for k, v in (settings.get("train") or {}).items() if k != "seed"}
         # an execution setting added since the folder was written ran there at its default

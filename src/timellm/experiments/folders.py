@@ -69,6 +69,23 @@ def source_commit() -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
+def cpu_model() -> str:
+    """This machine's processor as ``/proc/cpuinfo`` names it ("AMD EPYC"), for beside a timing."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def as_recorded(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as a run folder's config.yaml reads back (tuples as lists, numpy scalars as
+    numbers), so that it compares equal to a recorded one with the same settings."""
+    return yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

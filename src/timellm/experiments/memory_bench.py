@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from timellm.experiments.folders import cpu_model, source_commit
 from timellm.model.memory import GiB, available_memory, estimate_memory, plan_storage, process_memory
 
 logger = logging.getLogger(__name__)
@@ -330,8 +331,6 @@ def markdown(frame: pd.DataFrame) -> str:
 def write(frame: pd.DataFrame, out: Path, settings: MemoryBenchSettings) -> None:
     """Add ``frame``'s cells to ``out``/memory.csv (a re-measured cell replaces its row), refresh
     every row's estimate, and render ``out``/memory.md from the whole file."""
-    from timellm.experiments.folders import source_commit
-
     out.mkdir(parents=True, exist_ok=True)
     peaks_attr = frame.attrs.get("peaks", {})
     frame = frame.assign(cpu=cpu_model(), commit=source_commit() or "")
@@ -395,16 +394,6 @@ def _key(record: dict) -> tuple:
     chunk = record.get("llm_batch")
     chunk = None if chunk is None or pd.isna(chunk) else int(chunk)
     return record["backbone"], record["weights"], bool(record["gradient_checkpointing"]), chunk
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _main(payload: str) -> None:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
@@ -30,7 +28,7 @@ from timellm.experiments.folders import (
     METRICS,
     RUN_CONFIG,
     RunFolder,
-    _jsonable,
+    as_recorded,
     read_run_record,
 )
 from timellm.experiments.planning import check_benchmark_memory
@@ -40,7 +38,7 @@ from timellm.model.config import TimeLLMConfig
 from timellm.model.variants import build_model, load_model
 from timellm.plotting import plot_forecasts
 from timellm.settings import execution_settings
-from timellm.training.checkpoint import CheckpointError, find_checkpoint
+from timellm.training.checkpoint import CheckpointError, find_checkpoint, remove_checkpoint
 from timellm.training.loop import (
     FitResult,
     TrainConfig,
@@ -111,8 +109,7 @@ def train_and_test(
     if not folder.main:
         return metrics
     # finished: the adapter and metrics are written, the checkpoint (optimiser state too) is not needed
-    for suffix in ("", ".previous", ".partial"):
-        shutil.rmtree(folder.checkpoint_dir.with_name(CHECKPOINT_DIR + suffix), ignore_errors=True)
+    remove_checkpoint(folder.checkpoint_dir)
     return metrics
 
 
@@ -301,7 +298,7 @@ def _same_run(run_dir: Path, record: dict[str, Any]) -> bool:
     (the same command ran there and was interrupted): the run continues from it. A checkpoint of
     other settings is an error rather than a mixed run."""
     earlier = read_run_record(run_dir) if (run_dir / RUN_CONFIG).is_file() else {}
-    mine = yaml.safe_load(yaml.safe_dump(_jsonable(record), sort_keys=False))
+    mine = as_recorded(record)
     differs = [k for k in SAME_RUN_KEYS if earlier.get(k) != mine.get(k)]
     if differs:
         raise CheckpointError(
@@ -321,7 +318,7 @@ def _finished(run_dir: Path, preset: Preset, kwargs: dict[str, Any]) -> dict[str
     earlier = read_run_record(run_dir)
     mine = {"preset": preset.name, "dataset": preset.dataset, "percent": kwargs.get("percent", 100)}
     mine |= preset.settings_record()
-    mine = yaml.safe_load(yaml.safe_dump(_jsonable(mine), sort_keys=False))
+    mine = as_recorded(mine)
     if any(earlier.get(k) != v for k, v in mine.items()):
         return None
     logger.info("%s has finished with these settings: its metrics are kept", run_dir)

@@ -143,6 +143,13 @@ def save_checkpoint(
 # reading
 
 
+def remove_checkpoint(directory: str | Path) -> None:
+    """Remove a checkpoint folder with its previous and partial siblings (a finished run's)."""
+    directory = Path(directory)
+    for suffix in ("", PREVIOUS_SUFFIX, PARTIAL_SUFFIX):
+        shutil.rmtree(directory.with_name(directory.name + suffix), ignore_errors=True)
+
+
 def find_checkpoint(directory: str | Path) -> Path | None:
     """The complete checkpoint folder at ``directory`` (or its ``.previous`` twin), None if none."""
     directory = Path(directory)
