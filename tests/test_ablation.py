@@ -1,5 +1,4 @@
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -7,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_MODEL, tiny_config
+from conftest import TINY_MODEL, run_killed, tiny_config
 from timellm.cli import main
 from timellm.data.sources import DataSource
 from timellm.experiments import ablation
@@ -478,9 +477,8 @@ def test_an_interrupted_rate_search_keeps_the_rates_it_tried(tmp_path, hourly_cs
 
 
 KILLED_ABLATION = """
-import logging, os, signal, sys
+import logging, sys
 logging.basicConfig(level=logging.INFO)
-import timellm.training.checkpoint as ckpt
 from timellm.experiments import ablation
 from timellm.experiments.ablation import Recipe, run_ablation
 from timellm.data.sources import DataSource
@@ -492,37 +490,18 @@ ablation.RECIPES["llm"] = Recipe(
      "checkpoint_every": 2, "deterministic": True},
     (3e-3,),
 )
-kill_after = int(sys.argv[2])  # checkpoints written before this process kills itself (0: never)
-saves = []
-save = ckpt.save_training_state
-
-def save_then_maybe_die(*args, **kwargs):
-    save(*args, **kwargs)
-    saves.append(1)
-    if len(saves) == kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-ckpt.save_training_state = save_then_maybe_die
 preset = get_preset("ETTh1-96").with_overrides(dict(
     backbone="tiny-random-llama", seq_len=48, pred_len=12, patch_len=8, stride=4, d_model=8, d_ff=16,
     n_heads=2, num_prototypes=20, description="Test load.", max_test_windows=12))
 run_ablation(preset, sys.argv[1], variants="time-llm", budget="converged", seeds=[1],
-             source=DataSource(csv=sys.argv[3], time_col="date"))
+             source=DataSource(csv=sys.argv[2], time_col="date"))
 """
 
 
 @pytest.mark.slow
 def test_an_ablation_row_killed_mid_epoch_ends_bit_exact_when_run_again(tmp_path, hourly_csv):
-    import subprocess
-    import sys
-
     def run(folder, kill_after):
-        return subprocess.run(
-            [sys.executable, "-c", KILLED_ABLATION, str(tmp_path / folder), str(kill_after), hourly_csv.csv],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
+        return run_killed(KILLED_ABLATION, kill_after, str(tmp_path / folder), hourly_csv.csv)
 
     assert run("whole", 0).returncode == 0
     killed = run("killed", 4)  # SIGKILL after the 4th checkpoint: mid-epoch 2 (3 batches an epoch)

@@ -7,24 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from conftest import TINY_FORECAST, tiny_config
 from timellm.cli import main
 from timellm.data.errors import DataFileError
 from timellm.evaluation.statistical import check_levels
 from timellm.forecaster import TimeLLMForecaster
 from timellm.model.config import ExecutionSettings
 from timellm.model.variants import build_model
-
-TINY = [
-    "--backbone",
-    "tiny-random-llama",
-    "--max-steps",
-    "2",
-    "--set",
-    "d_ff=16",
-    "--set",
-    "num_prototypes=20",
-]
 
 
 @pytest.fixture
@@ -95,7 +84,17 @@ def test_refusals_name_settings_as_they_are_typed(data, tmp_path, capsys, monkey
 
 
 def test_a_saved_adapter_takes_how_it_forecasts_not_what_it_learns(data, tmp_path, capsys):
-    save = ["forecast", data, "--horizon", 12, "--save", tmp_path / "m", "--out", tmp_path / "f.csv", *TINY]
+    save = [
+        "forecast",
+        data,
+        "--horizon",
+        12,
+        "--save",
+        tmp_path / "m",
+        "--out",
+        tmp_path / "f.csv",
+        *TINY_FORECAST,
+    ]
     assert main([str(a) for a in save]) == 0
     capsys.readouterr()
     use = ["forecast", str(data), "--model", str(tmp_path / "m")]
@@ -104,7 +103,7 @@ def test_a_saved_adapter_takes_how_it_forecasts_not_what_it_learns(data, tmp_pat
     message = one_line_error(capsys, *use, "--set", "train.learning_rate=0.1")
     assert "--set learning_rate would train a new adapter" in message
     # the horizon is the adapter's own; without an adapter it must be given
-    message = one_line_error(capsys, "forecast", data, *TINY)
+    message = one_line_error(capsys, "forecast", data, *TINY_FORECAST)
     assert "--horizon is required" in message
 
 
@@ -126,7 +125,7 @@ def test_an_ensemble_larger_than_the_step_budget_is_refused(data, tmp_path, caps
 def test_a_column_named_twice_is_refused(tmp_path, capsys):
     path = tmp_path / "wide.csv"
     path.write_text("ds,OT,OT\n" + "".join(f"{i},{i % 5},{i % 3}\n" for i in range(100)))
-    message = one_line_error(capsys, "forecast", path, "--horizon", 6, "--wide", *TINY)
+    message = one_line_error(capsys, "forecast", path, "--horizon", 6, "--wide", *TINY_FORECAST)
     assert "names the column 'OT' more than once" in message
 
 

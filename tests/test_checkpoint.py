@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import timellm.training.checkpoint as ckpt
-from conftest import tiny_config
+from conftest import run_killed, tiny_config
 from timellm import build_model
 from timellm.cli import main
 from timellm.data import WindowDataset
@@ -288,50 +288,19 @@ def test_resume_usage_errors(tmp_path, capsys):
 
 
 KILLED_TRAIN = """
-import os, signal, sys
-import timellm.training.checkpoint as ckpt
+import sys
 from timellm.cli import main
-
-kill_after = int(sys.argv[1])  # checkpoints written before this process kills itself (0: never)
-saves = []
-save = ckpt.save_training_state
-
-def save_then_maybe_die(*args, **kwargs):
-    save(*args, **kwargs)
-    saves.append(1)
-    if len(saves) == kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-ckpt.save_training_state = save_then_maybe_die
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[1:]))
 """
 
 
 @pytest.mark.slow
 def test_a_train_run_killed_mid_epoch_ends_bit_exact_when_the_same_command_runs_again(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
     def train(folder, kill_after):
         args = [*TINY_RUN, "--set", "epochs=3", "--set", "checkpoint_every=2", "--set", "deterministic=true"]
-        return subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                KILLED_TRAIN,
-                str(kill_after),
-                "train",
-                *args,
-                "--out",
-                str(tmp_path / folder),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
+        return run_killed(KILLED_TRAIN, kill_after, "train", *args, "--out", str(tmp_path / folder))
 
     assert train("whole", 0).returncode == 0
     assert train("killed", 3).returncode == -9  # SIGKILL after the third checkpoint, in the second epoch

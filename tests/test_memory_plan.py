@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from conftest import TINY_FORECAST, tiny_config
 from timellm.cli import main
 from timellm.forecaster import TimeLLMForecaster
 from timellm.model import memory
@@ -134,17 +134,15 @@ def test_a_saved_adapter_is_not_advised_fewer_layers(tmp_path, monkeypatch, caps
     """--model cannot take llm_layers: its refusal names what it can take (llm_batch, the batch)."""
     frame = pd.DataFrame({"unique_id": "a", "ds": range(200), "y": [float(i % 7) for i in range(200)]})
     frame.to_csv(tmp_path / "data.csv", index=False)
-    small = [
-        "--backbone",
-        "tiny-random-llama",
-        "--max-steps",
-        "2",
-        "--set",
-        "d_ff=16",
-        "--set",
-        "num_prototypes=20",
+    save = [
+        "forecast",
+        str(tmp_path / "data.csv"),
+        "--horizon",
+        "6",
+        "--save",
+        str(tmp_path / "m"),
+        *TINY_FORECAST,
     ]
-    save = ["forecast", str(tmp_path / "data.csv"), "--horizon", "6", "--save", str(tmp_path / "m"), *small]
     assert main([*save, "--out", str(tmp_path / "f.csv")]) == 0
     capsys.readouterr()
     use = ["forecast", str(tmp_path / "data.csv"), "--model", str(tmp_path / "m"), "--dry-run"]
