@@ -476,6 +476,38 @@ def test_an_interrupted_rate_search_keeps_the_rates_it_tried(tmp_path, hourly_cs
     assert fits[0] == 1e-2 and len(fits) == 2  # the rate not yet tried, then the chosen one in full
 
 
+def test_the_swap_variants_train_at_the_rate_time_llm_chose(tmp_path, hourly_csv, monkeypatch):
+    monkeypatch.setitem(RECIPES, "llm", TINY_LLM_RECIPE)
+    losses = {1e-3: 0.6, 3e-3: 0.4, 1e-2: 0.5}  # Time-LLM's tries: the middle rate wins
+    real_fit = ablation._fit
+    fitted = []
+
+    def fit_with_losses(variant, ctx, train, seed, folder):
+        fitted.append((variant.name, "tuning" in str(folder), train.learning_rate))
+        model, result = real_fit(variant, ctx, train, seed, folder)
+        if "tuning" in str(folder):
+            result.best_val_loss = losses[train.learning_rate]
+        return model, result
+
+    monkeypatch.setattr(ablation, "_fit", fit_with_losses)
+    ablate = lambda folder, variants: run_ablation(  # noqa: E731
+        tiny_preset(), tmp_path / folder, variants=variants, budget="converged", source=hourly_csv, seeds=[1]
+    )
+    with pytest.raises(ValueError, match="random-llm trains at the learning rate time-llm chose"):
+        ablate("alone", "random-llm")  # no rate chosen in that folder: refused before anything runs
+    assert fitted == [] and not (tmp_path / "alone").exists()
+
+    ablate("s", "time-llm,random-llm,no-prompt")
+    tuning = pd.read_csv(tmp_path / "s" / TUNING_CSV)
+    assert set(tuning["variant"]) == {"time-llm"}  # the swaps search no rate of their own
+    rows = pd.read_csv(tmp_path / "s" / SEEDS_CSV).set_index("variant")
+    assert rows.loc[["time-llm", "random-llm", "no-prompt"], "learning_rate"].tolist() == [3e-3] * 3
+    assert [f for f in fitted if f[0] != "time-llm"] == [("random-llm", False, 3e-3), ("no-prompt", False, 3e-3)]
+    fitted.clear()
+    ablate("s", "no-statistics")  # later, alone: the rate is read from the folder
+    assert fitted == [("no-statistics", False, 3e-3)]
+
+
 KILLED_ABLATION = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)

@@ -82,6 +82,9 @@ class Variant:
     baseline: Callable[[TimeLLMConfig], nn.Module] | None = None  # a trained baseline's factory
     naive: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None  # (past, pred_len, period)
     recipe: str = "small"  # how it trains under the converged budget: a key of RECIPES
+    # an ablation of one part of another variant: under the converged budget it trains at the rate
+    # that variant chose on validation (one thing changed at a time), instead of searching its own
+    rate_of: str | None = None
 
     @property
     def kind(self) -> str:
@@ -107,6 +110,7 @@ VARIANTS: dict[str, Variant] = {
             "same LLM architecture, fresh random weights, frozen",
             overrides={"llm": "random"},
             recipe="llm",
+            rate_of=FULL,
         ),
         Variant(
             "minilm",
@@ -114,9 +118,15 @@ VARIANTS: dict[str, Variant] = {
             "all-MiniLM-L6-v2 (BERT encoder, hidden 384) in place of the preset's LLM",
             overrides={"backbone": "minilm-l6"},
             recipe="llm",
+            rate_of=FULL,
         ),
         Variant(
-            "no-prompt", "w/o prompt", "no Prompt-as-Prefix", overrides={"use_prompt": False}, recipe="llm"
+            "no-prompt",
+            "w/o prompt",
+            "no Prompt-as-Prefix",
+            overrides={"use_prompt": False},
+            recipe="llm",
+            rate_of=FULL,
         ),
         Variant(
             "no-statistics",
@@ -124,6 +134,7 @@ VARIANTS: dict[str, Variant] = {
             "prompt without min/max/median/trend/lags",
             overrides={"prompt_statistics": False},
             recipe="llm",
+            rate_of=FULL,
         ),
         Variant("no-llm", "w/o LLM", "patch embedding -> linear head", overrides={"llm": "none"}),
         Variant(
@@ -486,6 +497,23 @@ def _choose_learning_rate(
     return best[1], best[2]
 
 
+def _chosen_rate(out_dir: Path, variant: Variant) -> float:
+    """The learning rate that ``variant.rate_of`` chose on validation in ``out_dir``'s ``tuning.csv``;
+    an error where it has not chosen one yet (run it first, or name it before ``variant``)."""
+    path = out_dir / TUNING_CSV
+    tuning = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=TUNING_COLUMNS)
+    chosen = tuning[(tuning["variant"] == variant.rate_of) & tuning["chosen"].astype(bool)]
+    if chosen.empty:
+        raise ValueError(
+            f"{variant.name} trains at the learning rate {variant.rate_of} chose on validation, and "
+            f"{path} has none chosen yet: run --variants {variant.rate_of} into {out_dir} first, "
+            f"or name both (--variants {variant.rate_of},{variant.name})"
+        )
+    rate = float(chosen["learning_rate"].iloc[0])
+    logger.info("%s: learning rate %g, the one %s chose on validation", variant.name, rate, variant.rate_of)
+    return rate
+
+
 def _beyond_edge(recipe: Recipe, best: float) -> float | None:
     """With ``beyond_edge``, the rate one grid step beyond the end of the grid where ``best`` lies
     (None where ``best`` is inside the grid)."""
@@ -521,7 +549,9 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     train, recipe = variant_training(variant, ctx.train, ctx.budget)
     grid = recipe.learning_rates if recipe is not None else ()
     trained = None
-    if len(grid) > 1:
+    if len(grid) > 1 and variant.rate_of is not None:
+        train = train.replace(learning_rate=_chosen_rate(ctx.out_dir, variant))
+    elif len(grid) > 1:
         rate, trained = _choose_learning_rate(variant, ctx, train, recipe, seed)
         train = train.replace(learning_rate=rate)
     elif grid:
@@ -849,6 +879,11 @@ def run_ablation(
     for _, plans in plan_ablation(preset, chosen, budget, splits):
         refuse_what_cannot_fit(plans)
     out_dir = Path(out_dir)
+    if budget == CONVERGED:  # a variant that trains at another's rate needs that rate, or that variant first
+        names = {v.name for v in chosen}
+        for variant in chosen:
+            if variant.rate_of is not None and variant.rate_of not in names:
+                _chosen_rate(out_dir, variant)
     folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
     record = _ablation_record(preset, splits, source, model_config, train, budget, chosen, seeds, command)
