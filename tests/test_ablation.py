@@ -502,10 +502,46 @@ def test_the_swap_variants_train_at_the_rate_time_llm_chose(tmp_path, hourly_csv
     assert set(tuning["variant"]) == {"time-llm"}  # the swaps search no rate of their own
     rows = pd.read_csv(tmp_path / "s" / SEEDS_CSV).set_index("variant")
     assert rows.loc[["time-llm", "random-llm", "no-prompt"], "learning_rate"].tolist() == [3e-3] * 3
-    assert [f for f in fitted if f[0] != "time-llm"] == [("random-llm", False, 3e-3), ("no-prompt", False, 3e-3)]
+    assert [f for f in fitted if f[0] != "time-llm"] == [
+        ("random-llm", False, 3e-3),
+        ("no-prompt", False, 3e-3),
+    ]
     fitted.clear()
     ablate("s", "no-statistics")  # later, alone: the rate is read from the folder
     assert fitted == [("no-statistics", False, 3e-3)]
+
+
+def test_converged_time_llm_rows_join_the_long_term_table_beside_its_earlier_rows(
+    tmp_path, hourly_csv, monkeypatch
+):
+    from timellm.experiments.report import write_report
+
+    monkeypatch.setitem(RECIPES, "llm", TINY_LLM_RECIPE)
+    out = tmp_path / "results"
+    out.mkdir()
+    earlier = {  # a row an earlier report wrote: another budget of the same dataset and horizon
+        "run": "ETTh1-96-cpu", "dataset": "load", "target": "load", "pred_len": 12, "percent": 100,
+        "backbone": "tiny-random-llama", "llm_layers": 2, "mse": 0.5, "mae": 0.5, "budget": "2 layers",
+        "steps": 10, "test_windows": 12, "test_windows_total": 300, "command": "timellm train", "commit": "x",
+    }  # fmt: skip
+    pd.DataFrame([earlier]).to_csv(out / "long_term.csv", index=False)
+    for seeds in ([1], [2]):  # seeds run by separate commands are one experiment
+        command = f"timellm ablate --budget converged --seeds {seeds[0]} --out runs"
+        run_ablation(
+            tiny_preset(), tmp_path / "runs" / "load-12", variants="time-llm", budget="converged",
+            source=hourly_csv, seeds=seeds, command=command,
+        )  # fmt: skip
+        write_report(tmp_path / "runs", out, update=True)
+    table = pd.read_csv(out / "long_term.csv")
+    assert len(table) == 2 and table["run"].iloc[0] == "ETTh1-96-cpu"  # kept, and filled in
+    assert table["series_windows"].iloc[0] == 10 * 24  # steps x the preset's batch
+    converged = table.iloc[1]
+    seeds = pd.read_csv(tmp_path / "runs" / "load-12" / SEEDS_CSV)
+    assert converged.seeds == "1,2" and math.isclose(converged.mse, seeds["mse"].mean())
+    assert converged.budget.startswith("converged recipe (lr ") and converged.batch_size == 8
+    assert converged.series_windows == 3 * 48 and converged.steps == seeds["steps"].mean()
+    assert converged.command == "timellm ablate --budget converged --seeds 1,2 --out runs"
+    assert "converged recipe" in (out / "report_long_term.md").read_text()
 
 
 KILLED_ABLATION = """

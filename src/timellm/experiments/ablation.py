@@ -605,7 +605,12 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     folder = RunFolder(run_folder)
     if isinstance(model, TimeLLMBase):  # a run folder that `timellm explain` and `evaluate` read
         folder.create(
-            {**ctx.record, "variant": variant.name, "model": model.config.to_dict(), "train": train.to_dict()}
+            {
+                **ctx.record,
+                "variant": variant.name,
+                "model": model.config.to_dict(),
+                "train": train.replace(seed=seed).to_dict(),
+            }
         )
         model.save_pretrained(folder.adapter_dir)
     else:

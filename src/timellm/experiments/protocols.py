@@ -175,6 +175,7 @@ def run_m4(
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "steps": result.steps,
+            "series_windows": result.series_windows,
             "best_val_loss": result.best_val_loss,
             "refit": refit,
             "precision": result.precision,

@@ -37,7 +37,7 @@ MARKDOWN_COLUMNS = {
         "dataset", "pred_len", "backbone", "llm_layers", "mse", "mse_std", "mae", "mae_std", "seeds",
         "paper_mse", "paper_mae", "rel_mse", "rel_mae", "paper_patchtst_avg_mse", "paper_dlinear_avg_mse",
         "last_value_mse", "last_value_mae", "seasonal_naive_mse", "seasonal_naive_mae", "budget",
-        "precision", "train_seconds", "test_series_per_s",
+        "steps", "series_windows", "precision", "train_seconds", "test_series_per_s",
     ],
     "few_shot": [
         "dataset", "pred_len", "percent", "backbone", "llm_layers", "normalization", "mse", "mse_std", "mae", "mae_std",

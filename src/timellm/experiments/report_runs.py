@@ -9,10 +9,12 @@ than 100 % of the training windows) or ``long_term``.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from timellm.experiments.ablation import CONVERGED, FULL
 from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
 from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
 
@@ -66,4 +68,51 @@ def collect_runs(root: str | Path) -> list[Run]:
             logger.warning("skipping %s: no %s (unfinished or failed run)", folder, METRICS)
             continue
         runs.append(Run(folder, record, metrics))
+    return runs
+
+
+# what a converged ablation's run records about its invocation, not about the experiment: seeds run
+# by separate commands, on other machines, are still repeats of one experiment
+_INVOCATION = ("variants", "command", "environment", "run", "test_windows")
+
+
+def converged_runs(root: str | Path) -> list[Run]:
+    """Time-LLM's runs in the ablations under ``root`` that trained by the converged recipe, as
+    long-term runs: the same adapter on the same test windows, so the ablation's Time-LLM rows are
+    also the long-term table's converged rows (their preset: ``<dataset>-<horizon>-converged``).
+
+    Each carries the ablation's command with every seed that has finished, and what the long-term
+    table reads that an ablation row keeps elsewhere (layers, test windows of the whole split).
+    """
+    runs = []
+    for rows in sorted(Path(root).rglob(ABLATION_ROWS)):
+        ablation = rows.parent
+        folders = sorted(p.parent for p in (ablation / FULL).glob(f"seed-*/{METRICS}"))
+        finished = []
+        for folder in folders:
+            record, metrics = read_run_files(folder)
+            if isinstance(record.get("budget"), dict) and CONVERGED in record["budget"]:
+                # the row's seed (a folder written before its record named the seed it trained with)
+                record = {**record, "train": {**record.get("train", {}), "seed": metrics["seed"]}}
+                finished.append((folder, record, metrics))
+        seeds = ",".join(
+            str(r["train"]["seed"]) for _, r, _ in sorted(finished, key=lambda f: f[1]["train"]["seed"])
+        )
+        for folder, record, metrics in finished:
+            model = record.get("model", {})
+            preset = f"{record['dataset']}-{model.get('pred_len')}-converged"
+            command = re.sub(r"--seeds \S+", f"--seeds {seeds}", str(record.get("command") or ""))
+            kept = {k: v for k, v in record.items() if k not in _INVOCATION}
+            runs.append(
+                Run(
+                    folder,
+                    {**kept, "preset": preset, "command": command},
+                    {
+                        **metrics,
+                        "command": command,
+                        "llm_layers": model.get("llm_layers"),
+                        "test_windows_total": record.get("test_windows_total"),
+                    },
+                )
+            )
     return runs

@@ -31,16 +31,25 @@ def _budget(record: dict[str, Any]) -> str:
     """The training budget in a few words: layers, epochs, windows per epoch."""
     model, train = record.get("model", {}), record.get("train", {})
     parts = [f"{model.get('llm_layers') or 'all'} layers", f"<= {train.get('epochs')} epochs"]
+    if isinstance(record.get("budget"), dict) and "converged" in record["budget"]:  # an ablation's recipe
+        parts.insert(0, f"converged recipe (lr {train.get('learning_rate'):g} chosen on validation)")
     if train.get("max_train_windows"):
         parts.append(f"<= {train['max_train_windows']} windows/epoch")
     return ", ".join(parts)
 
 
 def _provenance(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """The budget, steps, training time and command of a run: the last columns of every table."""
+    """The budget, batch, optimiser steps, series-windows seen, training time and command of a run:
+    the last columns of every table (series-windows: steps x batch where a run did not count them)."""
+    train = record.get("train") or {}
+    batch, steps, windows = train.get("batch_size"), metrics.get("steps"), metrics.get("series_windows")
+    if windows is None and batch and steps:
+        windows = batch * train.get("grad_accum", 1) * steps
     return {
         "budget": _budget(record),
-        "steps": metrics.get("steps"),
+        "batch_size": batch,
+        "steps": steps,
+        "series_windows": windows,
         "train_seconds": metrics.get("train_seconds"),
         "command": metrics.get("command") or record.get("command"),
         "commit": metrics.get("commit"),
@@ -99,6 +108,9 @@ def _merge_seeds(rows: list[dict[str, Any]], metrics: Sequence[str] = ("mse", "m
         merged["run"] = " + ".join(g["run"] for g in group)
         seconds = [g["train_seconds"] for g in group if g.get("train_seconds") is not None]
         merged["train_seconds"] = float(np.mean(seconds)) if seconds else None
+        for count in ("steps", "series_windows"):  # seeds stopped early at different epochs: the mean
+            values = [g[count] for g in group if g.get(count) is not None]
+            merged[count] = round(float(np.mean(values))) if len(values) == len(group) else None
         merged["commit"] = ",".join(sorted({str(g.get("commit")) for g in group}))
         merged["command"] = group[0]["command"]
         out.append(merged)
@@ -129,7 +141,7 @@ def _long_term_row(run: Run, root: Path, protocol: str) -> dict[str, Any]:
         "test_windows_total": m.get("test_windows_total"),
         **_provenance(r, m),
         # evaluation throughput: series (windows x channels) forecast per second of testing
-        "test_series_per_s": _rate(m),
+        "test_series_per_s": _rate(m) or m.get("test_series_per_s"),
         "precision": m.get("precision", r.get("precision", r.get("train", {}).get("precision"))),
         "seed": r.get("train", {}).get("seed"),
         "_same_but_seed": _same_but_seed(r),

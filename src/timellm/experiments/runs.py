@@ -219,6 +219,7 @@ def _test_run(
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "steps": result.steps,
+            "series_windows": result.series_windows,
             "best_val_loss": result.best_val_loss,
             "normalization": model_config.normalization,
             **({"normalization_choice": choice} if choice else {}),
