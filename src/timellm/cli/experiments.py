@@ -55,6 +55,12 @@ def _add_training_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", help="re-test a run folder's adapter on its whole test split")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="also write the scores to RUN_DIR/metrics_whole_test.json (the long-term table reads it "
+        "for a converged ablation's Time-LLM run tested on a subset)",
+    )
     add_common(p)
 
 
@@ -514,6 +520,14 @@ def cmd_evaluate(args) -> int:
 
     metrics = evaluate_run(args.run_dir, args.data_dir)
     print_metrics(metrics, f"{args.run_dir}")
+    if args.save:
+        import json
+
+        from timellm.experiments.folders import WHOLE_TEST
+
+        path = Path(args.run_dir) / WHOLE_TEST
+        path.write_text(json.dumps(metrics, indent=1, default=float))
+        print(f"scores written to {path}")
     return 0
 
 

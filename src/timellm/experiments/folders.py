@@ -27,6 +27,9 @@ from timellm.training.config import TrainConfig, split_legacy_execution
 RUN_CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
+# `timellm evaluate --save`: the adapter re-tested on its whole test split, beside a run's own scores
+# (an ablation's run is scored on the ablation's test windows, often a subset)
+WHOLE_TEST = "metrics_whole_test.json"
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoint"
 

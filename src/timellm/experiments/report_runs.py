@@ -16,7 +16,9 @@ from typing import Any
 
 from timellm.experiments.ablation import CONVERGED, FULL
 from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
-from timellm.experiments.folders import METRICS, RUN_CONFIG, read_run_files
+import json
+
+from timellm.experiments.folders import METRICS, RUN_CONFIG, WHOLE_TEST, read_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,11 @@ def converged_runs(root: str | Path) -> list[Run]:
 
     Each carries the ablation's command with every seed that has finished, and what the long-term
     table reads that an ablation row keeps elsewhere (layers, test windows of the whole split).
+    Where the ablation tested a subset of the test windows, the scores of ``timellm evaluate --save``
+    on the whole split (``metrics_whole_test.json``) take their place when present.
     """
-    runs = []
-    for rows in sorted(Path(root).rglob(ABLATION_ROWS)):
+    root, runs = Path(root), []
+    for rows in sorted(root.rglob(ABLATION_ROWS)):
         ablation = rows.parent
         folders = sorted(p.parent for p in (ablation / FULL).glob(f"seed-*/{METRICS}"))
         finished = []
@@ -103,16 +107,18 @@ def converged_runs(root: str | Path) -> list[Run]:
             preset = f"{record['dataset']}-{model.get('pred_len')}-converged"
             command = re.sub(r"--seeds \S+", f"--seeds {seeds}", str(record.get("command") or ""))
             kept = {k: v for k, v in record.items() if k not in _INVOCATION}
-            runs.append(
-                Run(
-                    folder,
-                    {**kept, "preset": preset, "command": command},
-                    {
-                        **metrics,
-                        "command": command,
-                        "llm_layers": model.get("llm_layers"),
-                        "test_windows_total": record.get("test_windows_total"),
-                    },
-                )
-            )
+            scores = {
+                **metrics,
+                "command": command,
+                "llm_layers": model.get("llm_layers"),
+                "test_windows_total": record.get("test_windows_total"),
+            }
+            if (folder / WHOLE_TEST).is_file():
+                whole = json.loads((folder / WHOLE_TEST).read_text())
+                keys = ("mse", "mae", "baselines", "test_windows", "test_windows_total", "test_seconds", "channels")
+                scores = {**scores, **{k: whole[k] for k in keys if k in whole}, "test_series_per_s": None}
+                out = re.search(r"--out (\S+)", command)
+                where = f"{out.group(1)}/{FULL}/seed-S" if out else f"{FULL}/seed-S"
+                scores["command"] = f"{command} && timellm evaluate {where} --save (each seed S)"
+            runs.append(Run(folder, {**kept, "preset": preset, "command": command}, scores))
     return runs

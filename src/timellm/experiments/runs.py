@@ -20,6 +20,7 @@ from accelerate import PartialState
 
 from timellm._malloc import allocator_setting
 from timellm.data.benchmarks import Splits, load_splits
+from timellm.data.sources import DataSource
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.scoring import evaluate
 from timellm.experiments.folders import (
@@ -435,7 +436,10 @@ def evaluate_run(
     model = _run_model(run_dir, record)
     config: TimeLLMConfig = model.config
     train = TrainConfig.from_dict(record["train"])
-    splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)
+    if record.get("data") and record.get("test_dataset") == record.get("dataset"):  # where it trained
+        splits = DataSource.from_dict(record["data"]).load(config.seq_len, config.pred_len, data_dir)
+    else:  # a benchmark, or another one's test split (zero-shot)
+        splits = load_splits(record["test_dataset"], config.seq_len, config.pred_len, data_dir)
     limit = None if full else record.get("run", {}).get("max_test_windows")
     # the precision the run was tested in (what its auto resolved to there), not this machine's auto
     accelerator = make_accelerator(train.replace(precision=record.get("precision", train.precision)))
