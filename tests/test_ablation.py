@@ -544,7 +544,10 @@ def test_converged_time_llm_rows_join_the_long_term_table_beside_its_earlier_row
     assert "converged recipe" in (out / "report_long_term.md").read_text()
     assert converged.test_windows == 12  # the ablation's subset, until re-tested on the whole split
     for seed in (1, 2):
-        assert main(["evaluate", str(tmp_path / "runs" / "load-12" / "time-llm" / f"seed-{seed}"), "--save"]) == 0
+        assert (
+            main(["evaluate", str(tmp_path / "runs" / "load-12" / "time-llm" / f"seed-{seed}"), "--save"])
+            == 0
+        )
     write_report(tmp_path / "runs", out, update=True)
     whole = pd.read_csv(out / "long_term.csv").iloc[1]
     assert len(pd.read_csv(out / "long_term.csv")) == 2 and whole.seeds == "1,2"

@@ -8,6 +8,7 @@ than 100 % of the training windows) or ``long_term``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -16,8 +17,6 @@ from typing import Any
 
 from timellm.experiments.ablation import CONVERGED, FULL
 from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
-import json
-
 from timellm.experiments.folders import METRICS, RUN_CONFIG, WHOLE_TEST, read_run_files
 
 logger = logging.getLogger(__name__)
@@ -115,7 +114,15 @@ def converged_runs(root: str | Path) -> list[Run]:
             }
             if (folder / WHOLE_TEST).is_file():
                 whole = json.loads((folder / WHOLE_TEST).read_text())
-                keys = ("mse", "mae", "baselines", "test_windows", "test_windows_total", "test_seconds", "channels")
+                keys = (
+                    "mse",
+                    "mae",
+                    "baselines",
+                    "test_windows",
+                    "test_windows_total",
+                    "test_seconds",
+                    "channels",
+                )
                 scores = {**scores, **{k: whole[k] for k in keys if k in whole}, "test_series_per_s": None}
                 out = re.search(r"--out (\S+)", command)
                 where = f"{out.group(1)}/{FULL}/seed-S" if out else f"{FULL}/seed-S"
