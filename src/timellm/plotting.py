@@ -254,3 +254,40 @@ def plot_learning_curves(curves: pd.DataFrame, labels: dict[str, str], path: str
     fig.suptitle(f"{title} (ring: the epoch validation kept)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_depth(rows: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Test MSE against the number of frozen LLM layers: each seed a dot, the mean over seeds a
+    line with its sample standard deviation; the w/o-LLM model (``llm_layers`` 0) a dashed line
+    across, its spread shaded.
+
+    ``rows``: one row per run with ``model`` ("Time-LLM" or "w/o LLM"), ``llm_layers``, ``seed``, ``mse``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    llm = rows[rows["model"] == "Time-LLM"]
+    means = llm.groupby("llm_layers")["mse"].agg(["mean", "std", "count"]).reset_index()
+    ax.plot(llm["llm_layers"], llm["mse"], "o", color="C0", alpha=0.35, markersize=4)
+    ax.errorbar(
+        means["llm_layers"], means["mean"], yerr=means["std"].fillna(0), fmt="o-", color="C0", capsize=3,
+        label="Time-LLM (mean over seeds)",
+    )  # fmt: skip
+    for layers, mean, count in zip(means["llm_layers"], means["mean"], means["count"], strict=True):
+        ax.annotate(f"{mean:.3f} ({count} seed{'s' if count > 1 else ''})", (layers, mean),
+                    textcoords="offset points", xytext=(6, 6), fontsize=7)  # fmt: skip
+    free = rows[rows["model"] == "w/o LLM"]["mse"]
+    if len(free):
+        spread = free.std() if len(free) > 1 else 0.0
+        seeds = f"{len(free)} seed{'s' if len(free) > 1 else ''}"
+        ax.axhline(free.mean(), color="C1", linestyle="--", label=f"w/o LLM {free.mean():.3f} ({seeds})")
+        ax.axhspan(free.mean() - spread, free.mean() + spread, color="C1", alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xticks(list(means["llm_layers"]))
+    ax.set_xticklabels([str(int(x)) for x in means["llm_layers"]])
+    ax.minorticks_off()
+    ax.set_xlabel("frozen LLM layers (SmolLM2-135M has 30)")
+    ax.set_ylabel("test MSE")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

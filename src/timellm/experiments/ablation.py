@@ -506,8 +506,8 @@ def _chosen_rate(out_dir: Path, variant: Variant) -> float:
     if chosen.empty:
         raise ValueError(
             f"{variant.name} trains at the learning rate {variant.rate_of} chose on validation, and "
-            f"{path} has none chosen yet: run --variants {variant.rate_of} into {out_dir} first, "
-            f"or name both (--variants {variant.rate_of},{variant.name})"
+            f"{path} has none chosen yet: run {variant.rate_of} into {out_dir} first, or both in one "
+            f"ablation ({variant.rate_of} before {variant.name})"
         )
     rate = float(chosen["learning_rate"].iloc[0])
     logger.info("%s: learning rate %g, the one %s chose on validation", variant.name, rate, variant.rate_of)

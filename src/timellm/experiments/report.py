@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from timellm.experiments.ablation_summary import write_ablation_summary
+from timellm.experiments.ablation_summary import SUMMARY, write_ablation_summary
+from timellm.experiments.depth import write_depth
 from timellm.experiments.folders import HISTORY, METRICS, RUN_CONFIG
 from timellm.experiments.report_markdown import TITLES, render_markdown
 from timellm.experiments.report_runs import PROTOCOLS, Run, collect_runs, converged_runs
@@ -70,6 +71,8 @@ def write_report(
         sections.append(section)
     _data_curves(tables, out_dir)
     _zero_shot_curves(runs, out_dir)
+    summary_seeds = out_dir / f"{SUMMARY}_seeds.csv"
+    write_depth(runs, pd.read_csv(summary_seeds) if summary_seeds.is_file() else None, out_dir)
     if ablations:
         sections.append("## Ablation\n\n" + ablations["markdown"].read_text())
     return written, "\n".join(sections)

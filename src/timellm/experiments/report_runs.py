@@ -104,7 +104,8 @@ def converged_runs(root: str | Path) -> list[Run]:
         for folder, record, metrics in finished:
             model = record.get("model", {})
             preset = f"{record['dataset']}-{model.get('pred_len')}-converged"
-            command = re.sub(r"--seeds \S+", f"--seeds {seeds}", str(record.get("command") or ""))
+            command = str(record.get("command") or "")
+            command = re.sub(r"--seeds \S+", f"--seeds {seeds}", command)  # a command line, not a message
             kept = {k: v for k, v in record.items() if k not in _INVOCATION}
             scores = {
                 **metrics,
@@ -124,8 +125,9 @@ def converged_runs(root: str | Path) -> list[Run]:
                     "channels",
                 )
                 scores = {**scores, **{k: whole[k] for k in keys if k in whole}, "test_series_per_s": None}
-                out = re.search(r"--out (\S+)", command)
+                out = re.search(r"--out (\S+)", command)  # a recorded command line, not a message
                 where = f"{out.group(1)}/{FULL}/seed-S" if out else f"{FULL}/seed-S"
-                scores["command"] = f"{command} && timellm evaluate {where} --save (each seed S)"
+                retest = f"timellm evaluate {where} --save"  # a command line, not a message
+                scores["command"] = f"{command} && {retest} (each seed S)"
             runs.append(Run(folder, {**kept, "preset": preset, "command": command}, scores))
     return runs
