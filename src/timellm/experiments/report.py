@@ -21,7 +21,6 @@ files and the figures.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from timellm.experiments.depth import write_depth
 from timellm.experiments.folders import HISTORY, METRICS, RUN_CONFIG
 from timellm.experiments.report_markdown import TITLES, render_markdown
 from timellm.experiments.report_runs import PROTOCOLS, Run, collect_runs, converged_runs
-from timellm.experiments.report_tables import build_tables, read_tables
+from timellm.experiments.report_tables import build_tables, merge_tables, read_tables
 
 
 def write_report(
@@ -51,7 +50,7 @@ def write_report(
     tables = build_tables(runs, root) if runs else read_tables(root)
     out_dir = Path(out_dir) if out_dir is not None else root
     if update and runs:
-        tables = _kept_rows(read_tables(out_dir), tables)
+        tables = merge_tables(read_tables(out_dir), tables)
     ablations = write_ablation_summary(root, out_dir, update=update)
     if ablations and not tables:
         return {"ablation": ablations["markdown"]}, ablations["markdown"].read_text()
@@ -76,55 +75,6 @@ def write_report(
     if ablations:
         sections.append("## Ablation\n\n" + ablations["markdown"].read_text())
     return written, "\n".join(sections)
-
-
-# what makes a row of a long-term, few-shot or zero-shot table the same experiment as another: a
-# row run again (more seeds, a longer run of the same budget) replaces it under --update
-SAME_ROW = ("dataset", "target", "pred_len", "percent", "backbone", "llm_layers", "budget")
-
-
-def _kept_rows(earlier: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """``tables`` with the rows of ``earlier`` (the tables already in the output folder) that they
-    do not replace, in the tables' order: datasets, then horizons, the averages last. M4 tables are
-    replaced whole (their averages weigh the frequencies of one set of runs)."""
-    merged = dict(earlier)
-    for protocol, table in tables.items():
-        old = earlier.get(protocol)
-        if protocol == "m4" or old is None:
-            merged[protocol] = table
-            continue
-        old = _with_batches(old)
-        key = lambda frame: frame[list(SAME_ROW)].astype(str).agg("|".join, axis=1)  # noqa: E731
-        old = old[~key(old).isin(set(key(table)))]
-        both = pd.DataFrame([*old.to_dict("records"), *table.to_dict("records")])
-        both = both.reindex(columns=[*old.columns, *(c for c in table.columns if c not in old.columns)])
-        average = both["pred_len"].astype(str) == "avg"
-        horizon = pd.to_numeric(both["pred_len"], errors="coerce")
-        order = both.assign(_avg=average, _h=horizon).sort_values(
-            ["_avg", "dataset", "target", "percent", "_h"], kind="stable"
-        )
-        merged[protocol] = order.drop(columns=["_avg", "_h"]).reset_index(drop=True)
-    return merged
-
-
-def _with_batches(table: pd.DataFrame) -> pd.DataFrame:
-    """A table written before rows recorded their batch and series-windows: both filled in where the
-    row names the shipped preset it ran (``ETTh1-96-cpu``, ``v4/illness-48-cpu-s2022 + ...``),
-    series-windows as steps x that preset's batch (none of them accumulates gradients)."""
-    from timellm.experiments.presets import all_presets
-
-    presets = all_presets()
-    table = table.copy()
-    for column in ("batch_size", "series_windows"):
-        if column not in table:
-            table[column] = None
-    for i, row in table.iterrows():
-        name = re.sub(r"-s\d+$", "", str(row["run"]).split(" + ")[0].rsplit("/", 1)[-1])
-        if pd.isna(row["batch_size"]) and name in presets:
-            table.at[i, "batch_size"] = presets[name].train.batch_size
-        if pd.isna(row["series_windows"]) and pd.notna(row["steps"]) and pd.notna(table.at[i, "batch_size"]):
-            table.at[i, "series_windows"] = int(row["steps"]) * int(table.at[i, "batch_size"])
-    return table
 
 
 ZERO_SHOT_CURVES = "zero_shot_curves.png"

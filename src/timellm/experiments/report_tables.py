@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -418,4 +419,55 @@ def _typed(protocol: str, table: pd.DataFrame) -> pd.DataFrame:
     for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
         if column in table and table[column].map(lambda v: v is None or isinstance(v, (int, float))).all():
             table[column] = pd.to_numeric(table[column]).astype("Int64")
+    return table
+
+
+# what makes a row of a long-term, few-shot or zero-shot table the same experiment as another: a
+# row run again (more seeds, a longer run of the same budget) replaces it under --update
+SAME_ROW = ("dataset", "target", "pred_len", "percent", "backbone", "llm_layers", "budget")
+
+
+def merge_tables(
+    earlier: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """``tables`` with the rows of ``earlier`` (the tables already in the output folder) that they
+    do not replace, in the tables' order: datasets, then horizons, the averages last. M4 tables are
+    replaced whole (their averages weigh the frequencies of one set of runs)."""
+    merged = dict(earlier)
+    for protocol, table in tables.items():
+        old = earlier.get(protocol)
+        if protocol == "m4" or old is None:
+            merged[protocol] = table
+            continue
+        old = _with_batches(old)
+        key = lambda frame: frame[list(SAME_ROW)].astype(str).agg("|".join, axis=1)  # noqa: E731
+        old = old[~key(old).isin(set(key(table)))]
+        both = pd.DataFrame([*old.to_dict("records"), *table.to_dict("records")])
+        both = both.reindex(columns=[*old.columns, *(c for c in table.columns if c not in old.columns)])
+        average = both["pred_len"].astype(str) == "avg"
+        horizon = pd.to_numeric(both["pred_len"], errors="coerce")
+        order = both.assign(_avg=average, _h=horizon).sort_values(
+            ["_avg", "dataset", "target", "percent", "_h"], kind="stable"
+        )
+        merged[protocol] = order.drop(columns=["_avg", "_h"]).reset_index(drop=True)
+    return merged
+
+
+def _with_batches(table: pd.DataFrame) -> pd.DataFrame:
+    """A table written before rows recorded their batch and series-windows: both filled in where the
+    row names the shipped preset it ran (``ETTh1-96-cpu``, ``v4/illness-48-cpu-s2022 + ...``),
+    series-windows as steps x that preset's batch (none of them accumulates gradients)."""
+    from timellm.experiments.presets import all_presets
+
+    presets = all_presets()
+    table = table.copy()
+    for column in ("batch_size", "series_windows"):
+        if column not in table:
+            table[column] = None
+    for i, row in table.iterrows():
+        name = re.sub(r"-s\d+$", "", str(row["run"]).split(" + ")[0].rsplit("/", 1)[-1])
+        if pd.isna(row["batch_size"]) and name in presets:
+            table.at[i, "batch_size"] = presets[name].train.batch_size
+        if pd.isna(row["series_windows"]) and pd.notna(row["steps"]) and pd.notna(table.at[i, "batch_size"]):
+            table.at[i, "series_windows"] = int(row["steps"]) * int(table.at[i, "batch_size"])
     return table
