@@ -217,6 +217,23 @@ def test_fit_hands_back_the_model_in_its_own_precision():
         torch.testing.assert_close(model.eval()(x), twin.eval()(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_monitor_scores_each_epoch_in_the_runs_precision_without_gradients(precision):
+    data = synthetic(rows=400)
+    seen = []
+
+    def monitor(model):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.is_grad_enabled(), model.training))
+        return {"probe": 1.0}
+
+    config = TrainConfig(epochs=2, batch_size=8, max_train_windows=16, precision=precision)
+    result = fit(
+        small_model(), WindowDataset(data, 48, 12), WindowDataset(data[:100], 48, 12), config, monitor=monitor
+    )
+    assert seen == [(precision == "bf16", False, False)] * 2  # as validation: autocast, eval mode
+    assert [row["probe"] for row in result.history if row["epoch"] > 0] == [1.0, 1.0]
+
+
 def test_several_seeds_give_a_mean_and_a_spread(tmp_path):
     preset = get_preset("ETTh1-96").with_overrides({**TINY_RUN, "max_test_windows": 20})
     table = train_seeds(preset, tmp_path / "runs", [1, 2], command="test")
