@@ -639,6 +639,27 @@ def test_an_update_replaces_the_rows_run_again_and_sets_aside_those_of_another_r
     assert not (out / SUPERSEDED_CSV).exists() or pd.read_csv(out / SUPERSEDED_CSV).empty
 
 
+def test_time_llm_seeds_of_the_older_recipe_are_set_aside_once_one_seed_ran_the_converged_one(tmp_path):
+    from timellm.experiments.ablation_summary import SUPERSEDED_CSV, write_ablation_summary
+
+    out, old = tmp_path / "results", tmp_path / "old" / "ETTh1-96"
+    _fake_ablation(old, "ETTh1", {"time-llm": {1: 0.40, 2: 0.42}, "no-llm": {1: 0.37, 2: 0.38}})
+    rows = pd.read_csv(old / SEEDS_CSV).assign(batch_size=24, steps=252)
+    rows.to_csv(old / SEEDS_CSV, index=False)
+    write_ablation_summary(tmp_path / "old", out)
+    new = tmp_path / "new" / "ETTh1-96"  # seed 1 trained again by the converged recipe; seed 2 not yet
+    _fake_ablation(new, "ETTh1", {"time-llm": {1: 0.38}})
+    pd.read_csv(new / SEEDS_CSV).assign(batch_size=256, steps=708).to_csv(new / SEEDS_CSV, index=False)
+    written = write_ablation_summary(tmp_path / "new", out, update=True)
+    every = pd.read_csv(written["seeds"]).set_index(["variant", "seed"])
+    assert list(every.loc["time-llm"].index) == [1] and every.loc[("time-llm", 1), "mse"] == 0.38
+    aside = pd.read_csv(out / SUPERSEDED_CSV)
+    assert list(zip(aside["variant"], aside["seed"], aside["batch_size"], strict=True)) == [
+        ("time-llm", 2, 24)
+    ]
+    assert pd.read_csv(written["paired"]).set_index("variant").loc["no-llm", "pairs"] == 1
+
+
 @pytest.mark.parametrize("dataset", ["ETTh1-96", "ETTm2-96", "illness-24", "weather-96"])
 def test_a_converged_preset_is_its_cpu_preset_under_the_ablations_llm_recipe(dataset):
     converged, cpu = get_preset(f"{dataset}-converged"), get_preset(f"{dataset}-cpu")

@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from timellm.experiments.ablation import FULL, SEEDS_CSV, TUNING_CSV, VARIANTS, ablation_cell, with_spread
+from timellm.experiments.ablation import (
+    FULL,
+    RECIPES,
+    SEEDS_CSV,
+    TUNING_CSV,
+    VARIANTS,
+    ablation_cell,
+    with_spread,
+)
 from timellm.experiments.curves import write_learning_curves
 from timellm.experiments.folders import RUN_CONFIG, read_run_record
 from timellm.experiments.tables import markdown_table
@@ -332,13 +340,20 @@ def merge_rows(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_by_recipe(every: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows compared, rows superseded): per dataset and horizon, a variant with a frozen LLM (recipe
-    ``llm``) whose batch differs from Time-LLM's there was trained by another recipe than Time-LLM
-    and is not compared with it."""
+    """(rows compared, rows superseded): per dataset and horizon, a row of a variant with a frozen LLM
+    (recipe ``llm``, Time-LLM included) whose batch differs from that of Time-LLM's current recipe
+    there was trained by another recipe and is not compared. Time-LLM's current recipe is the
+    converged LLM recipe wherever one of its seeds has run by it (its other seeds, trained the older
+    way, are set aside until they run again), else the recipe of its rows."""
     if "batch_size" not in every:
         return every, every.iloc[:0]
-    llm_recipe = {name for name, v in VARIANTS.items() if v.recipe == "llm" and name != FULL}
-    full = every[every["variant"] == FULL].groupby(["dataset", "pred_len"])["batch_size"].first()
+    llm_recipe = {name for name, v in VARIANTS.items() if v.recipe == "llm"}
+    converged_batch = RECIPES["llm"].train["batch_size"]
+
+    def current(batches: pd.Series) -> float:
+        return converged_batch if (batches == converged_batch).any() else batches.iloc[0]
+
+    full = every[every["variant"] == FULL].groupby(["dataset", "pred_len"])["batch_size"].agg(current)
     batch_of_full = [full.get((d, h)) for d, h in zip(every["dataset"], every["pred_len"], strict=True)]
     other = every["variant"].isin(llm_recipe) & pd.Series(
         [b is not None and mine != b for mine, b in zip(every["batch_size"], batch_of_full, strict=True)],
