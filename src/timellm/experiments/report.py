@@ -126,7 +126,8 @@ def _zero_shot_curves(runs: Sequence[Run], out_dir: Path) -> Path | None:
 
 def _data_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     """``few_shot_<dataset>-<horizon>.png``: test error against the share of training data, for
-    every dataset and horizon with few-shot runs and a full run (the learning curve over data)."""
+    every dataset and horizon with few-shot runs and a full run of their budget (the learning curve
+    over data)."""
     from timellm.plotting import plot_data_curve
 
     few, full = tables.get("few_shot"), tables.get("long_term")
@@ -136,6 +137,7 @@ def _data_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     paths = []
     for (dataset, horizon), group in few.groupby(["dataset", "pred_len"]):
         whole = full[(full["dataset"] == dataset) & (full["pred_len"].astype(str) == str(horizon))]
+        whole = whole[whole["budget"].isin(set(group["budget"]))]  # the full run of the same budget
         if whole.empty:
             continue
         columns = ["percent", "mse", "mae"]

@@ -416,7 +416,15 @@ def _typed(protocol: str, table: pd.DataFrame) -> pd.DataFrame:
     for column in ("seeds", *spread):
         if column not in table:
             table[column] = None
-    for column in ("steps", "series", "llm_layers", "test_windows", "test_windows_total"):
+    for column in (
+        "steps",
+        "series",
+        "llm_layers",
+        "test_windows",
+        "test_windows_total",
+        "batch_size",
+        "series_windows",
+    ):
         if column in table and table[column].map(lambda v: v is None or isinstance(v, (int, float))).all():
             table[column] = pd.to_numeric(table[column]).astype("Int64")
     return table
@@ -432,8 +440,9 @@ def merge_tables(
 ) -> dict[str, pd.DataFrame]:
     """``tables`` with the rows of ``earlier`` (the tables already in the output folder) that they
     do not replace, in the tables' order: datasets, then horizons, the averages last. M4 tables are
-    replaced whole (their averages weigh the frequencies of one set of runs)."""
-    merged = dict(earlier)
+    replaced whole (their averages weigh the frequencies of one set of runs); a protocol without new
+    rows is left out (its table stays as it is)."""
+    merged = {}
     for protocol, table in tables.items():
         old = earlier.get(protocol)
         if protocol == "m4" or old is None:
@@ -449,7 +458,7 @@ def merge_tables(
         order = both.assign(_avg=average, _h=horizon).sort_values(
             ["_avg", "dataset", "target", "percent", "_h"], kind="stable"
         )
-        merged[protocol] = order.drop(columns=["_avg", "_h"]).reset_index(drop=True)
+        merged[protocol] = _typed(protocol, order.drop(columns=["_avg", "_h"]).reset_index(drop=True))
     return merged
 
 
