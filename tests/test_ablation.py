@@ -657,7 +657,14 @@ def test_time_llm_seeds_of_the_older_recipe_are_set_aside_once_one_seed_ran_the_
     assert list(zip(aside["variant"], aside["seed"], aside["batch_size"], strict=True)) == [
         ("time-llm", 2, 24)
     ]
-    assert pd.read_csv(written["paired"]).set_index("variant").loc["no-llm", "pairs"] == 1
+    no_llm = pd.read_csv(written["paired"]).set_index("variant").loc["no-llm"]
+    assert no_llm.pairs == 1 and no_llm.reference_series_windows == f"{708 * 256:,} x1"
+    from timellm.experiments.ablation_summary import budget_counts
+
+    mixed = pd.Series([6048.0, 180000.0, 6048.0, np.nan])  # a paired test over two budgets says so
+    assert budget_counts(mixed) == "180,000 x1; 6,048 x2; unknown x1"
+    assert budget_counts(pd.Series([28672.0, 302080.0, 181248.0, 40960.0])) == "28,672-302,080 (4 pairs)"
+    assert budget_counts(pd.Series([np.nan, np.nan])) is None  # naive forecasts train nothing
 
 
 @pytest.mark.parametrize("dataset", ["ETTh1-96", "ETTm2-96", "illness-24", "weather-96"])

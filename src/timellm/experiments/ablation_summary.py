@@ -194,6 +194,11 @@ def paired_reading(every: pd.DataFrame, variant: str, reference: str = FULL) -> 
     both = pd.concat([mine.rename("variant"), theirs.rename("reference")], axis=1, join="inner")
     change = (both["variant"] - both["reference"]) / both["reference"]
     n, worse = len(change), int((change > 0).sum())
+    budgets = {}
+    for side, name in (("variant", variant), ("reference", reference)):
+        counted = n and "series_windows" in every
+        seen = every[every["variant"] == name].set_index(keys)["series_windows"] if counted else None
+        budgets[f"{side}_series_windows"] = budget_counts(seen.reindex(both.index)) if counted else None
     wilcoxon = None
     if n >= 2 and (change != 0).any():
         try:
@@ -213,7 +218,24 @@ def paired_reading(every: pd.DataFrame, variant: str, reference: str = FULL) -> 
         "mean_change_pct": 100 * float(change.mean()) if n else None,
         "sign_p": sign_test(worse, int((change != 0).sum())),
         "wilcoxon_p": wilcoxon,
+        **budgets,
     }
+
+
+def budget_counts(series_windows: pd.Series) -> str | None:
+    """The training series-windows of the rows of a paired test: up to three values, each with how
+    many pairs trained with it, the largest first ("180,000 x1; 6,048 x15": a test over two budgets
+    says so); more values (models stopped early at their own epochs) as their range; None where no
+    row trained (the naive forecasts)."""
+    if series_windows.isna().all():
+        return None
+    counts = series_windows.round().value_counts(dropna=False).sort_index(ascending=False)
+    if len(counts) > 3:
+        low, high = series_windows.min(), series_windows.max()
+        return f"{int(low):,}-{int(high):,} ({len(series_windows)} pairs)"
+    return "; ".join(
+        f"{'unknown' if pd.isna(value) else f'{int(value):,}'} x{count}" for value, count in counts.items()
+    )
 
 
 def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
@@ -294,7 +316,8 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
     if len(paired):
         parts += [
             "",
-            "Paired over (dataset, seed): each variant against Time-LLM with the same seed.",
+            "Paired over (dataset, seed): each variant against Time-LLM with the same seed; the last "
+            "two columns give the training budgets the pairs were trained with.",
             "",
             markdown_table(
                 paired,
@@ -307,8 +330,15 @@ def summary_markdown(table: pd.DataFrame, paired: pd.DataFrame) -> str:
                     "median_change_pct",
                     "sign_p",
                     "wilcoxon_p",
+                    "variant_series_windows",
+                    "reference_series_windows",
                 ],
-                headers={"worse": "worse than Time-LLM", "median_change_pct": "median ΔMSE"},
+                headers={
+                    "worse": "worse than Time-LLM",
+                    "median_change_pct": "median ΔMSE",
+                    "variant_series_windows": "variant's series-windows (x pairs)",
+                    "reference_series_windows": "Time-LLM's series-windows (x pairs)",
+                },
                 cell=ablation_cell,
             ),
         ]
