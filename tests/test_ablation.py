@@ -496,6 +496,9 @@ def test_the_swap_variants_train_at_the_rate_time_llm_chose(tmp_path, hourly_csv
     with pytest.raises(ValueError, match="random-llm trains at the learning rate time-llm chose"):
         ablate("alone", "random-llm")  # no rate chosen in that folder: refused before anything runs
     assert fitted == [] and not (tmp_path / "alone").exists()
+    dry = ["ablate", "--preset", "ETTh1-96-cpu", "--budget", "converged", "--dry-run"]
+    assert main([*dry, "--variants", "random-llm", "--out", str(tmp_path / "alone")]) == 2  # said up front
+    assert main([*dry, "--variants", "time-llm,random-llm", "--out", str(tmp_path / "alone")]) == 0
 
     ablate("s", "time-llm,random-llm,no-prompt")
     tuning = pd.read_csv(tmp_path / "s" / TUNING_CSV)

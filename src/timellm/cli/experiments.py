@@ -634,9 +634,11 @@ def _dry_run_ablate(preset, source, args) -> int:
     """ablate --dry-run: the variants and the data resolved, each variant with an LLM's memory plan
     printed (the plan the ablation refuses by); exit status 2 where one would not fit."""
     from timellm.data.sources import DataSource
-    from timellm.experiments.ablation import plan_ablation, resolve_variants
+    from timellm.experiments.ablation import check_borrowed_rates, plan_ablation, resolve_variants
 
     variants = resolve_variants(args.variants)
+    if args.out:  # a variant that trains at Time-LLM's rate needs it there (the ablation's own check)
+        check_borrowed_rates(args.out, variants, args.budget)
     source = source or DataSource(benchmark=preset.dataset)
     splits = source.load(preset.model.seq_len, preset.model.pred_len, args.data_dir)
     status = 0

@@ -497,6 +497,18 @@ def _choose_learning_rate(
     return best[1], best[2]
 
 
+def check_borrowed_rates(out_dir: str | Path, variants: Sequence[Variant], budget: str | None) -> None:
+    """Under the converged budget, every variant that trains at another's rate (``rate_of``) finds it:
+    that variant runs in the same ablation before it, or has chosen its rate in ``out_dir``
+    already. A ValueError that says which otherwise, before anything trains."""
+    if budget != CONVERGED:
+        return
+    names = {v.name for v in variants}
+    for variant in variants:
+        if variant.rate_of is not None and variant.rate_of not in names:
+            _chosen_rate(Path(out_dir), variant)
+
+
 def _chosen_rate(out_dir: Path, variant: Variant) -> float:
     """The learning rate that ``variant.rate_of`` chose on validation in ``out_dir``'s ``tuning.csv``;
     an error where it has not chosen one yet (run it first, or name it before ``variant``)."""
@@ -884,11 +896,7 @@ def run_ablation(
     for _, plans in plan_ablation(preset, chosen, budget, splits):
         refuse_what_cannot_fit(plans)
     out_dir = Path(out_dir)
-    if budget == CONVERGED:  # a variant that trains at another's rate needs that rate, or that variant first
-        names = {v.name for v in chosen}
-        for variant in chosen:
-            if variant.rate_of is not None and variant.rate_of not in names:
-                _chosen_rate(out_dir, variant)
+    check_borrowed_rates(out_dir, chosen, budget)
     folder = RunFolder(out_dir)
     max_test = preset.run.get("max_test_windows")
     record = _ablation_record(preset, splits, source, model_config, train, budget, chosen, seeds, command)
