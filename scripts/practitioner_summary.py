@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-STATISTICAL = ("AutoETS", "AutoTheta", "AutoARIMA", "SeasonalNaive", "Naive")
+# the backtest's statistical models; above a season of 24, AutoETS and AutoARIMA run inside MSTL
+STATISTICAL = (
+    "AutoETS",
+    "AutoTheta",
+    "AutoARIMA",
+    "SeasonalNaive",
+    "Naive",
+    "MSTL-AutoETS",
+    "MSTL-AutoARIMA",
+)
 
 
 def overall(folder: Path) -> pd.DataFrame:
