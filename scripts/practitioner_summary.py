@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-# the backtest's statistical models; above a season of 24, AutoETS and AutoARIMA run inside MSTL
-STATISTICAL = (
-    "AutoETS",
-    "AutoTheta",
-    "AutoARIMA",
-    "SeasonalNaive",
-    "Naive",
-    "MSTL-AutoETS",
-    "MSTL-AutoARIMA",
-)
+from timellm.evaluation.statistical import LONG_SEASON_MODELS, STATISTICAL_MODELS
+
+# the backtest's statistical models; above a long season, AutoETS and AutoARIMA run inside MSTL
+STATISTICAL = (*STATISTICAL_MODELS, *LONG_SEASON_MODELS.values())
 
 
 def overall(folder: Path) -> pd.DataFrame:

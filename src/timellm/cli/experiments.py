@@ -521,13 +521,10 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_run(args.run_dir, args.data_dir)
     print_metrics(metrics, f"{args.run_dir}")
     if args.save:
-        import json
+        from timellm.experiments.folders import WHOLE_TEST, RunFolder
 
-        from timellm.experiments.folders import WHOLE_TEST
-
-        path = Path(args.run_dir) / WHOLE_TEST
-        path.write_text(json.dumps(metrics, indent=1, default=float))
-        print(f"scores written to {path}")
+        RunFolder(args.run_dir).write_metrics(metrics, WHOLE_TEST)
+        print(f"scores written to {Path(args.run_dir) / WHOLE_TEST}")
     return 0
 
 

@@ -497,6 +497,12 @@ def _choose_learning_rate(
     return best[1], best[2]
 
 
+def trained_converged(record: dict[str, Any]) -> bool:
+    """Whether a run folder's record is of an ablation run under the converged budget (its
+    ``budget`` holds the recipes, :func:`_ablation_record`)."""
+    return isinstance(record.get("budget"), dict) and CONVERGED in record["budget"]
+
+
 def check_borrowed_rates(out_dir: str | Path, variants: Sequence[Variant], budget: str | None) -> None:
     """Under the converged budget, every variant that trains at another's rate (``rate_of``) finds it:
     that variant runs in the same ablation before it, or has chosen its rate in ``out_dir``

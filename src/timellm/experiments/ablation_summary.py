@@ -196,9 +196,12 @@ def paired_reading(every: pd.DataFrame, variant: str, reference: str = FULL) -> 
     n, worse = len(change), int((change > 0).sum())
     budgets = {}
     for side, name in (("variant", variant), ("reference", reference)):
-        counted = n and "series_windows" in every
-        seen = every[every["variant"] == name].set_index(keys)["series_windows"] if counted else None
-        budgets[f"{side}_series_windows"] = budget_counts(seen.reindex(both.index)) if counted else None
+        seen = None
+        if n and "series_windows" in every:
+            seen = budget_counts(
+                every[every["variant"] == name].set_index(keys)["series_windows"].reindex(both.index)
+            )
+        budgets[f"{side}_series_windows"] = seen
     wilcoxon = None
     if n >= 2 and (change != 0).any():
         try:

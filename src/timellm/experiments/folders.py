@@ -126,11 +126,12 @@ class RunFolder:
         if self.main:
             pd.DataFrame(history).to_csv(self.path / HISTORY, index=False)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Write ``metrics.json`` with the provenance every run records; returns what was written."""
+    def write_metrics(self, metrics: dict[str, Any], name: str = METRICS) -> dict[str, Any]:
+        """Write ``metrics.json`` (or ``name``: :data:`WHOLE_TEST`) with the provenance every run
+        records; returns what was written."""
         metrics = {**metrics, "commit": source_commit(), "malloc": metrics.get("malloc", allocator_setting())}
         if self.main:
-            (self.path / METRICS).write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
+            (self.path / name).write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
         return metrics
 
 

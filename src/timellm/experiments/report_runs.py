@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from timellm.experiments.ablation import CONVERGED, FULL
+from timellm.experiments.ablation import FULL, trained_converged
 from timellm.experiments.ablation import SEEDS_CSV as ABLATION_ROWS
 from timellm.experiments.folders import METRICS, RUN_CONFIG, WHOLE_TEST, read_run_files
 
@@ -94,7 +94,7 @@ def converged_runs(root: str | Path) -> list[Run]:
         finished = []
         for folder in folders:
             record, metrics = read_run_files(folder)
-            if isinstance(record.get("budget"), dict) and CONVERGED in record["budget"]:
+            if trained_converged(record):
                 # the row's seed (a folder written before its record named the seed it trained with)
                 record = {**record, "train": {**record.get("train", {}), "seed": metrics["seed"]}}
                 finished.append((folder, record, metrics))

@@ -17,6 +17,7 @@ import pandas as pd
 
 from timellm.evaluation.m4 import weighted_m4
 from timellm.experiments import paper
+from timellm.experiments.ablation import trained_converged
 from timellm.experiments.report_paper import M4_METRICS, attach_paper, relative
 from timellm.experiments.report_runs import PROTOCOLS, Run
 
@@ -32,7 +33,7 @@ def _budget(record: dict[str, Any]) -> str:
     """The training budget in a few words: layers, epochs, windows per epoch."""
     model, train = record.get("model", {}), record.get("train", {})
     parts = [f"{model.get('llm_layers') or 'all'} layers", f"<= {train.get('epochs')} epochs"]
-    if isinstance(record.get("budget"), dict) and "converged" in record["budget"]:  # an ablation's recipe
+    if trained_converged(record):  # an ablation's recipe
         parts.insert(0, f"converged recipe (lr {train.get('learning_rate'):g} chosen on validation)")
     if train.get("max_train_windows"):
         parts.append(f"<= {train['max_train_windows']} windows/epoch")
