@@ -66,6 +66,8 @@ def test_an_mae_run_reports_validation_mse_and_mae_of_the_adapter_it_keeps():
     assert set(result.val_scores) == {"mse", "mae"}
     # the training loss is MAE: the kept epoch's validation loss is its validation MAE
     assert result.val_scores["mae"] == pytest.approx(result.best_val_loss, rel=1e-6)
+    kept = result.history[result.best_epoch - 1]  # every epoch's row carries its validation MSE and MAE
+    assert {"mse": kept["val_mse"], "mae": kept["val_mae"]} == result.val_scores
     again = mean_losses(model, val, config, Accelerator(), ("mse", "mae"))
     assert again == pytest.approx(result.val_scores, rel=1e-6)
     past, future = next(iter(torch.utils.data.DataLoader(val, batch_size=len(val))))
@@ -77,6 +79,22 @@ def test_an_mae_run_reports_validation_mse_and_mae_of_the_adapter_it_keeps():
         TrainConfig(loss="huber")
 
 
+def test_a_kept_epoch_recorded_without_its_scores_is_scored_again(monkeypatch):
+    # the history rows of a checkpoint written before they carried val_mse and val_mae
+    import timellm.training.loop as training
+    from accelerate import Accelerator
+
+    monkeypatch.setattr(training, "_score_columns", lambda scores: {})
+    data = synthetic()
+    train, val = WindowDataset(data[:300], 48, 12), WindowDataset(data[250:], 48, 12, max_windows=20)
+    config = TrainConfig(epochs=1, batch_size=16, max_train_windows=32, seed=1, precision="fp32")
+    model = small_model()
+    result = fit(model, train, val, config)
+    assert "val_mse" not in result.history[-1]
+    again = training.mean_losses(model, val, config, Accelerator(), ("mse", "mae"))
+    assert result.val_scores == pytest.approx(again, rel=1e-6)
+
+
 def test_early_stopping_restores_the_best_adapter(monkeypatch):
     import timellm.training.loop as training
 
@@ -86,14 +104,17 @@ def test_early_stopping_restores_the_best_adapter(monkeypatch):
     scripted = iter([1.0, 0.5, 0.7, 0.9, 0.2])  # best at epoch 2, then two worse epochs: stop
     states = []
 
-    def scripted_loss(m, dataset, config, accelerator, desc="validate"):
+    def scripted_losses(m, dataset, config, accelerator, names, desc="validate"):
         states.append({k: v.clone() for k, v in m.adapter_state_dict().items()})
-        return next(scripted)
+        loss = next(scripted)
+        return {name: loss for name in names}
 
-    monkeypatch.setattr(training, "mean_loss", scripted_loss)
+    monkeypatch.setattr(training, "mean_losses", scripted_losses)
     config = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-2, patience=2, max_train_windows=32)
     result = fit(model, train, val, config)
     assert result.epochs_run == 4 and result.best_epoch == 2 and result.best_val_loss == 0.5
+    # the kept epoch's scores come from the pass that chose it: no pass after the last epoch
+    assert len(states) == 4 and result.val_scores == {"mse": 0.5, "mae": 0.5}
     assert any(not torch.equal(states[1][k], states[3][k]) for k in states[1])  # training went on
     for key, value in model.adapter_state_dict().items():
         assert torch.equal(value, states[1][key]), key

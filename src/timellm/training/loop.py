@@ -473,8 +473,7 @@ def fit(
     while progress.epoch <= config.epochs and not progress.stopped:
         epoch_start = time.perf_counter()
         train_loss = _train_epoch(run)
-        val_loss = _validate(run)
-        _end_epoch(run, train_loss, val_loss, monitor)
+        _end_epoch(run, train_loss, _validate(run), monitor)
         _stop_at_time_budget(run, time.perf_counter() - epoch_start)
         progress.train_seconds += time.perf_counter() - run.session_start
         run.session_start = time.perf_counter()
@@ -590,8 +589,9 @@ def _prepare(model, train_set, val_set, config, accelerator, checkpoint_dir, res
 def _validate_untrained(run: _Run) -> None:
     """Score the adapter before any training, as epoch 0 (``validate_start``)."""
     progress = run.progress
-    progress.best_loss = mean_loss(run.model, run.val_subset, run.config, run.accelerator)
-    progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0})
+    scores = _validation_scores(run)
+    progress.best_loss = scores[run.config.loss]
+    progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0, **_score_columns(scores)})
     logger.info("epoch 0 (untrained): val %.4f", progress.best_loss)
 
 
@@ -676,12 +676,25 @@ def _show_progress(run: _Run, bar: tqdm, rate: float) -> None:
         )
 
 
-def _validate(run: _Run) -> float:
-    """The epoch's validation loss (nan without validation); a non-finite one stops training."""
+def _validation_scores(run: _Run) -> dict[str, float]:
+    """The adapter's validation scores as it stands, in one pass: the training loss (the one that
+    chooses the epoch) and :data:`VALIDATION_SCORES` (what the kept epoch reports)."""
+    names = tuple(dict.fromkeys((run.config.loss, *VALIDATION_SCORES)))
+    return mean_losses(run.model, run.val_subset, run.config, run.accelerator, names)
+
+
+def _score_columns(scores: dict[str, float]) -> dict[str, float]:
+    """The history columns of an epoch's :data:`VALIDATION_SCORES` (``val_mse``, ``val_mae``)."""
+    return {f"val_{name}": scores[name] for name in VALIDATION_SCORES}
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """The epoch's validation scores (empty without validation); a non-finite loss stops training."""
     if not run.validates:
-        return math.nan
+        return {}
     progress = run.progress
-    val_loss = mean_loss(run.model, run.val_subset, run.config, run.accelerator)
+    scores = _validation_scores(run)
+    val_loss = scores[run.config.loss]
     # as a non-finite training loss: never select such an epoch
     if not math.isfinite(val_loss):
         kept = f"the last good checkpoint is {run.last_good}" if run.last_good else "no checkpoint kept"
@@ -694,13 +707,15 @@ def _validate(run: _Run) -> float:
         raise NonFiniteLossError(
             message, progress.global_step, progress.epoch, run.checkpoint_dir if run.last_good else None
         )
-    return val_loss
+    return scores
 
 
-def _end_epoch(run: _Run, train_loss: float, val_loss: float, monitor) -> None:
-    """The epoch's bookkeeping: the per-epoch schedule step, its history row (with what ``monitor``
-    reports), the best adapter so far, early stopping, and the next epoch's counters."""
+def _end_epoch(run: _Run, train_loss: float, val_scores: dict[str, float], monitor) -> None:
+    """The epoch's bookkeeping: the per-epoch schedule step, its history row (with its validation
+    scores and what ``monitor`` reports), the best adapter so far, early stopping, and the next
+    epoch's counters."""
     progress, epoch = run.progress, run.progress.epoch
+    val_loss = val_scores[run.config.loss] if run.validates else math.nan
     lr = run.optimizer.param_groups[0]["lr"]
     if run.step_every == "epoch":
         run.scheduler.step()
@@ -714,6 +729,7 @@ def _end_epoch(run: _Run, train_loss: float, val_loss: float, monitor) -> None:
             "lr": lr,
             "steps": progress.global_step,
             "series_windows": int(seen_so_far + progress.seen * run.accelerator.num_processes),
+            **(_score_columns(val_scores) if run.validates else {}),
             **(_monitored(monitor, run.model, run.accelerator) if monitor is not None else {}),
         }
     )
@@ -762,15 +778,24 @@ def _checkpoint(run: _Run) -> None:
     run.last_good = ckpt.describe(run.checkpoint_dir, run.progress)
 
 
+def _kept_scores(run: _Run) -> dict[str, float]:
+    """The kept adapter's :data:`VALIDATION_SCORES`: its epoch's history row has them, from the
+    pass that chose it; a row without them (a checkpoint written before the rows carried them) is
+    scored again."""
+    row = next((row for row in run.progress.history if row.get("epoch") == run.progress.best_epoch), {})
+    if all(f"val_{name}" in row for name in VALIDATION_SCORES):
+        return {name: row[f"val_{name}"] for name in VALIDATION_SCORES}
+    logger.info("scoring the kept adapter on validation again: its epoch's record has no MSE and MAE")
+    return mean_losses(
+        run.model, run.val_subset, run.config, run.accelerator, VALIDATION_SCORES, "validation scores"
+    )
+
+
 def _restore_best(run: _Run) -> FitResult:
-    """Load the best epoch's adapter back, score it on validation, and say what training did."""
+    """Load the best epoch's adapter back, with its validation scores, and say what training did."""
     progress, accelerator, model = run.progress, run.accelerator, run.model
     run.unwrapped.load_state_dict(copy.deepcopy(run.best), strict=False)  # the best epoch's adapter
-    val_scores = {}
-    if run.validates:
-        val_scores = mean_losses(
-            model, run.val_subset, run.config, accelerator, VALIDATION_SCORES, "validation scores"
-        )
+    val_scores = _kept_scores(run) if run.validates else {}
     # prepare() wrapped the model's forward in the run's autocast: the model handed back computes
     # in its own precision again, as the same adapter loaded from disk does
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
