@@ -546,6 +546,15 @@ def test_converged_time_llm_rows_join_the_long_term_table_beside_its_earlier_row
     assert converged.command == "timellm ablate --budget converged --seeds 1,2 --out runs"
     assert "converged recipe" in (out / "report_long_term.md").read_text()
     assert converged.test_windows == 12  # the ablation's subset, until re-tested on the whole split
+    # beside it, the naive references on the same windows, as the ablation's own naive rows score them
+    naive = run_ablation(
+        tiny_preset(), tmp_path / "naive", variants="last-value,seasonal-naive", budget="converged",
+        source=hourly_csv,
+    ).set_index("variant")  # fmt: skip
+    for ref in ("last-value", "seasonal-naive"):
+        for metric in ("mse", "mae"):
+            column = f"{ref.replace('-', '_')}_{metric}"
+            assert math.isclose(converged[column], naive.loc[ref, metric], rel_tol=1e-6), column
     for seed in (1, 2):
         assert (
             main(["evaluate", str(tmp_path / "runs" / "load-12" / "time-llm" / f"seed-{seed}"), "--save"])

@@ -42,7 +42,7 @@ from timellm.data.sources import DataSource
 from timellm.data.windows import WindowDataset
 from timellm.evaluation.baselines import DLinear, PatchTST, last_value_forecast, seasonal_naive_forecast
 from timellm.evaluation.metrics import mae, mse
-from timellm.evaluation.scoring import predict_windows
+from timellm.evaluation.scoring import naive_references, predict_windows
 from timellm.evaluation.statistical import forecast_windows
 from timellm.experiments.folders import (
     CHECKPOINT_DIR,
@@ -593,7 +593,7 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
         dtype = LOW_PRECISIONS[result.precision]
         autocast = lambda: torch.autocast(device, dtype=dtype)  # noqa: E731
     started = time.perf_counter()
-    _, pred, true = predict_windows(
+    past, pred, true = predict_windows(
         model,
         s.test,
         s.seq_len,
@@ -634,7 +634,9 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     else:
         folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_history(result.history)
-    row["commit"] = folder.write_metrics(row)["commit"]
+    # the seed folder also records the naive references on the same windows (the long-term table's
+    # columns beside a converged row); the ablation's table has them as rows of their own
+    row["commit"] = folder.write_metrics({**row, "baselines": naive_references(past, true, s.period)})["commit"]
     remove_checkpoint(run_folder / CHECKPOINT_DIR)
     return row
 
