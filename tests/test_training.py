@@ -81,8 +81,9 @@ def test_an_mae_run_reports_validation_mse_and_mae_of_the_adapter_it_keeps():
 
 def test_a_kept_epoch_recorded_without_its_scores_is_scored_again(monkeypatch):
     # the history rows of a checkpoint written before they carried val_mse and val_mae
-    import timellm.training.loop as training
     from accelerate import Accelerator
+
+    import timellm.training.loop as training
 
     monkeypatch.setattr(training, "_score_columns", lambda scores: {})
     data = synthetic()

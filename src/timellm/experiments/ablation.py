@@ -636,7 +636,8 @@ def _run_variant(variant: Variant, ctx: _Context, seed: int) -> dict[str, Any]:
     folder.write_history(result.history)
     # the seed folder also records the naive references on the same windows (the long-term table's
     # columns beside a converged row); the ablation's table has them as rows of their own
-    row["commit"] = folder.write_metrics({**row, "baselines": naive_references(past, true, s.period)})["commit"]
+    baselines = naive_references(past, true, s.period)
+    row["commit"] = folder.write_metrics({**row, "baselines": baselines})["commit"]
     remove_checkpoint(run_folder / CHECKPOINT_DIR)
     return row
 

@@ -591,7 +591,9 @@ def _validate_untrained(run: _Run) -> None:
     progress = run.progress
     scores = _validation_scores(run)
     progress.best_loss = scores[run.config.loss]
-    progress.history.append({"epoch": 0, "val_loss": progress.best_loss, "steps": 0, **_score_columns(scores)})
+    progress.history.append(
+        {"epoch": 0, "val_loss": progress.best_loss, "steps": 0, **_score_columns(scores)}
+    )
     logger.info("epoch 0 (untrained): val %.4f", progress.best_loss)
 
 
