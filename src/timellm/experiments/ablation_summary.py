@@ -53,8 +53,8 @@ SUMMARY = "ablation_summary"
 PAIRED_CSV = "ablation_paired.csv"
 SUPERSEDED_CSV = "ablation_superseded_seeds.csv"  # rows of a recipe that Time-LLM no longer trains by
 ROW_KEY = ["dataset", "pred_len", "variant", "seed"]
-REMOVED_LLM = "no-llm"
-TOP = 1.6  # the figure's ceiling (MSE relative to Time-LLM); taller bars are cut there and labelled  # the variant whose paired reading answers "does removing the LLM hurt?"
+REMOVED_LLM = "no-llm"  # the variant whose paired reading answers "does removing the LLM hurt?"
+TOP = 1.6  # the figure's ceiling (MSE relative to Time-LLM); taller bars are cut there and labelled
 
 
 def find_ablations(root: str | Path) -> list[Path]:
@@ -241,6 +241,15 @@ def budget_counts(series_windows: pd.Series) -> str | None:
     )
 
 
+def _with_budget(every: pd.DataFrame, dataset: str) -> str:
+    """A tick label: the dataset, and under it the series-windows Time-LLM trained on, so that the
+    figure is never read without the budget it compares."""
+    if "series_windows" not in every:
+        return dataset
+    seen = every[(every["dataset"] == dataset) & (every["variant"] == FULL)]["series_windows"].dropna()
+    return f"{dataset}\n{seen.mean():,.0f}" if len(seen) else dataset
+
+
 def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
     """Per dataset, each variant's test MSE relative to Time-LLM's (mean over seeds, error bar: the
     standard deviation over seeds of the variant's MSE, relative to Time-LLM's mean)."""
@@ -266,14 +275,19 @@ def plot_relative(every: pd.DataFrame, path: str | Path) -> Path | None:
             spreads.append(mine.std(ddof=1) if len(mine) > 1 else 0.0)
         x = np.arange(len(with_full)) + (i - (len(variants) - 1) / 2) * width
         label = VARIANTS[variant].label if variant in VARIANTS else variant
-        ax.bar(x, np.minimum(means, TOP), width, yerr=spreads, capsize=2, label=label)
-        for xi, mean in zip(
-            x, means, strict=True
-        ):  # the last value can be 3x worse: say so, do not scale to it
-            if mean > TOP:
-                ax.text(xi, TOP, f"{mean:.2f}", ha="center", va="bottom", fontsize=6)
+        shown = np.minimum(means, TOP)
+        # an error bar stops at the ceiling too, like its bar
+        above = np.nan_to_num(np.minimum(spreads, np.maximum(TOP - shown, 0.0)))
+        ax.bar(x, shown, width, yerr=[spreads, above], capsize=2, label=label)
+        # the last value can be 3x worse: say so, do not scale to it
+        for xi, mean in zip(x, means, strict=True):
+            if mean > TOP:  # neighbours' labels alternate in height so that they do not overlap
+                ax.text(xi, TOP + 0.045 * (i % 2), f"{mean:.2f}", ha="center", va="bottom", fontsize=6)
     ax.axhline(1.0, color="black", lw=1, label="Time-LLM")
-    ax.set_xticks(np.arange(len(with_full)), with_full)
+    ax.set_xticks(np.arange(len(with_full)), [_with_budget(every, dataset) for dataset in with_full])
+    ax.set_xlabel(
+        "dataset, and the series-windows each Time-LLM run trained on (mean over its seeds)", fontsize=8
+    )
     ax.set_ylabel("test MSE / Time-LLM's")
     ax.set_ylim(0.5, TOP + 0.1)
     ax.grid(axis="y", alpha=0.3)
